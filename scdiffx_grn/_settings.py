@@ -1,0 +1,100 @@
+"""Global settings: seed, device, verbosity, progress bars.
+
+Nothing here imports torch at module import time; :func:`get_device` does so lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["settings", "seed_everything", "get_device", "logger", "progress"]
+
+logger = logging.getLogger("scdiffx_grn")
+logger.addHandler(logging.NullHandler())  # no side effects at import
+
+
+@dataclass
+class _Settings:
+    """Package-wide settings.
+
+    Attributes
+    ----------
+    seed
+        Default seed for functions that take ``seed=None``.
+    device
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    verbosity
+        Logging level of the ``scdiffx_grn`` logger (``"warning"``, ``"info"``, ``"debug"``).
+    progress
+        Show tqdm progress bars for long work.
+    data_dir
+        Where shared reference data lives (``../shared/data`` beside a checkout, or
+        ``$SCDX_DATA_DIR``). Only benchmarks read from it; the package ships its demo data.
+    """
+
+    seed: int = 0
+    device: str = "auto"
+    _verbosity: str = "warning"
+    progress: bool = True
+    data_dir: str | None = None
+
+    @property
+    def verbosity(self) -> str:
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, level: str) -> None:
+        self._verbosity = level
+        logger.setLevel(getattr(logging, str(level).upper()))
+        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.NullHandler)
+                   for h in logger.handlers):
+            h = logging.StreamHandler()
+            h.setFormatter(logging.Formatter("%(levelname)s scdiffx_grn: %(message)s"))
+            logger.addHandler(h)
+
+
+settings = _Settings(progress=os.environ.get("SCDX_PROGRESS", "1") != "0",
+                     data_dir=os.environ.get("SCDX_DATA_DIR"))
+
+
+def seed_everything(seed: int | None = None) -> int:
+    """Seed Python, NumPy and (if imported) torch; returns the seed used."""
+    seed = settings.seed if seed is None else int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+    return seed
+
+
+def get_device(device: str | None = None):
+    """Resolve a device string (``None`` -> settings.device; ``"auto"`` -> CUDA if available)."""
+    import torch
+
+    device = settings.device if device is None else device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from ._errors import ScdxError
+
+        raise ScdxError(f"device {device!r} was asked for but CUDA is not available on this machine")
+    return dev
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar honouring ``settings.progress``."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", not settings.progress)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
