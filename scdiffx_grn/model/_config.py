@@ -1,0 +1,116 @@
+"""Model configuration (plain data, saved as JSON beside the weights)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .._errors import ScdxError
+
+FORMAT_VERSION = 1
+
+
+def _auto_hidden(n_features: int, big: tuple[int, ...], floor: int) -> tuple[int, ...]:
+    """Scale the default hidden sizes down for small feature sets (never below ``floor``)."""
+    scale = min(1.0, n_features / (4 * big[0]))
+    return tuple(max(floor, int(round(h * scale / 8)) * 8) for h in big)
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of a scDiffusion-X model.
+
+    ``None`` sizes are filled from the data by :meth:`resolve`: RNA ``[512, 300] -> 100`` and
+    ATAC ``[1024, 512] -> 100`` for full-size data, scaled down with the feature count.
+
+    Attributes
+    ----------
+    n_genes, n_peaks
+        Feature counts (set from the data).
+    rna_hidden, atac_hidden
+        Hidden layer sizes of the encoders (decoders mirror them).
+    latent_dim
+        Latent size of each modality's autoencoder; must be a multiple of ``token_dim``.
+    token_dim
+        Latent dimensions per denoiser token: a modality has ``latent_dim // token_dim`` tokens.
+    width, n_heads, n_layers, mlp_ratio
+        Denoiser token width, attention heads, Dual-Cross-Attention blocks, MLP expansion.
+    label_keys, label_categories
+        Conditioning labels (obs columns) and their categories (set from the data).
+    cond_dropout
+        Probability of dropping each label (and, separately, all labels) during training, for
+        classifier-free guidance.
+    translate_prob
+        Fraction of training examples in which one modality is given clean (the conditional task
+        used for translation); the rest are joint generation examples.
+    prediction
+        ``"epsilon"`` or ``"v"`` (velocity) prediction objective.
+    n_train_timesteps, beta_schedule
+        Diffusion schedule (``"linear"`` as in DDPM, or ``"cosine"``).
+    ae_dropout
+        Dropout in the autoencoders.
+    """
+
+    n_genes: int = 0
+    n_peaks: int = 0
+    rna_hidden: tuple[int, ...] | None = None
+    atac_hidden: tuple[int, ...] | None = None
+    latent_dim: int | None = None
+    token_dim: int = 4
+    width: int = 128
+    n_heads: int = 4
+    n_layers: int = 4
+    mlp_ratio: float = 4.0
+    label_keys: list[str] = field(default_factory=list)
+    label_categories: dict[str, list[str]] = field(default_factory=dict)
+    cond_dropout: float = 0.1
+    translate_prob: float = 0.5
+    prediction: str = "epsilon"
+    n_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    ae_dropout: float = 0.1
+    format_version: int = FORMAT_VERSION
+
+    def resolve(self) -> "ModelConfig":
+        """Fill data-dependent defaults and validate; returns self."""
+        if self.n_genes <= 0 or self.n_peaks <= 0:
+            raise ScdxError(f"model needs genes and peaks, got n_genes={self.n_genes}, n_peaks={self.n_peaks}")
+        if self.rna_hidden is None:
+            self.rna_hidden = _auto_hidden(self.n_genes, (512, 300), 32)
+        if self.atac_hidden is None:
+            self.atac_hidden = _auto_hidden(self.n_peaks, (1024, 512), 32)
+        self.rna_hidden = tuple(int(h) for h in self.rna_hidden)
+        self.atac_hidden = tuple(int(h) for h in self.atac_hidden)
+        if self.latent_dim is None:
+            lat = min(100, max(16, min(self.n_genes, self.n_peaks) // 8))
+            self.latent_dim = max(self.token_dim, lat // self.token_dim * self.token_dim)
+        if self.latent_dim % self.token_dim:
+            raise ScdxError(f"latent_dim={self.latent_dim} is not a multiple of token_dim={self.token_dim}")
+        if self.width % self.n_heads:
+            raise ScdxError(f"width={self.width} is not a multiple of n_heads={self.n_heads}")
+        if self.prediction not in ("epsilon", "v"):
+            raise ScdxError(f"prediction must be 'epsilon' or 'v', got {self.prediction!r}")
+        if self.beta_schedule not in ("linear", "cosine"):
+            raise ScdxError(f"beta_schedule must be 'linear' or 'cosine', got {self.beta_schedule!r}")
+        missing = [k for k in self.label_keys if k not in self.label_categories]
+        if missing:
+            raise ScdxError(f"label categories missing for {missing}")
+        return self
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.latent_dim) // self.token_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rna_hidden"] = list(d["rna_hidden"]) if d["rna_hidden"] is not None else None
+        d["atac_hidden"] = list(d["atac_hidden"]) if d["atac_hidden"] is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ScdxError(f"unknown model config keys: {unknown}")
+        return cls(**d)

@@ -1,0 +1,325 @@
+"""Neural network modules: tensors in, tensors / losses out (no AnnData here).
+
+- :class:`RNAAutoencoder`: log1p-normalised counts -> latent -> negative binomial
+  (softmax mean x library size, per-gene dispersion).
+- :class:`ATACAutoencoder`: binarised peaks -> latent -> Bernoulli logits.
+- :class:`DCADenoiser`: two token branches (RNA, ATAC) with adaLN-zero conditioning on time and
+  labels; each block has self-attention within a modality and **Dual-Cross-Attention** (RNA tokens
+  attend to ATAC tokens and ATAC tokens to RNA tokens), then an MLP.
+- :class:`ScDXModule`: holds the three plus the latent normalisation buffers.
+
+A *token* is a contiguous chunk of ``token_dim`` dimensions of a modality's normalised latent
+vector, linearly embedded to ``width`` plus a learned position embedding. Attention maps are
+``(batch, heads, tokens_query, tokens_key)``; tokens map back to genes/peaks through the
+encoders' gradients (see :mod:`scdiffx_grn.grn`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._config import ModelConfig
+
+
+# ----------------------------------------------------------------------------- autoencoders
+def _mlp(sizes: list[int], dropout: float, last_act: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or last_act:
+            layers += [nn.LayerNorm(sizes[i + 1]), nn.SiLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def nb_log_likelihood(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative binomial log-likelihood, elementwise (mean ``mu``, inverse dispersion ``theta``)."""
+    log_theta_mu = torch.log(theta + mu + eps)
+    return (
+        torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1.0)
+        + theta * (torch.log(theta + eps) - log_theta_mu)
+        + x * (torch.log(mu + eps) - log_theta_mu)
+    )
+
+
+class RNAAutoencoder(nn.Module):
+    """Deterministic autoencoder with a negative binomial decoder.
+
+    The encoder sees ``log1p(1e4 * counts / library_size)``; the decoder gives expression
+    proportions ``rho`` (softmax over genes) so that the NB mean is ``rho * library_size``.
+    """
+
+    def __init__(self, n_genes: int, hidden: tuple[int, ...], latent_dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = _mlp([n_genes, *hidden, latent_dim], dropout)
+        self.decoder = _mlp([latent_dim, *reversed(hidden), n_genes], dropout)
+        self.log_theta = nn.Parameter(torch.zeros(n_genes))
+
+    def encode(self, x_log: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x_log)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Expression proportions ``rho`` (rows sum to 1)."""
+        return torch.softmax(self.decoder(z).float(), dim=-1)
+
+    @property
+    def theta(self) -> torch.Tensor:
+        return torch.exp(self.log_theta.clamp(-10, 10))
+
+    def loss(self, counts: torch.Tensor, x_log: torch.Tensor, lib: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean NB negative log-likelihood per cell, and the latent."""
+        z = self.encode(x_log)
+        rho = self.decode(z)
+        mu = rho * lib[:, None]
+        nll = -nb_log_likelihood(counts, mu, self.theta[None, :]).sum(-1).mean()
+        return nll, z
+
+
+class ATACAutoencoder(nn.Module):
+    """Deterministic autoencoder with a Bernoulli decoder on binarised peaks."""
+
+    def __init__(self, n_peaks: int, hidden: tuple[int, ...], latent_dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = _mlp([n_peaks, *hidden, latent_dim], dropout)
+        self.decoder = _mlp([latent_dim, *reversed(hidden), n_peaks], dropout)
+
+    def encode(self, x_bin: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x_bin)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).float()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Accessibility probabilities."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def loss(self, x_bin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bernoulli negative log-likelihood summed over peaks, mean over cells; and the latent."""
+        z = self.encode(x_bin)
+        nll = F.binary_cross_entropy_with_logits(self.decode_logits(z), x_bin, reduction="none").sum(-1).mean()
+        return nll, z
+
+
+# ----------------------------------------------------------------------------- denoiser
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, shape (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, width: int, freq_dim: int = 128):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.freq_dim))
+
+
+class LabelEmbedder(nn.Module):
+    """One embedding table per label key; index ``n_categories`` is the 'null' (dropped) label."""
+
+    def __init__(self, n_categories: list[int], width: int):
+        super().__init__()
+        self.tables = nn.ModuleList([nn.Embedding(n + 1, width) for n in n_categories])
+        self.n_categories = list(n_categories)
+
+    def null(self, batch: int, device) -> torch.Tensor:
+        return torch.tensor(self.n_categories, device=device, dtype=torch.long).expand(batch, -1).clone()
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        if not self.tables:
+            return 0.0
+        return sum(tab(cond[:, i]) for i, tab in enumerate(self.tables))
+
+
+class Attention(nn.Module):
+    """Multi-head attention that can return its weights (one code path for both uses)."""
+
+    def __init__(self, width: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = width // n_heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, need_weights: bool = False):
+        b, tq, w = x.shape
+        tk = ctx.shape[1]
+        q = self.q(x).view(b, tq, self.n_heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(ctx).view(b, tk, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax((q @ k.transpose(-2, -1)) * self.head_dim**-0.5, dim=-1)
+        h = (weights @ v).transpose(1, 2).reshape(b, tq, w)
+        return self.out(h), (weights if need_weights else None)
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class _BranchBlock(nn.Module):
+    """One modality's half of a DCA block: self-attn, cross-attn to the other modality, MLP."""
+
+    def __init__(self, width: int, n_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.self_attn = Attention(width, n_heads)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.norm_ctx = nn.LayerNorm(width, eps=1e-6)
+        self.cross_attn = Attention(width, n_heads)
+        self.norm3 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 9 * width))
+        nn.init.zeros_(self.ada[-1].weight)  # adaLN-zero: each block starts as the identity
+        nn.init.zeros_(self.ada[-1].bias)
+
+    def modulation(self, c: torch.Tensor):
+        return self.ada(c).chunk(9, dim=-1)
+
+
+class DCABlock(nn.Module):
+    """A Dual-Cross-Attention block over both branches."""
+
+    def __init__(self, width: int, n_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.rna = _BranchBlock(width, n_heads, mlp_ratio)
+        self.atac = _BranchBlock(width, n_heads, mlp_ratio)
+
+    def forward(self, h_r, h_a, c_r, c_a, need_weights: bool = False):
+        mr, ma = self.rna.modulation(c_r), self.atac.modulation(c_a)
+        attn = {}
+        # self-attention within each modality
+        x = _modulate(self.rna.norm1(h_r), mr[0], mr[1])
+        o, attn["rna_self"] = self.rna.self_attn(x, x, need_weights)
+        h_r = h_r + mr[2][:, None] * o
+        x = _modulate(self.atac.norm1(h_a), ma[0], ma[1])
+        o, attn["atac_self"] = self.atac.self_attn(x, x, need_weights)
+        h_a = h_a + ma[2][:, None] * o
+        # dual cross-attention: both directions read the other branch's state before this step
+        q_r = _modulate(self.rna.norm2(h_r), mr[3], mr[4])
+        q_a = _modulate(self.atac.norm2(h_a), ma[3], ma[4])
+        o_r, attn["rna_to_atac"] = self.rna.cross_attn(q_r, self.rna.norm_ctx(h_a), need_weights)
+        o_a, attn["atac_to_rna"] = self.atac.cross_attn(q_a, self.atac.norm_ctx(h_r), need_weights)
+        h_r = h_r + mr[5][:, None] * o_r
+        h_a = h_a + ma[5][:, None] * o_a
+        # MLPs
+        h_r = h_r + mr[8][:, None] * self.rna.mlp(_modulate(self.rna.norm3(h_r), mr[6], mr[7]))
+        h_a = h_a + ma[8][:, None] * self.atac.mlp(_modulate(self.atac.norm3(h_a), ma[6], ma[7]))
+        return h_r, h_a, attn
+
+
+class _FinalLayer(nn.Module):
+    def __init__(self, width: int, token_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.linear = nn.Linear(width, token_dim)
+        for m in (self.ada[-1], self.linear):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, h, c):
+        shift, scale = self.ada(c).chunk(2, dim=-1)
+        return self.linear(_modulate(self.norm(h), shift, scale))
+
+
+class DCADenoiser(nn.Module):
+    """Two-branch transformer denoiser with Dual-Cross-Attention.
+
+    ``forward(z_rna, z_atac, t_rna, t_atac, cond)`` predicts the noise (or velocity) of each
+    branch. Each branch's conditioning vector is its own timestep embedding plus the other
+    branch's timestep embedding (so it knows how noisy its context is) plus the label embedding.
+    A timestep of 0 together with a clean input marks an observed (conditioning) modality.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        w, td, nt = cfg.width, cfg.token_dim, cfg.n_tokens
+        self.token_dim, self.n_tokens = td, nt
+        self.embed_r = nn.Linear(td, w)
+        self.embed_a = nn.Linear(td, w)
+        self.pos_r = nn.Parameter(torch.randn(1, nt, w) * 0.02)
+        self.pos_a = nn.Parameter(torch.randn(1, nt, w) * 0.02)
+        self.t_self_r, self.t_other_r = TimestepEmbedder(w), TimestepEmbedder(w)
+        self.t_self_a, self.t_other_a = TimestepEmbedder(w), TimestepEmbedder(w)
+        self.labels = LabelEmbedder([len(cfg.label_categories[k]) for k in cfg.label_keys], w)
+        self.blocks = nn.ModuleList([DCABlock(w, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers)])
+        self.final_r = _FinalLayer(w, td)
+        self.final_a = _FinalLayer(w, td)
+
+    def forward(self, z_rna, z_atac, t_rna, t_atac, cond, return_attention: bool = False):
+        b = z_rna.shape[0]
+        h_r = self.embed_r(z_rna.view(b, self.n_tokens, self.token_dim)) + self.pos_r
+        h_a = self.embed_a(z_atac.view(b, self.n_tokens, self.token_dim)) + self.pos_a
+        lab = self.labels(cond)
+        c_r = self.t_self_r(t_rna) + self.t_other_r(t_atac) + lab
+        c_a = self.t_self_a(t_atac) + self.t_other_a(t_rna) + lab
+        maps: dict[str, list[torch.Tensor]] = {k: [] for k in ("rna_self", "atac_self", "rna_to_atac", "atac_to_rna")}
+        for blk in self.blocks:
+            h_r, h_a, attn = blk(h_r, h_a, c_r, c_a, return_attention)
+            if return_attention:
+                for k, v in attn.items():
+                    maps[k].append(v)
+        out_r = self.final_r(h_r, c_r).reshape(b, -1)
+        out_a = self.final_a(h_a, c_a).reshape(b, -1)
+        if return_attention:
+            return out_r, out_a, maps
+        return out_r, out_a
+
+
+# ----------------------------------------------------------------------------- whole module
+class ScDXModule(nn.Module):
+    """Autoencoders + latent normalisation + denoiser. Tensors in, tensors out."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.rna_ae = RNAAutoencoder(cfg.n_genes, cfg.rna_hidden, cfg.latent_dim, cfg.ae_dropout)
+        self.atac_ae = ATACAutoencoder(cfg.n_peaks, cfg.atac_hidden, cfg.latent_dim, cfg.ae_dropout)
+        self.denoiser = DCADenoiser(cfg)
+        L = cfg.latent_dim
+        # latent normalisation: the one transform used at training, generation, translation, GRN time
+        self.register_buffer("rna_mean", torch.zeros(L))
+        self.register_buffer("rna_std", torch.ones(L))
+        self.register_buffer("atac_mean", torch.zeros(L))
+        self.register_buffer("atac_std", torch.ones(L))
+        n_lib = len(cfg.label_categories[cfg.label_keys[0]]) if cfg.label_keys else 1
+        # log-normal library size per category of the first label (index n_lib = pooled)
+        self.register_buffer("lib_mu", torch.zeros(n_lib + 1))
+        self.register_buffer("lib_sigma", torch.ones(n_lib + 1))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.long))
+
+    # latent normalisation ------------------------------------------------------------
+    def normalize(self, modality: str, z: torch.Tensor) -> torch.Tensor:
+        m, s = (self.rna_mean, self.rna_std) if modality == "rna" else (self.atac_mean, self.atac_std)
+        return (z - m) / s
+
+    def denormalize(self, modality: str, z: torch.Tensor) -> torch.Tensor:
+        m, s = (self.rna_mean, self.rna_std) if modality == "rna" else (self.atac_mean, self.atac_std)
+        return z * s + m
+
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        ae = self.rna_ae if modality == "rna" else self.atac_ae
+        return self.normalize(modality, ae.encode(x))
+
+    def decode(self, modality: str, z_norm: torch.Tensor) -> torch.Tensor:
+        ae = self.rna_ae if modality == "rna" else self.atac_ae
+        return ae.decode(self.denormalize(modality, z_norm))

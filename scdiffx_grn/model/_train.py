@@ -1,0 +1,343 @@
+"""Training: autoencoders, latent normalisation, denoiser (EMA, AdamW, clipping, bf16, DDP, resume).
+
+Multi-GPU / multi-node: launch the same script with ``torchrun --nproc_per_node=N``; the trainer
+sees ``WORLD_SIZE`` and wraps the trained networks in DistributedDataParallel (NCCL on CUDA, gloo
+on CPU). Every rank draws the same global batch indices from the seeded generator and takes its
+own slice, so the result does not depend on how the batch is split. Only rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._errors import CheckpointError, InputDataError, ScdxError
+from .._io import atomic_path
+from .._settings import logger, progress
+
+CKPT_NAME = "last.ckpt"
+
+
+class _AELoss(nn.Module):
+    def __init__(self, module):
+        super().__init__()
+        self.rna_ae, self.atac_ae = module.rna_ae, module.atac_ae
+
+    def forward(self, counts, x_log, lib, x_bin):
+        l_r, _ = self.rna_ae.loss(counts, x_log, lib)
+        l_a, _ = self.atac_ae.loss(x_bin)
+        return l_r, l_a
+
+
+def _dist():
+    """(rank, world_size), initialising torch.distributed from torchrun's environment if needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+class Trainer:
+    """Runs both training phases for an :class:`~scdiffx_grn.model.ScDiffusionX`."""
+
+    def __init__(self, model, mdata, *, batch_size, ae_lr, lr, weight_decay, ema_decay, grad_clip, seed,
+                 split_key, train_value, checkpoint_dir, checkpoint_every, compile, log_every):
+        self.model = model
+        self.m = model.module
+        self.batch_size = int(batch_size)
+        self.ae_lr, self.lr, self.wd = ae_lr, lr, weight_decay
+        self.ema_decay, self.grad_clip = ema_decay, grad_clip
+        self.seed = int(seed)
+        self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.ckpt_every = max(1, int(checkpoint_every))
+        self.compile = compile
+        self.log_every = log_every
+        self.rank, self.world = _dist()
+        if self.world > 1 and torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            model.to(f"cuda:{local}")
+        self.dev = model.device
+        self._load_data(mdata, split_key, train_value)
+
+    # ------------------------------------------------------------------ data
+    def _load_data(self, mdata, split_key, train_value):
+        model = self.model
+        order = model._check_features(mdata)
+        mask = np.ones(mdata.n_obs, dtype=bool)
+        if split_key is not None:
+            if split_key not in mdata.obs:
+                from .._errors import MissingLabelError
+
+                raise MissingLabelError(f"split column {split_key!r} not in mdata.obs")
+            mask = (mdata.obs[split_key].astype(str) == str(train_value)).to_numpy()
+        idx = np.flatnonzero(mask)
+        if len(idx) < 2:
+            raise InputDataError(f"only {len(idx)} training cells (split {split_key!r} == {train_value!r})")
+        self.rna = model._matrix(mdata, "rna", order["rna"])[idx]
+        self.atac = model._matrix(mdata, "atac", order["atac"])[idx]
+        self.lib = np.asarray(self.rna.sum(1)).ravel().astype(np.float32)
+        empty = np.flatnonzero(self.lib == 0)
+        if len(empty):
+            names = mdata.obs_names[idx[empty]]
+            raise InputDataError(f"{len(empty)} training cells have no RNA counts in the model's genes, "
+                                 f"e.g. {list(names[:5])}; filter them (pp.qc) first")
+        n_open = np.asarray((self.atac > 0).sum(1)).ravel()
+        if (n_open == 0).all():
+            raise InputDataError("no accessible peaks in any training cell")
+        keys = model.config.label_keys
+        labs = {}
+        from ._model import _obs_labels
+
+        for k in keys:
+            labs[k] = _obs_labels(mdata, k).astype(str).to_numpy()[idx]
+        self.cond = model.condition_indices(labs, len(idx)).cpu() if keys else torch.zeros((len(idx), 0), dtype=torch.long)
+        self.n = len(idx)
+        # label frequencies (for generate(n_cells)) and log-normal library sizes per first label
+        if keys:
+            df = pd.DataFrame(labs)
+            fr = df.value_counts(normalize=True).reset_index()
+            fr.columns = [*keys, "p"]
+            model.setup["label_freqs"] = {c: fr[c].tolist() for c in fr.columns}
+        loglib = np.log(self.lib)
+        n_lib = len(self.m.lib_mu) - 1
+        mu = np.full(n_lib + 1, loglib.mean())
+        sd = np.full(n_lib + 1, max(loglib.std(), 1e-3))
+        if keys:
+            c0 = self.cond[:, 0].numpy()
+            for c in range(n_lib):
+                sel = loglib[c0 == c]
+                if len(sel) >= 2:
+                    mu[c], sd[c] = sel.mean(), max(sel.std(), 1e-3)
+                elif len(sel) == 1:
+                    mu[c] = sel[0]
+        self.m.lib_mu.copy_(torch.as_tensor(mu, dtype=torch.float32))
+        self.m.lib_sigma.copy_(torch.as_tensor(sd, dtype=torch.float32))
+
+    def _ae_batch(self, idx):
+        counts = torch.as_tensor(self.rna[idx].toarray(), device=self.dev)
+        lib = torch.as_tensor(self.lib[idx], device=self.dev)
+        x_log = torch.log1p(counts / lib[:, None] * 1e4)
+        x_bin = torch.as_tensor((self.atac[idx] > 0).astype(np.float32).toarray(), device=self.dev)
+        return counts, x_log, lib, x_bin
+
+    # ------------------------------------------------------------------ checkpoints
+    def _ckpt_path(self):
+        return self.ckpt_dir / CKPT_NAME if self.ckpt_dir is not None else None
+
+    def _save(self, state: dict):
+        if self.ckpt_dir is None or self.rank != 0:
+            return
+        with atomic_path(self._ckpt_path()) as tmp:
+            torch.save(state, tmp)
+
+    def _load(self):
+        p = self._ckpt_path()
+        if p is None or not p.exists():
+            return None
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"training checkpoint {p} could not be read (truncated or corrupt?): {e}") from None
+
+    def _rng_state(self, gen):
+        st = {"gen": gen.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            st["cuda"] = torch.cuda.get_rng_state(self.dev) if self.dev.type == "cuda" else torch.cuda.get_rng_state()
+        return st
+
+    def _set_rng_state(self, gen, st):
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch"])
+        if "cuda" in st and self.dev.type == "cuda":
+            torch.cuda.set_rng_state(st["cuda"], self.dev)
+
+    # ------------------------------------------------------------------ phases
+    def run(self, *, ae_epochs: int, diffusion_steps: int, resume: bool):
+        import time
+
+        ck = self._load() if resume else None
+        if resume and ck is None:
+            logger.info("resume=True but no checkpoint found; starting from scratch")
+        torch.manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
+        start_epoch, start_step = 0, 0
+        if ck is not None:
+            self.m.load_state_dict(ck["module"])
+            self.model.history = {k: list(map(float, v)) for k, v in ck["history"].items()}
+            start_epoch, start_step = int(ck["epoch"]), int(ck["step"])
+        ae_done = start_epoch >= ae_epochs and ck is not None and ck["phase"] == "diffusion"
+        t0 = time.perf_counter()
+        if not ae_done:
+            self._train_ae(ae_epochs, gen, ck if (ck is not None and ck["phase"] == "ae") else None)
+            ck = None
+        self._sync()
+        t1 = time.perf_counter()
+        self._fit_latents()
+        self._train_diffusion(diffusion_steps, gen, ck if (ck is not None and ck["phase"] == "diffusion") else None,
+                              ae_epochs)
+        self._sync()
+        t2 = time.perf_counter()
+        self.model.timing = {"ae_seconds": t1 - t0, "diffusion_seconds": t2 - t1, "n_train_cells": self.n,
+                             "ae_cells_per_s": self.n * ae_epochs / max(t1 - t0, 1e-9) if not ae_done else None,
+                             "diffusion_cells_per_s": self.batch_size * diffusion_steps / max(t2 - t1, 1e-9)}
+        self.m.fitted.fill_(1)
+        self.m.eval()
+
+    def _sync(self):
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+
+    def _train_ae(self, epochs, gen, ck):
+        m = self.m
+        ae = _AELoss(m)
+        net = ae
+        if self.world > 1:
+            net = nn.parallel.DistributedDataParallel(ae, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        params = list(m.rna_ae.parameters()) + list(m.atac_ae.parameters())
+        opt = torch.optim.AdamW(params, lr=self.ae_lr, weight_decay=self.wd)
+        start = 0
+        if ck is not None:
+            opt.load_state_dict(ck["opt"])
+            self._set_rng_state(gen, ck["rng"])
+            start = int(ck["epoch"])
+        n_pix = max(1.0, float(self.model.config.n_genes))
+        bar = progress(range(start, epochs), desc="autoencoders", total=epochs, initial=start)
+        for ep in bar:
+            m.rna_ae.train()
+            m.atac_ae.train()
+            perm = torch.randperm(self.n, generator=gen).numpy()
+            tot, nb = 0.0, 0
+            for s in range(0, self.n, self.batch_size):
+                gidx = perm[s:s + self.batch_size]
+                if len(gidx) < 2:
+                    continue
+                idx = gidx[self.rank::self.world]
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
+                    l_r, l_a = net(*self._ae_batch(idx))
+                # per-feature scaling keeps the two likelihoods on comparable scales
+                loss = l_r / n_pix + l_a / max(1.0, float(self.model.config.n_peaks))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                opt.step()
+                tot += float(l_r.detach()) + float(l_a.detach())
+                nb += 1
+            self.model.history["ae_loss"].append(tot / max(nb, 1))
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(nll=f"{tot / max(nb, 1):.1f}")
+            self._save({"phase": "ae", "epoch": ep + 1, "step": 0, "module": m.state_dict(),
+                        "opt": opt.state_dict(), "rng": self._rng_state(gen),
+                        "history": self.model.history})
+        m.rna_ae.eval()
+        m.atac_ae.eval()
+
+    @torch.no_grad()
+    def _fit_latents(self):
+        """Encode all training cells and fit the per-dimension latent normalisation."""
+        m = self.m
+        m.eval()
+        zr, za = [], []
+        for s in range(0, self.n, 1024):
+            idx = np.arange(s, min(self.n, s + 1024))
+            counts, x_log, lib, x_bin = self._ae_batch(idx)
+            zr.append(m.rna_ae.encode(x_log).float())
+            za.append(m.atac_ae.encode(x_bin).float())
+        zr, za = torch.cat(zr), torch.cat(za)
+        for name, z in (("rna", zr), ("atac", za)):
+            getattr(m, f"{name}_mean").copy_(z.mean(0))
+            getattr(m, f"{name}_std").copy_(z.std(0).clamp(min=1e-4))
+        self.z_rna = m.normalize("rna", zr)
+        self.z_atac = m.normalize("atac", za)
+
+    def _train_diffusion(self, steps, gen, ck, ae_epochs):
+        from ._schedulers import make_scheduler
+
+        m, cfg = self.m, self.model.config
+        den = m.denoiser
+        ema = copy.deepcopy(den).eval().requires_grad_(False)
+        net = torch.compile(den) if self.compile else den
+        if self.world > 1:
+            net = nn.parallel.DistributedDataParallel(net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        opt = torch.optim.AdamW(den.parameters(), lr=self.lr, weight_decay=0.0)
+        sched = make_scheduler("ddpm", cfg)
+        start = 0
+        if ck is not None:
+            den.load_state_dict(ck["denoiser_raw"])
+            ema.load_state_dict(ck["ema"])
+            opt.load_state_dict(ck["opt"])
+            self._set_rng_state(gen, ck["rng"])
+            start = int(ck["step"])
+        T = cfg.n_train_timesteps
+        K = len(cfg.label_keys)
+        p_tr = float(cfg.translate_prob)
+        cond_all = self.cond.to(self.dev)
+        null = den.labels.null(1, self.dev)
+        bar = progress(range(start, steps), desc="denoiser", total=steps, initial=start)
+        run = 0.0
+        for step in bar:
+            den.train()
+            gidx = torch.randint(0, self.n, (self.batch_size,), generator=gen)
+            t = torch.randint(0, T, (self.batch_size,), generator=gen)
+            mode = torch.rand(self.batch_size, generator=gen)
+            drop_each = torch.rand(self.batch_size, max(K, 1), generator=gen)[:, :K] < cfg.cond_dropout
+            drop_all = torch.rand(self.batch_size, generator=gen) < cfg.cond_dropout
+            noise = torch.randn(self.batch_size, 2 * cfg.latent_dim, generator=gen)
+            sl = slice(self.rank, None, self.world)
+            gidx, t, mode, drop_each, drop_all, noise = (x[sl].to(self.dev) for x in (gidx, t, mode, drop_each, drop_all, noise))
+            z_r, z_a = self.z_rna[gidx], self.z_atac[gidx]
+            n_r, n_a = noise.split(cfg.latent_dim, -1)
+            rna_given = mode < p_tr / 2  # translation task atac <- rna: RNA clean
+            atac_given = (mode >= p_tr / 2) & (mode < p_tr)
+            t_r = torch.where(rna_given, torch.zeros_like(t), t)
+            t_a = torch.where(atac_given, torch.zeros_like(t), t)
+            x_r = torch.where(rna_given[:, None], z_r, sched.add_noise(z_r, n_r, t_r))
+            x_a = torch.where(atac_given[:, None], z_a, sched.add_noise(z_a, n_a, t_a))
+            cond = cond_all[gidx]
+            if K:
+                drop = drop_each | drop_all[:, None]
+                cond = torch.where(drop, null.expand_as(cond), cond)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
+                o_r, o_a = net(x_r, x_a, t_r, t_a, cond)
+            w_r = (~rna_given).float()[:, None]
+            w_a = (~atac_given).float()[:, None]
+            l_r = ((o_r.float() - sched.target(z_r, n_r, t_r)) ** 2 * w_r).sum() / (w_r.sum() * cfg.latent_dim).clamp(min=1)
+            l_a = ((o_a.float() - sched.target(z_a, n_a, t_a)) ** 2 * w_a).sum() / (w_a.sum() * cfg.latent_dim).clamp(min=1)
+            loss = l_r + l_a
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(den.parameters(), self.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                d = min(self.ema_decay, (1 + step) / (10 + step))
+                for pe, p in zip(ema.parameters(), den.parameters()):
+                    pe.lerp_(p.detach(), 1 - d)
+            run += float(loss.detach())
+            if (step + 1) % self.log_every == 0 or step + 1 == steps:
+                k = (step % self.log_every) + 1
+                self.model.history["diffusion_loss"].append(run / k)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{run / k:.4f}")
+                run = 0.0
+            if (step + 1) % self.ckpt_every == 0 and step + 1 < steps:
+                self._save({"phase": "diffusion", "epoch": ae_epochs, "step": step + 1, "module": m.state_dict(),
+                            "denoiser_raw": den.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                            "rng": self._rng_state(gen), "history": self.model.history})
+        # sampling uses the EMA weights
+        den.load_state_dict(ema.state_dict())
+        if self.ckpt_dir is not None and self.rank == 0:
+            m.fitted.fill_(1)
+            self._save({"phase": "diffusion", "epoch": ae_epochs, "step": steps, "module": m.state_dict(),
+                        "denoiser_raw": ema.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "rng": self._rng_state(gen), "history": self.model.history})

@@ -1,0 +1,260 @@
+"""Core model: modules, schedulers, training, generation, translation, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import scipy.stats as st
+import torch
+
+from scdiffx_grn import (
+    CheckpointError,
+    FeatureMismatchError,
+    MissingLabelError,
+    NotCountsError,
+    ScDiffusionX,
+    settings,
+)
+from scdiffx_grn.model import ModelConfig, make_scheduler, nb_log_likelihood
+from scdiffx_grn.model._modules import DCADenoiser
+
+TINY = dict(width=32, n_layers=2, n_heads=2, token_dim=4)
+settings.progress = False
+
+
+def _two_type_mdata(n=240, g=40, p=80, seed=0):
+    """Two cell types with disjoint marker genes and marker peaks (planted structure)."""
+    rng = np.random.default_rng(seed)
+    ct = np.repeat([0, 1], n // 2)
+    mu = np.full((2, g), 1.0)
+    mu[0, : g // 4] = 12.0
+    mu[1, g // 4 : g // 2] = 12.0
+    X = rng.poisson(mu[ct]).astype(np.float32)
+    pa = np.full((2, p), 0.05)
+    pa[0, : p // 4] = 0.8
+    pa[1, p // 4 : p // 2] = 0.8
+    A = (rng.random((n, p)) < pa[ct]).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(np.where(ct == 0, "A", "B")),
+                        "batch": pd.Categorical(rng.choice(["b1", "b2"], n))},
+                       index=[f"cell{i}" for i in range(n)])
+    rna = ad.AnnData(sp.csr_matrix(X), obs=obs.copy(), var=pd.DataFrame(index=[f"gene{i}" for i in range(g)]))
+    rna.layers["counts"] = rna.X.copy()
+    atac = ad.AnnData(sp.csr_matrix(A), obs=obs.copy(),
+                      var=pd.DataFrame(index=[f"chr1-{i * 1000}-{i * 1000 + 400}" for i in range(p)]))
+    atac.layers["counts"] = atac.X.copy()
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    mdata.obs["cell_type"] = obs["cell_type"]
+    mdata.obs["batch"] = obs["batch"]
+    return mdata
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return _two_type_mdata()
+
+
+@pytest.fixture(scope="module")
+def trained(planted):
+    torch.manual_seed(0)
+    ScDiffusionX.setup_mudata(planted, labels=["cell_type", "batch"])
+    model = ScDiffusionX(planted, **TINY)
+    model.train(ae_epochs=40, diffusion_steps=1500, batch_size=64, lr=1e-3, device="cpu", seed=0)
+    return model
+
+
+# ----------------------------------------------------------------------------- units
+def test_nb_log_likelihood_matches_scipy():
+    x = torch.tensor([0.0, 1.0, 5.0, 30.0])
+    mu = torch.tensor([0.5, 2.0, 4.0, 20.0])
+    theta = torch.tensor([1.0, 3.0, 0.5, 10.0])
+    ours = nb_log_likelihood(x, mu, theta).numpy()
+    p = (theta / (theta + mu)).numpy()
+    ref = st.nbinom.logpmf(x.numpy(), theta.numpy(), p)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 1000), ("ddpm", 50), ("ddim", 20), ("dpm++", 10)])
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_samplers_converge_to_point_mass(sampler, steps, prediction):
+    """With the exact denoiser of a point mass, every sampler must land on that point."""
+    cfg = ModelConfig(n_genes=1, n_peaks=1, prediction=prediction)
+    sched = make_scheduler(sampler, cfg)
+    sched.set_timesteps(steps)
+    target = torch.tensor([[1.5, -0.5, 0.25]])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, generator=g)
+    for t in sched.timesteps:
+        a = float(sched.alphas_cumprod[int(t)])
+        eps = (x - a**0.5 * target) / (1 - a) ** 0.5
+        out = eps if prediction == "epsilon" else a**0.5 * eps - (1 - a) ** 0.5 * target
+        x = sched.step(out, t, x, g)
+    np.testing.assert_allclose(x.numpy(), target.expand(4, 3).numpy(), atol=1e-3)
+
+
+def test_denoiser_attention_maps_same_path():
+    cfg = ModelConfig(n_genes=10, n_peaks=20, latent_dim=16, token_dim=4, width=16, n_heads=2, n_layers=3,
+                      label_keys=["ct"], label_categories={"ct": ["a", "b"]}).resolve()
+    den = DCADenoiser(cfg)
+    for p in den.parameters():  # break adaLN-zero so attention actually matters
+        torch.nn.init.normal_(p, std=0.2)
+    zr, za = torch.randn(5, 16), torch.randn(5, 16)
+    t = torch.tensor([0, 10, 500, 999, 3])
+    c = torch.tensor([[0], [1], [2], [0], [1]])
+    o1 = den(zr, za, t, t, c)
+    o_r, o_a, attn = den(zr, za, t, t, c, return_attention=True)
+    torch.testing.assert_close(o1[0], o_r)
+    torch.testing.assert_close(o1[1], o_a)
+    assert set(attn) == {"rna_self", "atac_self", "rna_to_atac", "atac_to_rna"}
+    assert len(attn["rna_to_atac"]) == 3
+    assert attn["rna_to_atac"][0].shape == (5, 2, 4, 4)
+    torch.testing.assert_close(attn["atac_to_rna"][1].sum(-1), torch.ones(5, 2, 4))
+    # cross-attention is real: changing ATAC changes the RNA output
+    o2 = den(zr, za + 1.0, t, t, c)
+    assert (o2[0] - o1[0]).abs().max() > 1e-4
+
+
+def test_config_validation():
+    with pytest.raises(Exception, match="multiple of token_dim"):
+        ModelConfig(n_genes=10, n_peaks=10, latent_dim=10, token_dim=4).resolve()
+    big = ModelConfig(n_genes=20000, n_peaks=100000).resolve()
+    assert big.rna_hidden == (512, 304) or big.rna_hidden[0] == 512
+    assert big.atac_hidden[0] == 1024 and big.latent_dim == 100
+
+
+# ----------------------------------------------------------------------------- setup / errors
+def test_setup_rejects_non_counts(planted):
+    bad = planted.copy()
+    bad.mod["rna"].layers["counts"] = bad.mod["rna"].layers["counts"] * 0.5
+    with pytest.raises(NotCountsError):
+        ScDiffusionX.setup_mudata(bad, labels=["cell_type"])
+    with pytest.raises(MissingLabelError, match="nope"):
+        ScDiffusionX.setup_mudata(planted.copy(), labels=["nope"])
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_end_to_end(trained, planted, tmp_path):
+    model = trained
+    assert model.history["ae_loss"][-1] < model.history["ae_loss"][0]
+    assert model.history["diffusion_loss"][-1] < model.history["diffusion_loss"][0]
+    gen = model.generate({"cell_type": ["A"] * 30 + ["B"] * 30}, sampler="dpm++", n_steps=15, seed=1)
+    assert gen.mod["rna"].shape == (60, 40) and gen.mod["atac"].shape == (60, 80)
+    assert list(gen.obs["cell_type"].astype(str)[:2]) == ["A", "A"]
+    X = gen.mod["rna"].X.toarray()
+    assert np.all(X >= 0) and np.allclose(X, np.round(X))
+    # generated cell types carry their planted markers
+    a, b = X[:30], X[30:]
+    assert a[:, :10].mean() > 2 * b[:, :10].mean()
+    assert b[:, 10:20].mean() > 2 * a[:, 10:20].mean()
+    pa, pb = gen.mod["atac"].layers["prob"][:30], gen.mod["atac"].layers["prob"][30:]
+    assert pa[:, :20].mean() > pb[:, :20].mean() + 0.2
+
+    # translation keeps pairing and recovers the planted cell-type programme from ATAC alone
+    tr = model.translate(planted, "atac->rna", n_samples=3, seed=0, sampler="ddim", n_steps=20)
+    assert list(tr.obs_names) == list(planted.obs_names)
+    ct = planted.obs["cell_type"].to_numpy()
+    score = tr.X[:, :10].mean(1) - tr.X[:, 10:20].mean(1)
+    acc = np.mean((score > 0) == (ct == "A"))
+    assert acc > 0.9, acc
+    assert tr.layers["std"].shape == tr.shape and tr.layers["std"].max() > 0
+    tr2 = model.translate(planted, "rna->atac", n_samples=1, seed=0, sampler="dpm++", n_steps=10)
+    sa = tr2.X[:, :20].mean(1) - tr2.X[:, 20:40].mean(1)
+    assert np.mean((sa > 0) == (ct == "A")) > 0.9
+
+    # paired seeds: same seed -> identical, other seed -> different
+    t1 = model.translate(planted[:20], "atac->rna", seed=5, n_steps=5).X
+    t2 = model.translate(planted[:20], "atac->rna", seed=5, n_steps=5, batch_size=7).X
+    t3 = model.translate(planted[:20], "atac->rna", seed=6, n_steps=5).X
+    np.testing.assert_allclose(t1, t2, atol=1e-5)
+    assert np.abs(t1 - t3).max() > 1e-4
+
+    # save -> load round trip (weights_only) gives identical outputs
+    path = tmp_path / "model"
+    model.save(path)
+    state = torch.load(path / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    m2 = ScDiffusionX.load(path, planted, device="cpu")
+    np.testing.assert_allclose(m2.translate(planted[:20], "atac->rna", seed=5, n_steps=5).X, t1, atol=1e-6)
+    g2 = m2.generate({"cell_type": ["A"] * 5}, n_steps=5, seed=3)
+    g1 = model.generate({"cell_type": ["A"] * 5}, n_steps=5, seed=3)
+    np.testing.assert_array_equal(g1.mod["rna"].X.toarray(), g2.mod["rna"].X.toarray())
+    with pytest.raises(CheckpointError, match="exists"):
+        model.save(path)
+
+
+def test_guidance_modes(trained):
+    lab = {"cell_type": ["A"] * 4, "batch": ["b1"] * 4}
+    g1 = trained.generate(lab, guidance_scale=1.0, n_steps=5, seed=0, sample_counts=False)
+    g2 = trained.generate(lab, guidance_scale=3.0, n_steps=5, seed=0, sample_counts=False)
+    g3 = trained.generate(lab, guidance_scale={"cell_type": 3.0, "batch": 1.0}, guidance_mode="additive",
+                          n_steps=5, seed=0, sample_counts=False)
+    assert not np.allclose(g1.mod["atac"].layers["prob"], g2.mod["atac"].layers["prob"])
+    assert g3.mod["rna"].shape == (4, 40)
+    g4 = trained.generate(20, n_steps=5, seed=0)  # labels drawn from training frequencies
+    assert set(g4.obs["cell_type"].astype(str)) <= {"A", "B"}
+    with pytest.raises(MissingLabelError, match="'C'"):
+        trained.generate({"cell_type": ["C"]})
+
+
+def test_inpainting_translation(trained, planted):
+    tr = trained.translate(planted[:40], "atac->rna", method="inpaint", recon_guidance=0.5, n_steps=10, seed=0)
+    assert tr.shape == (40, 40) and np.isfinite(tr.X).all()
+
+
+def test_load_refuses_mismatched_features(trained, planted, tmp_path):
+    path = tmp_path / "m"
+    trained.save(path)
+    other = planted[:, :].copy()
+    other.mod["rna"] = other.mod["rna"][:, 2:].copy()
+    with pytest.raises(FeatureMismatchError, match="gene0"):
+        ScDiffusionX.load(path, other)
+    with pytest.raises(FeatureMismatchError):
+        trained.translate(other, "rna->atac")
+    # corrupt / truncated / newer-format checkpoints
+    raw = (path / "model.pt").read_bytes()
+    (path / "model.pt").write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ScDiffusionX.load(path)
+    meta = json.loads((path / "config.json").read_text())
+    meta["format_version"] = 99
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="newer"):
+        ScDiffusionX.load(path)
+    with pytest.raises(CheckpointError, match="no model directory"):
+        ScDiffusionX.load(tmp_path / "absent")
+
+
+def test_resume_from_midrun_checkpoint_is_identical(planted, tmp_path):
+    ScDiffusionX.setup_mudata(planted, labels=["cell_type"])
+    kw = dict(batch_size=32, device="cpu", seed=3, checkpoint_every=10)
+    full = ScDiffusionX(planted, **TINY)
+    full.train(ae_epochs=2, diffusion_steps=30, checkpoint_dir=tmp_path / "a", **kw)
+
+    class Stop(Exception):
+        pass
+
+    # interrupt a run right after its step-20 checkpoint is written
+    from scdiffx_grn.model import _train
+
+    orig = _train.Trainer._save
+    def save_then_stop(self, state):
+        orig(self, state)
+        if state["phase"] == "diffusion" and state["step"] == 20:
+            raise Stop
+
+    _train.Trainer._save = save_then_stop
+    try:
+        with pytest.raises(Stop):
+            ScDiffusionX(planted, **TINY).train(ae_epochs=2, diffusion_steps=30, checkpoint_dir=tmp_path / "b", **kw)
+    finally:
+        _train.Trainer._save = orig
+    resumed = ScDiffusionX(planted, **TINY)
+    resumed.train(ae_epochs=2, diffusion_steps=30, checkpoint_dir=tmp_path / "b", resume=True, **kw)
+    ref, got = full.module.state_dict(), resumed.module.state_dict()
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], msg=k)
