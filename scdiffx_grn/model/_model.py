@@ -202,6 +202,37 @@ class ScDiffusionX:
             order[mod] = have.get_indexer(want)
         return order
 
+    def subset_to_model(self, mdata):
+        """Return a copy of ``mdata`` restricted to the model's genes and peaks, in the model's order.
+
+        Raises
+        ------
+        FeatureMismatchError
+            When some of the model's features are absent from the data (naming them).
+        """
+        import mudata as md
+
+        mods = {}
+        for mod in ("rna", "atac"):
+            if mod not in mdata.mod:
+                continue
+            want = pd.Index(self.rna_var_names if mod == "rna" else self.atac_var_names)
+            have = pd.Index(mdata.mod[mod].var_names.astype(str))
+            missing = want.difference(have)
+            if len(missing):
+                raise FeatureMismatchError(
+                    f"{len(missing)} of the model's {len(want)} {mod} features are not in the data: "
+                    f"{_fmt_items(missing)}"
+                )
+            mods[mod] = mdata.mod[mod][:, have.get_indexer(want)].copy()
+        with md.set_options(pull_on_update=False):
+            out = md.MuData(mods)
+        for c in mdata.obs.columns:
+            if c not in out.obs:
+                out.obs[c] = mdata.obs[c].reindex(out.obs_names).to_numpy()
+        out.uns.update({k: v for k, v in mdata.uns.items()})
+        return out
+
     def _matrix(self, mdata, mod: str, order: np.ndarray | None = None) -> sp.csr_matrix:
         layer = self.setup.get(f"{mod}_layer", "counts")
         if layer is not None and layer not in mdata.mod[mod].layers:

@@ -1,0 +1,52 @@
+"""Data: the embedded demo data, shared paired data sets, reference networks, manifests.
+
+Paired data
+    :func:`mouse_mop` (embedded default), :func:`bmmc` (embedded human fixture),
+    :func:`load_shared` (any set of :data:`SHARED_MULTIOME`), :func:`read_multiome`
+    (.h5mu, two .h5ad, 10x .h5 or mtx directory), :func:`make_mudata`,
+    :func:`mouse_mop_links`.
+Reference networks (decoupler-style ``source, target, weight``)
+    :func:`collectri`, :func:`dorothea`, :func:`trrust`, :func:`omnipath`,
+    :func:`chip_targets`; annotation :func:`tss_annotation`.
+Manifests and files
+    :func:`manifest`, :func:`list_manifests`, :func:`data_path`, :func:`shared_data_dir`,
+    :func:`vendored_data_dir`, :func:`manifest_dir`, :func:`sha256sum`, :func:`verify_file`.
+"""
+
+from ._loaders import SHARED_MULTIOME, bmmc, load_shared, mouse_mop, mouse_mop_links
+from ._manifest import (
+    data_path,
+    list_manifests,
+    manifest,
+    manifest_dir,
+    sha256sum,
+    shared_data_dir,
+    vendored_data_dir,
+    verify_file,
+)
+from ._readers import make_mudata, read_multiome
+from ._refdb import chip_targets, collectri, dorothea, omnipath, trrust, tss_annotation
+
+__all__ = [
+    "mouse_mop",
+    "mouse_mop_links",
+    "bmmc",
+    "load_shared",
+    "SHARED_MULTIOME",
+    "read_multiome",
+    "make_mudata",
+    "collectri",
+    "dorothea",
+    "trrust",
+    "omnipath",
+    "chip_targets",
+    "tss_annotation",
+    "manifest",
+    "list_manifests",
+    "data_path",
+    "shared_data_dir",
+    "vendored_data_dir",
+    "manifest_dir",
+    "sha256sum",
+    "verify_file",
+]

@@ -1,0 +1,215 @@
+"""Cell and feature quality control, highly variable genes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .._errors import InputDataError
+from .._settings import logger
+from .._validate import check_counts
+from ._utils import counts_or_x, modality, nnz_per_col, nnz_per_row, sum_rows, update
+
+__all__ = ["qc", "highly_variable_genes"]
+
+
+def qc(mdata, *, min_genes: int = 10, min_peaks: int = 10, min_cells_gene: int = 3, min_cells_peak: int = 3,
+       max_genes: int | None = None, max_peaks: int | None = None, layer: str | None = "counts",
+       copy: bool = False):
+    """Filter cells and features of a paired MuData, keeping the two modalities paired.
+
+    A cell is kept only when it passes the thresholds of both modalities; features are then
+    filtered on the kept cells. The defaults are mild, to suit small gene panels. QC metrics
+    are written to ``obs`` (``n_genes``, ``n_peaks``, ``total_counts_rna``,
+    ``total_counts_atac``, in ``mdata.obs`` and each modality) and ``var["n_cells"]``.
+
+    Parameters
+    ----------
+    mdata
+        MuData with modalities ``rna`` and ``atac``.
+    min_genes, max_genes
+        Bounds on the number of detected genes per cell.
+    min_peaks, max_peaks
+        Bounds on the number of open peaks per cell.
+    min_cells_gene
+        Keep genes detected in at least this many kept cells.
+    min_cells_peak
+        Keep peaks open in at least this many kept cells.
+    layer
+        Layer holding counts (falls back to X).
+    copy
+        Return a filtered copy instead of working in place.
+
+    Returns
+    -------
+    None or MuData
+        The copy when ``copy=True``.
+
+    Raises
+    ------
+    InputDataError
+        When ``mdata`` is not paired or no cell / feature survives.
+    """
+    from .._validate import check_paired
+
+    check_paired(mdata)
+    if copy:
+        mdata = mdata.copy()
+    rna, atac = mdata.mod["rna"], mdata.mod["atac"]
+    Xr, Xa = counts_or_x(rna, layer), counts_or_x(atac, layer)
+    metrics = pd.DataFrame({
+        "n_genes": nnz_per_row(Xr), "n_peaks": nnz_per_row(Xa),
+        "total_counts_rna": sum_rows(Xr), "total_counts_atac": sum_rows(Xa),
+    }, index=rna.obs_names)
+    keep = (metrics["n_genes"] >= min_genes) & (metrics["n_peaks"] >= min_peaks)
+    if max_genes is not None:
+        keep &= metrics["n_genes"] <= max_genes
+    if max_peaks is not None:
+        keep &= metrics["n_peaks"] <= max_peaks
+    keep = keep.to_numpy()
+    if not keep.any():
+        raise InputDataError(
+            f"qc: no cell has >= {min_genes} genes and >= {min_peaks} peaks (median {metrics['n_genes'].median():g} "
+            f"genes, {metrics['n_peaks'].median():g} peaks)"
+        )
+    for c in metrics.columns:
+        for a in (rna, atac):
+            a.obs[c] = metrics[c].to_numpy()
+        mdata.obs[c] = metrics[c].to_numpy()
+    n0 = rna.n_obs
+    if not keep.all():
+        for a in (rna, atac):
+            a._inplace_subset_obs(keep)
+    feats = {}
+    for name, a, mn in (("genes", rna, min_cells_gene), ("peaks", atac, min_cells_peak)):
+        nc = nnz_per_col(counts_or_x(a, layer))
+        a.var["n_cells"] = nc
+        fk = nc >= mn
+        if not fk.any():
+            raise InputDataError(f"qc: no {name[:-1]} is detected in >= {mn} of the {a.n_obs} kept cells")
+        feats[name] = (int(fk.sum()), a.n_vars)
+        if not fk.all():
+            a._inplace_subset_var(fk)
+    update(mdata)
+    logger.info("qc: kept %d of %d cells, %d of %d genes, %d of %d peaks", int(keep.sum()), n0,
+                *feats["genes"], *feats["peaks"])
+    return mdata if copy else None
+
+
+def _seurat_v3_poly(X, n_top: int) -> pd.DataFrame:
+    """Seurat v3 (VST) gene variability with a quadratic fit instead of loess.
+
+    Fits log10(variance) on log10(mean) with a degree-2 polynomial, standardises the counts
+    with the fitted variance, clips at sqrt(n_cells) and ranks genes by the variance of the
+    standardised values. Used when scikit-misc (loess) is not installed.
+    """
+    import scipy.sparse as sp
+
+    X = sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else sp.csr_matrix(np.asarray(X, np.float64))
+    n = X.shape[0]
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
+    var = var * n / max(n - 1, 1)
+    ok = (var > 0) & (mean > 0)
+    reg_std = np.zeros_like(mean)
+    if ok.sum() >= 3:
+        coef = np.polyfit(np.log10(mean[ok]), np.log10(var[ok]), deg=2)
+        reg_std[ok] = np.sqrt(10 ** np.polyval(coef, np.log10(mean[ok])))
+    clip = np.sqrt(n)
+    norm_var = np.zeros_like(mean)
+    Xc = X.tocsc()
+    for j in np.flatnonzero(ok):
+        col = np.zeros(n)
+        lo, hi = Xc.indptr[j], Xc.indptr[j + 1]
+        col[Xc.indices[lo:hi]] = Xc.data[lo:hi]
+        z = np.minimum((col - mean[j]) / reg_std[j], clip)
+        norm_var[j] = z.var(ddof=1)
+    order = np.argsort(-norm_var, kind="stable")
+    rank = np.empty(len(order), dtype=float)
+    rank[order] = np.arange(len(order))
+    hv = np.zeros(len(order), bool)
+    hv[order[:n_top]] = True
+    return pd.DataFrame({"highly_variable": hv, "means": mean, "variances": var,
+                         "variances_norm": norm_var, "highly_variable_rank": np.where(hv, rank, np.nan)})
+
+
+def highly_variable_genes(data, n_top_genes: int = 2000, *, flavor: str = "seurat_v3", layer: str | None = "counts",
+                          batch_key: str | None = None, subset: bool = False, copy: bool = False):
+    """Mark highly variable genes (``var["highly_variable"]``), optionally subsetting.
+
+    ``flavor="seurat_v3"`` works on raw counts and needs scikit-misc (loess); when that is
+    not installed the same variance-stabilising ranking is computed with a quadratic
+    mean-variance fit instead of loess (``"seurat_v3_poly"``), and logged. The flavour
+    used is in ``uns["hvg"]["flavor"]``.
+
+    Parameters
+    ----------
+    data
+        AnnData of genes, or a MuData (its ``"rna"`` modality is used).
+    n_top_genes
+        Number of genes to mark; all genes when the data have fewer.
+    flavor
+        ``"seurat_v3"`` (counts), ``"seurat"`` or ``"cell_ranger"`` (on log-normalised counts).
+        Only ``"seurat_v3"`` (and its fallback) needs no scanpy normalisation.
+    layer
+        Layer with raw counts (falls back to X).
+    batch_key
+        Optional obs column: select genes variable within batches.
+    subset
+        Keep only the highly variable genes.
+    copy
+        Return a modified copy instead of working in place.
+
+    Returns
+    -------
+    None or AnnData / MuData
+        The copy when ``copy=True``.
+
+    Raises
+    ------
+    NotCountsError
+        When the counts matrix is not raw counts.
+    """
+    import scanpy as sc
+
+    if copy:
+        data = data.copy()
+    adata = modality(data, "rna")
+    X = counts_or_x(adata, layer)
+    check_counts(X, "highly_variable_genes input")
+    n_top = int(min(n_top_genes, adata.n_vars))
+    tmp = sc.AnnData(X.copy(), obs=adata.obs[[batch_key]] if batch_key else None)
+    tmp.var_names = adata.var_names
+    used = flavor
+    res = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if flavor == "seurat_v3":
+            try:
+                res = sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat_v3", batch_key=batch_key,
+                                                  inplace=False)
+            except ImportError:
+                used = "seurat_v3_poly"
+                logger.info("highly_variable_genes: scikit-misc not installed; seurat_v3 with a quadratic fit")
+            except Exception as e:  # loess can fail on tiny or degenerate data
+                used = "seurat_v3_poly"
+                logger.info("highly_variable_genes: seurat_v3 failed (%s); using a quadratic fit", e)
+            if res is None:
+                res = _seurat_v3_poly(X, n_top)
+        if res is None:
+            sc.pp.normalize_total(tmp, target_sum=1e4)
+            sc.pp.log1p(tmp)
+            res = sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor=used, batch_key=batch_key, inplace=False)
+    res.index = adata.var_names
+    for c in res.columns:
+        adata.var[c] = res[c].to_numpy()
+    if n_top >= adata.n_vars:
+        adata.var["highly_variable"] = True
+    adata.uns["hvg"] = {"flavor": used, "n_top_genes": n_top}
+    logger.info("highly_variable_genes: %d genes marked (flavor %s)", int(adata.var["highly_variable"].sum()), used)
+    if subset:
+        adata._inplace_subset_var(adata.var["highly_variable"].to_numpy().astype(bool))
+        update(data)
+    return data if copy else None

@@ -1,0 +1,80 @@
+"""Helpers shared by the preprocessing functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._errors import InputDataError, _fmt_items
+
+
+def is_mudata(data) -> bool:
+    """Whether ``data`` is a :class:`mudata.MuData`."""
+    if not hasattr(data, "mod"):
+        return False
+    import mudata
+
+    return isinstance(data, mudata.MuData)
+
+
+def modality(data, name: str):
+    """The AnnData of modality ``name`` of a MuData, or ``data`` itself for an AnnData."""
+    if is_mudata(data):
+        if name not in data.mod:
+            raise InputDataError(f"MuData has no modality {name!r}; it has {_fmt_items(data.mod)}")
+        return data.mod[name]
+    return data
+
+
+def get_matrix(adata, layer: str | None):
+    """``adata.layers[layer]`` or ``adata.X`` with a clear error when the layer is missing."""
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise InputDataError(f"layer {layer!r} not found; layers: {_fmt_items(adata.layers.keys()) or '(none)'}")
+    return adata.layers[layer]
+
+
+def counts_or_x(adata, layer: str | None = "counts"):
+    """Return the ``layer`` matrix if present, else X."""
+    if layer is not None and layer in adata.layers:
+        return adata.layers[layer]
+    return adata.X
+
+
+def nnz_per_col(X) -> np.ndarray:
+    """Number of non-zero entries per column."""
+    if sp.issparse(X):
+        X = sp.csc_matrix(X) if X.format != "csc" else X
+        X = X.copy()
+        X.eliminate_zeros()
+        return np.diff(X.indptr)
+    return np.count_nonzero(np.asarray(X), axis=0)
+
+
+def nnz_per_row(X) -> np.ndarray:
+    """Number of non-zero entries per row."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X) if X.format != "csr" else X
+        X = X.copy()
+        X.eliminate_zeros()
+        return np.diff(X.indptr)
+    return np.count_nonzero(np.asarray(X), axis=1)
+
+
+def sum_rows(X) -> np.ndarray:
+    """Row sums as a 1-D float array."""
+    return np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+
+
+def update(data) -> None:
+    """Refresh a MuData after in-place changes to its modalities (no-op for AnnData)."""
+    if is_mudata(data):
+        import warnings
+
+        import mudata
+
+        mudata.set_options(pull_on_update=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            data.update()
