@@ -1,0 +1,56 @@
+"""Evaluation of generation, translation (and, in ``eval.grn``, of inferred GRNs).
+
+The generation / translation protocol follows CFGen's public evaluation so that figures are
+comparable; see :mod:`scdiffx_grn.eval._protocol` for the full description:
+
+- :class:`FeatureSpace`: fitted on real cells only. RNA: 2,000 HVGs (seurat_v3 on counts when
+  scikit-misc is installed, else seurat on log data), 1e4 total + log1p, PCA 30 (generated cells
+  projected). ATAC: binarise, top variable peaks, TF-IDF with the real cells' IDF, LSI 30
+  (first component dropped when it correlates with depth, |r| > 0.5).
+- :func:`evaluate_generation`: RBF-MMD (gammas 0.01-100, biased), W1 / W2 (POT exact OT),
+  energy distance, pseudobulk Pearson / Spearman, 1-NN accuracy, random-forest AUC, iLISI,
+  kNN cell-type classifier, marker correlation; pooled and per cell type over seeds.
+- :func:`evaluate_translation`: paired per-cell / per-gene Pearson (RNA), AUROC / AUPRC (ATAC),
+  plus distribution metrics.
+- :func:`evaluate_model`: model vs baselines (:class:`CellTypeMeanBaseline`,
+  :class:`ResampleBaseline`, :class:`KNNTranslator`, :class:`RidgeTranslator`) in one table;
+  :func:`summarise`, :func:`comparison_table`, :func:`write_report` turn it into reports.
+- Plots: :func:`umap_real_vs_generated`, :func:`metric_bars`.
+
+``eval.grn`` (GRN validation) is imported lazily on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._baselines import (CellTypeMeanBaseline, KNNTranslator, ResampleBaseline, RidgeTranslator,
+                         memorisation_distance)
+from ._metrics import (auprc, auroc, colwise_pearson, energy_distance, ilisi, knn_label_transfer,
+                       marker_correlation, marker_features, mmd_rbf, one_nn_accuracy, pseudobulk_correlation,
+                       rf_auc, rowwise_auprc, rowwise_auroc, rowwise_pearson, wasserstein)
+from ._plots import metric_bars, umap_real_vs_generated
+from ._protocol import (GENERATION_METRICS, PER_CELL_TYPE_METRICS, FeatureSpace, evaluate_generation,
+                        evaluate_model, evaluate_translation, summarise_generation)
+from ._report import METRIC_DIRECTION, comparison_table, summarise, to_markdown, write_report
+
+__all__ = [
+    "FeatureSpace", "evaluate_generation", "evaluate_translation", "evaluate_model", "summarise_generation",
+    "GENERATION_METRICS", "PER_CELL_TYPE_METRICS", "METRIC_DIRECTION",
+    "summarise", "comparison_table", "to_markdown", "write_report",
+    "CellTypeMeanBaseline", "ResampleBaseline", "KNNTranslator", "RidgeTranslator", "memorisation_distance",
+    "mmd_rbf", "wasserstein", "energy_distance", "pseudobulk_correlation", "one_nn_accuracy", "rf_auc",
+    "ilisi", "knn_label_transfer", "marker_features", "marker_correlation", "rowwise_pearson",
+    "colwise_pearson", "rowwise_auroc", "rowwise_auprc", "auroc", "auprc",
+    "umap_real_vs_generated", "metric_bars", "grn",
+]
+
+
+def __getattr__(name: str):
+    if name == "grn":
+        return importlib.import_module("scdiffx_grn.eval.grn")
+    raise AttributeError(f"module 'scdiffx_grn.eval' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
