@@ -1,0 +1,377 @@
+"""Effect sizes, paired tests, FDR and cell-state summaries; ``tl.perturb`` / ``get.perturbation_df``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .._errors import InputDataError, MissingLabelError, ScdxError
+from ._engine import Edit, EngineResult, model_features, prepare_inputs, run_paired
+from ._spec import Perturbation, resolve_targets
+
+__all__ = ["bh_fdr", "paired_stats", "effects_table", "state_table", "perturb", "perturbation_df",
+           "make_edit"]
+
+
+_EFFECT_COLS = ["perturbation", "cell_type", "feature", "readout", "effect", "se", "stat", "pval", "fdr",
+                "ctrl_mean", "pert_mean", "n_cells", "n_samples"]
+
+
+def bh_fdr(pvals: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (NaN stays NaN and is not counted).
+
+    Parameters
+    ----------
+    pvals
+        1-D array of p-values.
+
+    Returns
+    -------
+    numpy.ndarray
+        q-values, same shape; ``q_i = min_{j >= i} (m / j) p_(j)`` capped at 1.
+    """
+    p = np.asarray(pvals, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    pv = p[ok]
+    order = np.argsort(pv, kind="mergesort")
+    ranked = pv[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    q = np.clip(q, 0.0, 1.0)
+    res = np.empty(m)
+    res[order] = q
+    out[ok] = res
+    return out
+
+
+def paired_stats(per_sample: np.ndarray, test: Literal["t", "wilcoxon"] = "t",
+                 atol: float = 0.0) -> tuple[np.ndarray, ...]:
+    """Mean, standard error, statistic and p-value across samples (axis 0).
+
+    ``per_sample[s, ...]`` is the per-sample cell-mean of (perturbed - control); the paired
+    t-test of per-sample cell-means is a one-sample t-test of these differences against 0.
+    Features whose differences are all within ``atol`` of zero (exact zeros by default; set
+    ``atol`` ~ 1e-5 to ignore float32 round-off between differently batched arms) get
+    ``stat = 0, p = 1``.
+    """
+    from scipy import stats
+
+    d = np.asarray(per_sample, dtype=np.float64)
+    S = d.shape[0]
+    mean = d.mean(axis=0)
+    if S < 2:
+        nan = np.full(mean.shape, np.nan)
+        return mean, nan, nan, nan
+    sd = d.std(axis=0, ddof=1)
+    se = sd / np.sqrt(S)
+    zero = np.all(np.abs(d) <= atol, axis=0)
+    if test == "t":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
+        p = 2 * stats.t.sf(np.abs(t), df=S - 1)
+        stat = t
+    elif test == "wilcoxon":
+        flat = d.reshape(S, -1)
+        stat = np.zeros(flat.shape[1])
+        p = np.ones(flat.shape[1])
+        nz = ~np.all(flat == 0, axis=0)
+        if nz.any():
+            r = stats.wilcoxon(flat[:, nz], axis=0, zero_method="wilcox")
+            stat[nz], p[nz] = r.statistic, r.pvalue
+        stat, p = stat.reshape(mean.shape), p.reshape(mean.shape)
+    else:
+        raise InputDataError(f"test must be 't' or 'wilcoxon', got {test!r}")
+    stat = np.where(zero, 0.0, stat)
+    p = np.where(zero, 1.0, p)
+    return mean, se, stat, p
+
+
+def effects_table(res: EngineResult, features: Sequence[str], *, test: str = "t",
+                  min_cells: int = 1, atol: float = 1e-5) -> pd.DataFrame:
+    """Tidy per perturbation x group x feature effects from an :class:`EngineResult`.
+
+    Columns: ``perturbation, cell_type, feature, readout, effect`` (mean log-fold change of
+    log-normalised expression for an RNA readout, difference in accessibility probability for
+    ATAC), ``se, stat, pval, fdr`` (BH across features within perturbation x cell type),
+    ``ctrl_mean, pert_mean, n_cells, n_samples``. Features whose per-sample differences are all
+    within ``atol`` (float32 round-off) are not tested (``p = 1``).
+
+    Note: the samples differ only in diffusion noise, which cancels in the paired difference, so
+    the test measures uncertainty of the *model's* prediction over sampling noise; any consistent
+    effect, however small, can be significant. Filter by ``|effect|`` as well as ``fdr``.
+    """
+    features = np.asarray(features, dtype=object)
+    F = len(features)
+    frames = []
+    for ei, name in enumerate(res.names):
+        for gi, g in enumerate(res.group_names):
+            nc = int(res.n_cells[ei, gi])
+            if nc < min_cells or nc == 0:
+                continue
+            per = res.diff_sum[ei, :, gi, :] / nc  # S x F
+            ctrl = res.ctrl_sum[ei, :, gi, :].mean(axis=0) / nc
+            mean, se, stat, p = paired_stats(per, test=test, atol=atol)
+            frames.append(pd.DataFrame({
+                "perturbation": name, "cell_type": g, "feature": features, "readout": res.readout,
+                "effect": mean, "se": se, "stat": stat, "pval": p, "fdr": bh_fdr(p),
+                "ctrl_mean": ctrl, "pert_mean": ctrl + mean, "n_cells": nc, "n_samples": res.n_samples}))
+    if not frames:
+        return pd.DataFrame(columns=_EFFECT_COLS)
+    out = pd.concat(frames, ignore_index=True)
+    return out
+
+
+def pca_basis(profiles: np.ndarray | None, n_comps: int = 20) -> np.ndarray | None:
+    """Loadings (F x k) of a PCA of control translated profiles (centred, via SVD)."""
+    if profiles is None or profiles.shape[0] < 3:
+        return None
+    X = profiles - profiles.mean(axis=0, keepdims=True)
+    k = int(min(n_comps, X.shape[0] - 1, X.shape[1]))
+    _, _, vt = np.linalg.svd(X.astype(np.float64), full_matrices=False)
+    return vt[:k].T
+
+
+def state_table(res: EngineResult, basis: np.ndarray | None = None) -> pd.DataFrame:
+    """Cell-state effects per perturbation x group.
+
+    Columns: ``latent_shift`` (L2 norm of the mean translated-latent difference, averaged over
+    samples first), ``latent_shift_se``, ``pca_shift`` (L2 norm of the mean readout difference
+    projected on the PCA of control translated profiles), ``frac_type_changed`` (fraction of
+    cells whose nearest reference cell type changed), ``ctrl_type_match`` (fraction of control
+    cells whose nearest type is their own label), ``top_new_type`` / ``frac_to_new_type`` (the
+    most common nearest type among perturbed cells other than their own, and its fraction),
+    ``n_cells``.
+    """
+    rows = []
+    K = len(res.centroid_names)
+    cpos = {c: i for i, c in enumerate(res.centroid_names)}
+    for ei, name in enumerate(res.names):
+        for gi, g in enumerate(res.group_names):
+            nc = int(res.n_cells[ei, gi])
+            if nc == 0:
+                continue
+            zd = res.zdiff_sum[ei, :, gi, :] / nc  # S x d
+            per_s_shift = np.linalg.norm(zd, axis=1)
+            latent_shift = float(np.linalg.norm(zd.mean(axis=0)))
+            pca_shift = np.nan
+            if basis is not None:
+                md = res.diff_sum[ei, :, gi, :].mean(axis=0) / nc
+                pca_shift = float(np.linalg.norm(md @ basis))
+            row = {"perturbation": name, "cell_type": g, "latent_shift": latent_shift,
+                   "latent_shift_se": float(per_s_shift.std(ddof=1) / np.sqrt(len(per_s_shift)))
+                   if len(per_s_shift) > 1 else np.nan,
+                   "pca_shift": pca_shift, "n_cells": nc, "n_samples": res.n_samples}
+            if K:
+                row["frac_type_changed"] = float(res.type_changed[ei, :, gi].sum() / (nc * res.n_samples))
+                ctrl_counts = res.ctrl_type[:, gi, :].sum(axis=0)
+                own = cpos.get(g)
+                row["ctrl_type_match"] = (float(ctrl_counts[own] / max(ctrl_counts.sum(), 1))
+                                          if own is not None else np.nan)
+                nt = res.new_type[ei, :, gi, :].sum(axis=0).astype(float)
+                frac = nt / max(nt.sum(), 1)
+                other = frac.copy()
+                if own is not None:
+                    other[own] = -1
+                j = int(np.argmax(other))
+                row["top_new_type"] = res.centroid_names[j] if other[j] > 0 else None
+                row["frac_to_new_type"] = float(max(other[j], 0.0))
+                ctrl_frac = ctrl_counts / max(ctrl_counts.sum(), 1)
+                row["delta_frac_to_new_type"] = float(max(other[j], 0.0) - ctrl_frac[j]) if other[j] > 0 else 0.0
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- public tool
+def _cell_mask(pert_cells: Any, labels: np.ndarray | None, n: int, groupby: str | None) -> np.ndarray | None:
+    if pert_cells is None:
+        return None
+    arr = np.asarray(pert_cells)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise InputDataError(f"cell mask has {arr.shape[0]} entries, the data has {n} cells")
+        return arr
+    if labels is None:
+        raise MissingLabelError(f"cells={list(arr)!r} names cell types but groupby is None")
+    names = [str(c) for c in arr]
+    unknown = sorted(set(names) - set(labels))
+    if unknown:
+        raise MissingLabelError(f"cell types {unknown} are not values of obs[{groupby!r}] "
+                                f"(known: {sorted(set(labels))[:20]})")
+    return np.isin(labels, names)
+
+
+def make_edit(pert: Perturbation, model, idx: np.ndarray, X_src, cell_mask: np.ndarray | None) -> Edit:
+    """Turn a resolved :class:`Perturbation` into an engine :class:`Edit`."""
+    values = None
+    if pert.kind == "overexpress" and pert.overexpress_mode == "quantile" and len(idx):
+        import scipy.sparse as sp
+
+        col = X_src[:, idx]
+        col = col.toarray() if sp.issparse(col) else np.asarray(col)
+        values = np.quantile(col, pert.quantile, axis=0).astype(np.float32)
+    return Edit(name=pert.name, idx=idx, kind=pert.kind, factor=pert.factor, values=values, cell_mask=cell_mask)
+
+
+def _check_same_modality(perts: Sequence[Perturbation]) -> str:
+    srcs = {p.source for p in perts}
+    if len(srcs) != 1:
+        raise InputDataError("perturbations run together must edit the same modality; got "
+                             + ", ".join(f"{p.name}:{p.modality}" for p in perts))
+    ns = {p.n_samples for p in perts}
+    if len(ns) != 1:
+        raise InputDataError(f"perturbations run together must share n_samples, got {sorted(ns)}")
+    return srcs.pop()
+
+
+def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: str | None = "cell_type",
+                      tf_peaks=None, on_unknown: str = "raise", seed: int = 0, test: str = "t",
+                      batch_size: int = 256, batch_targets: int = 8, n_pca: int = 20,
+                      translate_kwargs: dict | None = None, inputs=None, basis=None,
+                      use_labels: bool = False, progress_bar: bool = False) -> dict[str, Any]:
+    """Resolve, run and summarise several perturbations of one modality (engine + effects)."""
+    src = _check_same_modality(perts)
+    genes, peaks = model_features(model)
+    reports, resolved = [], []
+    for p in perts:
+        idx, rep = resolve_targets(p, genes, peaks, tf_peaks=tf_peaks, on_unknown=on_unknown)
+        reports.append(rep)
+        resolved.append(idx)
+    report = pd.concat(reports, ignore_index=True)
+    if inputs is None:
+        inputs = prepare_inputs(model, mdata, src, groupby=groupby, use_labels=use_labels)
+    labels = np.asarray(inputs.group_names, dtype=object)[inputs.groups] if groupby is not None else None
+    edits, kept = [], []
+    for p, idx in zip(perts, resolved):
+        if len(idx) == 0 and p.kind != "none":
+            continue  # every target unknown: listed in the report with status "unknown"
+        edits.append(make_edit(p, model, idx, inputs.X, _cell_mask(p.cells, labels, inputs.X.shape[0], groupby)))
+        kept.append(p)
+    readout_names = peaks if src == "rna" else genes
+    if not edits:
+        empty = pd.DataFrame(columns=_EFFECT_COLS)
+        return {"effects": empty, "state": pd.DataFrame(), "report": report, "basis": basis, "inputs": inputs}
+    res = run_paired(model, inputs, edits, n_samples=perts[0].n_samples, seed=seed, batch_size=batch_size,
+                     batch_targets=batch_targets, translate_kwargs=translate_kwargs, progress_bar=progress_bar)
+    if basis is None:
+        basis = pca_basis(res.ctrl_profiles, n_comps=n_pca)
+    eff = effects_table(res, readout_names, test=test)
+    state = state_table(res, basis)
+    meta = pd.DataFrame([{**p.to_dict(), "targets": ";".join(p.targets)} for p in kept])
+    if len(meta):
+        state = state.merge(meta[["name", "kind", "modality"]].rename(columns={"name": "perturbation"}),
+                            on="perturbation", how="left")
+    return {"effects": eff, "state": state, "report": report, "basis": basis, "inputs": inputs}
+
+
+def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | dict, *,
+            key_added: str = "perturbation", groupby: str | None = "cell_type", tf_peaks=None,
+            on_unknown: Literal["raise", "report"] = "raise", seed: int = 0,
+            test: Literal["t", "wilcoxon"] = "t", batch_size: int = 256, batch_targets: int = 8,
+            translate_kwargs: dict | None = None, use_labels: bool = False, copy: bool = False):
+    """In-silico perturbation with paired-seed translation.
+
+    Edits the source modality (RNA counts, or binarised ATAC peaks / a TF's motif peaks),
+    re-encodes, translates to the other modality with the same noise as the unedited control,
+    and summarises per perturbation x cell type x feature.
+
+    Parameters
+    ----------
+    model
+        Trained :class:`~scdiffx_grn.ScDiffusionX` (or anything with its tensor API).
+    mdata
+        Paired MuData with raw counts (``layers['counts']``) and ``obs[groupby]``.
+    perturbation
+        A :class:`Perturbation`, a dict of its fields, or a list of them (same modality).
+    key_added
+        Results go to ``mdata.uns[key_added]`` as a dict of DataFrames ``effects``, ``state``,
+        ``report``.
+    groupby
+        Cell-type column of ``mdata.obs`` (``None``: all cells as one group).
+    tf_peaks
+        TF -> peak table (columns ``tf``, ``peak``) for ``modality="tf"``.
+    on_unknown
+        ``"raise"`` (:class:`UnknownFeatureError` naming unknown targets) or ``"report"``.
+    seed
+        Seed of the paired noise.
+    test
+        ``"t"`` (paired t-test over sample cell-means) or ``"wilcoxon"`` (signed-rank).
+    batch_size, batch_targets
+        Cells per batch and perturbations stacked per translation call.
+    translate_kwargs
+        Passed to ``model.translate_latent`` (e.g. ``{"sampler": "ddim", "n_steps": 20}``).
+    use_labels
+        Condition the translation on the model's label columns (default ``False``: from the
+        edited modality alone, so labels do not pin cells to their type).
+    copy
+        Return the result dict instead of writing into ``mdata``.
+
+    Returns
+    -------
+    dict or None
+        ``{"effects", "state", "report"}`` when ``copy=True``.
+    """
+    if isinstance(perturbation, dict):
+        perturbation = Perturbation(**perturbation)
+    perts = [perturbation] if isinstance(perturbation, Perturbation) else list(perturbation)
+    if not perts:
+        raise InputDataError("no perturbation given")
+    names = [p.name for p in perts]
+    if len(set(names)) != len(names):
+        raise InputDataError(f"perturbation names must be unique, got {names}")
+    out = run_perturbations(model, mdata, perts, groupby=groupby, tf_peaks=tf_peaks, on_unknown=on_unknown,
+                            seed=seed, test=test, batch_size=batch_size, batch_targets=batch_targets,
+                            translate_kwargs=translate_kwargs, use_labels=use_labels)
+    result = {"effects": out["effects"], "state": out["state"], "report": out["report"],
+              "params": {"seed": seed, "test": test, "groupby": groupby, "use_labels": use_labels,
+                         "perturbations": [p.to_dict() for p in perts]}}
+    if copy:
+        return result
+    mdata.uns[key_added] = result
+    return None
+
+
+def perturbation_df(mdata_or_result, key: str = "perturbation", *, target: str | Sequence[str] | None = None,
+                    cell_type: str | Sequence[str] | None = None, fdr: float | None = None,
+                    table: Literal["effects", "state", "report"] = "effects") -> pd.DataFrame:
+    """Tidy copy of a perturbation result.
+
+    Parameters
+    ----------
+    mdata_or_result
+        MuData with ``uns[key]`` from :func:`perturb`, or the result dict itself.
+    key
+        ``uns`` key.
+    target
+        Keep these perturbation names.
+    cell_type
+        Keep these cell types.
+    fdr
+        Keep rows with ``fdr <= fdr`` (effects table only).
+    table
+        ``"effects"`` (default), ``"state"`` or ``"report"``.
+    """
+    res = mdata_or_result
+    if not isinstance(res, dict):
+        if key not in res.uns:
+            raise MissingLabelError(f"no perturbation result under mdata.uns[{key!r}]; run tl.perturb first")
+        res = res.uns[key]
+    if table not in res:
+        raise ScdxError(f"result has no {table!r} table (has {sorted(res)})")
+    df = res[table]
+    if not isinstance(df, pd.DataFrame):
+        df = pd.DataFrame(df)
+    df = df.copy()
+    if target is not None and "perturbation" in df:
+        df = df[df["perturbation"].isin([target] if isinstance(target, str) else list(target))]
+    if cell_type is not None and "cell_type" in df:
+        df = df[df["cell_type"].isin([cell_type] if isinstance(cell_type, str) else list(cell_type))]
+    if fdr is not None:
+        if "fdr" not in df:
+            raise ScdxError(f"the {table!r} table has no fdr column")
+        df = df[df["fdr"] <= fdr]
+    return df.reset_index(drop=True)

@@ -1,0 +1,106 @@
+"""Plots of perturbation results (matplotlib; every function returns the Figure)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from .._errors import InputDataError
+
+__all__ = ["volcano", "screen_heatmap"]
+
+
+def _save(fig, save):
+    if save:
+        fig.savefig(os.fspath(save), bbox_inches="tight", dpi=150)
+    return fig
+
+
+def volcano(df_or_mdata, target: str | None = None, cell_type: str | None = None, *,
+            key: str = "perturbation", alpha: float = 0.05, n_labels: int = 10, use: str = "pval",
+            ax=None, save: str | os.PathLike | None = None):
+    """Volcano plot of one perturbation in one cell type: effect vs -log10 p.
+
+    Parameters
+    ----------
+    df_or_mdata
+        Effects table (``get.perturbation_df``) or a MuData with ``uns[key]``.
+    target, cell_type
+        Which perturbation and cell type (may be omitted when the table holds only one).
+    alpha
+        Points with ``fdr <= alpha`` are highlighted (red up, blue down).
+    n_labels
+        Label this many significant features with the largest absolute effect.
+    use
+        ``"pval"`` or ``"fdr"`` on the y axis.
+    save
+        Write the figure here.
+    """
+    import matplotlib.pyplot as plt
+
+    from ._effects import perturbation_df
+
+    df = df_or_mdata if isinstance(df_or_mdata, pd.DataFrame) else perturbation_df(df_or_mdata, key)
+    for col, val in (("perturbation", target), ("cell_type", cell_type)):
+        if val is not None:
+            df = df[df[col] == val]
+        elif col in df and df[col].nunique() > 1:
+            raise InputDataError(f"the table holds several {col} values {sorted(df[col].unique())[:10]}; pick one")
+    if df.empty:
+        raise InputDataError(f"no effects for target={target!r}, cell_type={cell_type!r}")
+    y = -np.log10(np.clip(df[use].to_numpy(float), 1e-300, 1))
+    x = df["effect"].to_numpy(float)
+    sig = (df["fdr"] <= alpha).to_numpy()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+    else:
+        fig = ax.figure
+    ax.scatter(x[~sig], y[~sig], s=6, c="0.7", lw=0)
+    ax.scatter(x[sig & (x > 0)], y[sig & (x > 0)], s=8, c="tab:red", lw=0, label="up")
+    ax.scatter(x[sig & (x < 0)], y[sig & (x < 0)], s=8, c="tab:blue", lw=0, label="down")
+    if n_labels and sig.any():
+        top = np.argsort(-np.abs(np.where(sig, x, 0)))[:n_labels]
+        for i in top:
+            if sig[i]:
+                ax.annotate(str(df["feature"].iloc[i]), (x[i], y[i]), fontsize=7)
+    readout = df["readout"].iloc[0] if "readout" in df else "rna"
+    ax.set_xlabel("mean log-fold change" if readout == "rna" else "difference in accessibility")
+    ax.set_ylabel(f"-log10 {use}")
+    name = df["perturbation"].iloc[0] if "perturbation" in df else ""
+    ct = df["cell_type"].iloc[0] if "cell_type" in df else ""
+    ax.set_title(f"{name} in {ct}", fontsize=9)
+    ax.axvline(0, c="0.5", lw=0.5)
+    return _save(fig, save)
+
+
+def screen_heatmap(summary: pd.DataFrame, value: str = "n_sig", *, max_targets: int = 60, cmap: str = "viridis",
+                   ax=None, save: str | os.PathLike | None = None):
+    """Heatmap of a screen summary: targets (rows) x cell types (columns) coloured by ``value``.
+
+    Parameters
+    ----------
+    summary
+        From :func:`~scdiffx_grn.tl.screen` / ``load_screen``.
+    value
+        A numeric column (``n_sig``, ``latent_shift``, ``pca_shift``, ``frac_type_changed``...).
+    max_targets
+        Show the targets with the largest row maximum only.
+    """
+    import matplotlib.pyplot as plt
+
+    if value not in summary.columns:
+        raise InputDataError(f"summary has no column {value!r}; columns: {list(summary.columns)}")
+    mat = summary.pivot_table(index="perturbation", columns="cell_type", values=value, aggfunc="mean")
+    if len(mat) > max_targets:
+        mat = mat.loc[mat.max(axis=1).sort_values(ascending=False).index[:max_targets]]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.0 + 0.35 * mat.shape[1], 1.0 + 0.22 * mat.shape[0]))
+    else:
+        fig = ax.figure
+    im = ax.imshow(mat.to_numpy(float), aspect="auto", cmap=cmap)
+    ax.set_xticks(range(mat.shape[1]), mat.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(mat.shape[0]), mat.index, fontsize=7)
+    fig.colorbar(im, ax=ax, label=value, shrink=0.7)
+    return _save(fig, save)
