@@ -1,0 +1,497 @@
+"""Validation of inferred GRNs: TF -> gene vs curated references, peak -> gene vs data links.
+
+Every metric function returns a tidy DataFrame with one row per (method, cell type); model-free
+baselines are evaluated in the same call and the ``beats_baselines`` column says whether the
+network beat every baseline, so a network that does not is visible in the table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._errors import InputDataError, ScdxError, _fmt_items
+
+__all__ = [
+    "ranking_metrics",
+    "tf_gene_metrics",
+    "tf_swap_control",
+    "peak_gene_metrics",
+    "peak_gene_baselines",
+    "metacell_correlation",
+    "accessibility_baseline",
+    "distance_baseline",
+    "target_degree_baseline",
+    "links_from_var",
+    "topk_jaccard",
+    "stability",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# generic ranking metrics
+# --------------------------------------------------------------------------------------------
+def _auroc(y: np.ndarray, s: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, bool)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def _auprc(y: np.ndarray, s: np.ndarray) -> float:
+    """Average precision with ties handled as groups (sklearn convention)."""
+    y = np.asarray(y, bool)
+    npos = int(y.sum())
+    if npos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    # group ties: precision/recall only at the last index of each distinct score
+    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
+    tp = np.cumsum(y_sorted)[last]
+    n = last + 1
+    prec = tp / n
+    rec = tp / npos
+    drec = np.diff(np.r_[0.0, rec])
+    return float((drec * prec).sum())
+
+
+def _precision_at_k(y: np.ndarray, s: np.ndarray, k: int) -> float:
+    """Expected precision among the top ``k`` under random tie breaking."""
+    if k <= 0:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    thr = s[order[k - 1]]
+    above = s > thr
+    ties = s == thr
+    n_above = int(above.sum())
+    pos_above = int(y[above].sum())
+    n_ties = int(ties.sum())
+    pos_ties = int(y[ties].sum())
+    return float((pos_above + (k - n_above) * pos_ties / n_ties) / k)
+
+
+def ranking_metrics(y_true, scores) -> dict:
+    """AUROC, AUPRC, AUPRC ratio and early precision ratio of a scored edge list.
+
+    Parameters
+    ----------
+    y_true
+        Boolean labels (edge in the reference).
+    scores
+        Edge scores (higher = more confident).
+
+    Returns
+    -------
+    dict with ``auroc, auprc, density, auprc_ratio, epr, n_edges, n_true``; EPR is the precision
+    among the top ``k = n_true`` edges divided by the density (a perfect ranking gives
+    ``1 / density``; random about 1). Ties are broken at random in expectation.
+    """
+    y = np.asarray(y_true, bool)
+    s = np.asarray(scores, float)
+    s = np.where(np.isfinite(s), s, -np.inf)
+    s = np.where(np.isneginf(s), np.nanmin(s[np.isfinite(s)]) - 1 if np.isfinite(s).any() else 0.0, s)
+    n, npos = len(y), int(y.sum())
+    dens = npos / n if n else float("nan")
+    auprc = _auprc(y, s)
+    return {"auroc": _auroc(y, s), "auprc": auprc, "density": dens,
+            "auprc_ratio": auprc / dens if dens else float("nan"),
+            "epr": _precision_at_k(y, s, npos) / dens if npos else float("nan"),
+            "n_edges": n, "n_true": npos}
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _edges(df: pd.DataFrame, a=("source", "tf", "peak"), b=("target", "gene")) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise InputDataError(f"expected a DataFrame, got {type(df).__name__}")
+    d = df.copy()
+    src = next((c for c in a if c in d), None)
+    tgt = next((c for c in b if c in d), None)
+    if src is None or tgt is None:
+        raise InputDataError(f"edge table needs source/target columns; has {list(df.columns)}")
+    d = d.rename(columns={src: "source", tgt: "target"}) if (src != "source" or tgt != "target") else d
+    d["source"] = d["source"].astype(str)
+    d["target"] = d["target"].astype(str)
+    if "weight" not in d:
+        d["weight"] = 1.0
+    if "cell_type" not in d:
+        d["cell_type"] = "all"
+    d["cell_type"] = d["cell_type"].astype(str)
+    return d
+
+
+def _score_matrix(df: pd.DataFrame, rows: pd.Index, cols: pd.Index, col: str = "weight") -> np.ndarray:
+    M = np.zeros((len(rows), len(cols)))
+    i = rows.get_indexer(df["source"])
+    j = cols.get_indexer(df["target"])
+    ok = (i >= 0) & (j >= 0)
+    w = np.abs(df[col].to_numpy(float))[ok]
+    # several rows for one pair (e.g. peaks): keep the max
+    np.maximum.at(M, (i[ok], j[ok]), w)
+    return M
+
+
+def _beats(table: pd.DataFrame, method_col: str, methods: list[str], baselines: list[str]) -> pd.DataFrame:
+    table = table.copy()
+    table["is_baseline"] = table[method_col].isin(baselines)
+    table["best_baseline"] = None
+    table["best_baseline_auroc"] = np.nan
+    table["beats_baselines"] = pd.NA
+    for ct, sub in table.groupby("cell_type", sort=False):
+        base = sub[sub["is_baseline"]]
+        glob = table[(table["is_baseline"]) & (table["cell_type"] == "all")]
+        base = pd.concat([base, glob]).drop_duplicates(subset=[method_col])
+        if len(base) == 0 or base["auroc"].isna().all():
+            continue
+        b = base.loc[base["auroc"].idxmax()]
+        idx = sub.index[~sub["is_baseline"]]
+        table.loc[idx, "best_baseline"] = b[method_col]
+        table.loc[idx, "best_baseline_auroc"] = b["auroc"]
+        table.loc[idx, "beats_baselines"] = sub.loc[idx, "auroc"] > base["auroc"].max()
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# TF -> gene
+# --------------------------------------------------------------------------------------------
+def target_degree_baseline(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Score each candidate edge by the in-degree of its target in the candidate network.
+
+    Reference-independent: genes with many candidate regulators rank first. Computed per
+    cell type when ``candidates`` has a ``cell_type`` column.
+    """
+    d = _edges(candidates)
+    deg = d.groupby(["cell_type", "target"], observed=True)["source"].transform("nunique")
+    out = d[["source", "target", "cell_type"] + (["distance"] if "distance" in d else [])].copy()
+    out["weight"] = deg.to_numpy(float)
+    return out.drop_duplicates(["source", "target", "cell_type"]).reset_index(drop=True)
+
+
+def tf_swap_control(pred_df: pd.DataFrame, reference_df: pd.DataFrame, *, tfs_universe=None,
+                    genes_universe=None, cell_type: str | None = None) -> pd.DataFrame:
+    """TF-swap control: does a TF's own row predict its targets better than other TFs' rows?
+
+    For each TF *t* with reference targets, the AUROC of *t*'s predicted row against *t*'s
+    reference targets is compared with the mean AUROC of every other TF's row (TF labels
+    permuted) against the same targets. A network that only learned "which genes are
+    regulated at all" scores the same in both.
+
+    Returns
+    -------
+    DataFrame per TF: ``tf, cell_type, auroc_own, auroc_swapped_mean, own_beats_swapped,
+    n_true``; the fraction of TFs with ``own_beats_swapped`` is the summary
+    (``df.own_beats_swapped.mean()``).
+    """
+    from scipy.stats import rankdata
+
+    pred = _edges(pred_df)
+    ref = _edges(reference_df)
+    rows = []
+    cts = [cell_type] if cell_type is not None else list(pd.unique(pred["cell_type"]))
+    for ct in cts:
+        p = pred[pred["cell_type"] == ct]
+        tfs, genes = _universe(p, ref, tfs_universe, genes_universe)
+        if len(tfs) < 2:
+            continue
+        S = _score_matrix(p, tfs, genes)
+        Y = _score_matrix(ref.assign(weight=1.0), tfs, genes) > 0
+        R = rankdata(S, axis=1)
+        for t, tf in enumerate(tfs):
+            y = Y[t]
+            npos, nneg = int(y.sum()), int((~y).sum())
+            if npos == 0 or nneg == 0:
+                continue
+            au = (R[:, y].sum(1) - npos * (npos + 1) / 2) / (npos * nneg)
+            others = np.delete(au, t)
+            rows.append({"tf": tf, "cell_type": ct, "auroc_own": au[t], "auroc_swapped_mean": others.mean(),
+                         "own_beats_swapped": bool(au[t] > others.mean()), "n_true": npos})
+    return pd.DataFrame(rows, columns=["tf", "cell_type", "auroc_own", "auroc_swapped_mean",
+                                       "own_beats_swapped", "n_true"])
+
+
+def _universe(pred, ref, tfs_universe, genes_universe):
+    tfs = pd.Index(sorted(set(pred["source"]) & set(ref["source"])))
+    if tfs_universe is not None:
+        tfs = tfs[tfs.isin(pd.Index(list(map(str, tfs_universe))))]
+    if genes_universe is None:
+        genes = pd.Index(sorted(set(pred["target"]) | set(pred["source"])))
+    else:
+        genes = pd.Index(pd.unique(np.asarray(list(map(str, genes_universe)), dtype=object)))
+    return tfs, genes
+
+
+def tf_gene_metrics(pred_df: pd.DataFrame, reference_df: pd.DataFrame, *, tfs_universe=None,
+                    genes_universe=None, baselines: dict | None = None, method: str = "model",
+                    target_degree: bool = True, tf_swap: bool = True, exclude_self: bool = True) -> pd.DataFrame:
+    """Score a TF -> gene network against a reference network, per cell type.
+
+    The evaluated edge universe is every pair (TF, gene) with TF in the predicted network, in
+    the reference and in ``tfs_universe``; and gene in ``genes_universe`` (the data's genes).
+    Reference edges outside the universe are ignored; predicted scores are ``|weight|``;
+    pairs absent from the prediction score 0.
+
+    Parameters
+    ----------
+    pred_df
+        ``source, target, weight[, cell_type]``.
+    reference_df
+        ``source, target`` (e.g. DoRothEA, CollecTRI, TRRUST; ``tf``/``target`` accepted).
+    tfs_universe, genes_universe
+        TFs / genes allowed (e.g. the data's genes for both).
+    baselines
+        ``{name: DataFrame}`` of other networks scored the same way (a baseline without a
+        ``cell_type`` column is used for every cell type).
+    method
+        Name of the evaluated network in the table.
+    target_degree
+        Add the target in-degree baseline computed from ``pred_df``'s candidate edges.
+    tf_swap
+        Add ``tf_swap_frac`` (fraction of TFs whose own row beats the swapped rows).
+
+    Returns
+    -------
+    DataFrame ``method, cell_type, auroc, auprc, density, auprc_ratio, epr, n_edges, n_true,
+    n_tfs, n_genes, tf_swap_frac, is_baseline, best_baseline, best_baseline_auroc,
+    beats_baselines``.
+    """
+    pred = _edges(pred_df)
+    ref = _edges(reference_df)
+    nets = {method: pred}
+    if target_degree:
+        nets["target_degree"] = target_degree_baseline(pred)
+    for name, b in (baselines or {}).items():
+        nets[name] = _edges(b)
+    rows = []
+    cts = list(pd.unique(pred["cell_type"]))
+    for ct in cts:
+        p = pred[pred["cell_type"] == ct]
+        tfs, genes = _universe(p, ref, tfs_universe, genes_universe)
+        if len(tfs) == 0:
+            raise ScdxError(f"no TF is shared between the prediction ({_fmt_items(pd.unique(p['source']))}) and "
+                            f"the reference ({_fmt_items(pd.unique(ref['source']))}) for cell type {ct!r}")
+        Y = _score_matrix(ref.assign(weight=1.0), tfs, genes) > 0
+        mask = np.ones_like(Y, bool)
+        if exclude_self:
+            ji = genes.get_indexer(tfs)
+            ok = ji >= 0
+            mask[np.flatnonzero(ok), ji[ok]] = False
+        for name, net in nets.items():
+            n = net[net["cell_type"] == ct] if (net["cell_type"] == ct).any() else net[net["cell_type"] == "all"]
+            if len(n) == 0:
+                n = net
+            S = _score_matrix(n, tfs, genes)
+            r = ranking_metrics(Y[mask], S[mask])
+            r.update(method=name, cell_type=ct, n_tfs=len(tfs), n_genes=len(genes))
+            if tf_swap:
+                sw = tf_swap_control(n.assign(cell_type=ct), ref, tfs_universe=tfs, genes_universe=genes)
+                r["tf_swap_frac"] = float(sw["own_beats_swapped"].mean()) if len(sw) else float("nan")
+            rows.append(r)
+    cols = ["method", "cell_type", "auroc", "auprc", "density", "auprc_ratio", "epr", "n_edges", "n_true",
+            "n_tfs", "n_genes"] + (["tf_swap_frac"] if tf_swap else [])
+    table = pd.DataFrame(rows)[cols]
+    return _beats(table, "method", [method], [k for k in nets if k != method])
+
+
+# --------------------------------------------------------------------------------------------
+# peak -> gene
+# --------------------------------------------------------------------------------------------
+def links_from_var(atac_var: pd.DataFrame, column: str = "linked_gene_GxR", sep: str | None = None) -> pd.DataFrame:
+    """Region -> gene links stored in an ATAC var column (one gene, or ``sep``-joined genes, per peak)."""
+    if column not in atac_var:
+        raise InputDataError(f"ATAC var has no column {column!r}; columns: {_fmt_items(atac_var.columns)}")
+    s = atac_var[column].dropna().astype(str)
+    s = s[s != ""]
+    if sep is not None:
+        s = s.str.split(sep).explode()
+    return pd.DataFrame({"source": s.index.astype(str), "target": s.to_numpy()}).reset_index(drop=True)
+
+
+def distance_baseline(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Distance-only baseline: weight = ``-|distance|`` (closer peaks rank first)."""
+    d = _edges(candidates)
+    if "distance" not in d:
+        raise InputDataError("the distance baseline needs a 'distance' column")
+    out = d[["source", "target", "distance"]].drop_duplicates(["source", "target"]).copy()
+    out["weight"] = -out["distance"].abs().astype(float)
+    out["cell_type"] = "all"
+    return out
+
+
+def _group_index(labels):
+    names, inv = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    P = sp.csr_matrix((np.ones(len(inv)), (inv, np.arange(len(inv)))), shape=(len(names), len(inv)))
+    return names, P
+
+
+def accessibility_baseline(mdata, candidates: pd.DataFrame, groupby: str = "cell_type") -> pd.DataFrame:
+    """Accessibility-only baseline: weight = fraction of the cell type's cells with the peak open."""
+    from ..grn._metacells import get_counts, obs_labels
+
+    d = _edges(candidates)[["source", "target"] + (["distance"] if "distance" in candidates else [])]
+    d = d.drop_duplicates(["source", "target"])
+    atac = mdata.mod["atac"]
+    names, P = _group_index(obs_labels(mdata, groupby))
+    pos = atac.var_names.get_indexer(pd.Index(pd.unique(d["source"])))
+    if (pos < 0).any():
+        bad = pd.unique(d["source"])[pos < 0]
+        raise InputDataError(f"candidate peaks not in the data: {_fmt_items(bad)}")
+    A = get_counts(atac)[:, pos]
+    A.data = (A.data > 0).astype(np.float32)
+    M = np.asarray((P @ A).todense()) / np.asarray(P.sum(1))
+    col = pd.Index(pd.unique(d["source"])).get_indexer(d["source"])
+    parts = [d.assign(weight=M[g, col], cell_type=ct) for g, ct in enumerate(names)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def metacell_correlation(mdata, candidates: pd.DataFrame, groupby: str | None = "cell_type",
+                         n_metacells: int = 10, *, per_group: bool = False, method: str = "pearson",
+                         use: str = "rna", seed: int = 0) -> pd.DataFrame:
+    """Peak -> gene correlation of accessibility and expression across metacells.
+
+    Metacells are k-means clusters of a PCA (``use="rna"``) or LSI (``"atac"``) embedding
+    built within each ``groupby`` group (see :func:`scdiffx_grn.grn.metacells`).
+
+    Parameters
+    ----------
+    candidates
+        ``peak, gene`` (or ``source, target``) pairs to score.
+    n_metacells
+        Metacells per group.
+    per_group
+        ``False``: one correlation across all metacells (``cell_type="all"``). ``True``: one per
+        group, across that group's metacells only (needs several metacells per group).
+    method
+        ``"pearson"`` or ``"spearman"``.
+
+    Returns
+    -------
+    DataFrame ``source (peak), target (gene), weight (correlation), cell_type[, distance]``.
+    """
+    from ..grn._metacells import metacell_profiles, metacells
+    from ..grn._tf import pair_corr
+
+    d = _edges(candidates)[["source", "target"] + (["distance"] if "distance" in candidates else [])]
+    d = d.drop_duplicates(["source", "target"]).reset_index(drop=True)
+    mc = metacells(mdata, groupby, n_metacells, use=use, seed=seed)
+    rna, atac, group = metacell_profiles(mdata, mc, genes=pd.unique(d["target"]), peaks=pd.unique(d["source"]))
+    if not per_group:
+        return d.assign(weight=np.nan_to_num(pair_corr(atac, rna, d["source"], d["target"], method)),
+                        cell_type="all")
+    parts = []
+    for g in pd.unique(group):
+        keep = (group == g).to_numpy()
+        if keep.sum() < 3:
+            continue
+        w = pair_corr(atac[keep], rna[keep], d["source"], d["target"], method)
+        parts.append(d.assign(weight=np.nan_to_num(w), cell_type=g))
+    if not parts:
+        raise ScdxError("per-group metacell correlation needs at least 3 metacells in some group; "
+                        "raise n_metacells or use per_group=False")
+    return pd.concat(parts, ignore_index=True)
+
+
+def peak_gene_baselines(mdata, candidates: pd.DataFrame, groupby: str = "cell_type", n_metacells: int = 10,
+                        *, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """All model-free peak -> gene baselines: distance, metacell correlation, accessibility, target degree."""
+    out = {}
+    if "distance" in candidates:
+        out["distance"] = distance_baseline(candidates)
+    out["metacell_correlation"] = metacell_correlation(mdata, candidates, groupby, n_metacells, seed=seed)
+    out["accessibility"] = accessibility_baseline(mdata, candidates, groupby)
+    out["target_degree"] = target_degree_baseline(_edges(candidates).assign(cell_type="all"))
+    return out
+
+
+def peak_gene_metrics(pred_df: pd.DataFrame, links_df: pd.DataFrame, *, candidates: pd.DataFrame | None = None,
+                      baselines: dict | None = None, method: str = "model") -> pd.DataFrame:
+    """Agreement of peak -> gene scores with known region -> gene links, per cell type.
+
+    Parameters
+    ----------
+    pred_df
+        ``source (peak), target (gene), weight[, cell_type, distance]``.
+    links_df
+        Known links ``source (peak), target (gene)`` (e.g. :func:`links_from_var`).
+    candidates
+        The evaluated pairs (default: the pairs of ``pred_df``); missing predictions score 0.
+    baselines
+        ``{name: DataFrame}`` scored on the same pairs; a ``distance`` baseline is added when
+        distances are known.
+
+    Returns
+    -------
+    DataFrame ``method, cell_type, auroc, auprc, density, auprc_ratio, epr, n_edges, n_true,
+    spearman_distance`` (rank correlation of the score with ``-|distance|``) plus the
+    ``is_baseline / best_baseline / beats_baselines`` columns.
+    """
+    from scipy.stats import spearmanr
+
+    pred = _edges(pred_df)
+    cand = _edges(candidates if candidates is not None else pred_df)
+    keep = ["source", "target"] + (["distance"] if "distance" in cand else [])
+    cand = cand[keep].drop_duplicates(["source", "target"]).reset_index(drop=True)
+    links = _edges(links_df)
+    key = cand["source"] + "\t" + cand["target"]
+    y = key.isin(set(links["source"] + "\t" + links["target"])).to_numpy()
+    nets = {method: pred}
+    bl = dict(baselines or {})
+    if "distance" in cand and "distance" not in bl:
+        bl["distance"] = distance_baseline(cand)
+    nets.update({k: _edges(v) for k, v in bl.items()})
+    absd = -cand["distance"].abs().to_numpy(float) if "distance" in cand else None
+    rows = []
+    for ct in pd.unique(pred["cell_type"]):
+        for name, net in nets.items():
+            n = net[net["cell_type"] == ct] if (net["cell_type"] == ct).any() else net[net["cell_type"] == "all"]
+            s = pd.Series(n["weight"].to_numpy(float), index=n["source"] + "\t" + n["target"])
+            s = s[~s.index.duplicated()]
+            score = s.reindex(key).fillna(s.min() - 1 if len(s) else 0).to_numpy()
+            r = ranking_metrics(y, score)
+            r.update(method=name, cell_type=ct)
+            if absd is not None and np.std(score) > 0:
+                r["spearman_distance"] = float(spearmanr(score, absd).statistic)
+            else:
+                r["spearman_distance"] = float("nan")
+            rows.append(r)
+    table = pd.DataFrame(rows)[["method", "cell_type", "auroc", "auprc", "density", "auprc_ratio", "epr",
+                                "n_edges", "n_true", "spearman_distance"]]
+    return _beats(table, "method", [method], list(bl))
+
+
+# --------------------------------------------------------------------------------------------
+# stability
+# --------------------------------------------------------------------------------------------
+def _topk_set(df: pd.DataFrame, k: int, cell_type=None) -> set:
+    d = _edges(df)
+    if cell_type is not None:
+        d = d[d["cell_type"] == str(cell_type)]
+    d = d.assign(_a=d["weight"].abs()).sort_values("_a", ascending=False, kind="stable").head(k)
+    return set(zip(d["source"], d["target"]))
+
+
+def topk_jaccard(df_a: pd.DataFrame, df_b: pd.DataFrame, k: int, cell_type=None) -> float:
+    """Jaccard index of the top-``k`` edges (by |weight|) of two networks (e.g. two training seeds)."""
+    a, b = _topk_set(df_a, k, cell_type), _topk_set(df_b, k, cell_type)
+    return len(a & b) / len(a | b) if (a or b) else float("nan")
+
+
+def stability(networks: dict, k: int = 1000) -> pd.DataFrame:
+    """Pairwise top-``k`` Jaccard between networks (``{seed: df}``), per cell type."""
+    names = list(networks)
+    rows = []
+    cts = set()
+    for df in networks.values():
+        cts |= set(_edges(df)["cell_type"])
+    for ct in sorted(cts):
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                rows.append({"a": names[i], "b": names[j], "cell_type": ct, "k": k,
+                             "jaccard": topk_jaccard(networks[names[i]], networks[names[j]], k, ct)})
+    return pd.DataFrame(rows, columns=["a", "b", "cell_type", "k", "jaccard"])

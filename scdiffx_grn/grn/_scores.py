@@ -1,0 +1,367 @@
+"""Model-based peak -> gene scores for candidate pairs (attention x saliency, IG, knockout).
+
+All functions take the model through its tensor API (see ``docs/ARCHITECTURE.md``) and a set
+of cells of one cell type; they stream the cells in batches and keep running sums only, so
+memory does not grow with the number of cells, and never build a cells x peaks x genes array.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .._errors import ScdxError, UnknownFeatureError, _fmt_items
+
+__all__ = ["saliency_matrices", "attention_matrix", "attention_scores", "ig_scores", "knockout_scores",
+           "close_peaks_effect", "model_inputs"]
+
+
+# ------------------------------------------------------------------------------ helpers
+@contextmanager
+def eval_mode(model):
+    """Put the model's torch module in eval mode (no dropout) and restore it afterwards."""
+    mod = model.module
+    was = mod.training
+    mod.eval()
+    try:
+        yield
+    finally:
+        mod.train(was)
+
+
+def model_inputs(model, mdata):
+    """Raw RNA / ATAC matrices of ``mdata`` in the model's feature order (CSR, cells x features)."""
+    import scipy.sparse as sp
+
+    out = []
+    for mod, names in (("rna", model.rna_var_names), ("atac", model.atac_var_names)):
+        ad = mdata.mod[mod]
+        layer = (getattr(model, "setup", {}) or {}).get(f"{mod}_layer", "counts")
+        X = ad.layers[layer] if (layer is not None and layer in ad.layers) else ad.X
+        X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
+        pos = ad.var_names.get_indexer(pd.Index(names))
+        if (pos < 0).any():
+            raise UnknownFeatureError(f"{mod} features of the model missing from the data: "
+                                      f"{_fmt_items(np.asarray(names)[pos < 0])}")
+        out.append(X[:, pos])
+    return out[0], out[1]
+
+
+def cond_for(model, mdata, idx: np.ndarray):
+    """Label indices of cells ``idx`` for every label key the model knows (null when absent)."""
+    keys = list(getattr(model.config, "label_keys", []) or [])
+    labels = {}
+    for k in keys:
+        for obs in (mdata.obs, mdata.mod["rna"].obs):
+            if k in obs.columns:
+                labels[k] = obs[k].astype(str).to_numpy()[idx]
+                break
+    return model.condition_indices(labels, n=len(idx))
+
+
+def _dense(X, rows):
+    import scipy.sparse as sp
+
+    S = X[rows]
+    return S.toarray() if sp.issparse(S) else np.asarray(S)
+
+
+def _add_noise(model, z, noise, t):
+    """Forward-diffuse ``z`` to timestep ``t`` with the model's training schedule."""
+    try:
+        from ..model._schedulers import make_scheduler
+
+        return make_scheduler("ddpm", model.config).add_noise(z, noise, t)
+    except ImportError:  # pragma: no cover - stand-in models
+        if hasattr(model, "add_noise"):
+            return model.add_noise(z, noise, t)
+        import torch
+
+        n = int(getattr(model.config, "n_train_timesteps", 1000))
+        betas = torch.linspace(1e-4 * 1000 / n, 0.02 * 1000 / n, n, dtype=torch.float64)
+        a = torch.cumprod(1 - betas, 0).to(z.device)[t.long()].to(z.dtype)[:, None]
+        return a.sqrt() * z + (1 - a).sqrt() * noise
+
+
+def _generator(seed: int):
+    import torch
+
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(seed))
+    return g
+
+
+# ------------------------------------------------------------------------------ saliency
+def saliency_matrices(model, X_rna, X_atac, *, batch_size: int = 128, which=("rna", "atac")) -> dict:
+    """Token x feature gradient saliency of the encoders, averaged over cells.
+
+    ``S[mod][k, f] = mean_cells mean_{d in token k} |d z_d / d x_f|`` where ``z`` is the
+    normalised latent and token *k* covers latent dims ``[k*token_dim, (k+1)*token_dim)``.
+
+    Parameters
+    ----------
+    X_rna, X_atac
+        Raw matrices (cells x model features) of the cells to average over.
+    which
+        Modalities to compute.
+
+    Returns
+    -------
+    dict ``{"rna": (n_tokens, n_genes), "atac": (n_tokens, n_peaks)}`` numpy arrays.
+    """
+    import torch
+
+    td = int(model.config.token_dim)
+    out = {}
+    with eval_mode(model):
+        for mod in which:
+            X = X_rna if mod == "rna" else X_atac
+            n = X.shape[0]
+            acc = None
+            for s in range(0, n, batch_size):
+                rows = np.arange(s, min(n, s + batch_size))
+                x = (model.rna_tensor if mod == "rna" else model.atac_tensor)(_dense(X, rows))
+                x = x.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    z = model.encode(mod, x)
+                    L = z.shape[1]
+                    if acc is None:
+                        acc = torch.zeros(L, x.shape[1], dtype=torch.float64, device=x.device)
+                    for d in range(L):
+                        (g,) = torch.autograd.grad(z[:, d].sum(), x, retain_graph=d < L - 1)
+                        acc[d] += g.abs().sum(0).double()
+            acc = (acc / max(n, 1)).view(-1, td, acc.shape[1]).mean(1)
+            out[mod] = acc.cpu().numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------ attention
+def attention_matrix(model, X_rna, X_atac, cond, *, timesteps: Sequence[int] = (100, 300, 500),
+                     layers: Sequence[int] | None = None, head_reduce: str = "mean",
+                     noise_atac: bool = False, batch_size: int = 128, seed: int = 0) -> np.ndarray:
+    """RNA <- ATAC cross-attention (n_tokens_rna x n_tokens_atac) averaged over cells/heads/layers/timesteps.
+
+    The RNA latent of each real cell is forward-diffused to each timestep (fixed seeded noise),
+    the ATAC latent is given clean (``t_atac = 0``, the translation setting) or noised with the
+    same timestep when ``noise_atac``; the denoiser's ``attn["rna_to_atac"]`` maps are reduced
+    over heads (``"mean"`` / ``"max"``), the selected layers, cells and timesteps.
+    """
+    import torch
+
+    n = X_rna.shape[0]
+    acc, count = None, 0
+    g = _generator(seed)
+    with eval_mode(model), torch.no_grad():
+        for s in range(0, n, batch_size):
+            rows = np.arange(s, min(n, s + batch_size))
+            z_r = model.encode("rna", model.rna_tensor(_dense(X_rna, rows)))
+            z_a = model.encode("atac", model.atac_tensor(_dense(X_atac, rows)))
+            c = cond[rows] if cond is not None else None
+            b = len(rows)
+            for t in timesteps:
+                tt = torch.full((b,), int(t), dtype=torch.long, device=z_r.device)
+                eps_r = torch.randn(z_r.shape, generator=g).to(z_r.device)
+                zr_t = _add_noise(model, z_r, eps_r, tt)
+                if noise_atac:
+                    eps_a = torch.randn(z_a.shape, generator=g).to(z_a.device)
+                    za_t, ta = _add_noise(model, z_a, eps_a, tt), tt
+                else:
+                    za_t, ta = z_a, torch.zeros_like(tt)
+                _, _, attn = model.module.denoiser(zr_t, za_t, tt, ta, c, return_attention=True)
+                maps = attn["rna_to_atac"]
+                sel = range(len(maps)) if layers is None else layers
+                try:
+                    stack = torch.stack([maps[i] for i in sel])  # L,B,H,T,T
+                except IndexError as e:
+                    raise ScdxError(f"layers {list(sel)} out of range: the denoiser has {len(maps)} layers") from e
+                if head_reduce == "mean":
+                    red = stack.float().mean(2)
+                elif head_reduce == "max":
+                    red = stack.float().amax(2)
+                else:
+                    raise ScdxError(f"head_reduce must be 'mean' or 'max', got {head_reduce!r}")
+                a = red.mean(0).sum(0).double()  # sum over cells
+                acc = a if acc is None else acc + a
+                count += b
+    return (acc / count).cpu().numpy()
+
+
+def _pair_index(model, pairs: pd.DataFrame):
+    gpos = pd.Index(model.rna_var_names).get_indexer(pairs["gene"])
+    ppos = pd.Index(model.atac_var_names).get_indexer(pairs["peak"])
+    if (gpos < 0).any():
+        raise UnknownFeatureError(f"candidate genes not among the model's genes: {_fmt_items(pairs['gene'][gpos < 0])}")
+    if (ppos < 0).any():
+        raise UnknownFeatureError(f"candidate peaks not among the model's peaks: {_fmt_items(pairs['peak'][ppos < 0])}")
+    return gpos, ppos
+
+
+def attention_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, timesteps=(100, 300, 500), layers=None,
+                     head_reduce: str = "mean", noise_atac: bool = False, batch_size: int = 128,
+                     seed: int = 0) -> np.ndarray:
+    """``score(p, g) = sum_ij S_rna[i, g] A[i, j] S_atac[j, p]`` for the candidate pairs only.
+
+    ``A`` from :func:`attention_matrix`, ``S`` from :func:`saliency_matrices`; the product is
+    evaluated as ``(A @ S_atac)[:, p] . S_rna[:, g]`` gathered per pair.
+    """
+    gpos, ppos = _pair_index(model, pairs)
+    S = saliency_matrices(model, X_rna, X_atac, batch_size=batch_size)
+    A = attention_matrix(model, X_rna, X_atac, cond, timesteps=timesteps, layers=layers,
+                         head_reduce=head_reduce, noise_atac=noise_atac, batch_size=batch_size, seed=seed)
+    M = A @ S["atac"]  # T_rna x peaks
+    return np.einsum("ij,ij->j", S["rna"][:, gpos], M[:, ppos])
+
+
+# ------------------------------------------------------------------------------ integrated gradients
+def _translate_rna(model, x_atac, cond, noise, sampler, n_steps):
+    z_a = model.encode("atac", x_atac)
+    z_r = model.translate_latent(z_a, "atac->rna", cond, noise, sampler=sampler, n_steps=n_steps)
+    return model.decode_rna(z_r)
+
+
+def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zeros", n_steps: int = 16,
+              sampler: str = "ddim", translate_steps: int = 10, batch_size: int = 16, gene_batch: int = 8,
+              internal_batch_size: int | None = 256, seed: int = 0) -> np.ndarray:
+    """Integrated gradients of translated expression of each candidate gene w.r.t. its candidate peaks.
+
+    For every gene with candidates, captum's ``IntegratedGradients`` attributes the translated
+    expression proportion ``rho_g = decode_rna(translate_latent(encode(atac)))`` (fixed noise
+    per cell) to the binarised ATAC input, from a baseline of zeros or the cell type's mean
+    accessibility. ``gene_batch`` genes are attributed at once by stacking the cells once per
+    gene with per-row targets. Only the candidate peaks' attributions are kept, averaged over
+    cells.
+
+    Returns
+    -------
+    Scores aligned with the rows of ``pairs``.
+    """
+    import torch
+    from captum.attr import IntegratedGradients
+
+    gpos, ppos = _pair_index(model, pairs)
+    n = X_atac.shape[0]
+    latent = int(model.config.latent_dim)
+    noise_all = torch.randn(n, latent, generator=_generator(seed))
+    xa_all = None
+    if baseline == "mean":
+        xa_all = model.atac_tensor(_dense(X_atac, np.arange(n))).mean(0, keepdim=True)
+    elif baseline != "zeros":
+        raise ScdxError(f"baseline must be 'zeros' or 'mean', got {baseline!r}")
+    genes = np.unique(gpos)
+    acc = np.zeros(len(pairs))
+
+    def fwd(x, noise, c):
+        return _translate_rna(model, x, c, noise, sampler, translate_steps)
+
+    ig = IntegratedGradients(fwd)
+    with eval_mode(model):
+        for s in range(0, n, batch_size):
+            rows = np.arange(s, min(n, s + batch_size))
+            x = model.atac_tensor(_dense(X_atac, rows))
+            b = len(rows)
+            noise = noise_all[rows].to(x.device)
+            c = cond[rows] if cond is not None else None
+            for gs in range(0, len(genes), gene_batch):
+                gb = genes[gs:gs + gene_batch]
+                xin = x.repeat(len(gb), 1)
+                nin = noise.repeat(len(gb), 1)
+                cin = c.repeat(len(gb), 1) if c is not None else None
+                tgt = np.repeat(gb, b).tolist()
+                base = torch.zeros_like(xin) if xa_all is None else xa_all.expand_as(xin)
+                with torch.enable_grad():
+                    att = ig.attribute(xin, baselines=base, target=tgt, additional_forward_args=(nin, cin),
+                                       n_steps=n_steps, internal_batch_size=internal_batch_size)
+                att = att.detach().view(len(gb), b, -1).sum(1).cpu().numpy()  # genes x peaks (sum cells)
+                for k, gi in enumerate(gb):
+                    m = np.flatnonzero(gpos == gi)
+                    acc[m] += att[k, ppos[m]]
+    return acc / max(n, 1)
+
+
+# ------------------------------------------------------------------------------ knockout
+def close_peaks_effect(model, X_atac, cond, peak_groups: Sequence[np.ndarray], *, gene_idx=None,
+                       sampler: str = "ddim", n_steps: int = 10, n_samples: int = 1, batch_size: int = 64,
+                       group_batch: int = 8, seed: int = 0) -> np.ndarray:
+    """Effect of closing groups of peaks on translated expression, paired by noise.
+
+    For each group (an array of model peak indices), the peaks are set to 0 in every cell, the
+    edited and unedited ATAC are translated to RNA with the same noise, and
+    ``log1p(1e4 rho_closed) - log1p(1e4 rho_ctrl)`` is averaged over cells and noise samples.
+    Used by ``tl.extract_grn(method="knockout")`` (``scdiffx_grn.perturb`` has the per-peak
+    engine used when available).
+
+    Returns
+    -------
+    Array (n_groups, n_genes or len(gene_idx)) of mean effects.
+    """
+    import torch
+
+    n = X_atac.shape[0]
+    latent = int(model.config.latent_dim)
+    G = len(model.rna_var_names) if gene_idx is None else len(gene_idx)
+    gsel = slice(None) if gene_idx is None else torch.as_tensor(np.asarray(gene_idx), dtype=torch.long)
+    acc = np.zeros((len(peak_groups), G))
+    with eval_mode(model), torch.no_grad():
+        for smp in range(n_samples):
+            noise_all = torch.randn(n, latent, generator=_generator(seed * 7919 + smp))
+            for s in range(0, n, batch_size):
+                rows = np.arange(s, min(n, s + batch_size))
+                x = model.atac_tensor(_dense(X_atac, rows))
+                b = len(rows)
+                noise = noise_all[rows].to(x.device)
+                c = cond[rows] if cond is not None else None
+                ctrl = torch.log1p(1e4 * _translate_rna(model, x, c, noise, sampler, n_steps))[:, gsel]
+                for gs in range(0, len(peak_groups), group_batch):
+                    grp = peak_groups[gs:gs + group_batch]
+                    xs = x.repeat(len(grp), 1)
+                    for k, pk in enumerate(grp):
+                        xs[k * b:(k + 1) * b, torch.as_tensor(np.asarray(pk), dtype=torch.long)] = 0
+                    cc = c.repeat(len(grp), 1) if c is not None else None
+                    ed = torch.log1p(1e4 * _translate_rna(model, xs, cc, noise.repeat(len(grp), 1), sampler, n_steps))
+                    d = (ed[:, gsel].view(len(grp), b, -1) - ctrl[None]).sum(1).double().cpu().numpy()
+                    acc[gs:gs + len(grp)] += d
+    return acc / (max(n, 1) * n_samples)
+
+
+def knockout_scores(model, X_atac, cond, pairs: pd.DataFrame, *, group: str = "peak", sampler: str = "ddim",
+                    n_steps: int = 10, n_samples: int = 1, batch_size: int = 64, group_batch: int = 8,
+                    skip_closed: bool = True, seed: int = 0) -> np.ndarray:
+    """In-silico peak closing: drop of translated candidate-gene expression when peaks are closed.
+
+    ``group="peak"``: each candidate peak is closed alone and the effect on each of its
+    candidate genes is read (one translation per peak gives every gene). ``group="gene"``:
+    all candidate peaks of a gene are closed together and the pair score is the gene's drop
+    (one score shared by the gene's peaks). Score = ``-(closed - control)`` so that a peak
+    that supports expression scores positive. Peaks closed in every cell are skipped (their
+    effect is exactly 0) when ``skip_closed``.
+    """
+    gpos, ppos = _pair_index(model, pairs)
+    scores = np.zeros(len(pairs))
+    if group == "peak":
+        up = np.unique(ppos)
+        if skip_closed:
+            opened = np.asarray((X_atac[:, up] > 0).sum(0)).ravel() > 0
+            up = up[opened]
+        if len(up) == 0:
+            return scores
+        genes = np.unique(gpos)
+        eff = close_peaks_effect(model, X_atac, cond, [np.array([p]) for p in up], gene_idx=genes, sampler=sampler,
+                                 n_steps=n_steps, n_samples=n_samples, batch_size=batch_size,
+                                 group_batch=group_batch, seed=seed)
+        pi = pd.Index(up).get_indexer(ppos)
+        gi = pd.Index(genes).get_indexer(gpos)
+        ok = pi >= 0
+        scores[ok] = -eff[pi[ok], gi[ok]]
+        return scores
+    if group == "gene":
+        genes = np.unique(gpos)
+        groups = [np.unique(ppos[gpos == g]) for g in genes]
+        eff = close_peaks_effect(model, X_atac, cond, groups, gene_idx=genes, sampler=sampler, n_steps=n_steps,
+                                 n_samples=n_samples, batch_size=batch_size, group_batch=group_batch, seed=seed)
+        own = -np.diag(eff)
+        scores[:] = own[pd.Index(genes).get_indexer(gpos)]
+        return scores
+    raise ScdxError(f"group must be 'peak' or 'gene', got {group!r}")

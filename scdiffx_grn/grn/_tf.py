@@ -1,0 +1,329 @@
+"""TF layer: TF -> peak links (motif tables, base GRNs, co-accessibility) and TF -> gene networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._errors import InputDataError, ScdxError, UnknownFeatureError, _fmt_items
+from ._genomic import _is_mudata, parse_peak_names, peaks_table
+
+__all__ = ["overlap_intervals", "tf_peak_links", "tf_peak_from_base_grn", "tf_peak_coaccessibility",
+           "tf_gene_network"]
+
+
+def overlap_intervals(a: pd.DataFrame, b: pd.DataFrame, *, min_overlap: int = 1) -> pd.DataFrame:
+    """All overlapping pairs between two interval sets (half-open ``[start, end)``).
+
+    Parameters
+    ----------
+    a, b
+        DataFrames with ``chrom, start, end`` (index = interval names).
+    min_overlap
+        Minimal number of shared bases.
+
+    Returns
+    -------
+    DataFrame ``a, b, overlap`` with the index names of overlapping intervals. Implemented per
+    chromosome on ``b`` sorted by start: candidates of an ``a`` interval are the ``b`` intervals
+    starting in ``[a.start - max_len(b), a.end)``, filtered by their end.
+    """
+    parts = []
+    a_names, b_names = a.index.to_numpy(), b.index.to_numpy()
+    a_chr, b_chr = a["chrom"].astype(str).to_numpy(), b["chrom"].astype(str).to_numpy()
+    a_s, a_e = a["start"].to_numpy(np.int64), a["end"].to_numpy(np.int64)
+    b_s, b_e = b["start"].to_numpy(np.int64), b["end"].to_numpy(np.int64)
+    for chrom in np.intersect1d(np.unique(a_chr), np.unique(b_chr)):
+        ai = np.flatnonzero(a_chr == chrom)
+        bi = np.flatnonzero(b_chr == chrom)
+        bi = bi[np.argsort(b_s[bi], kind="stable")]
+        bs, be = b_s[bi], b_e[bi]
+        maxlen = int((be - bs).max())
+        lo = np.searchsorted(bs, a_s[ai] - maxlen, side="left")
+        hi = np.searchsorted(bs, a_e[ai], side="left")
+        cnt = hi - lo
+        if cnt.sum() == 0:
+            continue
+        rep = np.repeat(np.arange(len(ai)), cnt)
+        offs = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        bj = np.repeat(lo, cnt) + offs
+        ov = np.minimum(a_e[ai][rep], be[bj]) - np.maximum(a_s[ai][rep], bs[bj])
+        keep = ov >= min_overlap
+        parts.append(pd.DataFrame({"a": a_names[ai][rep][keep], "b": b_names[bi][bj][keep], "overlap": ov[keep]}))
+    if not parts:
+        return pd.DataFrame({"a": pd.Series(dtype=object), "b": pd.Series(dtype=object),
+                             "overlap": pd.Series(dtype=np.int64)})
+    return pd.concat(parts, ignore_index=True)
+
+
+def tf_peak_from_base_grn(base_grn: pd.DataFrame, peaks, *, tfs=None, peak_col: str = "peak_id",
+                          min_overlap: int = 1) -> pd.DataFrame:
+    """Map a CellOracle-style base GRN onto the data's peaks by interval overlap.
+
+    Parameters
+    ----------
+    base_grn
+        DataFrame with ``peak_id`` (``chr10_100006137_100006700``) and one 0/1 column per TF
+        (other non-numeric columns such as ``gene_short_name`` are ignored).
+    peaks
+        The data's peaks (anything :func:`scdiffx_grn.grn.peaks_table` accepts).
+    tfs
+        Keep only these TFs (e.g. TFs expressed in the data).
+    min_overlap
+        Minimal overlap (bp) between a motif peak and a data peak.
+
+    Returns
+    -------
+    DataFrame ``tf, peak, weight, evidence`` (``evidence="motif"``, weight 1).
+    """
+    if peak_col not in base_grn.columns:
+        raise InputDataError(f"base GRN lacks the column {peak_col!r}; columns: {_fmt_items(base_grn.columns)}")
+    tf_cols = [c for c in base_grn.columns if c != peak_col and pd.api.types.is_numeric_dtype(base_grn[c])]
+    if tfs is not None:
+        tfs = set(map(str, tfs))
+        tf_cols = [c for c in tf_cols if c in tfs]
+    base_peaks = base_grn[peak_col].astype(str).to_numpy()
+    M = base_grn[tf_cols].to_numpy()
+    r, c = np.nonzero(np.nan_to_num(M) > 0)
+    long = pd.DataFrame({"base_peak": base_peaks[r], "tf": np.asarray(tf_cols, dtype=object)[c]})
+    base_iv = parse_peak_names(pd.unique(base_peaks))
+    data_iv = peaks_table(peaks)
+    ov = overlap_intervals(data_iv, base_iv, min_overlap=min_overlap)
+    m = long.merge(ov.rename(columns={"a": "peak", "b": "base_peak"}), on="base_peak")
+    out = m[["tf", "peak"]].drop_duplicates().reset_index(drop=True)
+    out["weight"] = 1.0
+    out["evidence"] = "motif"
+    return out
+
+
+def tf_peak_coaccessibility(mdata, tfs, *, peaks=None, groupby: str | None = "cell_type",
+                            n_metacells: int = 10, min_corr: float = 0.3, top_n: int | None = None,
+                            method: str = "pearson", seed: int = 0) -> pd.DataFrame:
+    """Fallback TF -> peak links without a motif table: TF expression vs peak accessibility.
+
+    Correlates, across metacells, the expression of each TF with the accessibility of each
+    peak. This is *not* binding evidence; the rows carry ``evidence="coaccessibility"``.
+
+    Parameters
+    ----------
+    mdata
+        Paired MuData.
+    tfs
+        TF gene names (those not in the RNA var are dropped; all missing raises).
+    peaks
+        Restrict to these peaks (e.g. the candidate peaks of a peak -> gene table).
+    min_corr, top_n
+        Keep links with correlation >= ``min_corr`` (and at most ``top_n`` peaks per TF).
+
+    Returns
+    -------
+    DataFrame ``tf, peak, weight, evidence``.
+    """
+    from ._metacells import metacell_profiles, metacells
+
+    genes = mdata.mod["rna"].var_names
+    tfs = pd.Index(pd.unique([str(t) for t in tfs]))
+    present = tfs[tfs.isin(genes)]
+    if len(present) == 0:
+        raise UnknownFeatureError(f"none of the TFs is a gene of the data: {_fmt_items(tfs)}")
+    mc = metacells(mdata, groupby, n_metacells, seed=seed)
+    rna, atac, _ = metacell_profiles(mdata, mc, genes=present, peaks=peaks)
+    C = _corr_matrix(rna.to_numpy(), atac.to_numpy(), method)
+    rows = []
+    for i, tf in enumerate(present):
+        c = C[i]
+        idx = np.flatnonzero(c >= min_corr)
+        if top_n is not None and len(idx) > top_n:
+            idx = idx[np.argsort(-c[idx])[:top_n]]
+        rows.append(pd.DataFrame({"tf": tf, "peak": atac.columns[idx], "weight": c[idx]}))
+    out = pd.concat(rows, ignore_index=True)
+    out["evidence"] = "coaccessibility"
+    return out
+
+
+def _rank(X: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(X, axis=0)
+
+
+def _corr_matrix(X: np.ndarray, Y: np.ndarray, method: str = "pearson") -> np.ndarray:
+    """Correlation of every column of X with every column of Y (rows = observations)."""
+    if method == "spearman":
+        X, Y = _rank(X), _rank(Y)
+    elif method != "pearson":
+        raise ScdxError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    X = X - X.mean(0)
+    Y = Y - Y.mean(0)
+    nx = np.sqrt((X ** 2).sum(0))
+    ny = np.sqrt((Y ** 2).sum(0))
+    nx[nx == 0] = np.inf
+    ny[ny == 0] = np.inf
+    return (X / nx).T @ (Y / ny)
+
+
+def pair_corr(X: pd.DataFrame, Y: pd.DataFrame, a, b, method: str = "pearson") -> np.ndarray:
+    """Correlation of column ``a[k]`` of X with column ``b[k]`` of Y for each pair k (vectorised)."""
+    Xv, Yv = X.to_numpy(np.float64), Y.to_numpy(np.float64)
+    if method == "spearman":
+        Xv, Yv = _rank(Xv), _rank(Yv)
+    Xv = Xv - Xv.mean(0)
+    Yv = Yv - Yv.mean(0)
+    nx = np.sqrt((Xv ** 2).sum(0))
+    ny = np.sqrt((Yv ** 2).sum(0))
+    nx[nx == 0] = np.inf
+    ny[ny == 0] = np.inf
+    Xv, Yv = Xv / nx, Yv / ny
+    ia = X.columns.get_indexer(pd.Index(a))
+    ib = Y.columns.get_indexer(pd.Index(b))
+    out = np.full(len(ia), np.nan)
+    ok = (ia >= 0) & (ib >= 0)
+    out[ok] = np.einsum("ij,ij->j", Xv[:, ia[ok]], Yv[:, ib[ok]])
+    return out
+
+
+def tf_peak_links(tf_peak, peaks=None, *, tfs=None) -> pd.DataFrame:
+    """Normalise a TF -> peak table.
+
+    ``tf_peak`` may be a DataFrame ``tf, peak`` (or ``source, target``) with an optional
+    ``weight``, or a CellOracle-style base GRN (a ``peak_id`` column plus one column per TF),
+    which is mapped onto ``peaks`` by interval overlap.
+    """
+    if not isinstance(tf_peak, pd.DataFrame):
+        raise InputDataError(f"tf_peak must be a DataFrame, got {type(tf_peak).__name__}")
+    if "peak_id" in tf_peak.columns:
+        if peaks is None:
+            raise ScdxError("mapping a base GRN needs the data's peaks (peaks=...)")
+        return tf_peak_from_base_grn(tf_peak, peaks, tfs=tfs)
+    df = tf_peak
+    if not {"tf", "peak"} <= set(df.columns):
+        if {"source", "target"} <= set(df.columns):
+            df = df.rename(columns={"source": "tf", "target": "peak"})
+        else:
+            raise InputDataError(f"TF -> peak table needs columns tf, peak; has {list(tf_peak.columns)}")
+    out = df.copy()
+    out["tf"] = out["tf"].astype(str)
+    out["peak"] = out["peak"].astype(str)
+    if "weight" not in out:
+        out["weight"] = 1.0
+    if "evidence" not in out:
+        out["evidence"] = "user"
+    if tfs is not None:
+        out = out[out["tf"].isin(set(map(str, tfs)))]
+    return out.reset_index(drop=True)
+
+
+def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str = "sum",
+                    sign: bool = True, corr_method: str = "spearman", tfs=None,
+                    peak_gene_key: str = "grn", key_added: str = "grn_tf", groupby: str | None = "cell_type",
+                    n_metacells: int = 10, min_corr: float = 0.3, exclude_self: bool = True,
+                    seed: int = 0):
+    """Combine peak -> gene scores with TF -> peak links into TF -> gene edges.
+
+    ``weight(TF, gene, cell type) = agg_{peaks p bound by TF} w_tf(TF, p) * w(p -> gene)``
+    with ``agg`` = sum or max over the peaks shared by the TF and the gene. When an expression
+    table is given, each edge is signed by the correlation of TF and target expression across
+    metacells (``sign`` column; ``weight`` becomes ``sign * |weight|``, ``corr`` is kept).
+
+    Parameters
+    ----------
+    peak_gene
+        A tidy peak -> gene table (``source``/``peak``, ``target``/``gene``, ``weight``,
+        optional ``cell_type``), or a MuData holding it in ``uns[peak_gene_key]``. With a MuData,
+        the metacell expression is computed from it, the result is stored in
+        ``mdata.uns[key_added]`` and ``None`` is returned.
+    tf_peak
+        TF -> peak links: a ``tf, peak`` DataFrame, a CellOracle-style base GRN (``peak_id``
+        + TF columns; mapped by overlap) or ``"coaccessibility"`` (needs a MuData and ``tfs``;
+        edges then carry ``evidence="coaccessibility"``).
+    expression
+        Metacells x genes DataFrame used for the sign (``None`` and a DataFrame input: unsigned).
+    aggregate
+        ``"sum"`` or ``"max"`` over shared peaks.
+    sign, corr_method
+        Sign edges by ``"spearman"`` or ``"pearson"`` correlation of TF and target.
+    tfs
+        Restrict to these TFs (required for ``"coaccessibility"``).
+    exclude_self
+        Drop TF -> itself edges.
+
+    Returns
+    -------
+    DataFrame ``source (TF), target (gene), weight, cell_type, n_peaks, evidence[, sign, corr]``
+    (or ``None`` with a MuData input).
+    """
+    mdata = peak_gene if _is_mudata(peak_gene) else None
+    if mdata is not None:
+        if peak_gene_key not in mdata.uns:
+            raise ScdxError(f"mdata.uns has no {peak_gene_key!r}; run tl.extract_grn first (or pass peak_gene_key)")
+        pg = _as_pg(mdata.uns[peak_gene_key])
+        if isinstance(tf_peak, str):
+            if tf_peak != "coaccessibility":
+                raise ScdxError(f"tf_peak={tf_peak!r}: only 'coaccessibility' is accepted as a string")
+            if tfs is None:
+                raise ScdxError("tf_peak='coaccessibility' needs the list of TFs (tfs=...)")
+            tp = tf_peak_coaccessibility(mdata, tfs, peaks=pd.unique(pg["peak"]), groupby=groupby,
+                                         n_metacells=n_metacells, min_corr=min_corr, seed=seed)
+        else:
+            tp = tf_peak_links(tf_peak, mdata, tfs=tfs)
+        if expression is None and sign:
+            from ._metacells import metacell_profiles, metacells
+
+            mc = metacells(mdata, groupby, n_metacells, seed=seed)
+            expression, _, _ = metacell_profiles(mdata, mc, peaks=[])
+        out = _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self)
+        mdata.uns[key_added] = out
+        return None
+    if tf_peak is None or isinstance(tf_peak, str):
+        raise ScdxError("with a DataFrame input, tf_peak must be a TF -> peak DataFrame")
+    pg = _as_pg(peak_gene)
+    tp = tf_peak_links(tf_peak, pd.unique(pg["peak"]) if "peak_id" in tf_peak.columns else None, tfs=tfs)
+    return _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self)
+
+
+def _as_pg(df) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise InputDataError(f"peak -> gene table must be a DataFrame, got {type(df).__name__}")
+    d = df.copy()
+    if "peak" not in d:
+        d["peak"] = d["source"] if "source" in d else None
+    if "gene" not in d:
+        d["gene"] = d["target"] if "target" in d else None
+    if d["peak"].isna().any() or d["gene"].isna().any():
+        raise InputDataError("peak -> gene table needs source/peak and target/gene columns")
+    if "weight" not in d:
+        d["weight"] = 1.0
+    if "cell_type" not in d:
+        d["cell_type"] = "all"
+    return d[["peak", "gene", "weight", "cell_type"]]
+
+
+def _combine(pg, tp, expression, aggregate, corr_method, exclude_self) -> pd.DataFrame:
+    if aggregate not in ("sum", "max"):
+        raise ScdxError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
+    m = pg.merge(tp[["tf", "peak", "weight", "evidence"]].rename(columns={"weight": "w_tf"}), on="peak")
+    if len(m) == 0:
+        raise ScdxError("no peak is shared between the TF -> peak links and the peak -> gene table "
+                        f"(first TF-peak peaks: {_fmt_items(tp['peak'].head(5))}; "
+                        f"first peak-gene peaks: {_fmt_items(pg['peak'].head(5))})")
+    m["w"] = m["weight"] * m["w_tf"]
+    if exclude_self:
+        m = m[m["tf"] != m["gene"]]
+    g = m.groupby(["tf", "gene", "cell_type"], sort=False, observed=True)
+    if aggregate == "sum":
+        agg = g.agg(weight=("w", "sum"), n_peaks=("peak", "nunique"), evidence=("evidence", "first"))
+    else:
+        agg = g.agg(weight=("w", lambda s: s.loc[s.abs().idxmax()]), n_peaks=("peak", "nunique"),
+                    evidence=("evidence", "first"))
+    out = agg.reset_index().rename(columns={"tf": "source", "gene": "target"})
+    if expression is not None:
+        expr = expression.to_df() if hasattr(expression, "to_df") else expression
+        corr = pair_corr(expr, expr, out["source"], out["target"], method=corr_method)
+        out["corr"] = corr
+        s = np.sign(np.nan_to_num(corr))
+        s[s == 0] = 1
+        out["sign"] = s.astype(int)
+        out["weight"] = out["sign"] * out["weight"].abs()
+    out = out.sort_values(["cell_type", "weight"], ascending=[True, False], key=None).reset_index(drop=True)
+    return out[["source", "target", "weight", "cell_type"] + [c for c in out.columns
+                                                             if c not in ("source", "target", "weight", "cell_type")]]
