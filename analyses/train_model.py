@@ -22,12 +22,19 @@ PRESETS = {
         "n_peaks": 3000,
         "model": dict(rna_hidden=(256,), atac_hidden=(256,), latent_dim=64, token_dim=4, width=64, n_heads=4,
                       n_layers=3),
-        "train": dict(ae_epochs=40, diffusion_steps=6000, batch_size=256, lr=1e-3),
+        "train": dict(ae_epochs=30, diffusion_steps=3000, batch_size=256, lr=1e-3),
     },
     "full": {
         "n_peaks": None,
         "model": dict(),
         "train": dict(ae_epochs=60, diffusion_steps=20000, batch_size=512, lr=5e-4),
+    },
+    "bmmc": {  # the human fixture: 500 cells, 600 genes, 600 peaks
+        "dataset": "bmmc",
+        "n_peaks": None,
+        "model": dict(rna_hidden=(128,), atac_hidden=(128,), latent_dim=32, token_dim=4, width=64, n_heads=4,
+                      n_layers=3),
+        "train": dict(ae_epochs=150, diffusion_steps=3000, batch_size=128, lr=1e-3),
     },
     "tiny": {  # for smoke tests and CPU timing
         "n_peaks": 2000,
@@ -56,11 +63,14 @@ def prepare(mdata, *, n_peaks: int | None, seed: int = 0, split_key: str = "spli
 
 def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device: str | None = None,
           n_cells: int | None = None, overrides: dict | None = None, half: bool | None = None):
-    """Train a model with a preset on the embedded mouse SNARE-seq data; returns (model, mdata)."""
+    """Train a model with a preset on its embedded data set (mouse SNARE-seq, or BMMC for ``bmmc``).
+
+    Returns (model, mdata) with ``mdata.obs['split']`` and the model's features.
+    """
     from scdiffx_grn import ScDiffusionX, datasets
 
     p = PRESETS[preset]
-    mdata = datasets.mouse_mop(n_cells=n_cells, seed=seed)
+    mdata = getattr(datasets, p.get("dataset", "mouse_mop"))(n_cells=n_cells, seed=seed)
     prepare(mdata, n_peaks=p["n_peaks"], seed=seed)
     ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
     model = ScDiffusionX(mdata, **p["model"])

@@ -1,0 +1,214 @@
+"""Tests of scdiffx_grn.biomarkers (decoupler / pySCENIC / gseapy wrappers and biomarker ranking)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from scdiffx_grn import get, pl, tl
+from scdiffx_grn._errors import InputDataError, UnknownFeatureError
+from scdiffx_grn.biomarkers import (
+    check_regulons,
+    compare_networks,
+    evaluate_regulator_ranking,
+    reference_network,
+    regulons_from_network,
+)
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def mouse():
+    from scdiffx_grn import datasets
+
+    return datasets.mouse_mop(n_cells=300, seed=0)
+
+
+def _planted(n_per=60, n_genes=80, seed=0):
+    """Counts for groups A, B, C; TF 'Tfb' activates g0..g11 in B; marker genes / peaks per group."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(["A", "B", "C"], n_per)
+    genes = [f"g{i}" for i in range(n_genes)] + ["Tfa", "Tfb", "Tfc", "Tfd"]
+    lam = np.full((len(groups), len(genes)), 2.0)
+    lam[groups == "B", :12] = 12.0            # targets of Tfb up in B
+    lam[groups == "A", 40] = 15.0             # marker of A
+    lam[groups == "C", 50] = 15.0             # marker of C
+    X = rng.poisson(lam).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(groups)}, index=[f"c{i}" for i in range(len(groups))])
+    rna = ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=genes))
+    rna.layers["counts"] = rna.X.copy()
+    others = [f"g{i}" for i in range(12, n_genes)]
+    net = [("Tfb", f"g{i}", 1.0) for i in range(12)]
+    for j, tf in enumerate(["Tfa", "Tfc", "Tfd"]):
+        net += [(tf, t, 1.0) for t in rng.choice([o for o in others if o not in ("g40", "g50")], 12,
+                                                     replace=False)]
+    net += [("Tfa", "g40", 1.0), ("Tfc", "g50", 1.0)]  # planted markers have regulatory evidence
+    net = pd.DataFrame(net, columns=["source", "target", "weight"])
+    P = rng.random((len(groups), 30)) < 0.1
+    P[groups == "C", 7] = rng.random((groups == "C").sum()) < 0.9   # planted open peak in C
+    atac = ad.AnnData(sp.csr_matrix(P.astype(np.float32)), obs=obs.copy(),
+                      var=pd.DataFrame({"linked_gene": [f"g{i}" if i != 7 else "g50" for i in range(30)]},
+                                       index=[f"chr1_{i * 1000}_{i * 1000 + 500}" for i in range(30)]))
+    atac.layers["counts"] = atac.X.copy()
+    return rna, atac, net
+
+
+# --------------------------------------------------------------------------- decoupler
+def test_regulator_activity_reference_on_mouse(mouse):
+    tab = tl.regulator_activity(mouse, "dorothea", method="ulm", key_added="reg")
+    rna = mouse.mod["rna"]
+    assert rna.obsm["reg_score"].shape[0] == mouse.n_obs
+    assert {"cell_type", "source", "score", "stat", "padj", "rank"} <= set(tab.columns)
+    assert tab["source"].nunique() > 20
+    top = get.regulator_df(mouse, key="reg", cell_type="Oligo", top_k=3)
+    assert len(top) == 3 and (top["rank"] == [1, 2, 3]).all()
+    # oligodendrocyte regulator Sox10 (its DoRothEA targets) is among the most active in Oligo
+    olig = get.regulator_df(mouse, key="reg", cell_type="Oligo")
+    assert olig.set_index("source").loc["Sox10", "rank"] <= 10
+
+
+def test_planted_tf_ranks_first_and_pseudobulk():
+    rna, _, net = _planted()
+    tab = tl.regulator_activity(rna, net, tmin=5)
+    assert get.regulator_df(tab, cell_type="B")["source"].iat[0] == "Tfb"
+    rna.obs["sample"] = np.tile(["s1", "s2", "s3"], rna.n_obs // 3)
+    pb = tl.regulator_activity(rna, source=net, pseudobulk_by=["sample", "cell_type"], key_added="pb")
+    assert get.regulator_df(pb, cell_type="B")["source"].iat[0] == "Tfb"
+    assert len(rna.uns["pb_pseudobulk"]) == 9
+
+
+def test_no_overlap_error_names_the_problem():
+    rna, _, net = _planted()
+    bad = net.assign(target=net["target"].str.upper())
+    with pytest.raises(UnknownFeatureError, match="no overlap.*0 of"):
+        tl.regulator_activity(rna, bad)
+
+
+# --------------------------------------------------------------------------- pySCENIC
+def test_grnboost2_deterministic_and_aucell(mouse):
+    rna = mouse.mod["rna"]
+    tfs = [t for t in reference_network("dorothea")["source"].unique() if t in set(rna.var_names)][:6]
+    genes = list(rna.var_names[:5])
+    kw = dict(seed=0, genes=genes, regressor_kwargs={"n_estimators": 200})
+    g1 = tl.grnboost2(mouse, tfs, **kw)
+    g2 = tl.grnboost2(mouse, tfs, **kw)
+    assert list(g1.columns) == ["TF", "target", "importance"]
+    pd.testing.assert_frame_equal(g1, g2)
+    assert set(g1["TF"]) <= set(tfs) and set(g1["target"]) <= set(genes)
+    assert (g1["importance"] >= 0).all() and g1["importance"].iloc[0] > 0
+    regs = regulons_from_network(reference_network("dorothea"), genes=rna.var_names, min_targets=10)
+    auc = tl.aucell(mouse, regs[:15])
+    assert auc.shape == (mouse.n_obs, 15)
+    assert list(mouse.mod["rna"].obsm["aucell"].index) == list(rna.obs_names)
+    assert np.isfinite(auc.to_numpy()).all() and (auc.to_numpy() >= 0).all()
+
+
+def test_aucell_keeps_cell_order_on_planted():
+    rna, _, net = _planted()
+    auc = tl.aucell(rna, net, min_targets=5)
+    b = rna.obs["cell_type"].to_numpy() == "B"
+    assert auc.loc[b, "Tfb(+)"].mean() > 2 * auc.loc[~b, "Tfb(+)"].mean()
+
+
+def test_regulons_are_gene_names_not_characters():
+    from scdiffx_grn.biomarkers._compat import apply, import_ctxcore_genesig
+
+    apply()
+    import dask
+    import dask.dataframe as dd
+
+    assert dask.config.get("dataframe.convert-string") is False
+    df = pd.DataFrame({"tf": ["Sox10"], "genes": [["Plp1", "Mbp", "Mag"]]})
+    back = dd.from_pandas(df, npartitions=1).compute()
+    assert isinstance(back["genes"].iat[0], list)
+    net = reference_network("dorothea")
+    regs = regulons_from_network(net, min_targets=5)
+    targets = net.groupby("source")["target"].apply(set)
+    for r in regs:  # whole gene names of that TF's targets (mouse has one-letter genes such as 'T')
+        assert set(r.genes) <= targets[r.transcription_factor], r.name
+        assert sum(len(g) > 1 for g in r.genes) > len(r.genes) // 2, r.name
+    genesig = import_ctxcore_genesig()
+    broken = genesig.GeneSignature(name="Sox10(+)", gene2weight="Plp1")  # the silent-wrong-result shape
+    with pytest.raises(InputDataError, match="single characters"):
+        check_regulons([broken])
+    with pytest.raises(InputDataError, match="string"):
+        tl.aucell(ad.AnnData(np.ones((3, 3))), {"x": "Plp1"})
+
+
+# --------------------------------------------------------------------------- gseapy
+def test_enrichment_planted_set_top_nes():
+    genes = [f"G{i}" for i in range(200)]
+    rank = pd.Series(np.linspace(5, -5, 200), index=genes)
+    rng = np.random.default_rng(0)
+    sets = {"PLANTED": genes[:15]}
+    for k in range(5):
+        sets[f"RANDOM_{k}"] = list(rng.choice(genes[20:], 15, replace=False))
+    res = tl.enrichment(rank, sets, permutation_num=100, seed=0)
+    assert res.sort_values("nes", ascending=False)["term"].iat[0] == "PLANTED"
+    top = get.enrichment_df(res, top_k=1)
+    assert top["term"].iat[0] == "PLANTED" and top["nes"].iat[0] > 1
+    with pytest.raises(InputDataError, match="no gene set"):
+        tl.enrichment(rank, {"X": ["a", "b", "c", "d", "e", "f"]}, permutation_num=10)
+
+
+def test_enrichment_hallmark_mouse_case(mouse):
+    rank = pd.Series(np.arange(mouse.mod["rna"].n_vars, 0, -1.0), index=mouse.mod["rna"].var_names)
+    res = tl.enrichment(rank, "hallmark", organism="mouse", permutation_num=20, data=mouse)
+    assert res["term"].str.startswith("HALLMARK_").all() and len(res) > 5
+    assert "enrichment" in mouse.uns
+
+
+# --------------------------------------------------------------------------- biomarkers
+def test_rank_biomarkers_planted(tmp_path):
+    rna, atac, net = _planted()
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    grn = pd.concat([net.assign(cell_type=g) for g in ["A", "B", "C"]], ignore_index=True)
+    grn.loc[(grn["cell_type"] == "B") & (grn["source"] == "Tfb"), "weight"] = 5.0
+    grn.loc[(grn["cell_type"] == "A") & (grn["target"] == "g40"), "weight"] = 5.0
+    grn.loc[(grn["cell_type"] == "C") & (grn["target"] == "g50"), "weight"] = 5.0
+    tab = tl.rank_biomarkers(mdata, grn_key=grn, reference=net, n_markers=15, peak_top=None)
+    assert {"specificity", "importance", "reference", "combined_score", "rank"} <= set(tab.columns)
+    for g, marker in (("A", "g40"), ("C", "g50")):
+        genes_g = get.biomarker_df(mdata, cell_type=g, kind="gene").set_index("feature")
+        assert genes_g.loc[marker, "rank_specificity"] == 1
+        assert genes_g.loc[marker, "rank_importance"] == 1
+        assert genes_g.loc[marker, "rank"] == 1
+    assert get.biomarker_df(mdata, cell_type="B", kind="tf")["feature"].iat[0] == "Tfb"
+    assert get.biomarker_df(mdata, cell_type="C", kind="peak")["feature"].iat[0] == "chr1_7000_7500"
+    b = get.biomarker_df(mdata, cell_type="B", kind="tf").set_index("feature")
+    assert b.loc["Tfb", "rank_reference"] == 1 and b.loc["Tfb", "rank_importance"] == 1
+    # mean of component ranks
+    row = b.loc["Tfb"]
+    comps = [c for c in ("rank_specificity", "rank_importance", "rank_reference") if np.isfinite(row[c])]
+    assert row["combined_score"] == pytest.approx(np.mean([row[c] for c in comps]))
+    reg = tl.regulator_activity(rna, net, key_added="reg")
+    fig = pl.regulator_dotplot(reg, top_k=2, save=tmp_path / "dot.png")
+    assert (tmp_path / "dot.png").exists() and fig is not None
+    rank = pd.Series(np.linspace(3, -3, rna.n_vars), index=rna.var_names)
+    enr = tl.enrichment(rank, {"S1": list(rna.var_names[:10]), "S2": list(rna.var_names[30:45])},
+                        permutation_num=20)
+    pl.enrichment_barplot(enr, top_k=2, save=tmp_path / "bar.png")
+    assert (tmp_path / "bar.png").exists()
+
+
+# --------------------------------------------------------------------------- evaluation
+def test_evaluate_regulator_ranking_metrics():
+    ranking = pd.DataFrame({"cell_type": ["A"] * 4, "source": ["t1", "t2", "t3", "t4"], "stat": [4, 3, 2, 1]})
+    truth = pd.DataFrame({"cell_type": ["A", "A"], "tf": ["t1", "t5"]})
+    ev = evaluate_regulator_ranking(ranking, truth, ks=(1, 2))
+    r = ev.iloc[0]
+    assert r["auroc"] == 1.0 and r["precision@1"] == 1.0 and r["precision@2"] == 0.5
+    assert r["coverage"] == 0.5 and r["best_truth_rank"] == 1
+
+
+def test_compare_networks_on_mouse(mouse):
+    out = compare_networks(mouse, {"collectri": "collectri", "dorothea": "dorothea"}, "cell_type", seed=0)
+    assert {"activity", "agreement", "recovery", "truth"} <= set(out)
+    ag = out["agreement"]
+    assert (ag["n_shared_tfs"] > 5).all()
+    assert ag["spearman_stat"].dropna().between(-1, 1).all()
+    assert set(out["recovery"]["network"]) == {"collectri", "dorothea"}
