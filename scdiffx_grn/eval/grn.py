@@ -12,6 +12,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import InputDataError, ScdxError, _fmt_items
+from ._metrics import auprc as _auprc
+from ._metrics import auroc as _auroc
 
 __all__ = [
     "ranking_metrics",
@@ -32,35 +34,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # generic ranking metrics
 # --------------------------------------------------------------------------------------------
-def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    y = np.asarray(y, bool)
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-
-
-def _auprc(y: np.ndarray, s: np.ndarray) -> float:
-    """Average precision with ties handled as groups (sklearn convention)."""
-    y = np.asarray(y, bool)
-    npos = int(y.sum())
-    if npos == 0:
-        return float("nan")
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    # group ties: precision/recall only at the last index of each distinct score
-    last = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last]
-    n = last + 1
-    prec = tp / n
-    rec = tp / npos
-    drec = np.diff(np.r_[0.0, rec])
-    return float((drec * prec).sum())
-
-
 def _precision_at_k(y: np.ndarray, s: np.ndarray, k: int) -> float:
     """Expected precision among the top ``k`` under random tie breaking."""
     if k <= 0:

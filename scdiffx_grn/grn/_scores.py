@@ -7,66 +7,29 @@ memory does not grow with the number of cells, and never build a cells x peaks x
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .._errors import ScdxError, UnknownFeatureError, _fmt_items
+from .._modelio import Edit, PairedBatch, cell_conditions, eval_mode, sample_noise, torch_generator, translate
+from .._modelio import dense_rows as _dense
+from .._modelio import model_inputs as _model_inputs
 
 __all__ = ["saliency_matrices", "attention_matrix", "attention_scores", "ig_scores", "knockout_scores",
            "close_peaks_effect", "model_inputs"]
 
 
 # ------------------------------------------------------------------------------ helpers
-@contextmanager
-def eval_mode(model):
-    """Put the model's torch module in eval mode (no dropout) and restore it afterwards."""
-    mod = model.module
-    was = mod.training
-    mod.eval()
-    try:
-        yield
-    finally:
-        mod.train(was)
-
-
 def model_inputs(model, mdata):
     """Raw RNA / ATAC matrices of ``mdata`` in the model's feature order (CSR, cells x features)."""
-    import scipy.sparse as sp
-
-    out = []
-    for mod, names in (("rna", model.rna_var_names), ("atac", model.atac_var_names)):
-        ad = mdata.mod[mod]
-        layer = (getattr(model, "setup", {}) or {}).get(f"{mod}_layer", "counts")
-        X = ad.layers[layer] if (layer is not None and layer in ad.layers) else ad.X
-        X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
-        pos = ad.var_names.get_indexer(pd.Index(names))
-        if (pos < 0).any():
-            raise UnknownFeatureError(f"{mod} features of the model missing from the data: "
-                                      f"{_fmt_items(np.asarray(names)[pos < 0])}")
-        out.append(X[:, pos])
-    return out[0], out[1]
+    return _model_inputs(model, mdata, error=UnknownFeatureError)
 
 
 def cond_for(model, mdata, idx: np.ndarray):
     """Label indices of cells ``idx`` for every label key the model knows (null when absent)."""
-    keys = list(getattr(model.config, "label_keys", []) or [])
-    labels = {}
-    for k in keys:
-        for obs in (mdata.obs, mdata.mod["rna"].obs):
-            if k in obs.columns:
-                labels[k] = obs[k].astype(str).to_numpy()[idx]
-                break
-    return model.condition_indices(labels, n=len(idx))
-
-
-def _dense(X, rows):
-    import scipy.sparse as sp
-
-    S = X[rows]
-    return S.toarray() if sp.issparse(S) else np.asarray(S)
+    return cell_conditions(model, mdata, idx)
 
 
 def _add_noise(model, z, noise, t):
@@ -84,14 +47,6 @@ def _add_noise(model, z, noise, t):
         betas = torch.linspace(1e-4 * 1000 / n, 0.02 * 1000 / n, n, dtype=torch.float64)
         a = torch.cumprod(1 - betas, 0).to(z.device)[t.long()].to(z.dtype)[:, None]
         return a.sqrt() * z + (1 - a).sqrt() * noise
-
-
-def _generator(seed: int):
-    import torch
-
-    g = torch.Generator(device="cpu")
-    g.manual_seed(int(seed))
-    return g
 
 
 # ------------------------------------------------------------------------------ saliency
@@ -153,7 +108,7 @@ def attention_matrix(model, X_rna, X_atac, cond, *, timesteps: Sequence[int] = (
 
     n = X_rna.shape[0]
     acc, count = None, 0
-    g = _generator(seed)
+    g = torch_generator(seed)
     with eval_mode(model), torch.no_grad():
         for s in range(0, n, batch_size):
             rows = np.arange(s, min(n, s + batch_size))
@@ -217,9 +172,7 @@ def attention_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, timeste
 
 # ------------------------------------------------------------------------------ integrated gradients
 def _translate_rna(model, x_atac, cond, noise, sampler, n_steps):
-    z_a = model.encode("atac", x_atac)
-    z_r = model.translate_latent(z_a, "atac->rna", cond, noise, sampler=sampler, n_steps=n_steps)
-    return model.decode_rna(z_r)
+    return model.decode_rna(translate(model, "atac", x_atac, cond, noise, {"sampler": sampler, "n_steps": n_steps}))
 
 
 def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zeros", n_steps: int = 16,
@@ -244,7 +197,7 @@ def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zero
     gpos, ppos = _pair_index(model, pairs)
     n = X_atac.shape[0]
     latent = int(model.config.latent_dim)
-    noise_all = torch.randn(n, latent, generator=_generator(seed))
+    noise_all = sample_noise(n, latent, seed, 0)
     xa_all = None
     if baseline == "mean":
         xa_all = model.atac_tensor(_dense(X_atac, np.arange(n))).mean(0, keepdim=True)
@@ -287,11 +240,14 @@ def close_peaks_effect(model, X_atac, cond, peak_groups: Sequence[np.ndarray], *
                        group_batch: int = 8, seed: int = 0) -> np.ndarray:
     """Effect of closing groups of peaks on translated expression, paired by noise.
 
-    For each group (an array of model peak indices), the peaks are set to 0 in every cell, the
-    edited and unedited ATAC are translated to RNA with the same noise, and
+    For each group (an array of model peak indices), the peaks are closed in every cell
+    (a ``"close"`` :class:`~scdiffx_grn._modelio.Edit`), the edited and unedited ATAC are
+    translated to RNA with the same noise (:class:`~scdiffx_grn._modelio.PairedBatch`, the
+    primitive of the perturbation engine; noise from :func:`~scdiffx_grn._modelio.sample_noise`,
+    so a perturbation with the same seed sees the same noise), and
     ``log1p(1e4 rho_closed) - log1p(1e4 rho_ctrl)`` is averaged over cells and noise samples.
-    Used by ``tl.extract_grn(method="knockout")`` (``scdiffx_grn.perturb`` has the per-peak
-    engine used when available).
+    Used by ``tl.extract_grn(method="knockout")``; ``perturb.peak_knockout_effect`` is the
+    per-peak, per-cell-type table of the same quantity.
 
     Returns
     -------
@@ -303,26 +259,21 @@ def close_peaks_effect(model, X_atac, cond, peak_groups: Sequence[np.ndarray], *
     latent = int(model.config.latent_dim)
     G = len(model.rna_var_names) if gene_idx is None else len(gene_idx)
     gsel = slice(None) if gene_idx is None else torch.as_tensor(np.asarray(gene_idx), dtype=torch.long)
+    edits = [Edit(name=str(k), idx=np.asarray(pk, dtype=np.int64), kind="close") for k, pk in enumerate(peak_groups)]
+    noise_all = [sample_noise(n, latent, seed, smp) for smp in range(n_samples)]
+    kw = {"sampler": sampler, "n_steps": n_steps}
     acc = np.zeros((len(peak_groups), G))
     with eval_mode(model), torch.no_grad():
-        for smp in range(n_samples):
-            noise_all = torch.randn(n, latent, generator=_generator(seed * 7919 + smp))
-            for s in range(0, n, batch_size):
-                rows = np.arange(s, min(n, s + batch_size))
-                x = model.atac_tensor(_dense(X_atac, rows))
-                b = len(rows)
-                noise = noise_all[rows].to(x.device)
-                c = cond[rows] if cond is not None else None
-                ctrl = torch.log1p(1e4 * _translate_rna(model, x, c, noise, sampler, n_steps))[:, gsel]
-                for gs in range(0, len(peak_groups), group_batch):
-                    grp = peak_groups[gs:gs + group_batch]
-                    xs = x.repeat(len(grp), 1)
-                    for k, pk in enumerate(grp):
-                        xs[k * b:(k + 1) * b, torch.as_tensor(np.asarray(pk), dtype=torch.long)] = 0
-                    cc = c.repeat(len(grp), 1) if c is not None else None
-                    ed = torch.log1p(1e4 * _translate_rna(model, xs, cc, noise.repeat(len(grp), 1), sampler, n_steps))
-                    d = (ed[:, gsel].view(len(grp), b, -1) - ctrl[None]).sum(1).double().cpu().numpy()
-                    acc[gs:gs + len(grp)] += d
+        for s in range(0, n, batch_size):
+            rows = np.arange(s, min(n, s + batch_size))
+            c = cond[rows] if cond is not None else None
+            pb = PairedBatch(model, "atac", _dense(X_atac, rows), [nz[rows] for nz in noise_all], c, kw)
+            for gs in range(0, len(edits), group_batch):
+                grp = edits[gs:gs + group_batch]
+                outs, _ = pb.edited(grp)
+                for (_, ctrl), (_, ed) in zip(pb.ctrl, outs):
+                    d = (ed[:, gsel].view(len(grp), len(rows), -1) - ctrl[:, gsel][None]).sum(1)
+                    acc[gs:gs + len(grp)] += d.double().numpy()
     return acc / (max(n, 1) * n_samples)
 
 

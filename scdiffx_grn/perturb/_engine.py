@@ -18,118 +18,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
-from .._errors import FeatureMismatchError, InputDataError, MissingLabelError, _fmt_items
+from .._errors import InputDataError, MissingLabelError, _fmt_items
+from .._modelio import (Edit, PairedBatch, cell_conditions, dense_rows, eval_mode, feature_matrix, label_keys,
+                        latent_dim, model_features, other_modality, sample_noise)
 
 __all__ = ["Edit", "EngineResult", "run_paired", "prepare_inputs", "model_features",
            "peak_knockout_effect", "sample_noise"]
-
-_SEED_STRIDE = 1_000_003
-
-
-# --------------------------------------------------------------------------- model adapters
-def model_features(model) -> tuple[list[str], list[str]]:
-    """The model's gene and peak names (in its feature order)."""
-    for g_attr, p_attr in (("genes", "peaks"), ("gene_names", "peak_names"),
-                           ("var_names_rna", "var_names_atac"), ("rna_var_names", "atac_var_names")):
-        g, p = getattr(model, g_attr, None), getattr(model, p_attr, None)
-        if g is not None and p is not None:
-            return [str(x) for x in g], [str(x) for x in p]
-    raise InputDataError(f"cannot find the feature names of model {type(model).__name__}")
-
-
-def _label_keys(model) -> list[str]:
-    cfg = getattr(model, "config", None)
-    keys = getattr(cfg, "label_keys", None)
-    if keys is None:
-        keys = getattr(model, "label_keys", [])
-    return list(keys or [])
-
-
-def _layer(model, mod: str) -> str | None:
-    reg = getattr(model, "setup", None)
-    if isinstance(reg, dict) and f"{mod}_layer" in reg:
-        return reg[f"{mod}_layer"]
-    v = getattr(model, f"{mod}_layer", None)
-    return v if isinstance(v, str) else "counts"
-
-
-def _matrix(model, mdata, mod: str, names: Sequence[str]):
-    """Raw matrix of modality ``mod`` with columns in the model's order (sparse CSR or dense)."""
-    if mod not in mdata.mod:
-        raise InputDataError(f"the data has no {mod!r} modality (has {list(mdata.mod)})")
-    ad = mdata.mod[mod]
-    layer = _layer(model, mod)
-    X = ad.layers[layer] if layer is not None and layer in ad.layers else ad.X
-    var = pd.Index(ad.var_names.astype(str))
-    if len(var) == len(names) and (var == pd.Index(names)).all():
-        cols = None
-    else:
-        missing = [n for n in names if n not in var]
-        if missing:
-            raise FeatureMismatchError(f"{len(missing)} {mod} features of the model are missing from the data: "
-                                       f"{_fmt_items(missing)}")
-        cols = var.get_indexer(names)
-    if sp.issparse(X):
-        X = sp.csr_matrix(X)
-        return X if cols is None else X[:, cols]
-    X = np.asarray(X)
-    return X if cols is None else X[:, cols]
-
-
-def _dense_rows(X, rows: np.ndarray) -> np.ndarray:
-    sub = X[rows]
-    if sp.issparse(sub):
-        sub = sub.toarray()
-    return np.asarray(sub, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- edits
-@dataclass
-class Edit:
-    """An edit of the source modality applied to raw inputs.
-
-    Attributes
-    ----------
-    name
-        Label of the perturbation.
-    idx
-        Feature indices (model order) to edit.
-    kind
-        ``knockout``/``knockdown``/``overexpress``/``close``/``open``/``none``.
-    factor
-        Multiplicative factor (knockdown / over-expression).
-    values
-        Per-feature values to set (over-expression to a quantile); overrides ``factor``.
-    cell_mask
-        Boolean mask over the engine's cells, or ``None`` for all.
-    """
-
-    name: str
-    idx: np.ndarray
-    kind: str
-    factor: float | None = None
-    values: np.ndarray | None = None
-    cell_mask: np.ndarray | None = None
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Return an edited copy of ``x`` (cells x features, raw scale)."""
-        x = x.copy()
-        if self.kind == "none" or len(self.idx) == 0:
-            return x
-        if self.kind in ("knockout", "close"):
-            x[:, self.idx] = 0.0
-        elif self.kind == "open":
-            x[:, self.idx] = np.maximum(x[:, self.idx], 1.0)
-        elif self.kind in ("knockdown", "overexpress"):
-            if self.values is not None:
-                x[:, self.idx] = np.maximum(x[:, self.idx], self.values[None, :])
-            else:
-                x[:, self.idx] = x[:, self.idx] * float(self.factor)
-        else:
-            raise InputDataError(f"unknown edit kind {self.kind!r}")
-        return x
 
 
 @dataclass
@@ -173,14 +68,12 @@ def prepare_inputs(model, mdata, src: str, *, groupby: str | None = "cell_type",
     """
     import torch
 
-    genes, peaks = model_features(model)
-    names = genes if src == "rna" else peaks
     n = mdata.n_obs
     mask = np.ones(n, bool) if cells is None else np.asarray(cells, bool)
     if mask.shape != (n,):
         raise InputDataError(f"cell mask has shape {mask.shape}, expected ({n},)")
     rows = np.flatnonzero(mask)
-    X = _matrix(model, mdata, src, names)[rows]
+    X = feature_matrix(model, mdata, src)[rows]
     obs = mdata.obs
     if groupby is None:
         labels_all = np.array(["all"] * n, dtype=object)
@@ -192,28 +85,19 @@ def prepare_inputs(model, mdata, src: str, *, groupby: str | None = "cell_type",
     group_names = sorted(pd.unique(labels).tolist())
     gpos = {g: i for i, g in enumerate(group_names)}
     groups = np.array([gpos[g] for g in labels], dtype=np.int64)
-    keys = _label_keys(model)
-    cond = None
-    if keys and use_labels:
-        missing = [k for k in keys if k not in obs.columns]
-        if missing:
-            raise MissingLabelError(f"the model is conditioned on {missing}, which are not columns of mdata.obs")
-        cond = model.condition_indices({k: obs[k].astype(str).to_numpy()[rows] for k in keys})
+    cond = cell_conditions(model, mdata, rows, strict=True) if (use_labels and label_keys(model)) else None
     cent, cent_names = None, []
     if centroids:
-        tgt = "atac" if src == "rna" else "rna"
-        tnames = peaks if tgt == "atac" else genes
-        Xt = _matrix(model, mdata, tgt, tnames)
+        tgt = other_modality(src)
+        Xt = feature_matrix(model, mdata, tgt)
         tensor = model.atac_tensor if tgt == "atac" else model.rna_tensor
         cent_names = sorted(pd.unique(labels_all).tolist())
         cpos = {g: i for i, g in enumerate(cent_names)}
         codes = torch.as_tensor(np.array([cpos[g] for g in labels_all]), dtype=torch.long)
         sums, counts = None, torch.zeros(len(cent_names))
-        if hasattr(getattr(model, "module", None), "eval"):
-            model.module.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for s in range(0, n, centroid_batch):
-                z = model.encode(tgt, tensor(_dense_rows(Xt, np.arange(s, min(n, s + centroid_batch))))).float().cpu()
+                z = model.encode(tgt, tensor(dense_rows(Xt, np.arange(s, min(n, s + centroid_batch))))).float().cpu()
                 if sums is None:
                     sums = torch.zeros(len(cent_names), z.shape[1])
                 c = codes[s:s + centroid_batch]
@@ -223,21 +107,6 @@ def prepare_inputs(model, mdata, src: str, *, groupby: str | None = "cell_type",
     return EngineInputs(src=src, X=X, cond=cond, groups=groups, group_names=group_names,
                         centroids=cent, centroid_names=cent_names,
                         cell_names=np.asarray(mdata.obs_names)[rows])
-
-
-# --------------------------------------------------------------------------- noise
-def sample_noise(n_cells: int, latent_dim: int, seed: int, sample: int, device=None):
-    """Noise for every cell of one sample, from a generator seeded by ``(seed, sample)``.
-
-    The whole ``(n_cells, latent_dim)`` matrix is drawn at once so a cell's noise does not
-    depend on how cells are batched.
-    """
-    import torch
-
-    g = torch.Generator(device="cpu")
-    g.manual_seed(int(seed) * _SEED_STRIDE + int(sample))
-    z = torch.randn(n_cells, latent_dim, generator=g)
-    return z if device is None else z.to(device)
 
 
 # --------------------------------------------------------------------------- engine
@@ -281,14 +150,6 @@ class EngineResult:
     ctrl_type: np.ndarray
     ctrl_profiles: np.ndarray | None
     n_samples: int
-
-
-def _readout(model, tgt: str, z):
-    import torch
-
-    if tgt == "rna":
-        return torch.log1p(1e4 * model.decode_rna(z))
-    return model.decode_atac(z)
 
 
 def _nearest(z, centroids):
@@ -340,12 +201,7 @@ def run_paired(
 
     from .._settings import progress
 
-    kw = dict(translate_kwargs or {})
     src = inputs.src
-    tgt = "atac" if src == "rna" else "rna"
-    direction = f"{src}->{tgt}"
-    tensor = model.rna_tensor if src == "rna" else model.atac_tensor
-    dev = getattr(model, "device", None)
     n = inputs.X.shape[0]
     n_src_feat = inputs.X.shape[1]
     G, E, S = len(inputs.group_names), len(edits), int(n_samples)
@@ -370,27 +226,18 @@ def run_paired(
 
     cell_batches = [np.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
     it = progress(cell_batches, desc="perturb", disable=not progress_bar) if progress_bar else cell_batches
-    module = getattr(model, "module", None)
-    if module is not None and hasattr(module, "eval"):
-        module.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for rows in it:
-            x = _dense_rows(inputs.X, rows)
-            cond_b = None if inputs.cond is None else inputs.cond[torch.as_tensor(rows)]
-            z_ctrl_src = model.encode(src, tensor(x))
-            d = z_ctrl_src.shape[1]
+            rows_t = torch.as_tensor(rows)
             if noise_all is None:
+                d = latent_dim(model, src, inputs.X)
                 noise_all = [sample_noise(n, d, seed, s) for s in range(S)]
-            gb = groups_t[torch.as_tensor(rows)]
+            cond_b = None if inputs.cond is None else inputs.cond[rows_t]
             # control arm: once per batch and sample
-            ctrl_out, ctrl_z = [], []
-            for s in range(S):
-                noise = noise_all[s][torch.as_tensor(rows)].to(z_ctrl_src.device)
-                zt = model.translate_latent(z_ctrl_src, direction, cond_b, noise, **kw)
-                y = _readout(model, tgt, zt).float().cpu()
-                zt = zt.float().cpu()
-                ctrl_out.append(y)
-                ctrl_z.append(zt)
+            pb = PairedBatch(model, src, dense_rows(inputs.X, rows), [nz[rows_t] for nz in noise_all], cond_b,
+                             translate_kwargs)
+            gb = groups_t[rows_t]
+            for s, (zt, y) in enumerate(pb.ctrl):
                 if diff_sum is None:
                     F = y.shape[1]
                     diff_sum = torch.zeros(E, S, G, F)
@@ -409,39 +256,30 @@ def run_paired(
             chunk_edits = max(1, min(batch_targets, max_rows // max(len(rows), 1)))
             for c0 in range(0, len(active), chunk_edits):
                 chunk = active[c0:c0 + chunk_edits]
-                xs, loc, owner = [], [], []
-                for ei in chunk:
-                    li = np.flatnonzero(masks[ei][rows])
-                    xs.append(edits[ei].apply(x[li]))
-                    loc.append(torch.as_tensor(li))
-                    owner.append(ei)
-                loc_all = torch.cat(loc)
-                z_p_src = model.encode(src, tensor(np.concatenate(xs, axis=0)))
-                cond_p = None if cond_b is None else cond_b[loc_all.to(cond_b.device)]
-                for s in range(S):
-                    noise = noise_all[s][torch.as_tensor(rows)][loc_all].to(z_p_src.device)
-                    zt = model.translate_latent(z_p_src, direction, cond_p, noise, **kw)
-                    y = _readout(model, tgt, zt).float().cpu()
-                    zt = zt.float().cpu()
+                loc = [np.flatnonzero(masks[ei][rows]) for ei in chunk]
+                outs, _ = pb.edited([edits[ei] for ei in chunk], loc)
+                for s, (zt, y) in enumerate(outs):
+                    zc, yc_all = pb.ctrl[s]
                     t_p = _nearest(zt, cent) if cent is not None else None
                     off = 0
-                    for ei, li in zip(owner, loc):
+                    for ei, li in zip(chunk, loc):
                         k = len(li)
+                        li = torch.as_tensor(li)
                         g = gb[li]
-                        yc = ctrl_out[s][li]
+                        yc = yc_all[li]
                         diff_sum[ei, s].index_add_(0, g, y[off:off + k] - yc)
                         ctrl_sum[ei, s].index_add_(0, g, yc)
-                        zdiff_sum[ei, s].index_add_(0, g, zt[off:off + k] - ctrl_z[s][li])
+                        zdiff_sum[ei, s].index_add_(0, g, zt[off:off + k] - zc[li])
                         if t_p is not None:
                             tp = t_p[off:off + k]
-                            tc = _nearest(ctrl_z[s][li], cent)
+                            tc = _nearest(zc[li], cent)
                             type_changed[ei, s].index_add_(0, g, (tp != tc).long())
                             new_type[ei, s].index_put_((g, tp), torch.ones(k, dtype=torch.long), accumulate=True)
                         off += k
     if diff_sum is None:
         raise InputDataError("no cells to perturb")
     return EngineResult(
-        names=[e.name for e in edits], readout=tgt, group_names=list(inputs.group_names),
+        names=[e.name for e in edits], readout=other_modality(src), group_names=list(inputs.group_names),
         centroid_names=list(inputs.centroid_names), diff_sum=diff_sum.numpy(), ctrl_sum=ctrl_sum.numpy(),
         n_cells=n_cells, zdiff_sum=zdiff_sum.numpy(), type_changed=type_changed.numpy(),
         new_type=new_type.numpy(), ctrl_type=ctrl_type.numpy(),

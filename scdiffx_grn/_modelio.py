@@ -1,0 +1,300 @@
+"""Model plumbing shared by GRN extraction (``scdiffx_grn.grn``) and perturbation (``scdiffx_grn.perturb``).
+
+Everything here talks to a model through its tensor API only (see ``docs/ARCHITECTURE.md``) and
+tolerates stand-in models that lack optional attributes (``module``, ``config``, ``setup``):
+
+- :func:`model_features`, :func:`feature_matrix`, :func:`model_inputs`: the data's raw matrices
+  in the model's feature order;
+- :func:`dense_rows`: dense float32 rows of a sparse or dense matrix;
+- :func:`label_keys`, :func:`cell_conditions`: label-condition tensors of cells;
+- :func:`sample_noise`, :func:`torch_generator`: the one noise convention;
+- :func:`eval_mode`: no dropout while scoring, training flag restored afterwards;
+- :class:`Edit`, :func:`translate`, :class:`PairedBatch`: in-silico edits of the source modality
+  translated against an unedited control with the same noise (the paired control used by
+  ``grn`` knockout scores and the perturbation engine).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._errors import FeatureMismatchError, InputDataError, MissingLabelError, _fmt_items
+
+__all__ = ["model_features", "label_keys", "feature_layer", "feature_matrix", "model_inputs", "dense_rows",
+           "cell_conditions", "latent_dim", "sample_noise", "torch_generator", "eval_mode", "other_modality", "readout",
+           "translate", "Edit", "PairedBatch", "SEED_STRIDE"]
+
+#: noise of sample ``s`` under seed ``seed`` comes from a generator seeded by ``seed * SEED_STRIDE + s``
+SEED_STRIDE = 1_000_003
+
+
+# --------------------------------------------------------------------------- features and inputs
+def model_features(model) -> tuple[list[str], list[str]]:
+    """The model's gene and peak names (in its feature order)."""
+    for g_attr, p_attr in (("genes", "peaks"), ("gene_names", "peak_names"),
+                           ("var_names_rna", "var_names_atac"), ("rna_var_names", "atac_var_names")):
+        g, p = getattr(model, g_attr, None), getattr(model, p_attr, None)
+        if g is not None and p is not None:
+            return [str(x) for x in g], [str(x) for x in p]
+    raise InputDataError(f"cannot find the feature names of model {type(model).__name__}")
+
+
+def label_keys(model) -> list[str]:
+    """Label columns the model is conditioned on (``model.config.label_keys``)."""
+    keys = getattr(getattr(model, "config", None), "label_keys", None)
+    if keys is None:
+        keys = getattr(model, "label_keys", [])
+    return list(keys or [])
+
+
+def feature_layer(model, mod: str) -> str | None:
+    """Layer of modality ``mod`` holding the model's raw inputs (``setup_mudata``; default ``counts``)."""
+    reg = getattr(model, "setup", None)
+    if isinstance(reg, dict) and f"{mod}_layer" in reg:
+        return reg[f"{mod}_layer"]
+    v = getattr(model, f"{mod}_layer", None)
+    return v if isinstance(v, str) else "counts"
+
+
+def feature_matrix(model, mdata, mod: str, *, sparse: bool = False, error: type = FeatureMismatchError):
+    """Raw matrix of modality ``mod`` with columns in the model's order.
+
+    Sparse input stays sparse (CSR); dense input stays dense unless ``sparse``. Model features
+    missing from the data raise ``error`` naming them.
+    """
+    if mod not in mdata.mod:
+        raise InputDataError(f"the data has no {mod!r} modality (has {list(mdata.mod)})")
+    genes, peaks = model_features(model)
+    names = genes if mod == "rna" else peaks
+    ad = mdata.mod[mod]
+    layer = feature_layer(model, mod)
+    X = ad.layers[layer] if layer is not None and layer in ad.layers else ad.X
+    var = pd.Index(ad.var_names.astype(str))
+    cols = None
+    if not (len(var) == len(names) and (var == pd.Index(names)).all()):
+        cols = var.get_indexer(pd.Index(names))
+        if (cols < 0).any():
+            missing = np.asarray(names, dtype=object)[cols < 0]
+            raise error(f"{len(missing)} {mod} features of the model are missing from the data: "
+                        f"{_fmt_items(missing)}")
+    if sp.issparse(X) or sparse:
+        X = sp.csr_matrix(X)
+    else:
+        X = np.asarray(X)
+    return X if cols is None else X[:, cols]
+
+
+def model_inputs(model, mdata, *, error: type = FeatureMismatchError):
+    """Raw RNA / ATAC matrices of ``mdata`` in the model's feature order (CSR, cells x features)."""
+    return (feature_matrix(model, mdata, "rna", sparse=True, error=error),
+            feature_matrix(model, mdata, "atac", sparse=True, error=error))
+
+
+def dense_rows(X, rows) -> np.ndarray:
+    """Rows ``rows`` of a sparse or dense matrix as a dense float32 array."""
+    sub = X[rows]
+    if sp.issparse(sub):
+        sub = sub.toarray()
+    return np.asarray(sub, dtype=np.float32)
+
+
+def cell_conditions(model, mdata, rows=None, *, strict: bool = False):
+    """Label-condition tensor ``(n, n_label_keys)`` of cells ``rows`` (``None``: all) of ``mdata``.
+
+    Each label key of the model is read from ``mdata.obs`` or, failing that, the RNA modality's
+    obs. A key found in neither gets the null label, or raises :class:`MissingLabelError` when
+    ``strict``.
+    """
+    n = mdata.n_obs
+    idx = np.arange(n) if rows is None else np.asarray(rows)
+    keys = label_keys(model)
+    frames = [mdata.obs] + ([mdata.mod["rna"].obs] if "rna" in mdata.mod else [])
+    labels, missing = {}, []
+    for k in keys:
+        obs = next((o for o in frames if k in o.columns), None)
+        if obs is None:
+            missing.append(k)
+        else:
+            labels[k] = obs[k].astype(str).to_numpy()[idx]
+    if missing and strict:
+        raise MissingLabelError(f"the model is conditioned on {missing}, which are not columns of mdata.obs")
+    return model.condition_indices(labels, n=len(idx))
+
+
+# --------------------------------------------------------------------------- noise and modes
+def torch_generator(seed: int):
+    """A CPU ``torch.Generator`` seeded with ``seed``."""
+    import torch
+
+    g = torch.Generator(device="cpu")
+    g.manual_seed(int(seed))
+    return g
+
+
+def sample_noise(n_cells: int, latent_dim: int, seed: int, sample: int = 0, device=None):
+    """Translation noise for every cell of one sample, from a generator seeded by ``(seed, sample)``.
+
+    The whole ``(n_cells, latent_dim)`` matrix is drawn at once so a cell's noise does not depend
+    on how cells are batched; GRN knockout / IG scores and perturbations with the same seed use
+    the same noise.
+    """
+    import torch
+
+    z = torch.randn(n_cells, latent_dim, generator=torch_generator(int(seed) * SEED_STRIDE + int(sample)))
+    return z if device is None else z.to(device)
+
+
+def latent_dim(model, src: str, X) -> int:
+    """Size of the model's latent, read off the encoding of the first row of ``X`` (modality ``src``)."""
+    tensor = model.rna_tensor if src == "rna" else model.atac_tensor
+    return int(model.encode(src, tensor(dense_rows(X, np.arange(1)))).shape[1])
+
+
+@contextmanager
+def eval_mode(model):
+    """Put the model's torch module in eval mode (no dropout) and restore its training flag afterwards."""
+    mod = getattr(model, "module", None)
+    if mod is None or not hasattr(mod, "eval"):
+        yield
+        return
+    was = getattr(mod, "training", False)
+    mod.eval()
+    try:
+        yield
+    finally:
+        if hasattr(mod, "train"):
+            mod.train(was)
+
+
+# --------------------------------------------------------------------------- translation
+def other_modality(src: str) -> str:
+    return "atac" if src == "rna" else "rna"
+
+
+def readout(model, tgt: str, z):
+    """Readout of a target latent: ``log1p(1e4 rho)`` for RNA, accessibility probability for ATAC."""
+    import torch
+
+    if tgt == "rna":
+        return torch.log1p(1e4 * model.decode_rna(z))
+    return model.decode_atac(z)
+
+
+def translate(model, src: str, x, cond, noise, translate_kwargs: dict | None = None):
+    """Target latent of encoder inputs ``x`` (``rna_tensor``/``atac_tensor`` output) of modality ``src``.
+
+    Deterministic given ``noise``; differentiable when grad is enabled.
+    """
+    z = model.encode(src, x)
+    return model.translate_latent(z, f"{src}->{other_modality(src)}", cond, noise, **dict(translate_kwargs or {}))
+
+
+@dataclass
+class Edit:
+    """An edit of the source modality applied to raw inputs.
+
+    Attributes
+    ----------
+    name
+        Label of the perturbation.
+    idx
+        Feature indices (model order) to edit.
+    kind
+        ``knockout``/``knockdown``/``overexpress``/``close``/``open``/``none``.
+    factor
+        Multiplicative factor (knockdown / over-expression).
+    values
+        Per-feature values to set (over-expression to a quantile); overrides ``factor``.
+    cell_mask
+        Boolean mask over the engine's cells, or ``None`` for all.
+    """
+
+    name: str
+    idx: np.ndarray
+    kind: str
+    factor: float | None = None
+    values: np.ndarray | None = None
+    cell_mask: np.ndarray | None = None
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Return an edited copy of ``x`` (cells x features, raw scale)."""
+        x = x.copy()
+        if self.kind == "none" or len(self.idx) == 0:
+            return x
+        if self.kind in ("knockout", "close"):
+            x[:, self.idx] = 0.0
+        elif self.kind == "open":
+            x[:, self.idx] = np.maximum(x[:, self.idx], 1.0)
+        elif self.kind in ("knockdown", "overexpress"):
+            if self.values is not None:
+                x[:, self.idx] = np.maximum(x[:, self.idx], self.values[None, :])
+            else:
+                x[:, self.idx] = x[:, self.idx] * float(self.factor)
+        else:
+            raise InputDataError(f"unknown edit kind {self.kind!r}")
+        return x
+
+
+class PairedBatch:
+    """One batch of cells translated unedited (control) and as edited copies, with paired noise.
+
+    Parameters
+    ----------
+    model
+        Model with the tensor API.
+    src
+        Edited (source) modality; the readout is the other one.
+    x
+        Raw source inputs of the batch (cells x model features, dense).
+    noise
+        One ``(cells, latent_dim)`` noise tensor per sample (e.g. rows of :func:`sample_noise`).
+    cond
+        Label conditions of the batch, or ``None``.
+    translate_kwargs
+        Passed to ``model.translate_latent``.
+
+    Attributes
+    ----------
+    ctrl
+        Per sample ``(z_tgt, y)`` of the unedited batch (float32, CPU).
+    """
+
+    def __init__(self, model, src: str, x: np.ndarray, noise: Sequence, cond=None, translate_kwargs=None):
+        self.model, self.src, self.tgt = model, src, other_modality(src)
+        self.x, self.noise, self.cond = x, list(noise), cond
+        self.kw = dict(translate_kwargs or {})
+        self._tensor = model.rna_tensor if src == "rna" else model.atac_tensor
+        self.ctrl = self._run(self._tensor(x), None)
+
+    def _run(self, x_in, rows):
+        z_src = self.model.encode(self.src, x_in)
+        cond = self.cond if (self.cond is None or rows is None) else self.cond[rows.to(self.cond.device)]
+        direction, out = f"{self.src}->{self.tgt}", []
+        for noise in self.noise:
+            nz = (noise if rows is None else noise[rows]).to(z_src.device)
+            zt = self.model.translate_latent(z_src, direction, cond, nz, **self.kw)
+            out.append((zt.float().cpu(), readout(self.model, self.tgt, zt).float().cpu()))
+        return out
+
+    def edited(self, edits: Sequence[Edit], rows: Sequence[np.ndarray] | None = None):
+        """Translate stacked edited copies: edit ``k`` applied to batch rows ``rows[k]`` (default: all).
+
+        Returns
+        -------
+        ``(out, loc)``: ``out`` per sample ``(z_tgt, y)`` of the stacked rows (edit after edit);
+        ``loc`` the batch rows of each stacked row (a LongTensor), so that ``ctrl[s][1][loc]`` is
+        the paired control.
+        """
+        import torch
+
+        b = self.x.shape[0]
+        rows = [np.arange(b)] * len(edits) if rows is None else [np.asarray(r) for r in rows]
+        xs = np.concatenate([e.apply(self.x[r]) for e, r in zip(edits, rows)], axis=0)
+        loc = torch.as_tensor(np.concatenate(rows).astype(np.int64))
+        return self._run(self._tensor(xs), loc), loc
