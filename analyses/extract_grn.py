@@ -44,15 +44,17 @@ def main(checkpoints: list[str], *, methods: tuple[str, ...] = ("attention",), o
     else:
         mdata = getattr(datasets, data)(n_cells=n_cells, seed=seed)
     tss = grn.read_tss(datasets.tss_annotation(genome))
-    cand = grn.peak_gene_candidates(mdata, tss_table=tss, window=window)
     prior = None
     if tf_prior == "coaccessibility":
         prior = "coaccessibility"
     elif tf_prior is not None:
         prior = pd.read_parquet(tf_prior) if tf_prior.endswith(".parquet") else pd.read_csv(tf_prior)
     written = []
+    full = mdata
     for ck in checkpoints:
-        model = ScDiffusionX.load(ck, mdata=mdata)
+        model = ScDiffusionX.load(ck)
+        mdata = model.subset_to_model(full)  # the model's genes and peaks, in its order
+        cand = grn.peak_gene_candidates(mdata, tss_table=tss, window=window)
         outdir = Path(out) / Path(ck).name
         for method in methods:
             grn.extract_grn(model, mdata, method=method, candidates=cand, groupby=groupby, max_cells=max_cells,

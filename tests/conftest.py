@@ -122,3 +122,22 @@ def shared_data_dir():
     if d is None or not (d / "multiome").is_dir():
         pytest.skip("shared data directory not available")
     return d
+
+
+def pytest_configure(config):
+    """Keep each test process on one BLAS/torch thread: with pytest-xdist workers on a 2-core
+    machine, more threads only make the workers wait on each other."""
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ.setdefault("SCDX_PROGRESS", "0")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    from scdiffx_grn import settings
+
+    settings.progress = False

@@ -1,0 +1,738 @@
+"""``scdiffx-grn``: the command line, a thin layer over the Python API.
+
+Commands: ``train``, ``generate``, ``translate``, ``grn``, ``screen``, ``biomarkers``, ``evaluate``,
+``demo``. Every command takes ``--config FILE`` (YAML or JSON mapping option names to values; the
+command line wins over the file), ``--seed``, ``--device`` where a model runs, ``--no-progress``
+and ``--debug``.
+
+Paired input is either one ``--data FILE.h5mu`` (or a built-in data set name: ``mouse_mop``,
+``bmmc``) or ``--rna X.h5ad --atac Y.h5ad``. Outputs are written atomically (a crash never
+leaves a half-written file or folder).
+
+Errors in the input (:class:`scdiffx_grn.ScdxError`, missing files) print one line
+``error: <message>`` on stderr and exit with code 2; ``--debug`` shows the traceback instead.
+``demo`` exits with code 1 when one of its report sections failed (the report shows which).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from ._errors import ScdxError
+
+__all__ = ["app", "main"]
+
+EXIT_INPUT_ERROR = 2
+EXIT_SECTION_FAILED = 1
+BUILTIN_DATA = ("mouse_mop", "bmmc")
+
+app = typer.Typer(
+    name="scdiffx-grn",
+    help="Generation, translation, gene-regulatory networks, in-silico perturbation and biomarkers "
+         "for paired single-cell RNA + ATAC with a scDiffusion-X model. Start with `scdiffx-grn demo`.",
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+# ----------------------------------------------------------------------------- shared plumbing
+def _err(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
+def _info(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc) if str(exc) else type(exc).__name__
+    if isinstance(exc, FileNotFoundError) and not isinstance(exc, ScdxError) and exc.filename:
+        msg = f"file not found: {exc.filename}"
+    return " ".join(msg.split())
+
+
+def _config_callback(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]):
+    """Eager ``--config`` handler: the file's values become the defaults of the command's options."""
+    if not value:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise typer.BadParameter(f"config file {value!r} does not exist", ctx=ctx, param=param)
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            conf = json.loads(text)
+        else:
+            import yaml
+
+            conf = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is a bad parameter
+        raise typer.BadParameter(f"cannot parse {value!r}: {' '.join(str(e).split())}", ctx=ctx, param=param)
+    if conf is None:
+        conf = {}
+    if not isinstance(conf, dict):
+        raise typer.BadParameter(f"{value!r} must hold a mapping of option names to values", ctx=ctx, param=param)
+    known = {p.name for p in ctx.command.params if p.name not in ("config", "help")}
+    conf = {str(k).replace("-", "_").lstrip("_"): v for k, v in conf.items()}
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise typer.BadParameter(f"{value!r} has unknown option(s) {unknown}; known: {sorted(known)}",
+                                 ctx=ctx, param=param)
+    ctx.default_map = {**(ctx.default_map or {}), **conf}
+    return value
+
+
+ConfigOpt = typer.Option(None, "--config", help="YAML or JSON file of option values (keys = option names, "
+                         "e.g. n_steps: 20); options given on the command line override it.",
+                         callback=_config_callback, is_eager=True, show_default=False)
+SeedOpt = typer.Option(0, "--seed", help="Seed of every random choice (subsampling, noise, training).")
+DeviceOpt = typer.Option("auto", "--device", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+NoProgressOpt = typer.Option(False, "--no-progress", help="Hide progress bars (also: SCDX_PROGRESS=0).")
+DebugOpt = typer.Option(False, "--debug", help="Show the full traceback on errors.")
+DataOpt = typer.Option(None, "--data", "-d", help="Paired input: an .h5mu file, a 10x .h5 / matrix folder, or a "
+                       f"built-in data set ({', '.join(BUILTIN_DATA)}). Alternatively give --rna and --atac.")
+RnaOpt = typer.Option(None, "--rna", help="RNA .h5ad (cells x genes, raw counts in layers['counts'] or X); "
+                      "use together with --atac.")
+AtacOpt = typer.Option(None, "--atac", help="ATAC .h5ad (cells x peaks, counts or binary); use together with --rna.")
+NCellsOpt = typer.Option(None, "--n-cells", help="Subsample this many cells (stratified by --groupby when "
+                         "present; default: all).")
+ModelOpt = typer.Option(..., "--model", "-m", help="Model folder saved by `scdiffx-grn train` / ScDiffusionX.save "
+                        "(e.g. models/mouse_mop_demo).")
+
+
+def _command(fn: Callable) -> Callable:
+    """Apply common settings and turn input errors into one line on stderr + exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = bool(kwargs.get("debug", False)) or os.environ.get("SCDX_DEBUG") == "1"
+        from ._settings import settings
+
+        if kwargs.get("no_progress") or os.environ.get("SCDX_PROGRESS") == "0":
+            settings.progress = False
+        if "seed" in kwargs and kwargs["seed"] is not None:
+            settings.seed = int(kwargs["seed"])
+        if kwargs.get("device"):
+            settings.device = str(kwargs["device"])
+        if not debug:  # library deprecation chatter is not for command-line users
+            import warnings
+
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            return fn(*args, **kwargs)
+        except (ScdxError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+            if debug:
+                raise
+            _err(_one_line(e))
+            raise typer.Exit(EXIT_INPUT_ERROR) from None
+
+    return wrapper
+
+
+def _load_mdata(data: Optional[str], rna: Optional[Path], atac: Optional[Path], *, n_cells: Optional[int] = None,
+                seed: int = 0, groupby: Optional[str] = "cell_type", required: bool = True):
+    """Read the paired input given by --data or --rna/--atac."""
+    from . import datasets
+
+    if data is not None and (rna is not None or atac is not None):
+        raise ScdxError("give either --data or --rna/--atac, not both")
+    if data is None and (rna is None) != (atac is None):
+        raise ScdxError("--rna and --atac must be given together")
+    if data is None and rna is None:
+        if not required:
+            return None
+        raise ScdxError("no input data: give --data FILE.h5mu (or a built-in name: "
+                        f"{', '.join(BUILTIN_DATA)}) or --rna X.h5ad --atac Y.h5ad")
+    if data is not None and data in BUILTIN_DATA and not Path(data).exists():
+        return getattr(datasets, data)(n_cells=n_cells, seed=seed)
+    if data is not None:
+        mdata = datasets.read_multiome(data)
+    else:
+        for p in (rna, atac):
+            if not Path(p).exists():
+                from ._errors import DataFileMissingError
+
+                raise DataFileMissingError(f"file {str(p)!r} does not exist")
+        mdata = datasets.read_multiome(rna=str(rna), atac=str(atac))
+    if n_cells is not None and n_cells < mdata.n_obs:
+        import numpy as np
+
+        from .pp import stratified_subsample
+
+        if groupby and groupby in mdata.obs:
+            idx = np.sort(stratified_subsample(mdata.obs[groupby].astype(str).to_numpy(), n_cells, seed=seed))
+        else:
+            idx = np.sort(np.random.default_rng(seed).choice(mdata.n_obs, n_cells, replace=False))
+        mdata = mdata[idx].copy()
+    return mdata
+
+
+def _load_model(path: str, device: str):
+    from . import ScDiffusionX
+
+    return ScDiffusionX.load(path, device=None if device == "auto" else device)
+
+
+def _prepare_for_model(model, mdata):
+    """Restrict data to the model's features and register it with the model's labels."""
+    from . import ScDiffusionX
+
+    mdata = model.subset_to_model(mdata)
+    labels = [k for k in model.config.label_keys if k in mdata.obs or any(k in m.obs for m in mdata.mod.values())]
+    ScDiffusionX.setup_mudata(mdata, labels=labels)
+    return mdata
+
+
+def _split_list(values: Optional[List[str]]) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in str(v).split(",") if x.strip()]
+    return out
+
+
+def _write_h5(obj, path: Path) -> None:
+    from ._io import atomic_path
+
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        obj.write(tmp)
+    os.chmod(path, 0o644)
+
+
+def _write_table(df, path: Path) -> None:
+    from ._io import atomic_path
+
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False, sep="\t" if path.suffix == ".tsv" else ",")
+    os.chmod(path, 0o644)
+
+
+def _save_fig(fig, path: Path, dpi: int = 120) -> None:
+    import matplotlib.pyplot as plt
+
+    from ._io import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    os.chmod(path, 0o644)
+
+
+def _use_agg() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _threads(n: Optional[int] = None) -> None:
+    """Set torch's intra-op threads: ``n`` when given (> 0), else ``$SCDX_THREADS`` when set.
+
+    Small batches on a shared or busy CPU run far faster single-threaded (several threads
+    spin-wait for each other when the cores are taken by other processes).
+    """
+    n = n if n else os.environ.get("SCDX_THREADS")
+    if n:
+        import torch
+
+        torch.set_num_threads(max(1, int(n)))
+
+
+# ----------------------------------------------------------------------------- commands
+class Sampler(str, Enum):
+    ddpm = "ddpm"
+    ddim = "ddim"
+    dpmpp = "dpm++"
+
+
+class Direction(str, Enum):
+    atac_to_rna = "atac->rna"
+    rna_to_atac = "rna->atac"
+
+
+@app.command()
+@_command
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (written atomically)."),
+    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
+    n_cells: Optional[int] = NCellsOpt,
+    labels: List[str] = typer.Option(["cell_type"], "--label", "-l",
+                                     help="obs column(s) to condition on (repeatable or comma-separated); "
+                                          "'none' for an unconditional model."),
+    rna_layer: str = typer.Option("counts", help="RNA layer with raw counts ('X' to use X)."),
+    atac_layer: str = typer.Option("counts", help="ATAC layer with counts or binary values ('X' to use X)."),
+    n_peaks: Optional[int] = typer.Option(None, help="Keep only the N most frequently open peaks (default: all)."),
+    ae_epochs: int = typer.Option(40, help="Autoencoder training epochs."),
+    diffusion_steps: int = typer.Option(20_000, help="Denoiser optimiser steps."),
+    batch_size: int = typer.Option(256, help="Cells per training step."),
+    lr: float = typer.Option(5e-4, help="Denoiser learning rate (AdamW)."),
+    ae_lr: float = typer.Option(1e-3, help="Autoencoder learning rate (AdamW)."),
+    split_key: Optional[str] = typer.Option(None, help="Train only on cells with obs[split_key] == --train-value."),
+    train_value: str = typer.Option("train", help="Value of --split-key marking training cells."),
+    model_option: List[str] = typer.Option([], "--model-option", help="Model config override KEY=VALUE "
+                                           "(repeatable; e.g. width=64, n_layers=3, latent_dim=32)."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, help="Write resumable training checkpoints here."),
+    resume: bool = typer.Option(False, help="Resume from --checkpoint-dir."),
+    half: bool = typer.Option(False, help="Store weights as float16 (half the size)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing model folder."),
+    seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
+    config: Optional[str] = ConfigOpt,
+):
+    """Train a scDiffusion-X model on paired RNA + ATAC counts and save it."""
+    import numpy as np
+
+    from . import ScDiffusionX
+    from .model import ModelConfig
+
+    _threads()
+    if out.exists() and not overwrite:
+        raise ScdxError(f"{out} exists; pass --overwrite to replace it")
+    overrides: dict[str, Any] = {}
+    fields = set(ModelConfig().to_dict())
+    for kv in model_option:
+        if "=" not in kv:
+            raise ScdxError(f"--model-option needs KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        k = k.strip().replace("-", "_")
+        if k not in fields:
+            raise ScdxError(f"unknown model option {k!r}; known: {sorted(fields)}")
+        try:
+            import yaml
+
+            overrides[k] = yaml.safe_load(v)
+        except Exception:  # noqa: BLE001
+            overrides[k] = v
+        if isinstance(overrides[k], list):
+            overrides[k] = tuple(overrides[k])
+    lab = [x for x in _split_list(labels) if x.lower() != "none"]
+    mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=lab[0] if lab else None)
+    if n_peaks is not None and n_peaks < mdata.mod["atac"].n_vars:
+        A = mdata.mod["atac"].layers["counts"] if atac_layer in mdata.mod["atac"].layers else mdata.mod["atac"].X
+        rows = np.ones(mdata.n_obs, bool)
+        if split_key and split_key in mdata.obs:
+            rows = (mdata.obs[split_key].astype(str) == train_value).to_numpy()
+        freq = np.asarray((A[rows] > 0).mean(0)).ravel()
+        keep = np.sort(np.argsort(-freq, kind="stable")[:n_peaks])
+        mdata.mod["atac"] = mdata.mod["atac"][:, keep].copy()
+        mdata.update()
+    ScDiffusionX.setup_mudata(mdata, labels=lab, rna_layer=None if rna_layer == "X" else rna_layer,
+                              atac_layer=None if atac_layer == "X" else atac_layer)
+    _info(f"training on {mdata.n_obs:,} cells, {mdata.mod['rna'].n_vars:,} genes, {mdata.mod['atac'].n_vars:,} "
+          f"peaks; labels {lab or 'none'}")
+    model = ScDiffusionX(mdata, seed=seed, **overrides)
+    t0 = time.perf_counter()
+    model.train(ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, batch_size=batch_size, lr=lr, ae_lr=ae_lr,
+                seed=seed, device=None if device == "auto" else device, split_key=split_key,
+                train_value=train_value, checkpoint_dir=checkpoint_dir, resume=resume)
+    model.save(out, overwrite=overwrite, half=half)
+    _info(f"trained in {time.perf_counter() - t0:.1f} s")
+    typer.echo(str(out))
+
+
+@app.command()
+@_command
+def generate(
+    model: str = ModelOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Output .h5mu (rna counts + atac binary / probabilities)."),
+    n_cells: int = typer.Option(1000, "--n-cells", "-n", help="Cells to generate (with --cell-type: per type)."),
+    cell_type: List[str] = typer.Option([], "--cell-type", "-c",
+                                        help="Generate cells of this type (repeatable or comma-separated; "
+                                             "TYPE=N sets a per-type count). Default: the training composition."),
+    label_key: Optional[str] = typer.Option(None, help="Label column --cell-type refers to (default: the "
+                                            "model's first label)."),
+    sampler: Sampler = typer.Option(Sampler.dpmpp, help="Reverse-diffusion sampler."),
+    n_steps: int = typer.Option(20, help="Sampler steps."),
+    guidance_scale: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = none)."),
+    mean: bool = typer.Option(False, "--mean", help="Write expected values instead of sampled counts."),
+    seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
+    config: Optional[str] = ConfigOpt,
+):
+    """Generate paired RNA + ATAC cells from a trained model."""
+    _threads()
+    m = _load_model(model, device)
+    if cell_type:
+        key = label_key or (m.config.label_keys[0] if m.config.label_keys else None)
+        if key is None:
+            raise ScdxError("the model is unconditional: --cell-type cannot be used")
+        labels: list[str] = []
+        for item in _split_list(cell_type):
+            name, _, cnt = item.rpartition("=") if "=" in item else (item, "", "")
+            try:
+                k = int(cnt) if cnt else n_cells
+            except ValueError:
+                raise ScdxError(f"--cell-type {item!r}: the count after '=' must be an integer") from None
+            labels += [name] * k
+        lab: Any = {key: labels}
+    else:
+        lab = int(n_cells)
+    gen = m.generate(lab, sampler=sampler.value, n_steps=n_steps, guidance_scale=guidance_scale, seed=seed,
+                     sample_counts=not mean)
+    _write_h5(gen, out)
+    _info(f"generated {gen.n_obs:,} cells")
+    typer.echo(str(out))
+
+
+@app.command()
+@_command
+def translate(
+    model: str = ModelOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Output .h5ad of the predicted modality (X = mean over "
+                             "samples, layers['std'])."),
+    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
+    n_cells: Optional[int] = NCellsOpt,
+    direction: Direction = typer.Option(Direction.atac_to_rna, help="Translation direction."),
+    n_samples: int = typer.Option(1, help="Samples per cell (their std goes to layers['std'])."),
+    sampler: Sampler = typer.Option(Sampler.ddim, help="Reverse-diffusion sampler."),
+    n_steps: int = typer.Option(50, help="Sampler steps."),
+    use_labels: bool = typer.Option(False, help="Also condition on the model's label columns found in the data."),
+    metrics: Optional[Path] = typer.Option(None, help="Also compare with the observed target modality and write "
+                                           "the metrics table here (.csv)."),
+    groupby: str = typer.Option("cell_type", help="Cell-type column for per-type metrics."),
+    seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
+    config: Optional[str] = ConfigOpt,
+):
+    """Translate ATAC -> RNA or RNA -> ATAC, cell by cell."""
+    _threads()
+    m = _load_model(model, device)
+    mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
+    mdata = _prepare_for_model(m, mdata)
+    pred = m.translate(mdata, direction=direction.value, n_samples=n_samples, sampler=sampler.value,
+                       n_steps=n_steps, seed=seed, labels="auto" if use_labels else None)
+    _write_h5(pred, out)
+    if metrics is not None:
+        from . import eval as ev
+
+        target = "rna" if direction.value == "atac->rna" else "atac"
+        tab = ev.evaluate_translation(mdata.mod[target], pred, modality=target,
+                                      groupby=groupby if groupby in mdata.obs else None, seed=seed,
+                                      distribution=False)
+        _write_table(tab, metrics)
+        pooled = tab[tab["cell_type"] == "all"]
+        for r in pooled.itertuples():
+            _info(f"{r.metric}: {r.value:.4f}")
+    _info(f"translated {pred.n_obs:,} cells ({direction.value})")
+    typer.echo(str(out))
+
+
+@app.command()
+@_command
+def grn(
+    model: str = ModelOpt,
+    out: Path = typer.Option(Path("scdx_grn"), "--out", "-o", help="Output folder: peak_gene.csv, tf_gene.csv, "
+                             "tf_gene.graphml (Cytoscape) and per-cell-type GraphML files."),
+    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
+    n_cells: Optional[int] = NCellsOpt,
+    method: str = typer.Option("attention", help="Peak -> gene scoring: attention, integrated_gradients or knockout."),
+    groupby: str = typer.Option("cell_type", help="One network per value of this obs column."),
+    cell_type: List[str] = typer.Option([], "--cell-type", "-c", help="Restrict to these groups (repeatable)."),
+    genome: str = typer.Option("mm10", help="Built-in TSS annotation for candidate peak -> gene pairs."),
+    tss: Optional[Path] = typer.Option(None, help="TSS table file instead of --genome (see grn.read_tss)."),
+    window: int = typer.Option(150_000, help="Candidate window around each TSS (bp)."),
+    max_cells: int = typer.Option(500, help="Cells per group used for scoring."),
+    tf_prior: str = typer.Option("coaccessibility", help="TF -> peak links: 'coaccessibility', a csv/parquet "
+                                 "file (tf, peak or a CellOracle base GRN) or 'none' (peak -> gene only)."),
+    tfs: List[str] = typer.Option([], "--tf", help="TFs to consider (repeatable / comma-separated; default: "
+                                  "DoRothEA TFs among the genes)."),
+    organism: str = typer.Option("mouse", help="Organism of the default TF list."),
+    top_k: Optional[int] = typer.Option(None, help="Keep the top K edges per group in the exported files."),
+    seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
+    config: Optional[str] = ConfigOpt,
+):
+    """Extract cell-type-specific peak -> gene and TF -> gene networks and export them."""
+    import pandas as pd
+
+    from . import datasets
+    from . import grn as G
+    from ._io import atomic_dir
+
+    _threads()
+    _use_agg()
+    m = _load_model(model, device)
+    mdata = _prepare_for_model(m, _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby))
+    tss_table = G.read_tss(str(tss) if tss is not None else datasets.tss_annotation(genome))
+    G.extract_grn(m, mdata, groupby=groupby, method=method, tss=tss_table, window=window,
+                  cell_types=_split_list(cell_type) or None, max_cells=max_cells, seed=seed, key_added="grn")
+    prior: Any = None
+    if tf_prior.lower() != "none":
+        if tf_prior == "coaccessibility":
+            prior = "coaccessibility"
+        else:
+            p = Path(tf_prior)
+            if not p.exists():
+                raise FileNotFoundError(2, "no such file", str(p))
+            prior = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, sep=None, engine="python")
+        tf_list = _split_list(tfs) or None
+        if tf_list is None and prior == "coaccessibility":
+            from .report._demo import _dorothea_tfs
+
+            tf_list = _dorothea_tfs(mdata.mod["rna"].var_names, organism)
+        G.tf_gene_network(mdata, prior, tfs=tf_list, groupby=groupby, key_added="grn_tf", seed=seed)
+    with atomic_dir(out) as tmp:
+        pg = G.grn_df(mdata, key="grn", top_k=top_k)
+        G.write_grn(pg, tmp / "peak_gene.csv")
+        msg = f"{len(pg):,} peak -> gene edges"
+        if "grn_tf" in mdata.uns:
+            tg = G.grn_df(mdata, key="grn_tf", top_k=top_k)
+            G.write_grn(tg, tmp / "tf_gene.csv")
+            G.write_grn(tg, tmp / "tf_gene.graphml")
+            G.write_grn(tg, tmp / "tf_gene.graphml", per_cell_type=True)
+            msg += f", {len(tg):,} TF -> gene edges"
+            if len(tg):
+                _save_fig(G.grn_specificity_heatmap(tg, top_k=5), tmp / "tf_specificity.png")
+        os.chmod(tmp, 0o755)
+    _info(msg)
+    typer.echo(str(out))
+
+
+@app.command()
+@_command
+def screen(
+    model: str = ModelOpt,
+    targets: List[str] = typer.Option(..., "--target", "-t", help="Genes / peaks / TFs to perturb one at a time "
+                                      "(repeatable or comma-separated), 'all_tfs', or @FILE with one per line."),
+    out: Path = typer.Option(Path("scdx_screen"), "--out", "-o", help="Screen folder (resumable: finished targets "
+                             "are kept); summary.csv and heatmap.png are written there."),
+    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
+    n_cells: Optional[int] = NCellsOpt,
+    kind: str = typer.Option("knockout", help="knockout, knockdown, overexpress (RNA) or close / open (ATAC)."),
+    modality: str = typer.Option("rna", help="Modality edited: rna, atac or tf (the TF's peaks)."),
+    factor: Optional[float] = typer.Option(None, help="Knockdown / overexpression factor."),
+    groupby: str = typer.Option("cell_type", help="Effects are summarised per value of this obs column."),
+    n_samples: int = typer.Option(3, help="Paired noise samples per cell."),
+    n_steps: int = typer.Option(20, help="DDIM steps of each translation."),
+    batch_targets: int = typer.Option(8, help="Targets stacked per translation call."),
+    batch_size: int = typer.Option(256, help="Cells per batch."),
+    alpha: float = typer.Option(0.05, help="BH FDR level for significant features."),
+    on_unknown: str = typer.Option("raise", help="Unknown targets: 'raise' (error) or 'report' (skip, listed)."),
+    resume: bool = typer.Option(True, help="Skip targets finished in an earlier run of the same screen."),
+    seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
+    config: Optional[str] = ConfigOpt,
+):
+    """Run an in-silico perturbation screen (one target at a time) and summarise it per cell type."""
+    from . import pl, tl
+    from ._settings import settings
+
+    _threads()
+    _use_agg()
+    tlist: list[str] = []
+    for t in targets:
+        if t.startswith("@"):
+            p = Path(t[1:])
+            if not p.exists():
+                raise FileNotFoundError(2, "no such file", str(p))
+            tlist += [x.strip() for x in p.read_text().splitlines() if x.strip() and not x.startswith("#")]
+        else:
+            tlist += _split_list([t])
+    if on_unknown not in ("raise", "report"):
+        raise ScdxError(f"--on-unknown must be 'raise' or 'report', got {on_unknown!r}")
+    m = _load_model(model, device)
+    mdata = _prepare_for_model(m, _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby))
+    tgt: Any = "all_tfs" if tlist == ["all_tfs"] else tlist
+    if tgt != "all_tfs" and on_unknown == "raise" and modality == "rna":
+        genes = set(m.rna_var_names)
+        bad = [t for t in tgt if t not in genes]
+        if bad:
+            from ._errors import UnknownFeatureError, _fmt_items
+
+            raise UnknownFeatureError(f"unknown gene target(s) {_fmt_items(bad)}: not among the model's "
+                                      f"{len(genes):,} genes")
+    summary = tl.screen(m, mdata, tgt, kind=kind, modality=modality, factor=factor, groupby=groupby, out_dir=out,
+                        resume=resume, n_samples=n_samples, batch_targets=batch_targets, batch_size=batch_size,
+                        seed=seed, alpha=alpha, on_unknown=on_unknown, translate_kwargs={"n_steps": n_steps},
+                        show_progress=settings.progress)
+    _write_table(summary, out / "summary.csv")
+    if len(summary):
+        _save_fig(pl.screen_heatmap(summary, value="n_sig"), out / "heatmap.png")
+    rep = summary.attrs.get("report")
+    if rep is not None and len(rep) and "status" in rep:
+        bad = rep[rep["status"].astype(str) != "ok"]
+        if len(bad):
+            _info(f"{len(bad)} target(s) skipped (unknown): {', '.join(map(str, bad['target']))}; "
+                  f"see {out / 'report.parquet'}")
+    _info(f"screened {summary['perturbation'].nunique() if len(summary) else 0} target(s)")
+    typer.echo(str(out))
+
+
+@app.command()
+@_command
+def biomarkers(
+    out: Path = typer.Option(Path("scdx_biomarkers"), "--out", "-o", help="Output folder: biomarkers.csv, "
+                             "regulators.csv, regulator_dotplot.png (and enrichment.csv)."),
+    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
+    n_cells: Optional[int] = NCellsOpt,
+    groupby: str = typer.Option("cell_type", help="Cell-type column."),
+    reference: str = typer.Option("dorothea", help="Reference network for activity and agreement: dorothea, "
+                                  "collectri or trrust."),
+    organism: str = typer.Option("mouse", help="mouse or human."),
+    grn_file: Optional[Path] = typer.Option(None, "--grn", help="A network table (csv/parquet: source, target, "
+                                            "weight[, cell_type]), e.g. tf_gene.csv of `scdiffx-grn grn`, used "
+                                            "as model importance."),
+    n_markers: int = typer.Option(100, help="Marker genes per cell type for the reference agreement."),
+    gene_sets: Optional[str] = typer.Option(None, help="Also run preranked GSEA on these gene sets (hallmark, "
+                                            "kegg, go_bp or a .gmt file)."),
+    permutations: int = typer.Option(200, help="GSEA permutations."),
+    seed: int = SeedOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
+    config: Optional[str] = ConfigOpt,
+):
+    """Rank genes, peaks and TFs per cell type (specificity, GRN importance, reference, activity)."""
+    import pandas as pd
+
+    from . import pl, tl
+    from ._io import atomic_dir
+
+    _use_agg()
+    mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
+    net = None
+    if grn_file is not None:
+        if not grn_file.exists():
+            raise FileNotFoundError(2, "no such file", str(grn_file))
+        net = pd.read_parquet(grn_file) if grn_file.suffix == ".parquet" else pd.read_csv(grn_file)
+    tl.regulator_activity(mdata, reference, organism=organism, groupby=groupby, key_added="regulators")
+    tab = tl.rank_biomarkers(mdata, groupby, grn_key=net, reference=reference, organism=organism,
+                             n_markers=n_markers, activity_key="regulators", key_added="biomarkers")
+    with atomic_dir(out) as tmp:
+        pd.DataFrame(tab).to_csv(tmp / "biomarkers.csv", index=False)
+        from .biomarkers import regulator_df
+
+        regulator_df(mdata, key="regulators").to_csv(tmp / "regulators.csv", index=False)
+        _save_fig(pl.regulator_dotplot(mdata, key="regulators", top_k=3), tmp / "regulator_dotplot.png")
+        if gene_sets:
+            enr = tl.enrichment(mdata, gene_sets, organism=organism, groupby=groupby, permutation_num=permutations,
+                                seed=seed, data=mdata)
+            enr.to_csv(tmp / "enrichment.csv", index=False)
+        os.chmod(tmp, 0o755)
+    _info(f"ranked {len(tab):,} features")
+    typer.echo(str(out))
+
+
+@app.command()
+@_command
+def evaluate(
+    model: str = ModelOpt,
+    out: Path = typer.Option(Path("scdx_eval"), "--out", "-o", help="Output folder: table.csv, summary.csv, "
+                             "comparison.csv, report.md."),
+    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
+    n_cells: Optional[int] = NCellsOpt,
+    split_key: str = typer.Option("split", help="obs column of the train / test split (created with seed 0, "
+                                  "80/10/10 stratified, when absent)."),
+    test_value: str = typer.Option("test", help="Value of --split-key marking held-out cells."),
+    groupby: str = typer.Option("cell_type", help="Cell-type column."),
+    task: List[str] = typer.Option(["generation", "translation"], "--task", help="generation and/or translation."),
+    n_samples: int = typer.Option(1, help="Translation samples per cell."),
+    n_steps: int = typer.Option(20, help="Sampler steps (generation and translation)."),
+    baselines: bool = typer.Option(True, help="Also evaluate the baselines (cell-type mean, resampling, kNN, ridge)."),
+    seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
+    config: Optional[str] = ConfigOpt,
+):
+    """Evaluate generation and translation on held-out cells against baselines."""
+    from . import eval as ev
+    from . import pp
+    from ._io import atomic_dir
+
+    _threads()
+    _use_agg()
+    m = _load_model(model, device)
+    mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
+    if split_key not in mdata.obs:
+        pp.split_cells(mdata, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby if groupby in mdata.obs else None,
+                       key_added=split_key)
+    mdata = _prepare_for_model(m, mdata)
+    tab = ev.evaluate_model(m, mdata, split_key=split_key, test_value=test_value, groupby=groupby, seeds=(seed,),
+                            n_samples=n_samples, generate_kwargs={"n_steps": n_steps},
+                            translate_kwargs={"n_steps": n_steps}, baselines=baselines,
+                            tasks=tuple(_split_list(task)))
+    with atomic_dir(out) as tmp:
+        ev.write_report(tab, tmp, title=f"Evaluation of {model}")
+        os.chmod(tmp, 0o755)
+    _info(f"{len(tab):,} metric values")
+    typer.echo(str(out))
+
+
+@app.command()
+@_command
+def demo(
+    out: Path = typer.Option(Path("scdx_demo_report"), "--out", "-o", help="Report folder (report.html, tables/, "
+                             "screen/); replaced when it holds an earlier report."),
+    n_cells: int = typer.Option(1500, "--n-cells", "-n", help="Cells subsampled (stratified) from the data."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder (default: the shipped "
+                                        "models/mouse_mop_demo)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Paired .h5mu (default: the embedded mouse "
+                                       "MOp data). Must hold the model's genes and peaks."),
+    n_steps: int = typer.Option(10, help="Sampler steps for generation, translation and the screen."),
+    n_generate: int = typer.Option(600, help="Cells generated."),
+    n_translate: int = typer.Option(300, help="Held-out cells translated in each direction."),
+    n_tfs: int = typer.Option(4, help="TFs knocked out in the screen."),
+    n_cell_types: int = typer.Option(3, help="Largest cell types used by the GRN and the screen."),
+    basis: str = typer.Option("pca", help="Embedding of the real-vs-generated figure: pca (fast) or umap."),
+    sections: List[str] = typer.Option([], "--section", help="Run only these sections (repeatable): "
+                                       "generation, translation, grn, screen, biomarkers."),
+    threads: int = typer.Option(1, help="CPU threads for torch (the demo's small batches run fastest "
+                                "single-threaded on a busy machine; 0 = torch's default, or $SCDX_THREADS)."),
+    seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
+    config: Optional[str] = ConfigOpt,
+):
+    """Run every module on the embedded data and write a self-contained HTML report (< 5 min on a laptop)."""
+    from ._errors import CheckpointError
+    from .report import SECTIONS, default_model_path, run_demo
+
+    mpath = Path(model) if model else default_model_path()
+    if not mpath.is_dir():
+        raise CheckpointError(f"no model folder at {mpath}" + ("" if model else
+                              " (the shipped demo checkpoint; rebuild it with `python analyses/train_model.py "
+                              "--preset demo`, or pass --model)"))
+    _threads(threads or None)
+    _use_agg()
+    secs = tuple(["data"] + _split_list(sections)) if sections else SECTIONS
+    if basis not in ("pca", "umap"):
+        raise ScdxError(f"--basis must be 'pca' or 'umap', got {basis!r}")
+    _info(f"scdiffx-grn demo: {n_cells} cells, {n_steps} sampler steps -> {out}/report.html")
+    res = run_demo(out=str(out), model=str(mpath), data=data, n_cells=n_cells, n_steps=n_steps, n_generate=n_generate,
+                   n_translate=n_translate, n_tfs=n_tfs, n_cell_types=n_cell_types, basis=basis, seed=seed,
+                   device=None if device == "auto" else device, sections=secs, debug=debug)
+    for k, v in res.section_seconds.items():
+        _info(f"  {k:<12s} {v:7.1f} s" + ("  FAILED" if k in res.failed else ""))
+    _info(f"done in {res.seconds:.0f} s")
+    typer.echo(f"report: {res.report.resolve()}")
+    if res.failed:
+        _err(f"{len(res.failed)} section(s) failed: {', '.join(res.failed)} (see the report)")
+        raise typer.Exit(EXIT_SECTION_FAILED)
+
+
+def _version_cb(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                       callback=_version_cb)):
+    """scdiffx-grn command line."""
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Console entry point (``scdiffx-grn``)."""
+    try:
+        app(args=argv, prog_name="scdiffx-grn", standalone_mode=True)
+    except SystemExit as e:  # typer / click exit codes
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,521 @@
+"""The end-to-end demo behind ``scdiffx-grn demo``: every module on the embedded data, one HTML report.
+
+Sections (each runs on its own; a failure is shown in its section and counted, the rest go on):
+
+1. data summary (cells, features, cell types, the model)
+2. generation: real vs generated cells (UMAP / PCA), a few distribution metrics
+3. translation: ATAC -> RNA and RNA -> ATAC on held-out cells (``eval.evaluate_translation``)
+4. GRN: ``tl.extract_grn`` (attention), ``tl.tf_gene_network`` (TF -> peak by co-accessibility),
+   ``pl.grn_network``, ``pl.grn_specificity_heatmap``
+5. knockout screen: ``tl.screen`` over a few TFs, ``pl.volcano``, ``pl.screen_heatmap``
+6. biomarkers: ``tl.regulator_activity`` (DoRothEA), ``tl.rank_biomarkers``, ``pl.regulator_dotplot``
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .._errors import ScdxError
+from .._settings import logger
+from ._html import Report
+
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "default_model_path", "SECTIONS"]
+
+SECTIONS = ("data", "generation", "translation", "grn", "screen", "biomarkers")
+
+
+def default_model_path() -> Path:
+    """Where the shipped checkpoint ``models/mouse_mop_demo`` is.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$SCDX_DEMO_MODEL`` when set; else ``models/mouse_mop_demo`` beside the package's
+        source checkout when it exists; else ``models/mouse_mop_demo`` relative to the current
+        directory (which may not exist: loading it then raises ``CheckpointError``).
+    """
+    env = os.environ.get("SCDX_DEMO_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2] / "models" / "mouse_mop_demo"
+    if here.is_dir():
+        return here
+    return Path("models") / "mouse_mop_demo"
+
+
+@dataclass
+class DemoConfig:
+    """Sizes and options of the demo (defaults: < 5 minutes on 2 CPU cores).
+
+    Parameters
+    ----------
+    out
+        Report folder (``report.html``, ``tables/*.csv``, ``sections.json``, ``screen/``).
+    model
+        Model folder (``None``: :func:`default_model_path`).
+    data
+        ``None`` (embedded ``datasets.mouse_mop()``), a path for ``datasets.read_multiome`` or a
+        MuData; must hold the model's genes and peaks.
+    n_cells
+        Cells subsampled (stratified by the model's first label) for the analyses.
+    n_generate, n_translate
+        Cells generated; held-out cells translated in each direction.
+    n_steps
+        Sampler steps of generation, translation and the screen.
+    n_tfs, n_cell_types, grn_cells, screen_cells, n_samples
+        Screen size (TFs), the largest cell types used by the GRN and the screen, cells per type
+        for GRN scoring and for the screen, paired noise samples per cell in the screen.
+    basis
+        ``"pca"`` or ``"umap"`` for the real-vs-generated figure.
+    genome
+        Built-in TSS annotation for candidate peak -> gene pairs.
+    seed, device
+        Seed of every random choice; torch device (``None``: ``settings.device``).
+    sections
+        Sections to run (``"data"`` always runs); others are shown as skipped.
+    debug
+        Show tracebacks in failed sections.
+    dpi
+        Resolution of the inline figures.
+    overwrite
+        Replace an existing report folder.
+    """
+
+    out: str = "scdx_demo_report"
+    model: str | None = None  # None: the shipped checkpoint
+    data: Any = None  # None: datasets.mouse_mop(); or a path / MuData
+    n_cells: int = 1500
+    n_generate: int = 600  # generated cells (capped at n_cells)
+    n_translate: int = 300  # held-out cells translated in each direction
+    n_steps: int = 10  # sampler steps for generation / translation / screen
+    n_tfs: int = 4  # TFs in the knockout screen
+    n_cell_types: int = 3  # largest cell types used by the GRN and the screen
+    grn_cells: int = 60  # cells per cell type for GRN extraction
+    screen_cells: int = 80  # cells per cell type in the screen
+    n_samples: int = 2  # paired samples per cell in the screen
+    basis: str = "pca"  # "pca" (fast) or "umap" for the real-vs-generated figure
+    genome: str = "mm10"  # TSS annotation for peak -> gene candidates
+    seed: int = 0
+    device: str | None = None
+    sections: tuple[str, ...] = SECTIONS
+    debug: bool = False
+    dpi: int = 80
+    overwrite: bool = True
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` produced.
+
+    Parameters
+    ----------
+    out
+        The report folder.
+    report
+        ``out / "report.html"``.
+    failed
+        Keys of the sections that failed (empty when all ran).
+    seconds
+        Total wall time.
+    section_seconds
+        Wall time per section.
+    """
+
+    out: Path
+    report: Path
+    failed: list[str]
+    seconds: float
+    section_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# ----------------------------------------------------------------------------- helpers
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to replace a folder that is not a previous report."""
+    if out.exists():
+        if not out.is_dir():
+            raise ScdxError(f"output path {str(out)!r} exists and is not a folder")
+        entries = [p.name for p in out.iterdir()]
+        if entries and "report.html" not in entries:
+            raise ScdxError(f"output folder {str(out)!r} exists and is not a scdiffx-grn report "
+                            f"(it holds {entries[:5]}); choose another --out")
+        if entries and not overwrite:
+            raise ScdxError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+
+
+def _dorothea_tfs(genes, organism: str = "mouse") -> list[str]:
+    """TFs of DoRothEA (A-C) among ``genes``, most targets first."""
+    from .. import datasets
+
+    net = datasets.dorothea(organism, levels="ABC")
+    gset = set(map(str, genes))
+    sizes = net[net["target"].isin(gset)].groupby("source").size().sort_values(ascending=False, kind="stable")
+    return [t for t in sizes.index if t in gset]
+
+
+def _load_inputs(cfg: DemoConfig, sec):
+    """Load model and data; returns (model, mdata subsample, translation cells)."""
+    from .. import ScDiffusionX, datasets, pp
+
+    path = Path(cfg.model) if cfg.model else default_model_path()
+    model = ScDiffusionX.load(path, device=cfg.device)
+    if cfg.data is None:
+        full = datasets.mouse_mop()
+        source = "embedded mouse MOp SNARE-seq (datasets.mouse_mop)"
+    elif isinstance(cfg.data, (str, os.PathLike)):
+        full = datasets.read_multiome(cfg.data)
+        source = str(cfg.data)
+    else:
+        full, source = cfg.data, "MuData given"
+    keys = list(model.config.label_keys)
+    groupby = keys[0] if keys else None
+    if groupby is None or groupby not in full.obs:
+        raise ScdxError(f"the demo needs a model conditioned on a cell label present in the data "
+                        f"(model labels {keys}, data obs {list(full.obs.columns)[:10]})")
+    # the split analyses/train_model.py used (seed 0, stratified): translation uses held-out cells
+    if "split" not in full.obs:
+        pp.split_cells(full, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby, key_added="split")
+    full = model.subset_to_model(full)
+    n = min(cfg.n_cells, full.n_obs)
+    idx = np.sort(pp.stratified_subsample(full.obs[groupby].astype(str).to_numpy(), n, seed=cfg.seed)) \
+        if n < full.n_obs else np.arange(full.n_obs)
+    mdata = full[idx].copy()
+    test = np.flatnonzero((full.obs["split"].astype(str) != "train").to_numpy())
+    if len(test) == 0:
+        test = np.arange(full.n_obs)
+    rng = np.random.default_rng(cfg.seed)
+    test = np.sort(rng.choice(test, min(cfg.n_translate, len(test)), replace=False))
+    held = full[test].copy()
+    for m in (mdata, held):
+        for c in full.obs.columns:
+            for mod in m.mod.values():
+                if c not in mod.obs:
+                    mod.obs[c] = m.obs[c].to_numpy()
+        ScDiffusionX.setup_mudata(m, labels=keys)
+    del full
+    return model, mdata, held, groupby, source, path
+
+
+def _data_section(sec, cfg, model, mdata, groupby, source, path) -> None:
+    import matplotlib.pyplot as plt
+    import scipy.sparse as sp
+
+    rna, atac = mdata.mod["rna"], mdata.mod["atac"]
+    Xr = rna.layers["counts"] if "counts" in rna.layers else rna.X
+    Xa = atac.layers["counts"] if "counts" in atac.layers else atac.X
+    umi = np.asarray(Xr.sum(1)).ravel()
+    npk = np.asarray((Xa > 0).sum(1)).ravel()
+    nnz_r = Xr.nnz if sp.issparse(Xr) else int(np.count_nonzero(Xr))
+    sec.text(f"Data: {source}. {mdata.n_obs:,} cells subsampled (stratified by {groupby!r}, seed {cfg.seed}), "
+             f"restricted to the model's {rna.n_vars:,} genes and {atac.n_vars:,} peaks.")
+    summ = pd.DataFrame({
+        "quantity": ["cells", "genes", "peaks", "cell types", "median UMIs / cell", "median open peaks / cell",
+                     "RNA non-zero fraction"],
+        "value": [f"{mdata.n_obs:,}", f"{rna.n_vars:,}", f"{atac.n_vars:,}",
+                  str(mdata.obs[groupby].nunique()), f"{np.median(umi):.0f}", f"{np.median(npk):.0f}",
+                  f"{nnz_r / max(1, Xr.shape[0] * Xr.shape[1]):.3f}"]})
+    sec.table(summ, "Data summary", name="data_summary")
+    counts = mdata.obs[groupby].astype(str).value_counts().rename_axis(groupby).reset_index(name="cells")
+    sec.table(counts, f"Cells per {groupby}", name="cell_types", max_rows=40)
+    c = model.config
+    mrows = [("checkpoint", str(path)), ("labels", ", ".join(c.label_keys) or "(none)"),
+             ("latent dim / token dim", f"{c.latent_dim} / {c.token_dim}"),
+             ("denoiser width / heads / layers", f"{c.width} / {c.n_heads} / {c.n_layers}"),
+             ("parameters", f"{sum(p.numel() for p in model.module.parameters()):,}")]
+    tj = Path(path) / "training.json"
+    if tj.exists():
+        import json
+
+        try:
+            info = json.loads(tj.read_text())
+            tr = info.get("train", {})
+            mrows.append(("training", f"preset {info.get('preset', '?')}: {tr.get('ae_epochs', '?')} AE epochs, "
+                                      f"{tr.get('diffusion_steps', '?')} denoiser steps, seed {info.get('seed', '?')}"))
+        except (ValueError, OSError):
+            pass
+    mrows.append(("device", str(model.device)))
+    sec.table(pd.DataFrame(mrows, columns=["model", "value"]), "Model", name="model")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    axes[0].hist(np.log10(umi + 1), bins=40, color="#4c72b0")
+    axes[0].set_xlabel("log10 UMIs per cell")
+    axes[1].hist(np.log10(npk + 1), bins=40, color="#dd8452")
+    axes[1].set_xlabel("log10 open peaks per cell")
+    for a in axes:
+        a.set_ylabel("cells")
+    fig.tight_layout()
+    sec.figure(fig, "Library sizes (RNA, ATAC)", name="qc_hist", dpi=cfg.dpi)
+
+
+def _generation_section(sec, cfg, model, mdata, groupby, state) -> None:
+    from .. import eval as ev
+
+    n = min(cfg.n_generate or mdata.n_obs, mdata.n_obs)
+    rng = np.random.default_rng(cfg.seed)
+    labels = mdata.obs[groupby].astype(str).to_numpy()
+    labels = labels[np.sort(rng.choice(len(labels), n, replace=n > len(labels)))]
+    t = time.perf_counter()
+    gen = model.generate({groupby: labels}, sampler="dpm++", n_steps=cfg.n_steps, guidance_scale=2.0, seed=cfg.seed)
+    dt = time.perf_counter() - t
+    state["generated"] = gen
+    sec.text(f"Generated {gen.n_obs:,} paired cells with the {groupby} composition of the real cells "
+             f"(DPM-Solver++, {cfg.n_steps} steps, guidance 2.0) in {dt:.1f} s.")
+    for mod in ("rna", "atac"):
+        real = mdata.mod[mod]
+        g = gen.mod[mod]
+        g.obs[groupby] = g.obs[groupby].astype(str) if groupby in g.obs else labels
+        fig = ev.umap_real_vs_generated(real, g, groupby=groupby, modality=mod, basis=cfg.basis, seed=cfg.seed)
+        sec.figure(fig, f"{mod.upper()}: real vs generated ({cfg.basis.upper()})", name=f"umap_{mod}", dpi=cfg.dpi)
+    tabs = []
+    for mod in ("rna", "atac"):
+        _, summ = ev.evaluate_generation(mdata.mod[mod], gen.mod[mod], groupby=groupby, modality=mod, seeds=(cfg.seed,),
+                                         metrics=["mmd", "pb_pearson", "knn_acc"], per_cell_type_metrics=[])
+        tabs.append(summ.assign(modality=mod))
+    tab = pd.concat(tabs, ignore_index=True)
+    keep = [c for c in ("modality", "metric", "scope", "mean") if c in tab.columns]
+    sec.table(tab[keep] if keep else tab, "Generation metrics (real vs generated; mmd lower is better, "
+              "pb_pearson / knn_acc higher is better)", name="generation_metrics")
+
+
+def _translation_section(sec, cfg, model, held, groupby) -> None:
+    import matplotlib.pyplot as plt
+
+    from .. import eval as ev
+
+    sec.text(f"Translation of {held.n_obs:,} cells not used for training (split seed 0 of "
+             f"analyses/train_model.py), DDIM {cfg.n_steps} steps, 1 sample per cell.")
+    rows = []
+    per_type = {}
+    for direction, target in (("atac->rna", "rna"), ("rna->atac", "atac")):
+        pred = model.translate(held, direction=direction, n_samples=1, n_steps=cfg.n_steps, seed=cfg.seed)
+        tab = ev.evaluate_translation(held.mod[target], pred, modality=target, groupby=groupby, seed=cfg.seed,
+                                      distribution=False)
+        tab["direction"] = direction
+        rows.append(tab)
+        key = "cell_pearson_mean" if target == "rna" else "cell_auroc_mean"
+        pt = tab[(tab["metric"] == key) & (tab["cell_type"] != "all")]
+        per_type[f"{direction}: {key}"] = pt.set_index("cell_type")["value"]
+    tab = pd.concat(rows, ignore_index=True)
+    pooled = tab[tab["cell_type"] == "all"][["direction", "metric", "value"]]
+    sec.table(pooled, "Paired translation metrics (all cells)", name="translation_metrics")
+    fig, axes = plt.subplots(1, len(per_type), figsize=(5.5 * len(per_type), 3.6))
+    for ax, (name, s) in zip(np.atleast_1d(axes), per_type.items()):
+        s = s.sort_values()
+        ax.barh(s.index.astype(str), s.to_numpy(), color="#4c72b0")
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    sec.figure(fig, "Per cell type translation accuracy", name="translation_per_type", dpi=cfg.dpi)
+
+
+def _grn_section(sec, cfg, model, mdata, groupby, state) -> None:
+    from .. import datasets, grn, pl, tl
+
+    types = state["types"]
+    tss = grn.read_tss(datasets.tss_annotation(cfg.genome))
+    tl.extract_grn(model, mdata, groupby=groupby, method="attention", tss=tss, cell_types=types,
+                   max_cells=cfg.grn_cells, seed=cfg.seed, key_added="grn")
+    pg = mdata.uns["grn"]
+    sec.text(f"Peak -> gene scores (Dual-Cross-Attention x encoder saliency) for the {len(types)} largest cell "
+             f"types ({', '.join(types)}), {cfg.grn_cells} cells each; candidates within 150 kb of a TSS. "
+             "TF -> peak links from TF expression / peak accessibility co-variation across metacells "
+             "(DoRothEA TFs among the genes).")
+    tfs = _dorothea_tfs(mdata.mod["rna"].var_names)
+    state["tfs"] = tfs
+    tl.tf_gene_network(mdata, "coaccessibility", tfs=tfs, groupby=groupby, key_added="grn_tf", seed=cfg.seed)
+    net = mdata.uns["grn_tf"]
+    state["grn_tf"] = net
+    stats = (pg.groupby("cell_type").size().rename("peak->gene edges").to_frame()
+             .join(net.groupby("cell_type").size().rename("TF->gene edges"), how="outer")
+             .join(net.groupby("cell_type")["source"].nunique().rename("TFs"), how="outer")
+             .fillna(0).astype(int).reset_index())
+    sec.table(stats, "Network sizes per cell type", name="grn_sizes")
+    ct = types[0]
+    fig = pl.grn_network(net, cell_type=ct, top_regulators=5, top_targets=8, seed=cfg.seed)
+    sec.figure(fig, f"TF -> gene network, {ct} (top regulators)", name="grn_network", dpi=cfg.dpi)
+    fig = pl.grn_specificity_heatmap(net, top_k=5, level="source")
+    sec.figure(fig, "Cell-type specificity of TFs (z-scored out-degree)", name="grn_specificity", dpi=cfg.dpi)
+    top = net.reindex(net["weight"].abs().sort_values(ascending=False).index).head(15)
+    cols = [c for c in ("cell_type", "source", "target", "weight", "n_peaks", "corr") if c in top.columns]
+    sec.table(top[cols], "Strongest TF -> gene edges", name="grn_top_edges")
+
+
+def _screen_section(sec, cfg, model, mdata, groupby, state, workdir: Path) -> None:
+    from .. import pl, tl
+    from .._settings import settings
+    from ..perturb import load_screen_effects
+
+    tfs = state.get("tfs") or _dorothea_tfs(mdata.mod["rna"].var_names)
+    targets = tfs[: cfg.n_tfs]
+    if not targets:
+        raise ScdxError("no DoRothEA TF among the model's genes: nothing to screen")
+    sdir = workdir / "screen"
+    types = state["types"]
+    obs = mdata.obs[groupby].astype(str)
+    rng = np.random.default_rng(cfg.seed)
+    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(obs == t), min(cfg.screen_cells, int((obs == t).sum())),
+                                             replace=False) for t in types]))
+    sub = mdata[idx].copy()
+    summary = tl.screen(model, sub, targets, kind="knockout", modality="rna", groupby=groupby, out_dir=sdir,
+                        resume=False, n_samples=cfg.n_samples, seed=cfg.seed, batch_targets=min(8, len(targets)),
+                        translate_kwargs={"n_steps": cfg.n_steps}, show_progress=settings.progress)
+    sec.text(f"RNA knockout (counts -> 0) of {len(targets)} TFs ({', '.join(targets)}) in {sub.n_obs} cells of "
+             f"{', '.join(types)}, translated RNA -> ATAC with {cfg.n_samples} paired noise samples per cell "
+             f"(DDIM {cfg.n_steps} steps); effects per peak and cell type, BH FDR over peaks.")
+    value = "n_sig" if "n_sig" in summary and summary["n_sig"].max() > 0 else "latent_shift"
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * summary["cell_type"].nunique(), 1.4 + 0.4 * len(targets)))
+    pl.screen_heatmap(summary, value=value, ax=ax)
+    sec.figure(fig, f"Screen summary: {value} per TF x cell type", name="screen_heatmap", dpi=cfg.dpi)
+    eff = load_screen_effects(sdir)
+    if isinstance(eff, dict):
+        eff = pd.concat(eff.values(), ignore_index=True)
+    best = summary.sort_values([value], ascending=False).iloc[0]
+    tcol = "perturbation"
+    fig = pl.volcano(eff, target=str(best[tcol]), cell_type=str(best["cell_type"]))
+    sec.figure(fig, f"Volcano: {best[tcol]} knockout in {best['cell_type']} (accessibility effect per peak)",
+               name="volcano", dpi=cfg.dpi)
+    cols = [c for c in (tcol, "cell_type", "n_sig", "n_up", "n_down", "latent_shift", "frac_type_changed",
+                        "top_up", "top_down") if c in summary.columns]
+    sec.table(summary.sort_values(value, ascending=False)[cols], "Screen summary (top rows)", name="screen_summary",
+              max_rows=15)
+
+
+def _biomarker_section(sec, cfg, model, mdata, groupby, state) -> None:
+    from .. import pl, tl
+
+    tl.regulator_activity(mdata, "dorothea", organism="mouse", groupby=groupby, key_added="regulators")
+    grn_key = "grn_tf" if "grn_tf" in mdata.uns else None
+    tab = tl.rank_biomarkers(mdata, groupby, grn_key=grn_key, reference="dorothea", organism="mouse",
+                             activity_key="regulators", peak_top=200, key_added="biomarkers")
+    sec.text("TF activity per cell (decoupler ulm on DoRothEA A-C), then genes, peaks and TFs ranked per cell "
+             "type by specificity, model importance (the TF -> gene network above), reference agreement "
+             "and activity.")
+    fig = pl.regulator_dotplot(mdata, key="regulators", top_k=3)
+    sec.figure(fig, "Top regulators per cell type (DoRothEA activity)", name="regulator_dotplot", dpi=cfg.dpi)
+    tab = pd.DataFrame(tab)
+    for kind, n in (("tf", 2), ("gene", 2)):
+        sub = tab[tab["kind"] == kind].sort_values([groupby, "rank"]).groupby(groupby, observed=True).head(n)
+        cols = [c for c in (groupby, "feature", "rank", "combined_score", "specificity", "logfc", "padj",
+                            "importance", "reference", "activity") if c in sub.columns]
+        sec.table(sub[cols], f"Top {n} {'TFs' if kind == 'tf' else 'genes'} per {groupby}",
+                  name=f"biomarkers_{kind}", max_rows=60)
+
+
+# ----------------------------------------------------------------------------- driver
+def run_demo(cfg: DemoConfig | None = None, **kwargs) -> DemoResult:
+    """Run the demo and write ``<out>/report.html`` (plus CSV tables); see the module docstring.
+
+    Parameters
+    ----------
+    cfg
+        A :class:`DemoConfig`; keyword arguments override its fields.
+
+    Returns
+    -------
+    DemoResult
+        The report path, the failed sections (empty when all ran) and timings. The output folder
+        is written beside its final place and swapped in when complete.
+
+    Raises
+    ------
+    ScdxError
+        When the model or data cannot be loaded (nothing else to report) or ``out`` is unsafe.
+    """
+    from .._io import atomic_dir
+    from .._settings import seed_everything
+
+    cfg = cfg or DemoConfig()
+    for k, v in kwargs.items():
+        if not hasattr(cfg, k):
+            raise ScdxError(f"unknown demo option {k!r}")
+        setattr(cfg, k, v)
+    unknown = sorted(set(cfg.sections) - set(SECTIONS))
+    if unknown:
+        raise ScdxError(f"unknown demo section(s) {unknown}; known: {list(SECTIONS)}")
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg")
+    out = Path(cfg.out)
+    _check_out(out, cfg.overwrite)
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    rep = Report("scdiffx_grn demo report",
+                 "scDiffusion-X on paired single-cell RNA + ATAC: generation, translation, gene-regulatory "
+                 "networks, in-silico knockouts and biomarkers", debug=cfg.debug)
+    state: dict[str, Any] = {}
+    with atomic_dir(out) as tmp:
+        with rep.section("data", "1. Data and model") as sec:
+            model, mdata, held, groupby, source, path = _load_inputs(cfg, sec)
+            state["types"] = list(mdata.obs[groupby].astype(str).value_counts().index[: cfg.n_cell_types])
+            rep.meta["model"] = str(path)
+            rep.meta["cells"] = f"{mdata.n_obs:,} (seed {cfg.seed}); sampler steps {cfg.n_steps}"
+            _data_section(sec, cfg, model, mdata, groupby, source, path)
+        if rep.failed:  # nothing else can run without model and data
+            for key, title in _TITLES[1:]:
+                s = rep.add_section(key, title)
+                s.status = "skipped"
+                s.text("skipped: the model or the data could not be loaded (see section 1)")
+        else:
+            steps: list[tuple[str, str, Callable[[Any], None]]] = [
+                ("generation", _TITLES[1][1], lambda s: _generation_section(s, cfg, model, mdata, groupby, state)),
+                ("translation", _TITLES[2][1], lambda s: _translation_section(s, cfg, model, held, groupby)),
+                ("grn", _TITLES[3][1], lambda s: _grn_section(s, cfg, model, mdata, groupby, state)),
+                ("screen", _TITLES[4][1], lambda s: _screen_section(s, cfg, model, mdata, groupby, state, tmp)),
+                ("biomarkers", _TITLES[5][1], lambda s: _biomarker_section(s, cfg, model, mdata, groupby, state)),
+            ]
+            for key, title, fn in steps:
+                if key not in cfg.sections:
+                    s = rep.add_section(key, title)
+                    s.status = "skipped"
+                    s.text("not selected (--sections)")
+                    continue
+                logger.info("demo: %s", title)
+                with rep.section(key, title) as sec:
+                    fn(sec)
+        _write_tables(rep, tmp)
+        rep.write(tmp / "report.html")
+        _make_readable(tmp)
+    secs = {s.key: round(s.seconds, 2) for s in rep.sections if s.seconds is not None}
+    return DemoResult(out=out, report=out / "report.html", failed=[s.key for s in rep.failed],
+                      seconds=time.perf_counter() - t0, section_seconds=secs)
+
+
+_TITLES = [("data", "1. Data and model"), ("generation", "2. Generation: real vs generated cells"),
+           ("translation", "3. Cross-modal translation"), ("grn", "4. Gene-regulatory networks"),
+           ("screen", "5. In-silico TF knockout screen"), ("biomarkers", "6. Biomarkers and regulators")]
+
+
+def _make_readable(folder: Path) -> None:
+    """Temporary files / folders are created private (0600 / 0700); a report is for sharing."""
+    for p in [folder, *folder.rglob("*")]:
+        try:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        except OSError:  # pragma: no cover - e.g. files owned by someone else
+            pass
+
+
+def _write_tables(rep: Report, folder: Path) -> None:
+    """Every table of the report as CSV under ``tables/`` (plus ``sections.json``)."""
+    from .._io import atomic_write_json
+
+    (folder / "tables").mkdir(exist_ok=True)
+    for s in rep.sections:
+        for kind, payload in s.items:
+            if kind == "table":
+                _, df, _, _, name = payload
+                df.to_csv(folder / "tables" / f"{name}.csv", index=False)
+    atomic_write_json(folder / "sections.json",
+                      [{"key": s.key, "title": s.title, "status": s.status, "seconds": s.seconds, "error": s.error}
+                       for s in rep.sections])

@@ -1,0 +1,231 @@
+"""The ``scdiffx-grn`` command line: help texts, one-line errors with exit code 2, a round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from scdiffx_grn import settings
+from scdiffx_grn.cli import app
+
+from conftest import make_synthetic_mdata
+
+settings.progress = False
+runner = CliRunner()
+
+COMMAND_OPTIONS = {
+    "train": ["--out", "--data", "--rna", "--atac", "--label", "--ae-epochs", "--diffusion-steps", "--model-option"],
+    "generate": ["--model", "--out", "--n-cells", "--cell-type", "--sampler", "--n-steps", "--guidance-scale"],
+    "translate": ["--model", "--out", "--direction", "--n-samples", "--n-steps", "--metrics"],
+    "grn": ["--model", "--out", "--method", "--groupby", "--genome", "--window", "--tf-prior"],
+    "screen": ["--model", "--target", "--out", "--kind", "--n-samples", "--on-unknown", "--resume"],
+    "biomarkers": ["--out", "--groupby", "--reference", "--organism", "--grn", "--gene-sets"],
+    "evaluate": ["--model", "--out", "--split-key", "--task", "--baselines"],
+    "demo": ["--out", "--n-cells", "--model", "--n-steps", "--basis", "--section"],
+}
+COMMON = ["--config", "--seed", "--debug", "--no-progress"]
+
+
+def _run(args):
+    return runner.invoke(app, [str(a) for a in args], env={"SCDX_PROGRESS": "0", "SCDX_THREADS": "1"})
+
+
+def _one_line_error(res):
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in res.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_OPTIONS))
+def test_help_lists_options(command):
+    res = _run([command, "--help"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for opt in COMMAND_OPTIONS[command] + COMMON:
+        if command == "biomarkers" and opt == "--device":
+            continue
+        assert opt in text, f"{command} --help does not mention {opt}"
+    assert "[default:" in text or "default" in text
+
+
+def test_top_level_help_and_version():
+    res = _run(["--help"])
+    assert res.exit_code == 0
+    for c in COMMAND_OPTIONS:
+        assert c in res.output
+    res = _run(["--version"])
+    assert res.exit_code == 0 and res.output.strip()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Synthetic paired data as .h5mu and as two .h5ad, plus a non-count RNA file."""
+    d = tmp_path_factory.mktemp("cli")
+    m = make_synthetic_mdata(0)
+    for k in ("planted_pairs", "marker_genes", "marker_peaks"):
+        m.uns.pop(k, None)
+    m.write(d / "syn.h5mu")
+    m.mod["rna"].write(d / "rna.h5ad")
+    m.mod["atac"].write(d / "atac.h5ad")
+    bad = m.mod["rna"].copy()
+    bad.X = np.log1p(bad.X.toarray() * 1.5)  # normalised-looking, no counts layer
+    del bad.layers["counts"]
+    bad.write(d / "rna_norm.h5ad")
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(files):
+    """A tiny model trained through the CLI (with a --config file)."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = files / "train.yaml"
+    cfg.write_text("ae_epochs: 2\ndiffusion_steps: 20\nbatch_size: 64\nmodel_option: [width=16, n_layers=1, "
+                   "n_heads=2, latent_dim=8, token_dim=2]\n")
+    out = files / "model"
+    res = _run(["train", "--data", files / "syn.h5mu", "--out", out, "--config", cfg, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().endswith(str(out))
+    assert (out / "model.pt").exists() and (out / "config.json").exists()
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["width"] == 16
+    return out
+
+
+def test_train_generate_translate_roundtrip(files, trained):
+    import anndata as ad
+    import mudata as md
+
+    gen = files / "gen.h5mu"
+    res = _run(["generate", "-m", trained, "-o", gen, "-c", "type0=7,type1", "-n", "5", "--n-steps", "3",
+                "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    g = md.read_h5mu(gen)
+    assert g.n_obs == 12
+    assert set(g.mod) >= {"rna", "atac"}
+    assert g.mod["rna"].n_vars == 60 and g.mod["atac"].n_vars == 120
+    assert sorted(g.obs["cell_type"].astype(str).value_counts().to_dict().items()) == [("type0", 7), ("type1", 5)]
+    x = g.mod["rna"].X
+    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    assert (x >= 0).all() and np.allclose(x, np.round(x))
+
+    out = files / "pred.h5ad"
+    metrics = files / "metrics.csv"
+    res = _run(["translate", "-m", trained, "--rna", files / "rna.h5ad", "--atac", files / "atac.h5ad", "-o", out,
+                "--direction", "atac->rna", "--n-steps", "3", "--n-samples", "2", "--metrics", metrics,
+                "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    p = ad.read_h5ad(out)
+    src = ad.read_h5ad(files / "rna.h5ad")
+    assert list(p.obs_names) == list(src.obs_names)
+    assert p.n_vars == 60 and "std" in p.layers
+    assert metrics.exists() and "cell_pearson_mean" in metrics.read_text()
+
+    out2 = files / "pred_atac.h5ad"
+    res = _run(["translate", "-m", trained, "--data", files / "syn.h5mu", "-o", out2, "--direction", "rna->atac",
+                "--n-steps", "2", "--n-cells", "40"])
+    assert res.exit_code == 0, res.output
+    p2 = ad.read_h5ad(out2)
+    assert p2.shape == (40, 120)
+    assert np.nanmin(p2.X) >= 0 and np.nanmax(p2.X) <= 1
+
+
+def test_missing_file_is_one_line_error(files, trained, tmp_path):
+    line = _one_line_error(_run(["translate", "-m", trained, "--data", tmp_path / "nope.h5mu",
+                                 "-o", tmp_path / "x.h5ad"]))
+    assert "nope.h5mu" in line
+    line = _one_line_error(_run(["translate", "-m", trained, "--rna", tmp_path / "r.h5ad",
+                                 "--atac", files / "atac.h5ad", "-o", tmp_path / "x.h5ad"]))
+    assert "r.h5ad" in line
+    line = _one_line_error(_run(["generate", "-m", tmp_path / "no_model", "-o", tmp_path / "g.h5mu"]))
+    assert "no_model" in line
+    assert not (tmp_path / "x.h5ad").exists() and not (tmp_path / "g.h5mu").exists()
+
+
+def test_non_count_data_is_one_line_error(files, tmp_path):
+    line = _one_line_error(_run(["train", "--rna", files / "rna_norm.h5ad", "--atac", files / "atac.h5ad",
+                                 "--out", tmp_path / "m", "--ae-epochs", "1", "--diffusion-steps", "1"]))
+    assert "count" in line.lower()
+    assert not (tmp_path / "m").exists()
+
+
+def test_debug_shows_traceback(files, tmp_path):
+    res = _run(["translate", "-m", tmp_path / "no_model", "--data", files / "syn.h5mu", "-o", tmp_path / "x.h5ad",
+                "--debug"])
+    assert res.exit_code != 0
+    assert res.exception is not None and not isinstance(res.exception, SystemExit)
+
+
+def test_unknown_gene_target_in_screen(files, trained, tmp_path):
+    line = _one_line_error(_run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1,NotAGene",
+                                 "-o", tmp_path / "scr"]))
+    assert "NotAGene" in line
+
+
+def test_bad_usage_and_config(files, trained, tmp_path):
+    # both --data and --rna
+    _one_line_error(_run(["translate", "-m", trained, "--data", files / "syn.h5mu", "--rna", files / "rna.h5ad",
+                          "--atac", files / "atac.h5ad", "-o", tmp_path / "x.h5ad"]))
+    # unknown key in a config file: usage error (exit 2) naming the key
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"n_steps": 2, "bogus_option": 1}))
+    res = _run(["generate", "-m", trained, "-o", tmp_path / "g.h5mu", "--config", cfg])
+    assert res.exit_code == 2 and "bogus_option" in res.output
+    # an unseen cell type
+    line = _one_line_error(_run(["generate", "-m", trained, "-o", tmp_path / "g.h5mu", "-c", "NoSuchType",
+                                 "--n-steps", "2"]))
+    assert "NoSuchType" in line
+
+
+def test_config_values_are_used_and_cli_wins(files, trained, tmp_path):
+    import mudata as md
+
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("n_cells: 9\nn_steps: 2\nguidance_scale: 1.0\n")
+    res = _run(["generate", "-m", trained, "-o", tmp_path / "g.h5mu", "--config", cfg])
+    assert res.exit_code == 0, res.output
+    assert md.read_h5mu(tmp_path / "g.h5mu").n_obs == 9
+    res = _run(["generate", "-m", trained, "-o", tmp_path / "g2.h5mu", "--config", cfg, "-n", "4"])
+    assert res.exit_code == 0, res.output
+    assert md.read_h5mu(tmp_path / "g2.h5mu").n_obs == 4
+
+
+def test_screen_and_evaluate_commands(files, trained, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "scr"
+    res = _run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1", "-t", "Gene30",
+                "-o", out, "--n-steps", "2", "--n-samples", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    summ = pd.read_csv(out / "summary.csv")
+    assert set(summ["perturbation"]) == {"Gene1", "Gene30"}
+    assert set(summ["cell_type"]) == {"type0", "type1", "type2"}
+    assert (out / "heatmap.png").exists()
+    # resumable: a second run re-uses the finished targets
+    res = _run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1,Gene30", "-o", out,
+                "--n-steps", "2", "--n-samples", "1"])
+    assert res.exit_code == 0, res.output
+    ev = tmp_path / "ev"
+    res = _run(["evaluate", "-m", trained, "--data", files / "syn.h5mu", "-o", ev, "--n-steps", "2",
+                "--no-baselines", "--task", "translation"])
+    assert res.exit_code == 0, res.output
+    assert (ev / "table.csv").exists() and (ev / "report.md").exists()
+
+
+def test_biomarkers_command(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "bm"
+    res = _run(["biomarkers", "--data", "mouse_mop", "--n-cells", "150", "-o", out])
+    assert res.exit_code == 0, res.output
+    tab = pd.read_csv(out / "biomarkers.csv")
+    assert {"cell_type", "kind", "feature", "rank"} <= set(tab.columns)
+    assert {"gene", "tf"} <= set(tab["kind"])
+    assert (out / "regulators.csv").exists() and (out / "regulator_dotplot.png").exists()
