@@ -61,7 +61,7 @@ def main(checkpoints: list[str], *, methods: tuple[str, ...] = ("attention",), o
                             batch_size=batch_size, seed=seed, key_added=f"grn_{method}")
             written += grn.write_grn(mdata.uns[f"grn_{method}"], outdir / f"{method}.parquet")
             if prior is not None:
-                tfs = list(mdata.mod["rna"].var_names) if prior == "coaccessibility" else None
+                tfs = list(mdata.mod["rna"].var_names) if isinstance(prior, str) else None
                 grn.tf_gene_network(mdata, prior, peak_gene_key=f"grn_{method}", key_added=f"grn_tf_{method}",
                                     groupby=groupby, tfs=tfs, seed=seed)
                 written += grn.write_grn(mdata.uns[f"grn_tf_{method}"], outdir / f"{method}_tf.parquet")

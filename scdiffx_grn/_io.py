@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_dir"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_dir", "restore_orphaned_dir"]
 
 
 @contextlib.contextmanager
@@ -71,6 +71,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    restore_orphaned_dir(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
@@ -83,4 +84,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        restore_orphaned_dir(path)  # failed between the two renames: put the old version back
         raise
+
+
+def restore_orphaned_dir(path: str | os.PathLike) -> bool:
+    """Put back the previous version of ``path`` if a swap by :func:`atomic_dir` was interrupted
+    between its two renames (a kill there leaves ``path`` missing and the old copy in
+    ``.<name>.old.*/d``). Returns whether something was restored."""
+    import shutil
+
+    path = Path(path)
+    if path.exists():
+        return False
+    for old in sorted(path.parent.glob(f".{path.name}.old.*")):
+        if (old / "d").is_dir():
+            os.replace(old / "d", path)
+            shutil.rmtree(old, ignore_errors=True)
+            return True
+    return False

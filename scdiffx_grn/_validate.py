@@ -213,6 +213,14 @@ def check_paired(mdata, modalities: Sequence[str] = ("rna", "atac")) -> None:
     missing = [m for m in modalities if m not in mods]
     if missing:
         raise InputDataError(f"MuData lacks modality {_fmt_items(missing)}; it has {_fmt_items(mods)}")
+    for m in modalities:  # duplicated barcodes would pair cells ambiguously
+        names = mods[m].obs_names
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique()
+            raise BarcodeMismatchError(
+                f"modality {m!r} has {len(dup)} duplicated cell barcodes: {_fmt_items(dup)}; "
+                "make them unique (e.g. prefix the sample) before pairing"
+            )
     ref = mods[modalities[0]].obs_names
     for m in modalities[1:]:
         other = mods[m].obs_names

@@ -49,6 +49,18 @@ class ModelConfig:
         Diffusion schedule (``"linear"`` as in DDPM, or ``"cosine"``).
     ae_dropout
         Dropout in the autoencoders.
+    modalities
+        ``["rna", "atac"]`` (paired, default) or ``["rna"]`` (single-modality mode: no ATAC
+        autoencoder, the denoiser runs the RNA branch with self-attention only).
+    objective
+        ``"diffusion"`` (DDPM noise / velocity prediction at integer timesteps) or ``"flow"``
+        (scLDM-style flow matching with linear interpolants ``x_t = (1-t) x0 + t eps``, velocity
+        target ``eps - x0``, continuous ``t`` in [0, 1]; the denoiser sees ``t * n_train_timesteps``).
+    rna_encoder
+        ``"mlp"`` or ``"attention"`` (permutation-invariant set encoder: gene embedding x
+        expression value, pooled by inducing-point cross-attention; see ``_set_encoder``).
+    set_dim, set_inducing, set_heads
+        Width, number of inducing points and heads of the attention RNA encoder.
     """
 
     n_genes: int = 0
@@ -69,20 +81,40 @@ class ModelConfig:
     n_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     ae_dropout: float = 0.1
+    modalities: list[str] = field(default_factory=lambda: ["rna", "atac"])
+    objective: str = "diffusion"
+    rna_encoder: str = "mlp"
+    set_dim: int = 32
+    set_inducing: int = 8
+    set_heads: int = 4
     format_version: int = FORMAT_VERSION
 
     def resolve(self) -> "ModelConfig":
         """Fill data-dependent defaults and validate; returns self."""
-        if self.n_genes <= 0 or self.n_peaks <= 0:
+        self.modalities = [str(m) for m in self.modalities]
+        if self.modalities not in (["rna", "atac"], ["rna"]):
+            raise ScdxError(f"modalities must be ['rna', 'atac'] or ['rna'], got {self.modalities!r}")
+        if not self.paired:
+            self.n_peaks = 0
+            self.translate_prob = 0.0
+        if self.n_genes <= 0 or (self.paired and self.n_peaks <= 0):
             raise ScdxError(f"model needs genes and peaks, got n_genes={self.n_genes}, n_peaks={self.n_peaks}")
+        if self.objective not in ("diffusion", "flow"):
+            raise ScdxError(f"objective must be 'diffusion' or 'flow', got {self.objective!r}")
+        if self.rna_encoder not in ("mlp", "attention"):
+            raise ScdxError(f"rna_encoder must be 'mlp' or 'attention', got {self.rna_encoder!r}")
+        if self.set_dim % self.set_heads:
+            raise ScdxError(f"set_dim={self.set_dim} is not a multiple of set_heads={self.set_heads}")
         if self.rna_hidden is None:
             self.rna_hidden = _auto_hidden(self.n_genes, (512, 300), 32)
-        if self.atac_hidden is None:
+        if not self.paired:
+            self.atac_hidden = ()
+        elif self.atac_hidden is None:
             self.atac_hidden = _auto_hidden(self.n_peaks, (1024, 512), 32)
         self.rna_hidden = tuple(int(h) for h in self.rna_hidden)
         self.atac_hidden = tuple(int(h) for h in self.atac_hidden)
         if self.latent_dim is None:
-            lat = min(100, max(16, min(self.n_genes, self.n_peaks) // 8))
+            lat = min(100, max(16, (min(self.n_genes, self.n_peaks) if self.paired else self.n_genes) // 8))
             self.latent_dim = max(self.token_dim, lat // self.token_dim * self.token_dim)
         if self.latent_dim % self.token_dim:
             raise ScdxError(f"latent_dim={self.latent_dim} is not a multiple of token_dim={self.token_dim}")
@@ -96,6 +128,11 @@ class ModelConfig:
         if missing:
             raise ScdxError(f"label categories missing for {missing}")
         return self
+
+    @property
+    def paired(self) -> bool:
+        """True for the paired RNA+ATAC model, False in single-modality (RNA-only) mode."""
+        return "atac" in self.modalities
 
     @property
     def n_tokens(self) -> int:

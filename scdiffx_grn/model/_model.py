@@ -108,15 +108,16 @@ class ScDiffusionX:
             if not hasattr(cfg, k):
                 raise ScdxError(f"unknown model option {k!r}")
             setattr(cfg, k, v)
+        cfg.modalities = list(setup.get("modalities", ["rna", "atac"]))
         cfg.n_genes = mdata.mod["rna"].n_vars
-        cfg.n_peaks = mdata.mod["atac"].n_vars
+        cfg.n_peaks = mdata.mod["atac"].n_vars if "atac" in cfg.modalities else 0
         cfg.label_keys = list(setup["labels"])
         cfg.label_categories = {k: [str(c) for c in pd.Categorical(_obs_labels(mdata, k).astype(str)).categories]
                                 for k in cfg.label_keys}
         self.config = cfg.resolve()
         self.setup = setup
         self.rna_var_names = [str(v) for v in mdata.mod["rna"].var_names]
-        self.atac_var_names = [str(v) for v in mdata.mod["atac"].var_names]
+        self.atac_var_names = [str(v) for v in mdata.mod["atac"].var_names] if self.config.paired else []
         self.module = self._build_module(seed)
         self._train_mdata = mdata  # kept by reference for train(); never saved
 
@@ -130,7 +131,7 @@ class ScDiffusionX:
     # ------------------------------------------------------------------ setup / validation
     @staticmethod
     def setup_mudata(mdata, *, labels: Sequence[str] | str | None = ("cell_type",), rna_layer: str | None = "counts",
-                     atac_layer: str | None = "counts") -> None:
+                     atac_layer: str | None = "counts", modalities: Sequence[str] | None = None) -> None:
         """Register a MuData for the model: checks modalities, barcodes, labels and counts.
 
         Parameters
@@ -143,6 +144,10 @@ class ScDiffusionX:
         rna_layer, atac_layer
             Layers with raw counts (``None``: use ``X``). RNA must be non-negative integers;
             ATAC may be counts or binary (it is binarised).
+        modalities
+            ``("rna", "atac")`` (paired model) or ``("rna",)`` (single-modality model: RNA only,
+            any ``atac`` modality is ignored). ``None``: paired when the MuData has ``atac``,
+            RNA-only when it holds ``rna`` alone.
 
         Raises
         ------
@@ -150,23 +155,41 @@ class ScDiffusionX:
         """
         from .._validate import check_counts, check_finite, check_labels, check_paired
 
-        for mod in ("rna", "atac"):
+        if modalities is None:
+            modalities = ("rna", "atac") if "atac" in mdata.mod or "rna" not in mdata.mod else ("rna",)
+        modalities = [str(m) for m in ([modalities] if isinstance(modalities, str) else modalities)]
+        if modalities not in (["rna", "atac"], ["rna"]):
+            raise ScdxError(f"modalities must be ('rna', 'atac') or ('rna',), got {tuple(modalities)}")
+        for mod in modalities:
             if mod not in mdata.mod:
                 raise InputDataError(f"MuData has no modality {mod!r} (modalities: {list(mdata.mod)})")
+        if modalities == ["rna"]:  # single-modality model: only the RNA checks below
+            check_paired(mdata, ("rna",))
+            labels = [labels] if isinstance(labels, str) else list(labels or [])
+            for key in labels:
+                check_labels(pd.DataFrame({key: _obs_labels(mdata, key)}), [key])
+            rna = mdata.mod["rna"]
+            from ._data import validate_matrix
+
+            validate_matrix(_layer(rna, rna_layer), f"rna {'layers[%r]' % rna_layer if rna_layer else 'X'}", "rna",
+                            obs_names=rna.obs_names, var_names=rna.var_names)
+            dup = rna.var_names[rna.var_names.duplicated()]
+            if len(dup):
+                raise InputDataError(f"rna has duplicated var names: {_fmt_items(dup.unique())}")
+            mdata.uns[SETUP_KEY] = {"labels": labels, "rna_layer": rna_layer, "atac_layer": atac_layer,
+                                    "modalities": ["rna"]}
+            return
         check_paired(mdata)
         labels = [labels] if isinstance(labels, str) else list(labels or [])
         for key in labels:
             check_labels(pd.DataFrame({key: _obs_labels(mdata, key)}), [key])
         rna, atac = mdata.mod["rna"], mdata.mod["atac"]
-        X = _layer(rna, rna_layer)
-        check_finite(X, f"rna {'layers[%r]' % rna_layer if rna_layer else 'X'}")
-        check_counts(X, f"rna {'layers[%r]' % rna_layer if rna_layer else 'X'}",
-                     obs_names=rna.obs_names, var_names=rna.var_names)
-        Xa = _layer(atac, atac_layer)
-        check_finite(Xa, f"atac {'layers[%r]' % atac_layer if atac_layer else 'X'}")
-        data = Xa.data if sp.issparse(Xa) else np.asarray(Xa)
-        if np.size(data) and float(np.min(data)) < 0:
-            raise InputDataError("atac values are negative: counts or binary accessibility are expected")
+        from ._data import validate_matrix  # in memory, or streamed in chunks for backed data
+
+        validate_matrix(_layer(rna, rna_layer), f"rna {'layers[%r]' % rna_layer if rna_layer else 'X'}", "rna",
+                        obs_names=rna.obs_names, var_names=rna.var_names)
+        validate_matrix(_layer(atac, atac_layer), f"atac {'layers[%r]' % atac_layer if atac_layer else 'X'}",
+                        "atac", obs_names=atac.obs_names, var_names=atac.var_names)
         for mod, adata in (("rna", rna), ("atac", atac)):
             dup = adata.var_names[adata.var_names.duplicated()]
             if len(dup):
@@ -179,6 +202,7 @@ class ScDiffusionX:
             raise ScdxError("call ScDiffusionX.setup_mudata(mdata, labels=[...]) before building the model")
         s = dict(mdata.uns[SETUP_KEY])
         s["labels"] = [str(x) for x in np.atleast_1d(s.get("labels", [])) if str(x)]
+        s["modalities"] = [str(x) for x in np.atleast_1d(s.get("modalities", ["rna", "atac"]))]
         return s
 
     def _check_features(self, mdata, modalities=("rna", "atac")) -> dict[str, np.ndarray]:
@@ -237,7 +261,14 @@ class ScDiffusionX:
         layer = self.setup.get(f"{mod}_layer", "counts")
         if layer is not None and layer not in mdata.mod[mod].layers:
             layer = None  # data prepared without a counts layer: use X
-        X = _as_csr(_layer(mdata.mod[mod], layer))
+        adata = mdata.mod[mod]
+        raw = _layer(adata, layer)
+        from ._data import validate_matrix
+
+        # NaN / inf / negative (and non-integer RNA) values would give silently wrong latents
+        validate_matrix(raw, f"{mod} {'layers[%r]' % layer if layer is not None else 'X'}", mod,
+                        obs_names=adata.obs_names, var_names=adata.var_names)
+        X = _as_csr(raw)
         if order is not None and not np.array_equal(order, np.arange(X.shape[1])):
             X = X[:, order]
         return X
@@ -371,11 +402,14 @@ class ScDiffusionX:
 
     def _sample(self, mode: str, cond: torch.Tensor, noise_r, noise_a, *, z_src=None, sampler="dpm++",
                 n_steps=20, guidance_scale=1.0, guidance_mode="joint", generator=None, method="conditional",
-                recon_guidance: float = 0.0):
+                recon_guidance: float = 0.0, output_fn=None):
         """Run a full reverse trajectory for one batch.
 
         ``mode`` is ``"joint"`` (both modalities generated), ``"rna->atac"`` or ``"atac->rna"``
-        (the source latent ``z_src`` is observed). Returns (z_rna, z_atac).
+        (the source latent ``z_src`` is observed). Returns (z_rna, z_atac). Single-modality
+        models use a zero-width ATAC latent. ``output_fn(x_r, x_a, t, cond, sched) -> (o_r, o_a)``
+        replaces :meth:`_guided` in joint mode (classifier guidance, interpolation).
+        Timesteps are integers for diffusion and floats (model time) for flow models.
         """
         sched = make_scheduler(sampler, self.config)
         sched.set_timesteps(n_steps, device=cond.device)
@@ -384,8 +418,11 @@ class ScDiffusionX:
         if mode == "joint":
             x_r, x_a = noise_r, noise_a
             for t in sched.timesteps:
-                tt = torch.full((b,), int(t), dtype=torch.long, device=cond.device)
-                o_r, o_a = self._guided(x_r, x_a, tt, tt, cond, guidance_scale, guidance_mode)
+                tt = t.reshape(1).to(cond.device).expand(b).clone()
+                if output_fn is not None:
+                    o_r, o_a = output_fn(x_r, x_a, tt, cond, sched)
+                else:
+                    o_r, o_a = self._guided(x_r, x_a, tt, tt, cond, guidance_scale, guidance_mode)
                 # two schedulers would keep separate multistep states: stack the branches instead
                 x = sched.step(torch.cat([o_r, o_a], -1), t, torch.cat([x_r, x_a], -1), generator)
                 x_r, x_a = x.split([x_r.shape[1], x_a.shape[1]], -1)
@@ -394,7 +431,7 @@ class ScDiffusionX:
         x = noise_a if src_is_rna else noise_r
         noise_src = noise_r if src_is_rna else noise_a  # used by inpainting only
         for t in sched.timesteps:
-            tt = torch.full((b,), int(t), dtype=torch.long, device=cond.device)
+            tt = t.reshape(1).to(cond.device).expand(b).clone()
             if method == "conditional":
                 src, t_src = z_src, zero
             elif method == "inpaint":
@@ -410,8 +447,8 @@ class ScDiffusionX:
                     x0_src, _ = sched.to_x0_eps(o_src, src, tt)
                     err = ((x0_src - z_src) ** 2).sum()
                     grad = torch.autograd.grad(err, xg)[0]
-                a = sched._abar(tt, x)
-                o_tgt = o_tgt.detach() + recon_guidance * (1 - a).sqrt() * grad
+                k = sched.guidance_coef(tt, x) if self.config.objective == "flow" else (1 - sched._abar(tt, x)).sqrt()
+                o_tgt = o_tgt.detach() + recon_guidance * k * grad
             else:
                 args = (src, x, t_src, tt) if src_is_rna else (x, src, tt, t_src)
                 o_r, o_a = self._guided(*args, cond, guidance_scale, guidance_mode)
@@ -430,6 +467,7 @@ class ScDiffusionX:
         """
         if direction not in DIRECTIONS:
             raise ScdxError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        self._require_paired("translation")
         if cond is None:
             cond = self.module.denoiser.labels.null(z_src.shape[0], z_src.device)
         z_r, z_a = self._sample(direction, cond, noise, noise, z_src=z_src, sampler=sampler, n_steps=n_steps,
@@ -496,6 +534,8 @@ class ScDiffusionX:
         keys = self.config.label_keys
         if isinstance(labels, (int, np.integer)) and n_cells is None:
             labels, n_cells = None, int(labels)
+        if n_cells is not None and int(n_cells) < 0:
+            raise InputDataError(f"the number of cells to generate must be >= 0, got {n_cells}")
         if labels is None:
             if n_cells is None:
                 raise ScdxError("give labels (dict / DataFrame) or n_cells")
@@ -520,8 +560,9 @@ class ScDiffusionX:
     def generate(self, labels: Mapping[str, Sequence] | pd.DataFrame | int | None = None, *, n_cells: int | None = None,
                  sampler: str = "dpm++", n_steps: int = 20, guidance_scale: float | Mapping[str, float] = 1.0,
                  guidance_mode: str = "joint", seed: int = 0, batch_size: int = 1024,
-                 sample_counts: bool = True, atac_probs: bool | None = None):
-        """Generate paired cells.
+                 sample_counts: bool = True, atac_probs: bool | None = None,
+                 classifier_guidance: Mapping[str, tuple] | None = None, guidance_hook=None):
+        """Generate paired cells (RNA-only cells for a single-modality model).
 
         Parameters
         ----------
@@ -543,6 +584,18 @@ class ScDiffusionX:
         atac_probs
             Keep the dense peak probabilities in ``atac.layers['prob']`` (default: when it is
             under 200 million values).
+        classifier_guidance
+            scDiffusion-style guidance by noisy-latent classifiers trained separately
+            (:func:`~scdiffx_grn.model.train_latent_classifier`):
+            ``{label_key: (classifier, target_values, scale)}``; ``target_values`` is one value or
+            one per cell. Each classifier adds ``-scale * k(t) * grad log p(y | x_t)`` to the model
+            output (``k = sqrt(1 - abar)`` for epsilon prediction); several are summed.
+            Combines with classifier-free guidance.
+        guidance_hook
+            Advanced: ``hook(start, stop) -> output_fn`` giving, per batch of cells
+            ``[start, stop)``, a function ``output_fn(x_r, x_a, t, cond, sched) -> (o_r, o_a)``
+            that replaces the guided denoiser call (used by classifier guidance and
+            :func:`~scdiffx_grn.model.interpolate`).
 
         Returns
         -------
@@ -561,7 +614,15 @@ class ScDiffusionX:
         cond_all = self.condition_indices({k: lab[k].to_numpy() for k in lab.columns}, n)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         L = self.config.latent_dim
-        noise = torch.randn((n, 2 * L), generator=gen)
+        paired = self.config.paired
+        noise = torch.randn((n, 2 * L if paired else L), generator=gen)  # RNA-only: zero-width ATAC latent
+        if classifier_guidance:
+            if guidance_hook is not None:
+                raise ScdxError("give classifier_guidance or guidance_hook, not both")
+            from ._classifier import classifier_guidance_hook
+
+            guidance_hook = classifier_guidance_hook(self, classifier_guidance, n, guidance_scale=guidance_scale,
+                                                     guidance_mode=guidance_mode)
         self.module.eval()
         dev = self.device
         rhos, probs = [], []
@@ -570,9 +631,10 @@ class ScDiffusionX:
             step_gen = torch.Generator(device=dev).manual_seed(int(seed) * 1_000_003 + s)
             z_r, z_a = self._sample("joint", cond_all[s:e], noise[s:e, :L].to(dev), noise[s:e, L:].to(dev),
                                     sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
-                                    guidance_mode=guidance_mode, generator=step_gen)
+                                    guidance_mode=guidance_mode, generator=step_gen,
+                                    output_fn=guidance_hook(s, e) if guidance_hook is not None else None)
             rhos.append(self.decode_rna(z_r).cpu().numpy())
-            probs.append(self.decode_atac(z_a).cpu().numpy())
+            probs.append(self.decode_atac(z_a).cpu().numpy() if paired else np.zeros((e - s, 0), np.float32))
         rho = np.concatenate(rhos)
         prob = np.concatenate(probs)
         # library sizes: log-normal per category of the first label (pooled when unknown)
@@ -594,11 +656,14 @@ class ScDiffusionX:
         rna = ad.AnnData(X=sp.csr_matrix(counts), obs=obs.copy(), var=pd.DataFrame(index=self.rna_var_names))
         rna.layers["counts"] = rna.X.copy()
         rna.obs["library_size"] = lib
-        atac = ad.AnnData(X=sp.csr_matrix(peaks), obs=obs.copy(), var=pd.DataFrame(index=self.atac_var_names))
-        if atac_probs or (atac_probs is None and prob.size <= 2e8):
-            atac.layers["prob"] = prob.astype(np.float32)
+        mods = {"rna": rna}
+        if paired:
+            atac = ad.AnnData(X=sp.csr_matrix(peaks), obs=obs.copy(), var=pd.DataFrame(index=self.atac_var_names))
+            if atac_probs or (atac_probs is None and prob.size <= 2e8):
+                atac.layers["prob"] = prob.astype(np.float32)
+            mods["atac"] = atac
         with md.set_options(pull_on_update=False):
-            mdata = md.MuData({"rna": rna, "atac": atac})
+            mdata = md.MuData(mods)
         for c in obs.columns:
             mdata.obs[c] = obs[c].astype("category")
         mdata.uns["generation"] = {"sampler": sampler, "n_steps": int(n_steps), "seed": int(seed),
@@ -662,14 +727,17 @@ class ScDiffusionX:
 
         if direction not in DIRECTIONS:
             raise ScdxError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        self._require_paired("translation")
         if n_samples < 1:
             raise ScdxError(f"n_samples must be >= 1, got {n_samples}")
         self._require_fitted()
         src = "atac" if direction == "atac->rna" else "rna"
         tgt_names = self.rna_var_names if src == "atac" else self.atac_var_names
         order = self._check_features(mdata, (src,))[src]
-        X = self._matrix(mdata, src, order)
-        n = X.shape[0]
+        from ._data import row_source
+
+        X = row_source(self, mdata, src, order)  # streamed in batches, validated as read
+        n = X.n_obs
         if n == 0:
             raise InputDataError("no cells to translate")
         lab = self._labels_for(mdata, labels)
@@ -677,8 +745,8 @@ class ScDiffusionX:
         L = self.config.latent_dim
         self.module.eval()
         dev = self.device
-        z_src = torch.cat([self.encode(src, self.rna_tensor(X[s:s + batch_size]) if src == "rna"
-                                       else self.atac_tensor(X[s:s + batch_size])) for s in range(0, n, batch_size)])
+        f_in = self.rna_tensor if src == "rna" else self.atac_tensor
+        z_src = torch.cat([self.encode(src, f_in(B)) for _, _, B in X.batches(batch_size)])
         total = np.zeros((n, len(tgt_names)), dtype=np.float64)
         total_sq = np.zeros_like(total)
         samples = [] if return_samples else None
@@ -719,12 +787,18 @@ class ScDiffusionX:
     def get_latent(self, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
         """Normalised latent of each cell (cells x latent_dim) from one modality."""
         self._require_fitted()
+        if modality not in self.config.modalities:
+            raise ScdxError(f"this model has no {modality!r} modality (modalities={self.config.modalities})")
         order = self._check_features(mdata, (modality,))[modality]
-        X = self._matrix(mdata, modality, order)
+        from ._data import row_source
+
+        X = row_source(self, mdata, modality, order)  # streamed in batches, validated as read
         self.module.eval()
         f = self.rna_tensor if modality == "rna" else self.atac_tensor
-        return np.concatenate([self.encode(modality, f(X[s:s + batch_size])).cpu().numpy()
-                               for s in range(0, X.shape[0], batch_size)])
+        out = np.empty((X.n_obs, int(self.config.latent_dim)), dtype=np.float32)  # zero cells: (0, latent_dim)
+        for s, e, B in X.batches(batch_size):
+            out[s:e] = self.encode(modality, f(B)).float().cpu().numpy()
+        return out
 
     @torch.no_grad()
     def reconstruct(self, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
@@ -732,6 +806,12 @@ class ScDiffusionX:
         z = torch.as_tensor(self.get_latent(mdata, modality, batch_size=batch_size), device=self.device)
         dec = self.decode_rna if modality == "rna" else self.decode_atac
         return np.concatenate([dec(z[s:s + batch_size]).cpu().numpy() for s in range(0, len(z), batch_size)])
+
+    def _require_paired(self, what: str) -> None:
+        if not self.config.paired:
+            raise ScdxError(f"{what} needs a paired RNA+ATAC model; this is a single-modality model "
+                            f"(modalities={self.config.modalities}). Train with setup_mudata(..., "
+                            "modalities=('rna', 'atac')) on paired data.")
 
     def _require_fitted(self) -> None:
         if int(self.module.fitted) == 0:
@@ -757,7 +837,7 @@ class ScDiffusionX:
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
             (tmp / "rna_var_names.txt").write_text("\n".join(self.rna_var_names) + "\n")
-            (tmp / "atac_var_names.txt").write_text("\n".join(self.atac_var_names) + "\n")
+            (tmp / "atac_var_names.txt").write_text("".join(f"{v}\n" for v in self.atac_var_names))
 
     @classmethod
     def load(cls, path: str | os.PathLike, mdata=None, *, device: str | None = None) -> "ScDiffusionX":
@@ -772,6 +852,9 @@ class ScDiffusionX:
         """
         path = Path(path)
         need = ["config.json", "model.pt", "rna_var_names.txt", "atac_var_names.txt"]
+        from .._io import restore_orphaned_dir
+
+        restore_orphaned_dir(path)  # a save killed between its two renames left the old copy aside
         if not path.is_dir():
             raise CheckpointError(f"no model directory at {path}")
         missing = [f for f in need if not (path / f).exists()]
@@ -781,6 +864,8 @@ class ScDiffusionX:
             meta = json.loads((path / "config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path / 'config.json'} is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path / 'config.json'} holds a JSON {type(meta).__name__}, not a checkpoint record")
         ver = meta.get("format_version")
         if ver != FORMAT_VERSION:
             raise CheckpointError(
@@ -791,11 +876,17 @@ class ScDiffusionX:
             cfg = ModelConfig.from_dict(meta["config"])
         except (KeyError, TypeError, ScdxError) as e:
             raise CheckpointError(f"{path / 'config.json'} has a bad model config: {e}") from None
-        model = cls(None, config=cfg)
+        try:
+            model = cls(None, config=cfg)
+        except (TypeError, ValueError, ScdxError) as e:  # e.g. a size that is not a number
+            raise CheckpointError(f"{path / 'config.json'} has a bad model config: {e}") from None
         model.setup = meta.get("setup", {})
         model.history = meta.get("history", {"ae_loss": [], "diffusion_loss": []})
-        model.rna_var_names = (path / "rna_var_names.txt").read_text().splitlines()
-        model.atac_var_names = (path / "atac_var_names.txt").read_text().splitlines()
+        try:
+            model.rna_var_names = (path / "rna_var_names.txt").read_text().splitlines()
+            model.atac_var_names = (path / "atac_var_names.txt").read_text().splitlines() if cfg.n_peaks else []
+        except UnicodeDecodeError as e:
+            raise CheckpointError(f"{path}: a var name file is not UTF-8 text (corrupt?): {e}") from None
         if len(model.rna_var_names) != cfg.n_genes or len(model.atac_var_names) != cfg.n_peaks:
             raise CheckpointError(f"{path}: var name files do not match the config's feature counts")
         try:
@@ -810,7 +901,7 @@ class ScDiffusionX:
             raise CheckpointError(f"{path / 'model.pt'} does not match its config: {str(e)[:500]}") from None
         model.to(device if device is not None else "auto")
         if mdata is not None:
-            model._check_features(mdata)
+            model._check_features(mdata, tuple(cfg.modalities))
         model.module.eval()
         return model
 

@@ -56,9 +56,11 @@ class RNAAutoencoder(nn.Module):
     proportions ``rho`` (softmax over genes) so that the NB mean is ``rho * library_size``.
     """
 
-    def __init__(self, n_genes: int, hidden: tuple[int, ...], latent_dim: int, dropout: float = 0.1):
+    def __init__(self, n_genes: int, hidden: tuple[int, ...], latent_dim: int, dropout: float = 0.1,
+                 encoder: nn.Module | None = None):
         super().__init__()
-        self.encoder = _mlp([n_genes, *hidden, latent_dim], dropout)
+        # ``encoder``: an alternative encoder module (e.g. the attention set encoder)
+        self.encoder = _mlp([n_genes, *hidden, latent_dim], dropout) if encoder is None else encoder
         self.decoder = _mlp([latent_dim, *reversed(hidden), n_genes], dropout)
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
 
@@ -177,35 +179,44 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 class _BranchBlock(nn.Module):
     """One modality's half of a DCA block: self-attn, cross-attn to the other modality, MLP."""
 
-    def __init__(self, width: int, n_heads: int, mlp_ratio: float):
+    def __init__(self, width: int, n_heads: int, mlp_ratio: float, cross: bool = True):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.self_attn = Attention(width, n_heads)
-        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.norm_ctx = nn.LayerNorm(width, eps=1e-6)
-        self.cross_attn = Attention(width, n_heads)
+        if cross:  # single-modality blocks have no cross-attention (and 6 modulation vectors)
+            self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+            self.norm_ctx = nn.LayerNorm(width, eps=1e-6)
+            self.cross_attn = Attention(width, n_heads)
+        self.n_mod = 9 if cross else 6
         self.norm3 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 9 * width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, self.n_mod * width))
         nn.init.zeros_(self.ada[-1].weight)  # adaLN-zero: each block starts as the identity
         nn.init.zeros_(self.ada[-1].bias)
 
     def modulation(self, c: torch.Tensor):
-        return self.ada(c).chunk(9, dim=-1)
+        return self.ada(c).chunk(self.n_mod, dim=-1)
 
 
 class DCABlock(nn.Module):
     """A Dual-Cross-Attention block over both branches."""
 
-    def __init__(self, width: int, n_heads: int, mlp_ratio: float):
+    def __init__(self, width: int, n_heads: int, mlp_ratio: float, paired: bool = True):
         super().__init__()
-        self.rna = _BranchBlock(width, n_heads, mlp_ratio)
-        self.atac = _BranchBlock(width, n_heads, mlp_ratio)
+        self.rna = _BranchBlock(width, n_heads, mlp_ratio, cross=paired)
+        self.atac = _BranchBlock(width, n_heads, mlp_ratio) if paired else None
 
     def forward(self, h_r, h_a, c_r, c_a, need_weights: bool = False):
-        mr, ma = self.rna.modulation(c_r), self.atac.modulation(c_a)
         attn = {}
+        if self.atac is None:  # single-modality: RNA self-attention + MLP only
+            mr = self.rna.modulation(c_r)
+            x = _modulate(self.rna.norm1(h_r), mr[0], mr[1])
+            o, attn["rna_self"] = self.rna.self_attn(x, x, need_weights)
+            h_r = h_r + mr[2][:, None] * o
+            h_r = h_r + mr[5][:, None] * self.rna.mlp(_modulate(self.rna.norm3(h_r), mr[3], mr[4]))
+            return h_r, h_a, attn
+        mr, ma = self.rna.modulation(c_r), self.atac.modulation(c_a)
         # self-attention within each modality
         x = _modulate(self.rna.norm1(h_r), mr[0], mr[1])
         o, attn["rna_self"] = self.rna.self_attn(x, x, need_weights)
@@ -248,25 +259,38 @@ class DCADenoiser(nn.Module):
     branch. Each branch's conditioning vector is its own timestep embedding plus the other
     branch's timestep embedding (so it knows how noisy its context is) plus the label embedding.
     A timestep of 0 together with a clean input marks an observed (conditioning) modality.
+
+    In single-modality mode (``cfg.modalities == ["rna"]``) only the RNA branch exists (self-
+    attention + MLP blocks, no cross-attention); ``z_atac`` is ignored (pass a ``(B, 0)``
+    tensor) and the ATAC output is an empty ``(B, 0)`` tensor, so callers can treat both modes
+    alike. Timesteps may be fractional (flow matching passes ``t * n_train_timesteps``).
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         w, td, nt = cfg.width, cfg.token_dim, cfg.n_tokens
         self.token_dim, self.n_tokens = td, nt
+        self.paired = cfg.paired
         self.embed_r = nn.Linear(td, w)
-        self.embed_a = nn.Linear(td, w)
         self.pos_r = nn.Parameter(torch.randn(1, nt, w) * 0.02)
-        self.pos_a = nn.Parameter(torch.randn(1, nt, w) * 0.02)
-        self.t_self_r, self.t_other_r = TimestepEmbedder(w), TimestepEmbedder(w)
-        self.t_self_a, self.t_other_a = TimestepEmbedder(w), TimestepEmbedder(w)
+        if self.paired:
+            self.embed_a = nn.Linear(td, w)
+            self.pos_a = nn.Parameter(torch.randn(1, nt, w) * 0.02)
+            self.t_self_r, self.t_other_r = TimestepEmbedder(w), TimestepEmbedder(w)
+            self.t_self_a, self.t_other_a = TimestepEmbedder(w), TimestepEmbedder(w)
+        else:
+            self.t_self_r = TimestepEmbedder(w)
         self.labels = LabelEmbedder([len(cfg.label_categories[k]) for k in cfg.label_keys], w)
-        self.blocks = nn.ModuleList([DCABlock(w, cfg.n_heads, cfg.mlp_ratio) for _ in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([DCABlock(w, cfg.n_heads, cfg.mlp_ratio, paired=self.paired)
+                                     for _ in range(cfg.n_layers)])
         self.final_r = _FinalLayer(w, td)
-        self.final_a = _FinalLayer(w, td)
+        if self.paired:
+            self.final_a = _FinalLayer(w, td)
 
     def forward(self, z_rna, z_atac, t_rna, t_atac, cond, return_attention: bool = False):
         b = z_rna.shape[0]
+        if not self.paired:
+            return self._forward_single(z_rna, t_rna, cond, return_attention)
         h_r = self.embed_r(z_rna.view(b, self.n_tokens, self.token_dim)) + self.pos_r
         h_a = self.embed_a(z_atac.view(b, self.n_tokens, self.token_dim)) + self.pos_a
         lab = self.labels(cond)
@@ -284,6 +308,21 @@ class DCADenoiser(nn.Module):
             return out_r, out_a, maps
         return out_r, out_a
 
+    def _forward_single(self, z_rna, t_rna, cond, return_attention):
+        b = z_rna.shape[0]
+        h_r = self.embed_r(z_rna.view(b, self.n_tokens, self.token_dim)) + self.pos_r
+        c_r = self.t_self_r(t_rna) + self.labels(cond)
+        maps: dict[str, list[torch.Tensor]] = {"rna_self": []}
+        for blk in self.blocks:
+            h_r, _, attn = blk(h_r, None, c_r, None, return_attention)
+            if return_attention:
+                maps["rna_self"].append(attn["rna_self"])
+        out_r = self.final_r(h_r, c_r).reshape(b, -1)
+        out_a = out_r.new_zeros(b, 0)
+        if return_attention:
+            return out_r, out_a, maps
+        return out_r, out_a
+
 
 # ----------------------------------------------------------------------------- whole module
 class ScDXModule(nn.Module):
@@ -292,8 +331,15 @@ class ScDXModule(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.rna_ae = RNAAutoencoder(cfg.n_genes, cfg.rna_hidden, cfg.latent_dim, cfg.ae_dropout)
-        self.atac_ae = ATACAutoencoder(cfg.n_peaks, cfg.atac_hidden, cfg.latent_dim, cfg.ae_dropout)
+        enc = None
+        if cfg.rna_encoder == "attention":
+            from ._set_encoder import SetEncoder
+
+            enc = SetEncoder(cfg.n_genes, cfg.latent_dim, cfg.set_dim, cfg.set_inducing, cfg.set_heads, cfg.ae_dropout)
+        self.rna_ae = RNAAutoencoder(cfg.n_genes, cfg.rna_hidden, cfg.latent_dim, cfg.ae_dropout, encoder=enc)
+        # single-modality mode (modalities == ["rna"]): no ATAC autoencoder
+        self.atac_ae = (ATACAutoencoder(cfg.n_peaks, cfg.atac_hidden, cfg.latent_dim, cfg.ae_dropout)
+                        if cfg.paired else None)
         self.denoiser = DCADenoiser(cfg)
         L = cfg.latent_dim
         # latent normalisation: the one transform used at training, generation, translation, GRN time
@@ -316,10 +362,18 @@ class ScDXModule(nn.Module):
         m, s = (self.rna_mean, self.rna_std) if modality == "rna" else (self.atac_mean, self.atac_std)
         return z * s + m
 
-    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+    def _ae(self, modality: str):
         ae = self.rna_ae if modality == "rna" else self.atac_ae
+        if ae is None:
+            from .._errors import ScdxError
+
+            raise ScdxError(f"this is a single-modality model (modalities={self.cfg.modalities}): no {modality} autoencoder")
+        return ae
+
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        ae = self._ae(modality)
         return self.normalize(modality, ae.encode(x))
 
     def decode(self, modality: str, z_norm: torch.Tensor) -> torch.Tensor:
-        ae = self.rna_ae if modality == "rna" else self.atac_ae
+        ae = self._ae(modality)
         return ae.decode(self.denormalize(modality, z_norm))

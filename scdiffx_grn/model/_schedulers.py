@@ -60,6 +60,20 @@ class _Scheduler:
         a = self._abar(t, x0)
         return a.sqrt() * noise - (1 - a).sqrt() * x0
 
+    def sample_training_timesteps(self, n: int, generator=None) -> torch.Tensor:
+        """Integer training timesteps, uniform on [0, T)."""
+        return torch.randint(0, self.num_train_timesteps, (n,), generator=generator)
+
+    def guidance_coef(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Factor ``k`` with ``output' = output - scale * k * grad log p(y | x_t)`` (classifier guidance).
+
+        ``sqrt(1 - abar)`` for epsilon prediction (Dhariwal & Nichol); ``sqrt((1 - abar) / abar)``
+        for velocity prediction (the same change of the implied epsilon).
+        """
+        a = self._abar(t, like)
+        k = (1 - a).sqrt()
+        return k if self.prediction_type == "epsilon" else k / a.sqrt()
+
     def to_x0_eps(self, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor):
         """Convert a model output at timestep ``t`` into (x0, eps) estimates."""
         a = self._abar(t, sample)
@@ -176,8 +190,23 @@ SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMult
 
 
 def make_scheduler(name: str, cfg, **kwargs) -> _Scheduler:
-    """Build a sampler by name (``"ddpm"``, ``"ddim"``, ``"dpm++"``) for a model config."""
+    """Build a sampler by name for a model config.
+
+    Diffusion models (``cfg.objective == "diffusion"``): ``"ddpm"``, ``"ddim"``, ``"dpm++"``.
+    Flow-matching models (``"flow"``): the ODE samplers ``"euler"``, ``"heun"``.
+    """
+    from ._flow import FLOW_SAMPLERS, make_flow_scheduler
+
     key = name.lower().replace("dpmsolver", "dpm++").replace("dpm-solver++", "dpm++")
+    objective = getattr(cfg, "objective", "diffusion")
+    if objective == "flow":
+        if key in SAMPLERS:
+            raise ScdxError(f"sampler {name!r} is a diffusion sampler but this model was trained with "
+                            f"objective='flow': use one of {sorted(FLOW_SAMPLERS)} (e.g. sampler='euler')")
+        return make_flow_scheduler(key, cfg)
+    if key in FLOW_SAMPLERS:
+        raise ScdxError(f"sampler {name!r} is a flow-matching ODE sampler but this model was trained with "
+                        f"objective='diffusion': use one of {sorted(SAMPLERS)}")
     if key not in SAMPLERS:
         raise ScdxError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     return SAMPLERS[key](cfg.n_train_timesteps, cfg.beta_schedule, cfg.prediction, **kwargs)

@@ -32,6 +32,8 @@ class _AELoss(nn.Module):
 
     def forward(self, counts, x_log, lib, x_bin):
         l_r, _ = self.rna_ae.loss(counts, x_log, lib)
+        if self.atac_ae is None:  # single-modality (RNA-only) model
+            return l_r, l_r.new_zeros(())
         l_a, _ = self.atac_ae.loss(x_bin)
         return l_r, l_a
 
@@ -74,7 +76,8 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _load_data(self, mdata, split_key, train_value):
         model = self.model
-        order = model._check_features(mdata)
+        mods = tuple(model.config.modalities)
+        order = model._check_features(mdata, mods)
         mask = np.ones(mdata.n_obs, dtype=bool)
         if split_key is not None:
             if split_key not in mdata.obs:
@@ -85,15 +88,22 @@ class Trainer:
         idx = np.flatnonzero(mask)
         if len(idx) < 2:
             raise InputDataError(f"only {len(idx)} training cells (split {split_key!r} == {train_value!r})")
-        self.rna = model._matrix(mdata, "rna", order["rna"])[idx]
-        self.atac = model._matrix(mdata, "atac", order["atac"])[idx]
-        self.lib = np.asarray(self.rna.sum(1)).ravel().astype(np.float32)
+        # row sources serve dense minibatches from in-memory CSR or backed (on-disk) matrices:
+        # the full matrix is never densified (see _data.py); one streamed pass validates the
+        # values and gives the library sizes
+        from ._data import row_source
+
+        rows = None if len(idx) == mdata.n_obs else idx
+        self.rna = row_source(model, mdata, "rna", order["rna"], rows)
+        self.atac = row_source(model, mdata, "atac", order["atac"], rows) if "atac" in mods else None
+        lib, _ = self.rna.scan()
+        self.lib = lib.astype(np.float32)
         empty = np.flatnonzero(self.lib == 0)
         if len(empty):
             names = mdata.obs_names[idx[empty]]
             raise InputDataError(f"{len(empty)} training cells have no RNA counts in the model's genes, "
                                  f"e.g. {list(names[:5])}; filter them (pp.qc) first")
-        n_open = np.asarray((self.atac > 0).sum(1)).ravel()
+        n_open = self.atac.scan()[1] if self.atac is not None else np.ones(1)
         if (n_open == 0).all():
             raise InputDataError("no accessible peaks in any training cell")
         keys = model.config.label_keys
@@ -126,10 +136,12 @@ class Trainer:
         self.m.lib_sigma.copy_(torch.as_tensor(sd, dtype=torch.float32))
 
     def _ae_batch(self, idx):
-        counts = torch.as_tensor(self.rna[idx].toarray(), device=self.dev)
+        counts = torch.as_tensor(self.rna.dense(idx), device=self.dev)
         lib = torch.as_tensor(self.lib[idx], device=self.dev)
         x_log = torch.log1p(counts / lib[:, None] * 1e4)
-        x_bin = torch.as_tensor((self.atac[idx] > 0).astype(np.float32).toarray(), device=self.dev)
+        if self.atac is None:  # single-modality model
+            return counts, x_log, lib, None
+        x_bin = torch.as_tensor((self.atac.dense(idx) > 0).astype(np.float32), device=self.dev)
         return counts, x_log, lib, x_bin
 
     # ------------------------------------------------------------------ checkpoints
@@ -205,7 +217,7 @@ class Trainer:
         net = ae
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(ae, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
-        params = list(m.rna_ae.parameters()) + list(m.atac_ae.parameters())
+        params = list(m.rna_ae.parameters()) + (list(m.atac_ae.parameters()) if m.atac_ae is not None else [])
         opt = torch.optim.AdamW(params, lr=self.ae_lr, weight_decay=self.wd)
         start = 0
         if ck is not None:
@@ -216,7 +228,8 @@ class Trainer:
         bar = progress(range(start, epochs), desc="autoencoders", total=epochs, initial=start)
         for ep in bar:
             m.rna_ae.train()
-            m.atac_ae.train()
+            if m.atac_ae is not None:
+                m.atac_ae.train()
             perm = torch.randperm(self.n, generator=gen).numpy()
             tot, nb = 0.0, 0
             for s in range(0, self.n, self.batch_size):
@@ -241,7 +254,8 @@ class Trainer:
                         "opt": opt.state_dict(), "rng": self._rng_state(gen),
                         "history": self.model.history})
         m.rna_ae.eval()
-        m.atac_ae.eval()
+        if m.atac_ae is not None:
+            m.atac_ae.eval()
 
     @torch.no_grad()
     def _fit_latents(self):
@@ -249,17 +263,20 @@ class Trainer:
         m = self.m
         m.eval()
         zr, za = [], []
-        for s in range(0, self.n, 1024):
-            idx = np.arange(s, min(self.n, s + 1024))
+        from . import _data
+
+        for s in range(0, self.n, _data.FIT_ROWS):  # streamed: one dense block at a time
+            idx = np.arange(s, min(self.n, s + _data.FIT_ROWS))
             counts, x_log, lib, x_bin = self._ae_batch(idx)
             zr.append(m.rna_ae.encode(x_log).float())
-            za.append(m.atac_ae.encode(x_bin).float())
+            # single-modality models: a zero-width ATAC latent flows through unchanged
+            za.append(m.atac_ae.encode(x_bin).float() if m.atac_ae is not None else zr[-1].new_zeros(len(idx), 0))
         zr, za = torch.cat(zr), torch.cat(za)
-        for name, z in (("rna", zr), ("atac", za)):
+        for name, z in (("rna", zr), ("atac", za)) if m.atac_ae is not None else (("rna", zr),):
             getattr(m, f"{name}_mean").copy_(z.mean(0))
             getattr(m, f"{name}_std").copy_(z.std(0).clamp(min=1e-4))
         self.z_rna = m.normalize("rna", zr)
-        self.z_atac = m.normalize("atac", za)
+        self.z_atac = m.normalize("atac", za) if m.atac_ae is not None else za
 
     def _train_diffusion(self, steps, gen, ck, ae_epochs):
         from ._schedulers import make_scheduler
@@ -271,7 +288,9 @@ class Trainer:
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
         opt = torch.optim.AdamW(den.parameters(), lr=self.lr, weight_decay=0.0)
-        sched = make_scheduler("ddpm", cfg)
+        flow = getattr(cfg, "objective", "diffusion") == "flow"
+        sched = make_scheduler("euler" if flow else "ddpm", cfg)  # only its add_noise / target are used
+        La = cfg.latent_dim if cfg.paired else 0
         start = 0
         if ck is not None:
             den.load_state_dict(ck["denoiser_raw"])
@@ -289,15 +308,15 @@ class Trainer:
         for step in bar:
             den.train()
             gidx = torch.randint(0, self.n, (self.batch_size,), generator=gen)
-            t = torch.randint(0, T, (self.batch_size,), generator=gen)
+            t = sched.sample_training_timesteps(self.batch_size, gen) if flow else torch.randint(0, T, (self.batch_size,), generator=gen)
             mode = torch.rand(self.batch_size, generator=gen)
             drop_each = torch.rand(self.batch_size, max(K, 1), generator=gen)[:, :K] < cfg.cond_dropout
             drop_all = torch.rand(self.batch_size, generator=gen) < cfg.cond_dropout
-            noise = torch.randn(self.batch_size, 2 * cfg.latent_dim, generator=gen)
+            noise = torch.randn(self.batch_size, cfg.latent_dim + La, generator=gen)
             sl = slice(self.rank, None, self.world)
             gidx, t, mode, drop_each, drop_all, noise = (x[sl].to(self.dev) for x in (gidx, t, mode, drop_each, drop_all, noise))
             z_r, z_a = self.z_rna[gidx], self.z_atac[gidx]
-            n_r, n_a = noise.split(cfg.latent_dim, -1)
+            n_r, n_a = noise.split([cfg.latent_dim, La], -1)
             rna_given = mode < p_tr / 2  # translation task atac <- rna: RNA clean
             atac_given = (mode >= p_tr / 2) & (mode < p_tr)
             t_r = torch.where(rna_given, torch.zeros_like(t), t)
@@ -313,7 +332,7 @@ class Trainer:
             w_r = (~rna_given).float()[:, None]
             w_a = (~atac_given).float()[:, None]
             l_r = ((o_r.float() - sched.target(z_r, n_r, t_r)) ** 2 * w_r).sum() / (w_r.sum() * cfg.latent_dim).clamp(min=1)
-            l_a = ((o_a.float() - sched.target(z_a, n_a, t_a)) ** 2 * w_a).sum() / (w_a.sum() * cfg.latent_dim).clamp(min=1)
+            l_a = ((o_a.float() - sched.target(z_a, n_a, t_a)) ** 2 * w_a).sum() / (w_a.sum() * La).clamp(min=1)
             loss = l_r + l_a
             opt.zero_grad(set_to_none=True)
             loss.backward()
