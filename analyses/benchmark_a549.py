@@ -121,8 +121,13 @@ def _metrics(pred: pd.Series, meas: pd.Series, top: pd.Index) -> dict:
 
 
 # --------------------------------------------------------------------------- A549
+A549_MODEL = dict(rna_hidden=(256,), atac_hidden=(256,), latent_dim=64, token_dim=4, width=64, n_heads=4,
+                  n_layers=3)
+
+
 def run_a549(model_path=None, *, n_peaks=500, min_open=10, n_samples=5, n_steps=50, ae_epochs=40,
-             diffusion_steps=5000, seed=0, device=None, n_cells=None, out: Path):
+             diffusion_steps=5000, seed=0, device=None, n_cells=None, out: Path, max_peaks: int = 6000,
+             model_kwargs: dict | None = A549_MODEL, lr: float = 1e-3):
     from scdiffx_grn import ScDiffusionX, datasets
     from scdiffx_grn.perturb import Perturbation, perturb
 
@@ -133,14 +138,20 @@ def run_a549(model_path=None, *, n_peaks=500, min_open=10, n_samples=5, n_steps=
     for m in mdata.mod.values():
         m.obs["time"] = mdata.obs["time"].values
     mdata.obs["split"] = np.where(t < 3, "train", "heldout")
+    if max_peaks and mdata.mod["atac"].n_vars > max_peaks:
+        # keep the peaks most often open in training cells (52,761 peaks are too many for a CPU run)
+        freq = np.asarray((mdata.mod["atac"].layers["counts"][t < 3] > 0).mean(0)).ravel()
+        keep = np.sort(np.argsort(-freq, kind="stable")[:max_peaks])
+        mdata.mod["atac"] = mdata.mod["atac"][:, keep].copy()
+        mdata.update()
     ScDiffusionX.setup_mudata(mdata, labels=None)
     t0 = time.perf_counter()
     if model_path:
         model = ScDiffusionX.load(model_path, device=device)
     else:
-        model = ScDiffusionX(mdata)
+        model = ScDiffusionX(mdata, **(model_kwargs or {}))
         model.train(ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, seed=seed, device=device,
-                    split_key="split", train_value="train")
+                    split_key="split", train_value="train", lr=lr)
         model.save(out / "a549_model", overwrite=True)
     t_train = time.perf_counter() - t0
     genes = pd.Index(model.rna_var_names)

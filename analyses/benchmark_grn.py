@@ -67,9 +67,16 @@ def main(grn_files: dict[str, str] | None = None, *, out: str = "results/grn_ben
     outp = Path(out)
     mdata = datasets.mouse_mop(n_cells=n_cells, seed=seed)
     tss = grn.read_tss(datasets.tss_annotation("mm10"))
+    nets = {k: grn.read_grn(v) for k, v in (grn_files or {}).items()}
+    if nets:
+        # score every method on the same candidate pairs: those of the peaks the networks cover
+        # (a model trained on a peak subset cannot rank peaks it never saw)
+        covered = set().union(*(set(n["source"].astype(str)) for n in nets.values()))
+        keep = mdata.mod["atac"].var_names.isin(list(covered))
+        mdata.mod["atac"] = mdata.mod["atac"][:, keep].copy()
+        mdata.update()
     cand = grn.peak_gene_candidates(mdata, tss_table=tss)
     links = datasets.mouse_mop_links()
-    nets = {k: grn.read_grn(v) for k, v in (grn_files or {}).items()}
     baselines = egrn.peak_gene_baselines(mdata, cand, "cell_type", n_metacells, seed=seed)
 
     # ---- peak -> gene
