@@ -77,7 +77,7 @@ def run_preset(preset, out: Path, seed=0, device=None, overrides=None):
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    save_dir = out / "mouse_mop_demo" if preset == "demo" else None
+    save_dir = out / ("mouse_mop_demo" if preset == "demo" else f"model_{preset}")
     model, mdata = train(preset, save_dir, seed=seed, device=device, overrides=overrides)
     res = {"preset": preset, "model": repr(model), "timing": model.timing,
            "device": str(model.device),

@@ -120,8 +120,6 @@ def test_sigkill_training_then_resume_is_identical(tmp_path):
     # interrupted run: checkpoints every 10 steps, each save followed by a pause (numerics unchanged)
     proc = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path / "never.pt"), "--ckpt", str(ck),
                              "--slow-saves", "0.25"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # the uninterrupted reference runs meanwhile (same seed, no checkpoints)
-    subprocess.run([sys.executable, str(WORKER), str(ref)], env=env, check=True, capture_output=True, timeout=300)
     t0, killed_at = time.time(), None
     while time.time() - t0 < 240 and proc.poll() is None:
         p = ck / "last.ckpt"
@@ -139,6 +137,9 @@ def test_sigkill_training_then_resume_is_identical(tmp_path):
     assert killed_at is not None, f"worker ended before a mid-run checkpoint: {proc.stderr.read()[-2000:]}"
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "never.pt").exists()
+    # the uninterrupted reference (same seed, no checkpoints), run after the kill so that the
+    # interrupted worker is polled from its start
+    subprocess.run([sys.executable, str(WORKER), str(ref)], env=env, check=True, capture_output=True, timeout=300)
     r = subprocess.run([sys.executable, str(WORKER), str(out), "--ckpt", str(ck), "--resume"], env=env,
                        capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
