@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from .._errors import InputDataError
 from .._settings import settings
 from .._validate import check_finite
-from ._utils import get_matrix, is_mudata, modality
+from ._utils import get_matrix, is_mudata, open_modality, set_matrix
 
 __all__ = ["binarize", "tfidf", "lsi"]
 
@@ -44,16 +44,11 @@ def binarize(data, *, layer: str | None = None, threshold: float = 0.0, key_adde
     None or AnnData / MuData
         The copy when ``copy=True``.
     """
-    if copy:
-        data = data.copy()
-    adata = modality(data, "atac")
+    data, adata = open_modality(data, "atac", copy)
     X = get_matrix(adata, layer)
     check_finite(X, f"binarize input ({layer or 'X'})")
     out = _binary(X, threshold)
-    if key_added:
-        adata.layers[key_added] = out
-    else:
-        adata.X = out
+    set_matrix(adata, out, key_added)
     return data if copy else None
 
 
@@ -104,16 +99,11 @@ def tfidf(data, *, layer: str | None = None, scale_factor: float = 1e4, log_tf: 
     None or AnnData / MuData
         The copy when ``copy=True``.
     """
-    if copy:
-        data = data.copy()
-    adata = modality(data, "atac")
+    data, adata = open_modality(data, "atac", copy)
     X = get_matrix(adata, layer)
     check_finite(X, f"tfidf input ({layer or 'X'})")
     out = _tfidf_matrix(X, scale_factor, log_tf, log_idf)
-    if key_added:
-        adata.layers[key_added] = out
-    else:
-        adata.X = out
+    set_matrix(adata, out, key_added)
     return data if copy else None
 
 
@@ -156,9 +146,7 @@ def lsi(data, n_comps: int = 50, *, layer: str | None = None, use_tfidf: bool = 
     """
     from sklearn.decomposition import TruncatedSVD
 
-    if copy:
-        data = data.copy()
-    adata = modality(data, "atac")
+    data, adata = open_modality(data, "atac", copy)
     X = get_matrix(adata, layer)
     check_finite(X, f"lsi input ({layer or 'X'})")
     M = _tfidf_matrix(X, 1e4, False, False) if use_tfidf else X

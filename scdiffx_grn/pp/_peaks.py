@@ -9,7 +9,7 @@ import pandas as pd
 
 from .._errors import InputDataError, _fmt_items
 from .._settings import logger
-from ._utils import counts_or_x, modality, nnz_per_col, update
+from ._utils import counts_or_x, nnz_per_col, open_modality, update
 
 __all__ = ["parse_peaks", "filter_peaks"]
 
@@ -52,9 +52,7 @@ def parse_peaks(data, *, copy: bool = False):
     InputDataError
         Naming unparseable peak names (and how many), or peaks with start > end.
     """
-    if copy:
-        data = data.copy()
-    adata = modality(data, "atac")
+    data, adata = open_modality(data, "atac", copy)
     names = pd.Series(adata.var_names.astype(str), index=adata.var_names)
     parts = names.str.extract(_PEAK_RE)
     bad = parts["chrom"].isna().to_numpy()
@@ -105,9 +103,7 @@ def filter_peaks(data, *, min_frac: float = 0.01, top_n: int | None = None, laye
     InputDataError
         When no peak passes.
     """
-    if copy:
-        data = data.copy()
-    adata = modality(data, "atac")
+    data, adata = open_modality(data, "atac", copy)
     frac = nnz_per_col(counts_or_x(adata, layer)) / max(adata.n_obs, 1)
     keep = frac >= float(min_frac)
     if top_n is not None:

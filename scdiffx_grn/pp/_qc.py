@@ -10,7 +10,7 @@ import pandas as pd
 from .._errors import InputDataError
 from .._settings import logger
 from .._validate import check_counts
-from ._utils import counts_or_x, modality, nnz_per_col, nnz_per_row, sum_rows, update
+from ._utils import counts_or_x, nnz_per_col, nnz_per_row, open_modality, sum_rows, update
 
 __all__ = ["qc", "highly_variable_genes"]
 
@@ -174,9 +174,7 @@ def highly_variable_genes(data, n_top_genes: int = 2000, *, flavor: str = "seura
     """
     import scanpy as sc
 
-    if copy:
-        data = data.copy()
-    adata = modality(data, "rna")
+    data, adata = open_modality(data, "rna", copy)
     X = counts_or_x(adata, layer)
     check_counts(X, "highly_variable_genes input")
     n_top = int(min(n_top_genes, adata.n_vars))

@@ -26,6 +26,21 @@ def modality(data, name: str):
     return data
 
 
+def open_modality(data, name: str, copy: bool):
+    """``(data, adata)``: ``data`` (a copy when ``copy``) and its modality ``name`` (see :func:`modality`)."""
+    if copy:
+        data = data.copy()
+    return data, modality(data, name)
+
+
+def set_matrix(adata, X, key_added: str | None) -> None:
+    """Write ``X`` to ``adata.layers[key_added]``, or replace ``adata.X`` when ``key_added`` is empty."""
+    if key_added:
+        adata.layers[key_added] = X
+    else:
+        adata.X = X
+
+
 def get_matrix(adata, layer: str | None):
     """``adata.layers[layer]`` or ``adata.X`` with a clear error when the layer is missing."""
     if layer is None:
