@@ -62,7 +62,8 @@ def prepare(mdata, *, n_peaks: int | None, seed: int = 0, split_key: str = "spli
 
 
 def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device: str | None = None,
-          n_cells: int | None = None, overrides: dict | None = None, half: bool | None = None):
+          n_cells: int | None = None, overrides: dict | None = None, half: bool | None = None,
+          split_seed: int = 0):
     """Train a model with a preset on its embedded data set (mouse SNARE-seq, or BMMC for ``bmmc``).
 
     Returns (model, mdata) with ``mdata.obs['split']`` and the model's features.
@@ -70,10 +71,12 @@ def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device
     from scdiffx_grn import ScDiffusionX, datasets
 
     p = PRESETS[preset]
-    mdata = getattr(datasets, p.get("dataset", "mouse_mop"))(n_cells=n_cells, seed=seed)
-    prepare(mdata, n_peaks=p["n_peaks"], seed=seed)
+    # the split (and so the peak subset) depends on split_seed only: models trained with other
+    # seeds share the same held-out cells and features
+    mdata = getattr(datasets, p.get("dataset", "mouse_mop"))(n_cells=n_cells, seed=split_seed)
+    prepare(mdata, n_peaks=p["n_peaks"], seed=split_seed)
     ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
-    model = ScDiffusionX(mdata, **p["model"])
+    model = ScDiffusionX(mdata, seed=seed, **p["model"])
     kw = dict(p["train"])
     kw.update(overrides or {})
     t = time.perf_counter()
