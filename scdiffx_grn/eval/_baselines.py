@@ -20,7 +20,7 @@ scVI / MultiVI are not dependencies; pass fitted wrappers through ``evaluate_mod
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from .._errors import ScdxError
 from ._export import as_edges, grn_df
@@ -46,7 +45,6 @@ def grn_network(df, cell_type=None, *, top_regulators: int = 5, top_targets: int
     matplotlib Figure. Regulator nodes are coloured, edge width ~ |weight|, edge colour by sign
     (red activation, blue repression, grey unsigned).
     """
-    import matplotlib
 
     import matplotlib.pyplot as plt
     import networkx as nx

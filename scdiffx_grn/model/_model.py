@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -22,8 +21,8 @@ from .._errors import (
     ScdxError,
     _fmt_items,
 )
-from .._io import atomic_dir, atomic_path
-from .._settings import get_device, logger
+from .._io import atomic_dir
+from .._settings import get_device
 from ._config import FORMAT_VERSION, ModelConfig
 from ._modules import ScDXModule
 from ._schedulers import make_scheduler
@@ -153,7 +152,7 @@ class ScDiffusionX:
         ------
         BarcodeMismatchError, NotCountsError, MissingLabelError, InputDataError
         """
-        from .._validate import check_counts, check_finite, check_labels, check_paired
+        from .._validate import check_labels, check_paired
 
         if modalities is None:
             modalities = ("rna", "atac") if "atac" in mdata.mod or "rna" not in mdata.mod else ("rna",)

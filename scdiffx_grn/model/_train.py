@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .._errors import CheckpointError, InputDataError, ScdxError
+from .._errors import CheckpointError, InputDataError
 from .._io import atomic_path
 from .._settings import logger, progress
 
@@ -184,11 +183,11 @@ class Trainer:
             logger.info("resume=True but no checkpoint found; starting from scratch")
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        start_epoch, start_step = 0, 0
+        start_epoch = 0
         if ck is not None:
             self.m.load_state_dict(ck["module"])
             self.model.history = {k: list(map(float, v)) for k, v in ck["history"].items()}
-            start_epoch, start_step = int(ck["epoch"]), int(ck["step"])
+            start_epoch = int(ck["epoch"])
         ae_done = start_epoch >= ae_epochs and ck is not None and ck["phase"] == "diffusion"
         t0 = time.perf_counter()
         if not ae_done:

@@ -106,7 +106,6 @@ def effects_table(res: EngineResult, features: Sequence[str], *, test: str = "t"
     effect, however small, can be significant. Filter by ``|effect|`` as well as ``fdr``.
     """
     features = np.asarray(features, dtype=object)
-    F = len(features)
     frames = []
     for ei, name in enumerate(res.names):
         for gi, g in enumerate(res.group_names):
