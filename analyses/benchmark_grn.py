@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -33,7 +32,7 @@ def _shared_dir() -> Path:
 
 
 def _mouse_case(ref: pd.DataFrame) -> pd.DataFrame:
-    cap = lambda s: s.astype(str).str.capitalize()  # noqa: E731
+    cap = lambda s: s.astype(str).str.capitalize()
     return ref.assign(source=cap(ref["source"]), target=cap(ref["target"]))
 
 
@@ -77,6 +76,8 @@ def main(grn_files: dict[str, str] | None = None, *, out: str = "results/grn_ben
         mdata.update()
     cand = grn.peak_gene_candidates(mdata, tss_table=tss)
     links = datasets.mouse_mop_links()
+    originals = list(nets)
+    nets = with_variants(nets, cand)
     baselines = egrn.peak_gene_baselines(mdata, cand, "cell_type", n_metacells, seed=seed)
 
     # ---- peak -> gene
@@ -109,8 +110,8 @@ def main(grn_files: dict[str, str] | None = None, *, out: str = "results/grn_ben
 
     # ---- stability across seeds (names "<method>_seed<k>")
     by_method: dict[str, dict] = {}
-    for name, net in nets.items():
-        by_method.setdefault(name.split("_seed")[0], {})[name] = net
+    for name in originals:
+        by_method.setdefault(name.split("_seed")[0], {})[name] = nets[name]
     stab = pd.concat([egrn.stability(v, k=top_k).assign(method=m) for m, v in by_method.items() if len(v) > 1]
                      or [pd.DataFrame(columns=["a", "b", "cell_type", "k", "jaccard", "method"])], ignore_index=True)
 
@@ -122,6 +123,11 @@ def main(grn_files: dict[str, str] | None = None, *, out: str = "results/grn_ben
           "## TF -> gene vs references (CellOracle motif prior)", "",
           _md(tf.groupby(["reference", "method", "is_baseline"], as_index=False)[
               ["auroc", "auprc_ratio", "epr", "tf_swap_frac"]].mean()), "",
+          "## Peak -> gene AUROC per cell type", "",
+          _md(pg.pivot_table(index="cell_type", columns="method", values="auroc").reset_index()), "",
+          "## TF -> gene AUROC vs DoRothEA A-C per cell type", "",
+          _md(tf[tf["reference"] == "dorothea_ABC"].pivot_table(index="cell_type", columns="method",
+                                                                  values="auroc").reset_index()), "",
           "Rows with `beats_baselines == False` in the CSVs are networks that do not beat the best baseline.", ""]
     if len(stab):
         md += ["## Stability (top-k Jaccard across seeds)", "",
@@ -130,9 +136,29 @@ def main(grn_files: dict[str, str] | None = None, *, out: str = "results/grn_ben
     return pd.concat([pg.assign(level="peak_gene"), tf.assign(level="tf_gene")], ignore_index=True)
 
 
+def with_variants(nets: dict, cand: pd.DataFrame) -> dict:
+    """Add, for every network, ``<name>|abs|`` (rank by ``|weight|``; for signed scorers such as
+    integrated gradients and knockout) and ``<name>+distance`` (mean of the within-cell-type
+    percentile ranks of the score and of TSS closeness: does the model add to the genomic prior?)."""
+    out = {}
+    closeness = pd.Series(-cand["distance"].abs().to_numpy(float),
+                          index=cand["peak"].astype(str) + "\t" + cand["gene"].astype(str))
+    closeness = closeness[~closeness.index.duplicated()]
+    for name, net in nets.items():
+        out[name] = net
+        if (net["weight"] < 0).any():
+            out[f"{name}|abs|"] = net.assign(weight=net["weight"].abs())
+        key = net["source"].astype(str) + "\t" + net["target"].astype(str)
+        close = closeness.reindex(key).to_numpy()
+        r_model = net.assign(_w=net["weight"].abs()).groupby("cell_type")["_w"].rank(pct=True).to_numpy()
+        r_close = net.assign(_c=close).groupby("cell_type")["_c"].rank(pct=True).to_numpy()
+        out[f"{name}+distance"] = net.assign(weight=(r_model + r_close) / 2)
+    return out
+
+
 def _md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
@@ -145,7 +171,7 @@ def _cli() -> None:
 
     @app.command()
     def run(grn: list[str] = typer.Option([], help="name=path of a peak -> gene network (repeatable)"),
-            out: str = "results/grn_benchmark", n_cells: Optional[int] = None, n_metacells: int = 20,
+            out: str = "results/grn_benchmark", n_cells: int | None = None, n_metacells: int = 20,
             top_k: int = 1000, seed: int = 0) -> None:
         files = dict(g.split("=", 1) for g in grn)
         main(files or None, out=out, n_cells=n_cells, n_metacells=n_metacells, top_k=top_k, seed=seed)

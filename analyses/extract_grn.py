@@ -12,7 +12,6 @@ per cell type) and, with ``--tf-prior``, ``<method>_tf.parquet`` (TF -> gene).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -20,6 +19,7 @@ import pandas as pd
 def main(checkpoints: list[str], *, methods: tuple[str, ...] = ("attention",), out: str = "results/grn",
          data: str = "mouse_mop", n_cells: int | None = None, genome: str = "mm10", window: int = 150_000,
          groupby: str = "cell_type", max_cells: int = 500, batch_size: int = 64, tf_prior: str | None = None,
+         translate_steps: int = 10, ig_steps: int = 16, timesteps: tuple[int, ...] = (100, 300, 500),
          seed: int = 0) -> list[Path]:
     """Extract GRNs for every checkpoint x method; returns the files written.
 
@@ -36,6 +36,9 @@ def main(checkpoints: list[str], *, methods: tuple[str, ...] = ("attention",), o
     tf_prior
         Path to a TF -> peak table (csv/parquet ``tf, peak`` or a CellOracle base GRN parquet),
         or ``"coaccessibility"``.
+    translate_steps, ig_steps, timesteps
+        Sampler steps of the translation (knockout, integrated gradients), integration steps of
+        integrated gradients, denoiser timesteps of the attention maps.
     """
     from scdiffx_grn import ScDiffusionX, datasets, grn
 
@@ -58,7 +61,8 @@ def main(checkpoints: list[str], *, methods: tuple[str, ...] = ("attention",), o
         outdir = Path(out) / Path(ck).name
         for method in methods:
             grn.extract_grn(model, mdata, method=method, candidates=cand, groupby=groupby, max_cells=max_cells,
-                            batch_size=batch_size, seed=seed, key_added=f"grn_{method}")
+                            batch_size=batch_size, seed=seed, key_added=f"grn_{method}",
+                            translate_steps=translate_steps, ig_steps=ig_steps, timesteps=tuple(timesteps))
             written += grn.write_grn(mdata.uns[f"grn_{method}"], outdir / f"{method}.parquet")
             if prior is not None:
                 tfs = list(mdata.mod["rna"].var_names) if isinstance(prior, str) else None
@@ -76,12 +80,15 @@ def _cli() -> None:
     @app.command()
     def run(checkpoint: list[str] = typer.Option(..., help="model directory (repeatable)"),
             method: list[str] = typer.Option(["attention"], help="extraction method (repeatable)"),
-            out: str = "results/grn", data: str = "mouse_mop", n_cells: Optional[int] = None,
+            out: str = "results/grn", data: str = "mouse_mop", n_cells: int | None = None,
             genome: str = "mm10", window: int = 150_000, groupby: str = "cell_type", max_cells: int = 500,
-            batch_size: int = 64, tf_prior: Optional[str] = None, seed: int = 0) -> None:
+            batch_size: int = 64, tf_prior: str | None = None, translate_steps: int = 10, ig_steps: int = 16,
+            timestep: list[int] = typer.Option([100, 300, 500], help="attention timestep (repeatable)"),
+            seed: int = 0) -> None:
         files = main(checkpoint, methods=tuple(method), out=out, data=data, n_cells=n_cells, genome=genome,
                      window=window, groupby=groupby, max_cells=max_cells, batch_size=batch_size,
-                     tf_prior=tf_prior, seed=seed)
+                     tf_prior=tf_prior, translate_steps=translate_steps, ig_steps=ig_steps,
+                     timesteps=tuple(timestep), seed=seed)
         for f in files:
             typer.echo(str(f))
 

@@ -63,9 +63,10 @@ def prepare(mdata, *, n_peaks: int | None, seed: int = 0, split_key: str = "spli
 
 def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device: str | None = None,
           n_cells: int | None = None, overrides: dict | None = None, half: bool | None = None,
-          split_seed: int = 0):
+          split_seed: int = 0, model_overrides: dict | None = None):
     """Train a model with a preset on its embedded data set (mouse SNARE-seq, or BMMC for ``bmmc``).
 
+    ``overrides`` / ``model_overrides`` replace entries of the preset's training / model options.
     Returns (model, mdata) with ``mdata.obs['split']`` and the model's features.
     """
     from scdiffx_grn import ScDiffusionX, datasets
@@ -76,7 +77,7 @@ def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device
     mdata = getattr(datasets, p.get("dataset", "mouse_mop"))(n_cells=n_cells, seed=split_seed)
     prepare(mdata, n_peaks=p["n_peaks"], seed=split_seed)
     ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
-    model = ScDiffusionX(mdata, seed=seed, **p["model"])
+    model = ScDiffusionX(mdata, seed=seed, **{**p["model"], **(model_overrides or {})})
     kw = dict(p["train"])
     kw.update(overrides or {})
     t = time.perf_counter()
@@ -85,13 +86,16 @@ def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device
     if out is not None:
         model.save(out, overwrite=True, half=(preset == "demo") if half is None else half)
         Path(out, "training.json").write_text(json.dumps({"preset": preset, "seed": seed, "train": kw,
+                                                          "model_overrides": model_overrides or {},
                                                           "timing": model.timing}, indent=2, default=str))
     return model, mdata
 
 
-def main(preset: str = "demo", out: str = "models/mouse_mop_demo", seed: int = 0, device: str = "auto"):
-    """Command-line entry: train a preset and save it."""
-    model, _ = train(preset, out, seed=seed, device=device)
+def main(preset: str = "demo", out: str = "models/mouse_mop_demo", seed: int = 0, device: str = "auto",
+         translate_cond_dropout: float = -1.0):
+    """Command-line entry: train a preset and save it (``--translate-cond-dropout`` >= 0 sets that model option)."""
+    mo = {"translate_cond_dropout": translate_cond_dropout} if translate_cond_dropout >= 0 else None
+    model, _ = train(preset, out, seed=seed, device=device, model_overrides=mo)
     print(model)
     print(json.dumps(model.timing, indent=2, default=str))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["settings", "seed_everything", "get_device", "logger", "progress"]
+__all__ = ["get_device", "logger", "progress", "seed_everything", "settings"]
 
 logger = logging.getLogger("scdiffx_grn")
 logger.addHandler(logging.NullHandler())  # no side effects at import
@@ -56,6 +56,9 @@ class _Settings:
             h = logging.StreamHandler()
             h.setFormatter(logging.Formatter("%(levelname)s scdiffx_grn: %(message)s"))
             logger.addHandler(h)
+            # our handler prints; do not print again through the root logger's handlers
+            # (Jupyter, logging.basicConfig)
+            logger.propagate = False
 
 
 settings = _Settings(progress=os.environ.get("SCDX_PROGRESS", "1") != "0",

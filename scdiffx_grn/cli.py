@@ -21,9 +21,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any
 
 import typer
 
@@ -62,7 +63,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(msg.split())
 
 
-def _config_callback(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]):
+def _config_callback(ctx: typer.Context, param: typer.CallbackParam, value: str | None):
     """Eager ``--config`` handler: the file's values become the defaults of the command's options."""
     if not value:
         return value
@@ -141,8 +142,8 @@ def _command(fn: Callable) -> Callable:
     return wrapper
 
 
-def _load_mdata(data: Optional[str], rna: Optional[Path], atac: Optional[Path], *, n_cells: Optional[int] = None,
-                seed: int = 0, groupby: Optional[str] = "cell_type", required: bool = True):
+def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cells: int | None = None,
+                seed: int = 0, groupby: str | None = "cell_type", required: bool = True):
     """Read the paired input given by --data or --rna/--atac."""
     from . import datasets
 
@@ -195,7 +196,7 @@ def _prepare_for_model(model, mdata):
     return mdata
 
 
-def _split_list(values: Optional[List[str]]) -> list[str]:
+def _split_list(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
         out += [x.strip() for x in str(v).split(",") if x.strip()]
@@ -238,7 +239,7 @@ def _use_agg() -> None:
     matplotlib.use("Agg")
 
 
-def _threads(n: Optional[int] = None) -> None:
+def _threads(n: int | None = None) -> None:
     """Set torch's intra-op threads: ``n`` when given (> 0), else ``$SCDX_THREADS`` when set.
 
     Small batches on a shared or busy CPU run far faster single-threaded (several threads
@@ -267,29 +268,29 @@ class Direction(str, Enum):
 @_command
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (written atomically)."),
-    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
-    n_cells: Optional[int] = NCellsOpt,
-    labels: List[str] = typer.Option(["cell_type"], "--label", "-l",
+    data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
+    n_cells: int | None = NCellsOpt,
+    labels: list[str] = typer.Option(["cell_type"], "--label", "-l",
                                      help="obs column(s) to condition on (repeatable or comma-separated); "
                                           "'none' for an unconditional model."),
     rna_layer: str = typer.Option("counts", help="RNA layer with raw counts ('X' to use X)."),
     atac_layer: str = typer.Option("counts", help="ATAC layer with counts or binary values ('X' to use X)."),
-    n_peaks: Optional[int] = typer.Option(None, help="Keep only the N most frequently open peaks (default: all)."),
+    n_peaks: int | None = typer.Option(None, help="Keep only the N most frequently open peaks (default: all)."),
     ae_epochs: int = typer.Option(40, help="Autoencoder training epochs."),
     diffusion_steps: int = typer.Option(20_000, help="Denoiser optimiser steps."),
     batch_size: int = typer.Option(256, help="Cells per training step."),
     lr: float = typer.Option(5e-4, help="Denoiser learning rate (AdamW)."),
     ae_lr: float = typer.Option(1e-3, help="Autoencoder learning rate (AdamW)."),
-    split_key: Optional[str] = typer.Option(None, help="Train only on cells with obs[split_key] == --train-value."),
+    split_key: str | None = typer.Option(None, help="Train only on cells with obs[split_key] == --train-value."),
     train_value: str = typer.Option("train", help="Value of --split-key marking training cells."),
-    model_option: List[str] = typer.Option([], "--model-option", help="Model config override KEY=VALUE "
+    model_option: list[str] = typer.Option([], "--model-option", help="Model config override KEY=VALUE "
                                            "(repeatable; e.g. width=64, n_layers=3, latent_dim=32)."),
-    checkpoint_dir: Optional[Path] = typer.Option(None, help="Write resumable training checkpoints here."),
+    checkpoint_dir: Path | None = typer.Option(None, help="Write resumable training checkpoints here."),
     resume: bool = typer.Option(False, help="Resume from --checkpoint-dir."),
     half: bool = typer.Option(False, help="Store weights as float16 (half the size)."),
     overwrite: bool = typer.Option(False, help="Replace an existing model folder."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ):
     """Train a scDiffusion-X model on paired RNA + ATAC counts and save it."""
     import numpy as np
@@ -348,17 +349,17 @@ def generate(
     model: str = ModelOpt,
     out: Path = typer.Option(..., "--out", "-o", help="Output .h5mu (rna counts + atac binary / probabilities)."),
     n_cells: int = typer.Option(1000, "--n-cells", "-n", help="Cells to generate (with --cell-type: per type)."),
-    cell_type: List[str] = typer.Option([], "--cell-type", "-c",
+    cell_type: list[str] = typer.Option([], "--cell-type", "-c",
                                         help="Generate cells of this type (repeatable or comma-separated; "
                                              "TYPE=N sets a per-type count). Default: the training composition."),
-    label_key: Optional[str] = typer.Option(None, help="Label column --cell-type refers to (default: the "
+    label_key: str | None = typer.Option(None, help="Label column --cell-type refers to (default: the "
                                             "model's first label)."),
     sampler: Sampler = typer.Option(Sampler.dpmpp, help="Reverse-diffusion sampler."),
     n_steps: int = typer.Option(20, help="Sampler steps."),
     guidance_scale: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = none)."),
     mean: bool = typer.Option(False, "--mean", help="Write expected values instead of sampled counts."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ):
     """Generate paired RNA + ATAC cells from a trained model."""
     _threads()
@@ -391,18 +392,18 @@ def translate(
     model: str = ModelOpt,
     out: Path = typer.Option(..., "--out", "-o", help="Output .h5ad of the predicted modality (X = mean over "
                              "samples, layers['std'])."),
-    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
-    n_cells: Optional[int] = NCellsOpt,
+    data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
+    n_cells: int | None = NCellsOpt,
     direction: Direction = typer.Option(Direction.atac_to_rna, help="Translation direction."),
     n_samples: int = typer.Option(1, help="Samples per cell (their std goes to layers['std'])."),
     sampler: Sampler = typer.Option(Sampler.ddim, help="Reverse-diffusion sampler."),
     n_steps: int = typer.Option(50, help="Sampler steps."),
     use_labels: bool = typer.Option(False, help="Also condition on the model's label columns found in the data."),
-    metrics: Optional[Path] = typer.Option(None, help="Also compare with the observed target modality and write "
+    metrics: Path | None = typer.Option(None, help="Also compare with the observed target modality and write "
                                            "the metrics table here (.csv)."),
     groupby: str = typer.Option("cell_type", help="Cell-type column for per-type metrics."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ):
     """Translate ATAC -> RNA or RNA -> ATAC, cell by cell."""
     _threads()
@@ -433,23 +434,28 @@ def grn(
     model: str = ModelOpt,
     out: Path = typer.Option(Path("scdx_grn"), "--out", "-o", help="Output folder: peak_gene.csv, tf_gene.csv, "
                              "tf_gene.graphml (Cytoscape) and per-cell-type GraphML files."),
-    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
-    n_cells: Optional[int] = NCellsOpt,
+    data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
+    n_cells: int | None = NCellsOpt,
     method: str = typer.Option("attention", help="Peak -> gene scoring: attention, integrated_gradients or knockout."),
     groupby: str = typer.Option("cell_type", help="One network per value of this obs column."),
-    cell_type: List[str] = typer.Option([], "--cell-type", "-c", help="Restrict to these groups (repeatable)."),
+    cell_type: list[str] = typer.Option([], "--cell-type", "-c", help="Restrict to these groups (repeatable)."),
     genome: str = typer.Option("mm10", help="Built-in TSS annotation for candidate peak -> gene pairs."),
-    tss: Optional[Path] = typer.Option(None, help="TSS table file instead of --genome (see grn.read_tss)."),
+    tss: Path | None = typer.Option(None, help="TSS table file instead of --genome (see grn.read_tss)."),
     window: int = typer.Option(150_000, help="Candidate window around each TSS (bp)."),
     max_cells: int = typer.Option(500, help="Cells per group used for scoring."),
     tf_prior: str = typer.Option("coaccessibility", help="TF -> peak links: 'coaccessibility', a csv/parquet "
                                  "file (tf, peak or a CellOracle base GRN) or 'none' (peak -> gene only)."),
-    tfs: List[str] = typer.Option([], "--tf", help="TFs to consider (repeatable / comma-separated; default: "
+    fasta: Path | None = typer.Option(None, help="Genome FASTA: TF -> peak links from scanning the peaks with "
+                                         "--motifs (overrides --tf-prior)."),
+    motifs: str = typer.Option("jaspar2024", help="Motif file for --fasta (JASPAR / gimmemotifs .pfm / pando "
+                               ".json) or 'jaspar2024' (the JASPAR 2024 CORE vertebrates file of the data dir)."),
+    motif_pvalue: float = typer.Option(1e-4, help="Motif-match p-value threshold for --fasta."),
+    tfs: list[str] = typer.Option([], "--tf", help="TFs to consider (repeatable / comma-separated; default: "
                                   "DoRothEA TFs among the genes)."),
     organism: str = typer.Option("mouse", help="Organism of the default TF list."),
-    top_k: Optional[int] = typer.Option(None, help="Keep the top K edges per group in the exported files."),
+    top_k: int | None = typer.Option(None, help="Keep the top K edges per group in the exported files."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ):
     """Extract cell-type-specific peak -> gene and TF -> gene networks and export them."""
     import pandas as pd
@@ -466,7 +472,18 @@ def grn(
     G.extract_grn(m, mdata, groupby=groupby, method=method, tss=tss_table, window=window,
                   cell_types=_split_list(cell_type) or None, max_cells=max_cells, seed=seed, key_added="grn")
     prior: Any = None
-    if tf_prior.lower() != "none":
+    if fasta is not None:
+        if not fasta.exists():
+            raise FileNotFoundError(2, "no such file", str(fasta))
+        mfile = datasets.data_path("jaspar2024_core_vertebrates") if motifs == "jaspar2024" else Path(motifs)
+        tf_list = _split_list(tfs) or None
+        if tf_list is None:
+            from .report._demo import _dorothea_tfs
+
+            tf_list = _dorothea_tfs(mdata.mod["rna"].var_names, organism)
+        prior = G.scan_motifs(mdata, str(fasta), str(mfile), pvalue=motif_pvalue, tfs=tf_list)
+        G.tf_gene_network(mdata, prior, tfs=tf_list, groupby=groupby, key_added="grn_tf", seed=seed)
+    elif tf_prior.lower() != "none":
         if tf_prior == "coaccessibility":
             prior = "coaccessibility"
         else:
@@ -501,15 +518,15 @@ def grn(
 @_command
 def screen(
     model: str = ModelOpt,
-    targets: List[str] = typer.Option(..., "--target", "-t", help="Genes / peaks / TFs to perturb one at a time "
+    targets: list[str] = typer.Option(..., "--target", "-t", help="Genes / peaks / TFs to perturb one at a time "
                                       "(repeatable or comma-separated), 'all_tfs', or @FILE with one per line."),
     out: Path = typer.Option(Path("scdx_screen"), "--out", "-o", help="Screen folder (resumable: finished targets "
                              "are kept); summary.csv and heatmap.png are written there."),
-    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
-    n_cells: Optional[int] = NCellsOpt,
+    data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
+    n_cells: int | None = NCellsOpt,
     kind: str = typer.Option("knockout", help="knockout, knockdown, overexpress (RNA) or close / open (ATAC)."),
     modality: str = typer.Option("rna", help="Modality edited: rna, atac or tf (the TF's peaks)."),
-    factor: Optional[float] = typer.Option(None, help="Knockdown / overexpression factor."),
+    factor: float | None = typer.Option(None, help="Knockdown / overexpression factor."),
     groupby: str = typer.Option("cell_type", help="Effects are summarised per value of this obs column."),
     n_samples: int = typer.Option(3, help="Paired noise samples per cell."),
     n_steps: int = typer.Option(20, help="DDIM steps of each translation."),
@@ -519,7 +536,7 @@ def screen(
     on_unknown: str = typer.Option("raise", help="Unknown targets: 'raise' (error) or 'report' (skip, listed)."),
     resume: bool = typer.Option(True, help="Skip targets finished in an earlier run of the same screen."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ):
     """Run an in-silico perturbation screen (one target at a time) and summarise it per cell type."""
     from . import pl, tl
@@ -571,21 +588,21 @@ def screen(
 def biomarkers(
     out: Path = typer.Option(Path("scdx_biomarkers"), "--out", "-o", help="Output folder: biomarkers.csv, "
                              "regulators.csv, regulator_dotplot.png (and enrichment.csv)."),
-    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
-    n_cells: Optional[int] = NCellsOpt,
+    data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
+    n_cells: int | None = NCellsOpt,
     groupby: str = typer.Option("cell_type", help="Cell-type column."),
     reference: str = typer.Option("dorothea", help="Reference network for activity and agreement: dorothea, "
                                   "collectri or trrust."),
     organism: str = typer.Option("mouse", help="mouse or human."),
-    grn_file: Optional[Path] = typer.Option(None, "--grn", help="A network table (csv/parquet: source, target, "
+    grn_file: Path | None = typer.Option(None, "--grn", help="A network table (csv/parquet: source, target, "
                                             "weight[, cell_type]), e.g. tf_gene.csv of `scdiffx-grn grn`, used "
                                             "as model importance."),
     n_markers: int = typer.Option(100, help="Marker genes per cell type for the reference agreement."),
-    gene_sets: Optional[str] = typer.Option(None, help="Also run preranked GSEA on these gene sets (hallmark, "
+    gene_sets: str | None = typer.Option(None, help="Also run preranked GSEA on these gene sets (hallmark, "
                                             "kegg, go_bp or a .gmt file)."),
     permutations: int = typer.Option(200, help="GSEA permutations."),
     seed: int = SeedOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ):
     """Rank genes, peaks and TFs per cell type (specificity, GRN importance, reference, activity)."""
     import pandas as pd
@@ -624,18 +641,18 @@ def evaluate(
     model: str = ModelOpt,
     out: Path = typer.Option(Path("scdx_eval"), "--out", "-o", help="Output folder: table.csv, summary.csv, "
                              "comparison.csv, report.md."),
-    data: Optional[str] = DataOpt, rna: Optional[Path] = RnaOpt, atac: Optional[Path] = AtacOpt,
-    n_cells: Optional[int] = NCellsOpt,
+    data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
+    n_cells: int | None = NCellsOpt,
     split_key: str = typer.Option("split", help="obs column of the train / test split (created with seed 0, "
                                   "80/10/10 stratified, when absent)."),
     test_value: str = typer.Option("test", help="Value of --split-key marking held-out cells."),
     groupby: str = typer.Option("cell_type", help="Cell-type column."),
-    task: List[str] = typer.Option(["generation", "translation"], "--task", help="generation and/or translation."),
+    task: list[str] = typer.Option(["generation", "translation"], "--task", help="generation and/or translation."),
     n_samples: int = typer.Option(1, help="Translation samples per cell."),
     n_steps: int = typer.Option(20, help="Sampler steps (generation and translation)."),
     baselines: bool = typer.Option(True, help="Also evaluate the baselines (cell-type mean, resampling, kNN, ridge)."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ):
     """Evaluate generation and translation on held-out cells against baselines."""
     from . import eval as ev
@@ -667,9 +684,9 @@ def demo(
     out: Path = typer.Option(Path("scdx_demo_report"), "--out", "-o", help="Report folder (report.html, tables/, "
                              "screen/); replaced when it holds an earlier report."),
     n_cells: int = typer.Option(1500, "--n-cells", "-n", help="Cells subsampled (stratified) from the data."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder (default: the shipped "
+    model: str | None = typer.Option(None, "--model", "-m", help="Model folder (default: the shipped "
                                         "models/mouse_mop_demo)."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Paired .h5mu (default: the embedded mouse "
+    data: str | None = typer.Option(None, "--data", "-d", help="Paired .h5mu (default: the embedded mouse "
                                        "MOp data). Must hold the model's genes and peaks."),
     n_steps: int = typer.Option(10, help="Sampler steps for generation, translation and the screen."),
     n_generate: int = typer.Option(600, help="Cells generated."),
@@ -677,12 +694,12 @@ def demo(
     n_tfs: int = typer.Option(4, help="TFs knocked out in the screen."),
     n_cell_types: int = typer.Option(3, help="Largest cell types used by the GRN and the screen."),
     basis: str = typer.Option("pca", help="Embedding of the real-vs-generated figure: pca (fast) or umap."),
-    sections: List[str] = typer.Option([], "--section", help="Run only these sections (repeatable): "
+    sections: list[str] = typer.Option([], "--section", help="Run only these sections (repeatable): "
                                        "generation, translation, grn, screen, biomarkers."),
     threads: int = typer.Option(1, help="CPU threads for torch (the demo's small batches run fastest "
                                 "single-threaded on a busy machine; 0 = torch's default, or $SCDX_THREADS)."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ):
     """Run every module on the embedded data and write a self-contained HTML report (< 5 min on a laptop)."""
     from ._errors import CheckpointError
@@ -725,7 +742,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
     """scdiffx-grn command line."""
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Console entry point (``scdiffx-grn``)."""
     try:
         app(args=argv, prog_name="scdiffx-grn", standalone_mode=True)

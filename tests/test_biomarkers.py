@@ -212,3 +212,23 @@ def test_compare_networks_on_mouse(mouse):
     assert (ag["n_shared_tfs"] > 5).all()
     assert ag["spearman_stat"].dropna().between(-1, 1).all()
     assert set(out["recovery"]["network"]) == {"collectri", "dorothea"}
+
+
+def test_de_table_logfc_pseudocount():
+    """logFC uses a pseudocount of 1 (normalised scale): a gene absent from the rest is not ~25."""
+    from scdiffx_grn.biomarkers._utils import de_table
+
+    rng = np.random.default_rng(0)
+    n = 60
+    X = rng.poisson(3.0, (n, 4)).astype(float)
+    lab = np.array(["a"] * 30 + ["b"] * 30)
+    X[:, 0] = 0.0
+    X[:3, 0] = 1.0  # barely expressed, only in group a
+    X[:30, 1] *= 4  # a real marker of a
+    ln = ad.AnnData(np.log1p(X), obs=pd.DataFrame({"ct": lab}, index=[f"c{i}" for i in range(n)]),
+                    var=pd.DataFrame(index=[f"g{i}" for i in range(4)]))
+    de = de_table(ln, "ct").set_index(["group", "gene"])
+    ref = np.log2(X[:30, 1].mean() + 1) - np.log2(X[30:, 1].mean() + 1)
+    assert de.loc[("a", "g1"), "logfc"] == pytest.approx(ref)
+    assert abs(de.loc[("a", "g0"), "logfc"]) < 0.2
+    assert de.loc[("b", "g1"), "logfc"] == pytest.approx(-ref)

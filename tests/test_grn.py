@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from scdiffx_grn import grn
-from scdiffx_grn._errors import ScdxError, UnknownFeatureError
+from scdiffx_grn._errors import InputDataError, ScdxError, UnknownFeatureError
 from scdiffx_grn.eval import grn as egrn
 
 
@@ -267,8 +267,9 @@ class _StandInModule:
 
 class StandInModel:
     def __init__(self, mdata, latent=8, token_dim=2):
-        import torch
         from types import SimpleNamespace
+
+        import torch
 
         n_genes, n_peaks = mdata["rna"].n_vars, mdata["atac"].n_vars
         W = torch.zeros(latent, n_genes)
@@ -344,3 +345,61 @@ def test_extract_grn_real_tiny_model():
         res = grn.extract_grn(model, mdata, method=method, candidates=small, cell_types=["T0"], max_cells=6,
                               batch_size=6, timesteps=(10,), ig_steps=2, translate_steps=2, copy=True)
         assert len(res) == len(small) and np.isfinite(res.weight).all()
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "mean"])
+def test_ig_jacobian_engine_matches_captum(baseline):
+    """The all-genes-at-once IG engine equals captum's IntegratedGradients run gene by gene."""
+    from scdiffx_grn.grn._scores import cond_for, ig_scores, model_inputs
+
+    model_mod = pytest.importorskip("scdiffx_grn.model")
+    mdata, cand, _ = _planted_mdata(n_cells=40)
+    model_mod.ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
+    model = model_mod.ScDiffusionX(mdata, width=16, n_layers=1, n_heads=2, latent_dim=8, token_dim=2)
+    model.train(ae_epochs=2, diffusion_steps=20, batch_size=32, seed=0, device="cpu")
+    idx = np.arange(9)
+    _, Xa = model_inputs(model, mdata)
+    cond = cond_for(model, mdata, idx)
+    small = cand[cand.gene.isin(["g0", "g1", "g5"])].reset_index(drop=True)
+    kw = dict(baseline=baseline, n_steps=5, translate_steps=3, batch_size=4)
+    fast = ig_scores(model, Xa[idx], cond, small, **kw)
+    ref = ig_scores(model, Xa[idx], cond, small, engine="captum", **kw)
+    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+    with pytest.raises(ScdxError, match="engine"):
+        ig_scores(model, Xa[idx], cond, small, engine="nope")
+
+
+def test_peak_set_enrichment_planted(tmp_path):
+    """Peaks a cell type's network relies on that lie in its own region set rank first."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    peaks = [f"chr1-{1000 * i}-{1000 * i + 500}" for i in range(200)]
+    in_a = rng.random(200) < 0.4
+    in_b = rng.random(200) < 0.4
+    # set A as a DataFrame, set B as a gzipped BED file (intervals overlapping their peaks by 100 bp)
+    set_a = pd.DataFrame({"chrom": "chr1", "start": [1000 * i + 400 for i in np.flatnonzero(in_a)],
+                          "end": [1000 * i + 700 for i in np.flatnonzero(in_a)]})
+    bed = tmp_path / "b.bed.gz"
+    with gzip.open(bed, "wt") as fh:
+        for i in np.flatnonzero(in_b):
+            fh.write(f"chr1\t{1000 * i + 100}\t{1000 * i + 200}\tp{i}\t0\n")
+    mem = egrn.peak_set_membership(peaks, {"A": set_a, "B": bed})
+    assert (mem["A"].to_numpy() == in_a).all() and (mem["B"].to_numpy() == in_b).all()
+    # network: type "a" weights peaks of set A, type "b" random
+    rows = []
+    for i, p in enumerate(peaks):
+        rows.append({"source": p, "target": "g1", "weight": (2.0 if in_a[i] else 0.0) + rng.random(),
+                     "cell_type": "a"})
+        rows.append({"source": p, "target": "g2", "weight": -rng.random(), "cell_type": "b"})
+    imp = egrn.peak_importance(pd.DataFrame(rows))
+    assert imp.shape == (200, 2) and (imp.to_numpy() >= 0).all()
+    tab = egrn.peak_set_enrichment({"net": imp}, mem, {"a": "A", "b": "B"})
+    got = tab.set_index(["cell_type", "ranking"])["auroc"]
+    assert got[("a", "importance")] > 0.95 and got[("a", "specificity")] > 0.95
+    assert abs(got[("b", "importance")] - 0.5) < 0.15
+    with pytest.raises(InputDataError, match="peak sets"):
+        egrn.peak_set_enrichment({"net": imp}, mem, {"a": "C"})
+    with pytest.raises(ScdxError, match="reduce"):
+        egrn.peak_importance(pd.DataFrame(rows), reduce="mean")

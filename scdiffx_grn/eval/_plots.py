@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from .._errors import InputDataError
 from .._io import atomic_path
 from ._protocol import FeatureSpace, _labels
 
-__all__ = ["umap_real_vs_generated", "metric_bars"]
+__all__ = ["metric_bars", "umap_real_vs_generated"]
 
 
 def _save(fig, save) -> None:
@@ -23,12 +23,13 @@ def _save(fig, save) -> None:
             fig.savefig(tmp, dpi=150, bbox_inches="tight", format=suffix.lstrip("."))
 
 
-def _scatter(ax, xy, cats, title, max_legend=20):
+def _scatter(ax, xy, cats, title, max_legend=20, colors=None):
     cats = pd.Categorical(cats)
     cmap = __import__("matplotlib").colormaps["tab20"]
     for i, c in enumerate(cats.categories):
         m = np.asarray(cats == c)
-        ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.7, color=cmap(i % 20), label=str(c), linewidths=0)
+        col = colors[i] if colors is not None else cmap(i % 20)
+        ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.6, color=col, label=str(c), linewidths=0)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -85,7 +86,8 @@ def umap_real_vs_generated(real, generated, *, groupby: str | None = "cell_type"
         raise InputDataError(f"basis must be 'umap' or 'pca', got {basis!r}")
     n = 2 if groupby else 1
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.5), squeeze=False)
-    _scatter(axes[0, 0], xy, pd.Categorical(src, categories=["real", "generated"]), "source")
+    _scatter(axes[0, 0], xy, pd.Categorical(src, categories=["real", "generated"]), "source",
+             colors=("tab:blue", "tab:red"))
     if groupby:
         ct = np.r_[_labels(real, groupby, "real")[ir], _labels(generated, groupby, "generated")[ig]]
         _scatter(axes[0, 1], xy, ct, groupby)

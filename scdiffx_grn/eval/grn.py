@@ -16,18 +16,21 @@ from ._metrics import auprc as _auprc
 from ._metrics import auroc as _auroc
 
 __all__ = [
-    "ranking_metrics",
-    "tf_gene_metrics",
-    "tf_swap_control",
-    "peak_gene_metrics",
-    "peak_gene_baselines",
-    "metacell_correlation",
     "accessibility_baseline",
     "distance_baseline",
-    "target_degree_baseline",
     "links_from_var",
-    "topk_jaccard",
+    "metacell_correlation",
+    "peak_gene_baselines",
+    "peak_gene_metrics",
+    "peak_importance",
+    "peak_set_enrichment",
+    "peak_set_membership",
+    "ranking_metrics",
     "stability",
+    "target_degree_baseline",
+    "tf_gene_metrics",
+    "tf_swap_control",
+    "topk_jaccard",
 ]
 
 
@@ -468,3 +471,99 @@ def stability(networks: dict, k: int = 1000) -> pd.DataFrame:
                 rows.append({"a": names[i], "b": names[j], "cell_type": ct, "k": k,
                              "jaccard": topk_jaccard(networks[names[i]], networks[names[j]], k, ct)})
     return pd.DataFrame(rows, columns=["a", "b", "cell_type", "k", "jaccard"])
+
+
+# --------------------------------------------------------------------------------------------
+# cell-type peak sets (e.g. ENCODE cell-type open chromatin / H3K27ac)
+# --------------------------------------------------------------------------------------------
+def peak_importance(pred_df: pd.DataFrame, *, reduce: str = "sum_abs") -> pd.DataFrame:
+    """Per-peak importance in each cell type from a peak -> gene network.
+
+    ``reduce``: ``"sum_abs"`` (sum of ``|weight|`` over the peak's genes), ``"max_abs"`` or
+    ``"sum"`` (signed). Returns a peaks x cell types DataFrame.
+    """
+    d = _edges(pred_df)
+    w = d["weight"].astype(float)
+    if reduce == "sum_abs":
+        d = d.assign(weight=w.abs())
+        agg = "sum"
+    elif reduce == "max_abs":
+        d = d.assign(weight=w.abs())
+        agg = "max"
+    elif reduce == "sum":
+        agg = "sum"
+    else:
+        raise ScdxError(f"reduce must be 'sum_abs', 'max_abs' or 'sum', got {reduce!r}")
+    return d.pivot_table(index="source", columns="cell_type", values="weight", aggfunc=agg, fill_value=0.0)
+
+
+def peak_set_membership(peaks, peak_sets: dict, *, min_overlap: int = 1) -> pd.DataFrame:
+    """Boolean peaks x sets table: does each peak overlap an interval of each set?
+
+    Parameters
+    ----------
+    peaks
+        Peak names (``chr1-100-200`` style), an ATAC AnnData/MuData or a ``chrom, start, end``
+        DataFrame (see :func:`scdiffx_grn.grn.peaks_table`).
+    peak_sets
+        ``{name: intervals}`` with intervals a ``chrom, start, end`` DataFrame or the path of a
+        BED file (gzipped or not).
+    """
+    from ..grn._genomic import peaks_table
+    from ..grn._tf import overlap_intervals
+
+    pk = peaks_table(peaks)
+    out = pd.DataFrame(False, index=pk.index.astype(str), columns=list(peak_sets))
+    for name, iv in peak_sets.items():
+        if not isinstance(iv, pd.DataFrame):
+            iv = pd.read_csv(iv, sep="\t", header=None, usecols=[0, 1, 2], names=["chrom", "start", "end"],
+                             comment="#")
+        missing = {"chrom", "start", "end"} - set(iv.columns)
+        if missing:
+            raise InputDataError(f"peak set {name!r} lacks columns {sorted(missing)}")
+        iv = iv[["chrom", "start", "end"]].reset_index(drop=True)
+        iv.index = iv.index.astype(str)
+        ov = overlap_intervals(pk, iv, min_overlap=min_overlap)
+        out.loc[pd.unique(ov["a"].astype(str)), name] = True
+    return out
+
+
+def peak_set_enrichment(importance: dict, membership: pd.DataFrame, mapping: dict) -> pd.DataFrame:
+    """Do a network's cell-type peak importances point at that cell type's known regions?
+
+    For every cell type ``c`` mapped to a peak set ``mapping[c]`` and every scored table
+    (``importance = {method: peaks x cell types}``, e.g. from :func:`peak_importance` or an
+    accessibility table), two rankings of the peaks are scored against membership in the
+    matched set (AUROC, AUPRC ratio):
+
+    - ``importance``: the peak's score in ``c``;
+    - ``specificity``: the score in ``c`` minus the mean score over the other mapped cell types
+      (what is particular to ``c``).
+
+    Peaks are those of ``membership`` (peaks absent from a table score 0).
+
+    Returns
+    -------
+    DataFrame ``method, cell_type, peak_set, ranking, auroc, auprc_ratio, n_peaks, n_true``.
+    """
+    bad = sorted(set(mapping.values()) - set(membership.columns))
+    if bad:
+        raise InputDataError(f"mapping names peak sets not in the membership table: {_fmt_items(bad)}")
+    rows = []
+    for method, imp in importance.items():
+        imp = imp.reindex(membership.index).fillna(0.0)
+        cts = [c for c in mapping if c in imp.columns]
+        if not cts:
+            raise InputDataError(f"{method!r}: none of the mapped cell types {_fmt_items(list(mapping))} is scored "
+                                 f"(has {_fmt_items(list(imp.columns))})")
+        for c in cts:
+            y = membership[mapping[c]].to_numpy(bool)
+            others = [o for o in cts if o != c]
+            score = imp[c].to_numpy(float)
+            spec = score - (imp[others].to_numpy(float).mean(1) if others else 0.0)
+            for ranking, sc in (("importance", score), ("specificity", spec)):
+                r = ranking_metrics(y, sc)
+                rows.append({"method": method, "cell_type": c, "peak_set": mapping[c], "ranking": ranking,
+                             "auroc": r["auroc"], "auprc_ratio": r["auprc_ratio"], "n_peaks": len(y),
+                             "n_true": int(y.sum())})
+    return pd.DataFrame(rows)

@@ -6,6 +6,8 @@ Public entry points (also re-exported by ``tl`` / ``get`` / ``pl``):
 - ``tl.extract_grn`` / :func:`extract_grn`: peak -> gene networks per cell type from the model
   (attention x saliency, integrated gradients or in-silico peak knockout)
 - ``tl.tf_gene_network`` / :func:`tf_gene_network`: TF -> gene edges via TF -> peak links
+- :func:`read_motifs`, :func:`peak_sequences`, :func:`scan_motifs`: TF -> peak links from motif scanning of a
+  genome FASTA
 - ``get.grn_df``, ``get.to_networkx``; :func:`write_grn` / :func:`read_grn`
 - ``pl.grn_network``, ``pl.grn_specificity_heatmap``
 
@@ -16,28 +18,49 @@ from ._export import as_edges, grn_df, read_grn, to_networkx, top_edges, write_g
 from ._extract import METHODS, extract_grn
 from ._genomic import parse_peak_names, peak_gene_candidates, peaks_table, read_tss
 from ._metacells import metacell_profiles, metacells
+from ._motifs import Motif, peak_sequences, read_motifs, scan_motifs
 from ._plots import grn_network, grn_specificity_heatmap
-from ._scores import attention_matrix, close_peaks_effect, saliency_matrices
-from ._tf import overlap_intervals, tf_gene_network, tf_peak_coaccessibility, tf_peak_from_base_grn, tf_peak_links
+from ._scores import (
+    attention_matrix,
+    attention_scores,
+    close_peaks_effect,
+    ig_scores,
+    knockout_scores,
+    saliency_matrices,
+)
+from ._tf import (
+    overlap_intervals,
+    tf_gene_network,
+    tf_peak_coaccessibility,
+    tf_peak_from_base_grn,
+    tf_peak_links,
+)
 
 __all__ = [
     "METHODS",
+    "Motif",
     "as_edges",
     "attention_matrix",
+    "attention_scores",
     "close_peaks_effect",
     "extract_grn",
     "grn_df",
     "grn_network",
     "grn_specificity_heatmap",
+    "ig_scores",
+    "knockout_scores",
     "metacell_profiles",
     "metacells",
     "overlap_intervals",
     "parse_peak_names",
     "peak_gene_candidates",
+    "peak_sequences",
     "peaks_table",
     "read_grn",
+    "read_motifs",
     "read_tss",
     "saliency_matrices",
+    "scan_motifs",
     "tf_gene_network",
     "tf_peak_coaccessibility",
     "tf_peak_from_base_grn",

@@ -7,18 +7,33 @@ memory does not grow with the number of cells, and never build a cells x peaks x
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .._errors import ScdxError, UnknownFeatureError, _fmt_items
-from .._modelio import Edit, PairedBatch, cell_conditions, eval_mode, sample_noise, torch_generator, translate
+from .._modelio import (
+    Edit,
+    PairedBatch,
+    cell_conditions,
+    eval_mode,
+    sample_noise,
+    torch_generator,
+    translate,
+)
 from .._modelio import dense_rows as _dense
 from .._modelio import model_inputs as _model_inputs
 
-__all__ = ["saliency_matrices", "attention_matrix", "attention_scores", "ig_scores", "knockout_scores",
-           "close_peaks_effect", "model_inputs"]
+__all__ = [
+    "attention_matrix",
+    "attention_scores",
+    "close_peaks_effect",
+    "ig_scores",
+    "knockout_scores",
+    "model_inputs",
+    "saliency_matrices",
+]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -175,41 +190,90 @@ def _translate_rna(model, x_atac, cond, noise, sampler, n_steps):
     return model.decode_rna(translate(model, "atac", x_atac, cond, noise, {"sampler": sampler, "n_steps": n_steps}))
 
 
+def _log_expr(rho):
+    """Translated expression on the log1p CP10k scale (the scale of the knockout effects)."""
+    import torch
+
+    return torch.log1p(1e4 * rho)
+
+
+def _ig_baseline(model, X_atac, baseline: str):
+    if baseline == "zeros":
+        return None
+    if baseline == "mean":
+        return model.atac_tensor(_dense(X_atac, np.arange(X_atac.shape[0]))).mean(0, keepdim=True)
+    raise ScdxError(f"baseline must be 'zeros' or 'mean', got {baseline!r}")
+
+
+def _decoder_jvp(model, z, genes, d: int):
+    """Column ``d`` of the Jacobian of log1p CP10k expression of ``genes`` w.r.t. the RNA latent, per row."""
+    import torch
+
+    t = torch.zeros_like(z)
+    t[:, d] = 1.0
+    f = lambda zz: _log_expr(model.decode_rna(zz))[:, genes]
+    try:
+        return torch.func.jvp(f, (z,), (t,))[1]
+    except Exception:  # noqa: BLE001 - ops without forward-mode AD: double-backward jvp
+        return torch.autograd.functional.jvp(f, z, t)[1]
+
+
 def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zeros", n_steps: int = 16,
-              sampler: str = "ddim", translate_steps: int = 10, batch_size: int = 16, gene_batch: int = 8,
-              internal_batch_size: int | None = 256, seed: int = 0) -> np.ndarray:
+              method: str = "gausslegendre", sampler: str = "ddim", translate_steps: int = 10, batch_size: int = 16,
+              engine: str = "jacobian", gene_batch: int = 8, internal_batch_size: int | None = 256,
+              seed: int = 0) -> np.ndarray:
     """Integrated gradients of translated expression of each candidate gene w.r.t. its candidate peaks.
 
-    For every gene with candidates, captum's ``IntegratedGradients`` attributes the translated
-    expression proportion ``rho_g = decode_rna(translate_latent(encode(atac)))`` (fixed noise
-    per cell) to the binarised ATAC input, from a baseline of zeros or the cell type's mean
-    accessibility. ``gene_batch`` genes are attributed at once by stacking the cells once per
-    gene with per-row targets. Only the candidate peaks' attributions are kept, averaged over
-    cells.
+    The attributed function is ``y_g(x) = log1p(1e4 * decode_rna(translate(encode(x)))_g)``: the
+    ATAC -> RNA translation of the binarised accessibility ``x`` (fixed noise per cell, so it
+    is deterministic), on the same scale as the knockout effects. The attribution of peak
+    ``p`` for gene ``g`` is captum's integrated gradients
+    ``(x_p - b_p) * sum_k w_k * dy_g/dx_p (b + a_k (x - b))`` from a baseline ``b`` of zeros or
+    the cell type's mean accessibility, with captum's quadrature (``method``, ``n_steps``).
+    Only candidate pairs are kept, averaged over cells.
+
+    Two engines compute the same quantity:
+
+    - ``"jacobian"`` (default): every gene at once. The translation passes through the RNA
+      latent ``z`` (``latent_dim`` values), so ``dy/dx = (dy/dz)(dz/dx)``: one backward pass
+      per latent dimension gives ``dz/dx`` and one forward-mode product per dimension gives
+      ``dy/dz``; the cost is ``latent_dim`` gradient passes instead of one per gene (about
+      20-30x faster on the demo model), and nothing larger than cells x peaks is held.
+    - ``"captum"``: ``captum.attr.IntegratedGradients`` with one target per gene
+      (``gene_batch`` genes at a time); the reference the tests check the default against.
 
     Returns
     -------
     Scores aligned with the rows of ``pairs``.
     """
     import torch
-    from captum.attr import IntegratedGradients
 
+    if engine not in ("jacobian", "captum"):
+        raise ScdxError(f"engine must be 'jacobian' or 'captum', got {engine!r}")
     gpos, ppos = _pair_index(model, pairs)
     n = X_atac.shape[0]
     latent = int(model.config.latent_dim)
     noise_all = sample_noise(n, latent, seed, 0)
-    xa_all = None
-    if baseline == "mean":
-        xa_all = model.atac_tensor(_dense(X_atac, np.arange(n))).mean(0, keepdim=True)
-    elif baseline != "zeros":
-        raise ScdxError(f"baseline must be 'zeros' or 'mean', got {baseline!r}")
+    xa_base = _ig_baseline(model, X_atac, baseline)
     genes = np.unique(gpos)
     acc = np.zeros(len(pairs))
 
     def fwd(x, noise, c):
-        return _translate_rna(model, x, c, noise, sampler, translate_steps)
+        return _log_expr(_translate_rna(model, x, c, noise, sampler, translate_steps))
 
-    ig = IntegratedGradients(fwd)
+    if engine == "captum":
+        from captum.attr import IntegratedGradients
+
+        ig = IntegratedGradients(fwd)
+    else:
+        from captum.attr._utils.approximation_methods import approximation_parameters
+
+        step_fn, alpha_fn = approximation_parameters(method)
+        steps = torch.tensor(step_fn(n_steps), dtype=torch.float32)
+        alphas = torch.tensor(alpha_fn(n_steps), dtype=torch.float32)
+        gi_pairs = torch.as_tensor(pd.Index(genes).get_indexer(gpos), dtype=torch.long)
+        pp_t = torch.as_tensor(ppos, dtype=torch.long)
+        genes_t = torch.as_tensor(genes, dtype=torch.long)
     with eval_mode(model):
         for s in range(0, n, batch_size):
             rows = np.arange(s, min(n, s + batch_size))
@@ -217,20 +281,37 @@ def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zero
             b = len(rows)
             noise = noise_all[rows].to(x.device)
             c = cond[rows] if cond is not None else None
+            base = torch.zeros_like(x) if xa_base is None else xa_base.expand_as(x)
+            if engine == "jacobian":
+                m = len(alphas)
+                # rows ordered (alpha, cell): x_a = b + a (x - b)
+                xin = (base[None] + alphas.to(x.device)[:, None, None] * (x - base)[None]).reshape(m * b, -1)
+                xin = xin.detach().requires_grad_(True)
+                nin = noise.repeat(m, 1)
+                cin = c.repeat(m, 1) if c is not None else None
+                w = (steps.to(x.device)[:, None, None] * (x - base)[None]).reshape(m * b, -1)[:, pp_t]
+                with torch.enable_grad():
+                    z = translate(model, "atac", xin, cin, nin, {"sampler": sampler, "n_steps": translate_steps})
+                    L = z.shape[1]
+                    for d in range(L):
+                        (gd,) = torch.autograd.grad(z[:, d].sum(), xin, retain_graph=d < L - 1)
+                        Dd = _decoder_jvp(model, z.detach(), genes_t, d)  # rows x genes
+                        acc += (Dd[:, gi_pairs] * gd[:, pp_t] * w).sum(0).detach().double().cpu().numpy()
+                continue
             for gs in range(0, len(genes), gene_batch):
                 gb = genes[gs:gs + gene_batch]
                 xin = x.repeat(len(gb), 1)
                 nin = noise.repeat(len(gb), 1)
                 cin = c.repeat(len(gb), 1) if c is not None else None
                 tgt = np.repeat(gb, b).tolist()
-                base = torch.zeros_like(xin) if xa_all is None else xa_all.expand_as(xin)
+                bl = base.repeat(len(gb), 1)
                 with torch.enable_grad():
-                    att = ig.attribute(xin, baselines=base, target=tgt, additional_forward_args=(nin, cin),
-                                       n_steps=n_steps, internal_batch_size=internal_batch_size)
+                    att = ig.attribute(xin, baselines=bl, target=tgt, additional_forward_args=(nin, cin),
+                                       n_steps=n_steps, method=method, internal_batch_size=internal_batch_size)
                 att = att.detach().view(len(gb), b, -1).sum(1).cpu().numpy()  # genes x peaks (sum cells)
                 for k, gi in enumerate(gb):
-                    m = np.flatnonzero(gpos == gi)
-                    acc[m] += att[k, ppos[m]]
+                    mm = np.flatnonzero(gpos == gi)
+                    acc[mm] += att[k, ppos[mm]]
     return acc / max(n, 1)
 
 

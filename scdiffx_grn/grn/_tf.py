@@ -187,7 +187,9 @@ def tf_peak_links(tf_peak, peaks=None, *, tfs=None) -> pd.DataFrame:
 
     ``tf_peak`` may be a DataFrame ``tf, peak`` (or ``source, target``) with an optional
     ``weight``, or a CellOracle-style base GRN (a ``peak_id`` column plus one column per TF),
-    which is mapped onto ``peaks`` by interval overlap.
+    which is mapped onto ``peaks`` by interval overlap. Duplicate ``(tf, peak)`` rows (e.g. a TF
+    with several matching motifs in :func:`scan_motifs` output) are collapsed to the one with the
+    largest weight.
     """
     if not isinstance(tf_peak, pd.DataFrame):
         raise InputDataError(f"tf_peak must be a DataFrame, got {type(tf_peak).__name__}")
@@ -210,7 +212,9 @@ def tf_peak_links(tf_peak, peaks=None, *, tfs=None) -> pd.DataFrame:
         out["evidence"] = "user"
     if tfs is not None:
         out = out[out["tf"].isin(set(map(str, tfs)))]
-    return out.reset_index(drop=True)
+    # one link per (TF, peak): a TF with several motifs matching a peak counts once (the strongest row)
+    out = out.sort_values("weight", ascending=False, kind="stable").drop_duplicates(["tf", "peak"])
+    return out.sort_index().reset_index(drop=True)
 
 
 def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str = "sum",

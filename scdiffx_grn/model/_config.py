@@ -43,6 +43,10 @@ class ModelConfig:
     translate_prob
         Fraction of training examples in which one modality is given clean (the conditional task
         used for translation); the rest are joint generation examples.
+    translate_cond_dropout
+        Probability of dropping all labels in those conditional examples (``None``: the same as
+        ``cond_dropout``). Translation runs without labels by default; a high value (e.g. 0.5)
+        makes the denoiser learn to read the observed modality rather than the labels.
     prediction
         ``"epsilon"`` or ``"v"`` (velocity) prediction objective.
     n_train_timesteps, beta_schedule
@@ -77,6 +81,7 @@ class ModelConfig:
     label_categories: dict[str, list[str]] = field(default_factory=dict)
     cond_dropout: float = 0.1
     translate_prob: float = 0.5
+    translate_cond_dropout: float | None = None
     prediction: str = "epsilon"
     n_train_timesteps: int = 1000
     beta_schedule: str = "linear"
@@ -99,6 +104,8 @@ class ModelConfig:
             self.translate_prob = 0.0
         if self.n_genes <= 0 or (self.paired and self.n_peaks <= 0):
             raise ScdxError(f"model needs genes and peaks, got n_genes={self.n_genes}, n_peaks={self.n_peaks}")
+        if self.translate_cond_dropout is not None and not 0.0 <= float(self.translate_cond_dropout) <= 1.0:
+            raise ScdxError(f"translate_cond_dropout must be in [0, 1] or None, got {self.translate_cond_dropout!r}")
         if self.objective not in ("diffusion", "flow"):
             raise ScdxError(f"objective must be 'diffusion' or 'flow', got {self.objective!r}")
         if self.rna_encoder not in ("mlp", "attention"):

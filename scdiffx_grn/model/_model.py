@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -183,7 +184,9 @@ class ScDiffusionX:
         for key in labels:
             check_labels(pd.DataFrame({key: _obs_labels(mdata, key)}), [key])
         rna, atac = mdata.mod["rna"], mdata.mod["atac"]
-        from ._data import validate_matrix  # in memory, or streamed in chunks for backed data
+        from ._data import (
+            validate_matrix,  # in memory, or streamed in chunks for backed data
+        )
 
         validate_matrix(_layer(rna, rna_layer), f"rna {'layers[%r]' % rna_layer if rna_layer else 'X'}", "rna",
                         obs_names=rna.obs_names, var_names=rna.var_names)
@@ -280,7 +283,7 @@ class ScDiffusionX:
             self.module.to(self._device)
         return self._device
 
-    def to(self, device: str | torch.device) -> "ScDiffusionX":
+    def to(self, device: str | torch.device) -> ScDiffusionX:
         """Move the model to ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``)."""
         self._device = get_device(str(device))
         self.module.to(self._device)
@@ -684,6 +687,9 @@ class ScDiffusionX:
             return pd.DataFrame(cols) if cols else None
         if isinstance(labels, pd.DataFrame):
             return labels
+        if not isinstance(labels, Mapping):
+            raise ScdxError(f"labels must be None, 'auto', a mapping {{label key: per-cell values}} or a DataFrame; "
+                            f"got {labels!r}")
         return pd.DataFrame({k: np.asarray(v, dtype=object) for k, v in dict(labels).items()})
 
     @torch.no_grad()
@@ -839,7 +845,7 @@ class ScDiffusionX:
             (tmp / "atac_var_names.txt").write_text("".join(f"{v}\n" for v in self.atac_var_names))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mdata=None, *, device: str | None = None) -> "ScDiffusionX":
+    def load(cls, path: str | os.PathLike, mdata=None, *, device: str | None = None) -> ScDiffusionX:
         """Load a saved model; with ``mdata``, refuse data whose features differ (naming them).
 
         Raises

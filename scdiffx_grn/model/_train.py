@@ -310,7 +310,11 @@ class Trainer:
             t = sched.sample_training_timesteps(self.batch_size, gen) if flow else torch.randint(0, T, (self.batch_size,), generator=gen)
             mode = torch.rand(self.batch_size, generator=gen)
             drop_each = torch.rand(self.batch_size, max(K, 1), generator=gen)[:, :K] < cfg.cond_dropout
-            drop_all = torch.rand(self.batch_size, generator=gen) < cfg.cond_dropout
+            u_all = torch.rand(self.batch_size, generator=gen)
+            if cfg.translate_cond_dropout is None:
+                drop_all = u_all < cfg.cond_dropout
+            else:  # conditional (translation) examples: mode < p_tr
+                drop_all = u_all < torch.where(mode < p_tr, float(cfg.translate_cond_dropout), float(cfg.cond_dropout))
             noise = torch.randn(self.batch_size, cfg.latent_dim + La, generator=gen)
             sl = slice(self.rank, None, self.world)
             gidx, t, mode, drop_each, drop_all, noise = (x[sl].to(self.dev) for x in (gidx, t, mode, drop_each, drop_all, noise))
