@@ -15,6 +15,8 @@ comparable; see :mod:`scdiffx_grn.eval._protocol` for the full description:
 - :func:`evaluate_model`: model vs baselines (:class:`CellTypeMeanBaseline`,
   :class:`ResampleBaseline`, :class:`KNNTranslator`, :class:`RidgeTranslator`) in one table;
   :func:`summarise`, :func:`comparison_table`, :func:`write_report` turn it into reports.
+- :func:`source_dependence`: does the translation use its input? (own vs shuffled source
+  profiles, classified and compared with the observed target; run it before trusting GRNs).
 - Plots: :func:`umap_real_vs_generated`, :func:`metric_bars`.
 
 ``eval.grn`` (GRN validation) is imported lazily on first access.
@@ -29,6 +31,7 @@ from ._baselines import (CellTypeMeanBaseline, KNNTranslator, ResampleBaseline, 
 from ._metrics import (auprc, auroc, colwise_pearson, energy_distance, ilisi, knn_label_transfer,
                        marker_correlation, marker_features, mmd_rbf, one_nn_accuracy, pseudobulk_correlation,
                        rf_auc, rowwise_auprc, rowwise_auroc, rowwise_pearson, wasserstein)
+from ._diagnostics import source_dependence
 from ._plots import metric_bars, umap_real_vs_generated
 from ._protocol import (GENERATION_METRICS, PER_CELL_TYPE_METRICS, FeatureSpace, evaluate_generation,
                         evaluate_model, evaluate_translation, summarise_generation)
@@ -42,7 +45,7 @@ __all__ = [
     "mmd_rbf", "wasserstein", "energy_distance", "pseudobulk_correlation", "one_nn_accuracy", "rf_auc",
     "ilisi", "knn_label_transfer", "marker_features", "marker_correlation", "rowwise_pearson",
     "colwise_pearson", "rowwise_auroc", "rowwise_auprc", "auroc", "auprc",
-    "umap_real_vs_generated", "metric_bars", "grn",
+    "umap_real_vs_generated", "metric_bars", "source_dependence", "grn",
 ]
 
 

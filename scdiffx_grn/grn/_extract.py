@@ -99,6 +99,13 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
     copy
         Return the table instead of ``None`` (it is stored either way).
 
+    Notes
+    -----
+    Model-based scores are only as informative as the model's dependence of the translated
+    expression on the ATAC input: check it first with
+    :func:`scdiffx_grn.eval.source_dependence` (own vs shuffled ATAC). Integrated gradients and
+    knockout measure that dependence directly; attention does not (see BENCHMARKS.md).
+
     Returns
     -------
     ``None`` (``copy=False``); ``mdata.uns[key_added]`` holds a DataFrame ``source (peak),
