@@ -162,6 +162,15 @@ def nb_grn():
                       "MAX_CELLS = 20 if FAST else 300   # cells per cell type used for scoring\n"
                       "N_TYPES = 2 if FAST else 5"),
         new_code_cell(LOAD),
+        new_markdown_cell("## First: does the model's translation use the ATAC?\n"
+                          "Model-based peak → gene scores are only as informative as the dependence of the "
+                          "translated expression on the ATAC input. `eval.source_dependence` translates cells "
+                          "from their own and from shuffled ATAC profiles and labels both with a classifier "
+                          "trained on real RNA: a useful model gives clearly more correct labels for its own "
+                          "ATAC. (The shipped demo checkpoint does not: see BENCHMARKS.md.)"),
+        new_code_cell('from scdiffx_grn import eval as ev\n'
+                      'ev.source_dependence(model, mdata, direction="atac->rna", n_cells=MAX_CELLS * 2,\n'
+                      '                     n_steps=2 if FAST else 20, n_pcs=10 if FAST else 30, seed=0)'),
         new_markdown_cell("## Peak → gene scores per cell type"),
         new_code_cell("from scdiffx_grn import grn\n"
                       'tss = grn.read_tss(datasets.tss_annotation("mm10"))  # or your own TSS table\n'
