@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -229,3 +230,39 @@ def test_biomarkers_command(tmp_path):
     assert {"cell_type", "kind", "feature", "rank"} <= set(tab.columns)
     assert {"gene", "tf"} <= set(tab["kind"])
     assert (out / "regulators.csv").exists() and (out / "regulator_dotplot.png").exists()
+
+
+def test_grn_command_with_motif_scan(files, trained, tmp_path):
+    """`grn --fasta --motifs`: TF -> peak links from scanning a genome, TF -> gene edges exported."""
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    atac = ad.read_h5ad(files / "atac.h5ad")
+    rna = ad.read_h5ad(files / "rna.h5ad")
+    peaks = [p.split("-") for p in atac.var_names]
+    size = max(int(e) for _, _, e in peaks) + 1000
+    seqs = {c: bytearray(rng.choice(list(b"ACGT"), size).tobytes()) for c in sorted({c for c, _, _ in peaks})}
+    site = b"AGATAAGATAAG"
+    planted = []
+    for j, (c, s, _) in enumerate(peaks[:40]):
+        if j % 2 == 0:
+            seqs[c][int(s) + 100:int(s) + 100 + len(site)] = site
+            planted.append(atac.var_names[j])
+    fasta = tmp_path / "genome.fa"
+    fasta.write_text("".join(f">{c}\n{s.decode()}\n" for c, s in seqs.items()))
+    motif = tmp_path / "motifs.jaspar"
+    cols = {"A": [1, 97, 1, 97, 97, 1], "C": [1, 1, 1, 1, 1, 1], "G": [97, 1, 1, 1, 1, 97], "T": [1, 1, 97, 1, 1, 1]}
+    motif.write_text(">M1\tGene0\n" + "".join(f"{b}  [ {' '.join(map(str, v))} ]\n" for b, v in cols.items()))
+    # TSS of gene i at the centre of peak i
+    tss = tmp_path / "tss.bed"
+    tss.write_text("".join(f"{c}\t{s}\t{e}\t{g}\t0\t+\n" for (c, s, e), g in zip(peaks, rna.var_names)))
+    out = tmp_path / "grn_out"
+    res = _run(["grn", "-m", trained, "--data", files / "syn.h5mu", "--tss", tss, "--fasta", fasta,
+                "--motifs", motif, "--tf", "Gene0,Gene1", "--max-cells", "10", "--out", out, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    tg = pd.read_csv(out / "tf_gene.csv")
+    assert len(tg) > 0 and set(tg["source"]) == {"Gene0"}
+    assert (out / "peak_gene.csv").exists() and (out / "tf_gene.graphml").exists()
+    res = _run(["grn", "-m", trained, "--data", files / "syn.h5mu", "--tss", tss, "--fasta", tmp_path / "no.fa",
+                "--tf", "Gene0", "--out", tmp_path / "x", "--device", "cpu"])
+    assert res.exit_code == 2 and "no.fa" in res.output
