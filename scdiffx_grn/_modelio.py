@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from ._errors import FeatureMismatchError, InputDataError, MissingLabelError, _fmt_items
 
 __all__ = ["model_features", "label_keys", "feature_layer", "feature_matrix", "model_inputs", "dense_rows",
-           "cell_conditions", "latent_dim", "sample_noise", "torch_generator", "eval_mode", "other_modality", "readout",
+           "cell_conditions", "latent_dim", "sample_noise", "cell_noise", "cell_keys", "torch_generator", "eval_mode", "other_modality", "readout",
            "translate", "Edit", "PairedBatch", "SEED_STRIDE"]
 
 #: noise of sample ``s`` under seed ``seed`` comes from a generator seeded by ``seed * SEED_STRIDE + s``
@@ -148,6 +148,48 @@ def sample_noise(n_cells: int, latent_dim: int, seed: int, sample: int = 0, devi
 
     z = torch.randn(n_cells, latent_dim, generator=torch_generator(int(seed) * SEED_STRIDE + int(sample)))
     return z if device is None else z.to(device)
+
+
+def cell_keys(names, seed: int, sample: int = 0, stream: int = 0) -> np.ndarray:
+    """One 63-bit key per cell from ``(seed, sample, stream, cell name)`` (BLAKE2b)."""
+    import hashlib
+
+    pre = f"{int(seed)}:{int(sample)}:{int(stream)}:".encode()
+    return np.array([int.from_bytes(hashlib.blake2b(pre + str(n).encode(), digest_size=8).digest(), "little")
+                     >> 1 for n in names], dtype=np.int64)
+
+
+def cell_noise(names, dim: int, seed: int, sample: int = 0, *, stream: int = 0, device=None):
+    """Standard normal noise ``(len(names), dim)`` keyed by each cell's name, the seed and the sample index.
+
+    A cell's noise does not depend on its row position, on the other cells in the call or on
+    the batch size, so translating a subset, a reordered copy or one cell alone gives that
+    cell the same result. ``stream`` separates independent draws of one sample (e.g. the
+    per-step noise of stochastic samplers).
+    """
+    import torch
+
+    keys = cell_keys(names, seed, sample, stream).astype(np.uint64)
+    d = int(dim)
+    half = (d + 1) // 2
+    j = np.arange(2 * half, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        u = _splitmix64(keys[:, None] + (j[None, :] + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15))
+    # 53-bit uniforms in (0, 1), then Box-Muller pairs
+    u = ((u >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+    u1, u2 = u[:, :half], u[:, half:]
+    r = np.sqrt(-2.0 * np.log(u1))
+    z = np.concatenate([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)], axis=1)[:, :d]
+    out = torch.from_numpy(z.astype(np.float32))
+    return out if device is None else out.to(device)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
 
 
 def latent_dim(model, src: str, X) -> int:

@@ -48,7 +48,23 @@ class ModelConfig:
         ``cond_dropout``). Translation runs without labels by default; a high value (e.g. 0.5)
         makes the denoiser learn to read the observed modality rather than the labels.
     prediction
-        ``"epsilon"`` or ``"v"`` (velocity) prediction objective.
+        ``"v"`` (velocity, default), ``"x0"`` (clean latent) or ``"epsilon"`` (noise) prediction.
+        With uniform timesteps, the epsilon loss weighs an error of the implied clean latent by
+        SNR(t), almost nothing at the high noise levels where the observed modality is the only
+        information; v weighs it by about 1 there (``docs/ARCHITECTURE.md``). Old checkpoints
+        trained with epsilon still load and sample.
+    loss_weighting, min_snr_gamma
+        ``"none"`` (plain MSE of the prediction target, default) or ``"min_snr"``
+        (Hang et al. 2023: the clean-latent error weighted by ``min(SNR, gamma)``; it lowers the
+        weight of high-noise examples again, see BENCHMARKS.md for the measured effect).
+    source_conditioning
+        Feed the clean observed modality's latent into the other branch's adaLN conditioning
+        (zero-initialised MLP, beside the Dual-Cross-Attention tokens). ``False`` for
+        checkpoints made before this path existed.
+    source_dropout
+        Fraction of translation examples whose observed modality is replaced by a null source
+        (fully noised, ``t = T``), so the denoiser also learns ``p(target | labels)`` and
+        classifier-free guidance over the source (``source_guidance=w``) is possible.
     n_train_timesteps, beta_schedule
         Diffusion schedule (``"linear"`` as in DDPM, or ``"cosine"``).
     ae_dropout
@@ -82,7 +98,11 @@ class ModelConfig:
     cond_dropout: float = 0.1
     translate_prob: float = 0.5
     translate_cond_dropout: float | None = None
-    prediction: str = "epsilon"
+    prediction: str = "v"
+    loss_weighting: str = "none"
+    min_snr_gamma: float = 5.0
+    source_conditioning: bool = True
+    source_dropout: float = 0.2
     n_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     ae_dropout: float = 0.1
@@ -127,8 +147,15 @@ class ModelConfig:
             raise ScdxError(f"latent_dim={self.latent_dim} is not a multiple of token_dim={self.token_dim}")
         if self.width % self.n_heads:
             raise ScdxError(f"width={self.width} is not a multiple of n_heads={self.n_heads}")
-        if self.prediction not in ("epsilon", "v"):
-            raise ScdxError(f"prediction must be 'epsilon' or 'v', got {self.prediction!r}")
+        if self.prediction not in ("epsilon", "v", "x0"):
+            raise ScdxError(f"prediction must be 'v', 'x0' or 'epsilon', got {self.prediction!r}")
+        if self.loss_weighting not in ("none", "min_snr"):
+            raise ScdxError(f"loss_weighting must be 'none' or 'min_snr', got {self.loss_weighting!r}")
+        if not float(self.min_snr_gamma) > 0:
+            raise ScdxError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma!r}")
+        if not 0.0 <= float(self.source_dropout) < 1.0:
+            raise ScdxError(f"source_dropout must be in [0, 1), got {self.source_dropout!r}")
+        self.source_conditioning = bool(self.source_conditioning) and self.paired
         if self.beta_schedule not in ("linear", "cosine"):
             raise ScdxError(f"beta_schedule must be 'linear' or 'cosine', got {self.beta_schedule!r}")
         missing = [k for k in self.label_keys if k not in self.label_categories]
@@ -154,6 +181,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
+        d = dict(d)
+        # checkpoints saved before the source-conditioning path and source dropout existed
+        d.setdefault("source_conditioning", False)
+        d.setdefault("source_dropout", 0.0)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ScdxError(f"unknown model config keys: {unknown}")

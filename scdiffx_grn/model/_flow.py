@@ -71,6 +71,20 @@ class _FlowScheduler:
         s = self._frac(t, like)
         return (s / (1 - s).clamp(min=1e-6)).clamp(max=MAX_GUIDANCE_RATIO)
 
+    def loss_weight(self, t: torch.Tensor, kind: str = "none", gamma: float = 5.0) -> torch.Tensor:
+        """Per-example loss weight: flow matching already weighs the clean-latent error by 1."""
+        if kind not in ("none", "min_snr"):
+            raise ScdxError(f"unknown loss weighting {kind!r}")
+        return torch.ones(t.shape[0], device=t.device)
+
+    @property
+    def posterior_mean_timestep(self) -> float:
+        """Model time of the one-call posterior-mean readout (pure noise, ``t = 1``)."""
+        return float(self.num_train_timesteps)
+
+    #: the ODE samplers draw no noise during sampling
+    stochastic = False
+
     # --- sampling -----------------------------------------------------------------------------
     def _grid(self, n: int) -> torch.Tensor:
         if not 1 <= n <= 100_000:
@@ -95,7 +109,7 @@ class FlowEulerScheduler(_FlowScheduler):
 
     name = "euler"
 
-    def step(self, model_output, timestep, sample, generator=None):
+    def step(self, model_output, timestep, sample, generator=None, noise=None):
         i = self._i
         if i >= len(self._grid_t) - 1:
             raise ScdxError("step() called more times than there are timesteps: call set_timesteps() again")
@@ -122,7 +136,7 @@ class FlowHeunScheduler(_FlowScheduler):
         self._x = None  # sample at the start of the current step
         self._v = None  # its velocity
 
-    def step(self, model_output, timestep, sample, generator=None):
+    def step(self, model_output, timestep, sample, generator=None, noise=None):
         # even positions k = 2i: predictor of step i (at t_i); odd k = 2i+1: corrector of step i (at t_{i+1})
         k = self._k
         if k >= len(self.timesteps):

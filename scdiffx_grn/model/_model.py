@@ -30,6 +30,7 @@ from ._schedulers import make_scheduler
 
 SETUP_KEY = "_scdx_setup"
 DIRECTIONS = ("atac->rna", "rna->atac")
+READOUTS = ("mean", "samples")
 
 
 # ----------------------------------------------------------------------------- data helpers
@@ -404,7 +405,7 @@ class ScDiffusionX:
 
     def _sample(self, mode: str, cond: torch.Tensor, noise_r, noise_a, *, z_src=None, sampler="dpm++",
                 n_steps=20, guidance_scale=1.0, guidance_mode="joint", generator=None, method="conditional",
-                recon_guidance: float = 0.0, output_fn=None):
+                recon_guidance: float = 0.0, output_fn=None, source_guidance: float = 1.0, step_noise_fn=None):
         """Run a full reverse trajectory for one batch.
 
         ``mode`` is ``"joint"`` (both modalities generated), ``"rna->atac"`` or ``"atac->rna"``
@@ -431,8 +432,9 @@ class ScDiffusionX:
             return x_r, x_a
         src_is_rna = mode == "rna->atac"
         x = noise_a if src_is_rna else noise_r
-        noise_src = noise_r if src_is_rna else noise_a  # used by inpainting only
-        for t in sched.timesteps:
+        noise_src = noise_r if src_is_rna else noise_a  # inpainting and the null source
+        step_noise = step_noise_fn(sched) if (step_noise_fn is not None and getattr(sched, "stochastic", False)) else None
+        for i, t in enumerate(sched.timesteps):
             tt = t.reshape(1).to(cond.device).expand(b).clone()
             if method == "conditional":
                 src, t_src = z_src, zero
@@ -452,30 +454,102 @@ class ScDiffusionX:
                 k = sched.guidance_coef(tt, x) if self.config.objective == "flow" else (1 - sched._abar(tt, x)).sqrt()
                 o_tgt = o_tgt.detach() + recon_guidance * k * grad
             else:
-                args = (src, x, t_src, tt) if src_is_rna else (x, src, tt, t_src)
-                o_r, o_a = self._guided(*args, cond, guidance_scale, guidance_mode)
-                o_tgt = o_a if src_is_rna else o_r
-            x = sched.step(o_tgt, t, x, generator)
+                o_tgt = self._target_output(src_is_rna, x, tt, src, t_src, cond, guidance_scale, guidance_mode,
+                                            source_guidance, noise_src, sched)
+            x = sched.step(o_tgt, t, x, generator, **({"noise": step_noise[i]} if step_noise is not None else {}))
         return (z_src, x) if src_is_rna else (x, z_src)
 
+    def _target_output(self, src_is_rna: bool, x, tt, src, t_src, cond, guidance_scale, guidance_mode,
+                       source_guidance: float, null_src, sched):
+        """Denoiser output of the translated (target) branch, with classifier-free guidance over the source.
+
+        ``source_guidance = w``: ``u + w (c - u)`` where ``c`` sees the observed source and ``u`` a
+        null source (noise at the noisiest timestep, the input used for source dropout in
+        training); ``w = 1`` is the plain conditional output. Label guidance
+        (``guidance_scale``) is applied inside each term.
+        """
+        w = float(source_guidance)
+        b = x.shape[0]
+        if w != 1.0:
+            if not getattr(self.config, "source_dropout", 0.0):
+                raise ScdxError("source_guidance needs a model trained with source_dropout > 0 (it never saw a "
+                                "null source); use source_guidance=1.0")
+            t_null = torch.full_like(t_src, sched.posterior_mean_timestep)
+            src = torch.cat([src, null_src])
+            t_src = torch.cat([t_src, t_null])
+            x, tt, cond = torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, cond])
+        args = (src, x, t_src, tt) if src_is_rna else (x, src, tt, t_src)
+        o_r, o_a = self._guided(*args, cond, guidance_scale, guidance_mode)
+        o = o_a if src_is_rna else o_r
+        if w == 1.0:
+            return o
+        c, u = o[:b], o[b:]
+        return u + w * (c - u)
+
     def translate_latent(self, z_src: torch.Tensor, direction: str, cond: torch.Tensor | None, noise: torch.Tensor,
-                         *, sampler: str = "ddim", n_steps: int = 50, guidance_scale=1.0, guidance_mode="joint",
-                         method: str = "conditional", recon_guidance: float = 0.0, generator=None) -> torch.Tensor:
+                         *, readout: str = "mean", sampler: str = "ddim", n_steps: int = 50, guidance_scale=1.0,
+                         guidance_mode="joint", source_guidance: float = 1.0, method: str = "conditional",
+                         recon_guidance: float = 0.0, generator=None, step_noise=None) -> torch.Tensor:
         """Translate normalised source latents into target latents (one batch, tensor level).
 
-        Deterministic given ``noise`` for the DDIM (eta=0) and DPM-Solver++ samplers, so two
-        calls with the same noise on edited and unedited inputs form a paired control.
-        Differentiable when gradients are enabled.
+        Parameters
+        ----------
+        z_src
+            Normalised source latents (B, latent_dim).
+        direction
+            ``"atac->rna"`` or ``"rna->atac"``.
+        cond
+            Label indices (B, n_label_keys) or ``None`` (no labels).
+        noise
+            (B, latent_dim) noise starting the target, or (B, 2 latent_dim): the second half is the
+            source-side noise (null source for ``source_guidance``, noised source for inpainting;
+            default: the first half reversed).
+        readout
+            ``"mean"`` (default): the posterior mean ``E[z_tgt | z_src, labels]`` in ONE denoiser
+            call at the noisiest timestep (the clean-latent estimate of a v / x0 / flow model
+            from pure noise; for epsilon models, which cannot give it in one call, a
+            deterministic DDIM trajectory of ``n_steps`` steps). ``"samples"``: one posterior
+            sample by ``sampler`` with ``n_steps`` steps.
+        step_noise
+            For stochastic samplers (``ddpm``): the per-step noise, ``(n_steps, B, latent_dim)``,
+            so that a cell's sample does not depend on its batch-mates (``translate`` passes
+            per-cell streams); default: drawn from ``generator``.
+
+        Deterministic given ``noise`` for the mean readout and the DDIM (eta=0), DPM-Solver++ and
+        flow samplers, so two calls with the same noise on edited and unedited inputs form a
+        paired control. Differentiable when gradients are enabled.
         """
         if direction not in DIRECTIONS:
             raise ScdxError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if readout not in READOUTS:
+            raise ScdxError(f"readout must be one of {READOUTS}, got {readout!r}")
         self._require_paired("translation")
         if cond is None:
             cond = self.module.denoiser.labels.null(z_src.shape[0], z_src.device)
-        z_r, z_a = self._sample(direction, cond, noise, noise, z_src=z_src, sampler=sampler, n_steps=n_steps,
+        L = z_src.shape[1]
+        if noise.shape[1] == 2 * L:
+            noise, noise_src = noise[:, :L], noise[:, L:]
+        elif noise.shape[1] == L:
+            noise_src = noise.flip(-1)
+        else:
+            raise ScdxError(f"noise must have latent_dim ({L}) or 2 x latent_dim columns, got {noise.shape[1]}")
+        src_is_rna = direction == "rna->atac"
+        if readout == "mean" and self.config.prediction != "epsilon":
+            sched = make_scheduler("euler" if self.config.objective == "flow" else "ddim", self.config)
+            tt = torch.full((z_src.shape[0],), sched.posterior_mean_timestep, device=z_src.device,
+                            dtype=torch.float32 if self.config.objective == "flow" else torch.long)
+            zero = torch.zeros_like(tt)
+            o = self._target_output(src_is_rna, noise, tt, z_src, zero, cond, guidance_scale, guidance_mode,
+                                    source_guidance, noise_src, sched)
+            return sched.to_x0_eps(o, noise, tt)[0]
+        if readout == "mean":  # epsilon model: a deterministic trajectory
+            sampler = "euler" if self.config.objective == "flow" else "ddim"
+        nr, na = (noise_src, noise) if src_is_rna else (noise, noise_src)
+        z_r, z_a = self._sample(direction, cond, nr, na, z_src=z_src, sampler=sampler, n_steps=n_steps,
                                 guidance_scale=guidance_scale, guidance_mode=guidance_mode, generator=generator,
-                                method=method, recon_guidance=recon_guidance)
-        return z_a if direction == "rna->atac" else z_r
+                                method=method, recon_guidance=recon_guidance, source_guidance=source_guidance,
+                                step_noise_fn=(lambda sch: step_noise) if step_noise is not None else None)
+        return z_a if src_is_rna else z_r
 
     # ------------------------------------------------------------------ training
     def train(self, *, ae_epochs: int = 40, diffusion_steps: int = 20_000, batch_size: int = 256,
@@ -693,9 +767,10 @@ class ScDiffusionX:
         return pd.DataFrame({k: np.asarray(v, dtype=object) for k, v in dict(labels).items()})
 
     @torch.no_grad()
-    def translate(self, mdata, direction: str = "atac->rna", *, n_samples: int = 1, sampler: str = "ddim",
-                  n_steps: int = 50, seed: int = 0, labels: str | Mapping | pd.DataFrame | None = None,
-                  guidance_scale: float = 1.0, method: str = "conditional", recon_guidance: float = 0.0,
+    def translate(self, mdata, direction: str = "atac->rna", *, readout: str | None = None,
+                  n_samples: int | None = None, n_noise: int = 4, sampler: str = "ddim", n_steps: int = 50,
+                  seed: int = 0, labels: str | Mapping | pd.DataFrame | None = None, guidance_scale: float = 1.0,
+                  source_guidance: float = 1.0, method: str = "conditional", recon_guidance: float = 0.0,
                   batch_size: int = 512, return_samples: bool = False):
         """Translate one modality into the other, cell by cell (pairing kept).
 
@@ -706,35 +781,71 @@ class ScDiffusionX:
             model's features.
         direction
             ``"atac->rna"`` or ``"rna->atac"``.
+        readout
+            ``"mean"`` (default unless ``n_samples`` is given): the posterior mean, the point
+            prediction to compare with other predictors. Each cell's target latent is the
+            denoiser's clean-latent estimate from pure noise at the noisiest timestep (one call),
+            averaged over ``n_noise`` noises, then decoded once. ``"samples"``: ``n_samples``
+            posterior samples (default 10) by ``sampler`` / ``n_steps``, for uncertainty; ``X`` is
+            the decoded latent mean of the samples (samples are never averaged in decoded
+            space, which blurs a broad posterior into the worst point estimate).
         n_samples
-            Independent samples per cell (different noise) for uncertainty.
+            Posterior samples per cell (implies ``readout="samples"``, as does ``method="inpaint"``).
+        n_noise
+            Noises averaged by the mean readout (1 is nearly as good: the estimate barely
+            depends on the noise).
         sampler, n_steps
-            Sampler and steps (``"ddim"`` with eta=0 and ``"dpm++"`` are deterministic given the seed).
+            Sampler and steps of the samples readout (``"ddim"`` with eta=0, ``"dpm++"`` and the
+            flow samplers are deterministic given the noise; ``"ddpm"`` draws per-cell step noise).
         seed
-            Seeds the noise: sample *k* of cell *i* uses the same noise in every call with the same
-            seed, so edited vs unedited inputs are paired.
+            Seeds the noise. The noise of cell *i* is keyed by the seed, the sample index and
+            the cell's obs name, so a cell's translation does not depend on its row, on the
+            other cells or on ``batch_size``; edited vs unedited copies with the same names
+            are paired.
         labels
             ``None`` (default: translate from the observed modality alone), ``"auto"`` (use the
             model's label columns from ``mdata.obs``), or explicit per-cell labels.
+        guidance_scale
+            Classifier-free guidance over the labels (1: none).
+        source_guidance
+            Classifier-free guidance over the observed modality, ``u + w (c - u)`` with ``u`` the
+            prediction from a null source (models trained with ``source_dropout > 0``). 1: none.
+            Values of 2-4 sharpen single samples toward the source's cell state; the posterior
+            mean is best at 1.
         method, recon_guidance
             ``"conditional"`` (the observed latent given clean to the denoiser; default) or
             ``"inpaint"`` (joint denoising with the observed branch replaced by its noised latent,
-            optionally with reconstruction guidance of weight ``recon_guidance``).
+            optionally with reconstruction guidance of weight ``recon_guidance``; samples readout).
 
         Returns
         -------
         AnnData with ``obs_names`` equal to ``mdata``'s and the target modality's features:
-        ``X`` is the mean over samples of ``log1p(1e4 * rho)`` (RNA) or of peak probabilities
-        (ATAC); ``layers['std']`` the standard deviation over samples; with ``return_samples``,
-        ``uns['samples']`` holds the (n_samples, cells, features) array.
+        ``X`` is ``log1p(1e4 * rho)`` (RNA) or peak probabilities (ATAC) of the posterior-mean
+        latent (mean readout) or of the samples' latent mean; ``obsm['latent']`` that latent;
+        for the samples readout ``layers['std']`` is the standard deviation over decoded samples
+        and, with ``return_samples``, ``uns['samples']`` holds the (n_samples, cells, features)
+        array of decoded samples.
         """
         import anndata as ad
+
+        from .._modelio import cell_noise
+        from .._settings import progress
 
         if direction not in DIRECTIONS:
             raise ScdxError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         self._require_paired("translation")
-        if n_samples < 1:
-            raise ScdxError(f"n_samples must be >= 1, got {n_samples}")
+        if readout is None:
+            readout = "samples" if (n_samples is not None or method != "conditional") else "mean"
+        if readout not in READOUTS:
+            raise ScdxError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if readout == "samples":
+            n_samples = 10 if n_samples is None else int(n_samples)
+            if n_samples < 1:
+                raise ScdxError(f"n_samples must be >= 1, got {n_samples}")
+        elif method != "conditional":
+            raise ScdxError(f"method={method!r} needs readout='samples' (the mean readout is conditional)")
+        if int(n_noise) < 1:
+            raise ScdxError(f"n_noise must be >= 1, got {n_noise}")
         self._require_fitted()
         src = "atac" if direction == "atac->rna" else "rna"
         tgt_names = self.rna_var_names if src == "atac" else self.atac_var_names
@@ -745,46 +856,60 @@ class ScDiffusionX:
         n = X.n_obs
         if n == 0:
             raise InputDataError("no cells to translate")
+        names = np.asarray(mdata.mod[src].obs_names.astype(str))
         lab = self._labels_for(mdata, labels)
         cond_all = self.condition_indices(lab, n) if lab is not None else self.module.denoiser.labels.null(n, self.device)
         L = self.config.latent_dim
         self.module.eval()
         dev = self.device
         f_in = self.rna_tensor if src == "rna" else self.atac_tensor
-        z_src = torch.cat([self.encode(src, f_in(B)) for _, _, B in X.batches(batch_size)])
-        total = np.zeros((n, len(tgt_names)), dtype=np.float64)
-        total_sq = np.zeros_like(total)
-        samples = [] if return_samples else None
-        for k in range(n_samples):
-            gen = torch.Generator(device="cpu").manual_seed(int(seed) * 7919 + k)
-            noise = torch.randn((n, L), generator=gen)
-            out = []
-            for s in range(0, n, batch_size):
-                e = min(n, s + batch_size)
-                step_gen = torch.Generator(device=dev).manual_seed((int(seed) * 7919 + k) * 1_000_003 + s)
-                z_t = self.translate_latent(z_src[s:e], direction, cond_all[s:e], noise[s:e].to(dev), sampler=sampler,
-                                            n_steps=n_steps, guidance_scale=guidance_scale, method=method,
-                                            recon_guidance=recon_guidance, generator=step_gen)
-                y = torch.log1p(1e4 * self.decode_rna(z_t)) if src == "atac" else self.decode_atac(z_t)
-                out.append(y.float().cpu().numpy())
-            y = np.concatenate(out)
-            total += y
-            total_sq += y.astype(np.float64) ** 2
-            if samples is not None:
-                samples.append(y.astype(np.float32))
-        mean = total / n_samples
-        std = np.sqrt(np.maximum(total_sq / n_samples - mean**2, 0.0))
-        obs = pd.DataFrame(index=pd.Index(mdata.mod[src].obs_names.astype(str)))
+        decode = (lambda z: torch.log1p(1e4 * self.decode_rna(z))) if src == "atac" else self.decode_atac
+        K = int(n_noise) if readout == "mean" else n_samples
+        n_f = len(tgt_names)
+        z_out = np.empty((n, L), dtype=np.float32)
+        y_out = np.empty((n, n_f), dtype=np.float32)
+        std = np.empty((n, n_f), dtype=np.float32) if readout == "samples" else None
+        samples = np.empty((n_samples, n, n_f), dtype=np.float32) if (readout == "samples" and return_samples) else None
+        kw = dict(readout=readout, sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
+                  source_guidance=source_guidance, method=method, recon_guidance=recon_guidance)
+        stochastic = readout == "samples" and getattr(make_scheduler(sampler, self.config), "stochastic", False)
+        bar = progress(total=n * K, desc=f"translate {direction} ({readout})", unit="cell")
+        for s, e, B in X.batches(batch_size):
+            z_src = self.encode(src, f_in(B))
+            zs, ys = [], []
+            for k in range(K):
+                noise = cell_noise(names[s:e], 2 * L, seed, k, device=dev)
+                step_noise = (cell_noise(names[s:e], n_steps * L, seed, k, stream=1, device=dev)
+                              .view(e - s, n_steps, L).transpose(0, 1) if stochastic else None)
+                z_t = self.translate_latent(z_src, direction, cond_all[s:e], noise, step_noise=step_noise, **kw)
+                zs.append(z_t.float())
+                if readout == "samples":
+                    ys.append(decode(z_t).float().cpu().numpy())
+                bar.update(e - s)
+            z_mean = torch.stack(zs).mean(0)
+            z_out[s:e] = z_mean.cpu().numpy()
+            y_out[s:e] = decode(z_mean).float().cpu().numpy()
+            if readout == "samples":
+                Y = np.stack(ys)
+                std[s:e] = Y.std(0)
+                if samples is not None:
+                    samples[:, s:e] = Y
+        bar.close()
+        obs = pd.DataFrame(index=pd.Index(names))
         if lab is not None:
             for c in lab.columns:
                 obs[c] = pd.Categorical(lab[c].astype(str).to_numpy())
-        res = ad.AnnData(X=mean.astype(np.float32), obs=obs, var=pd.DataFrame(index=tgt_names))
-        res.layers["std"] = std.astype(np.float32)
-        res.uns["translation"] = {"direction": direction, "n_samples": int(n_samples), "sampler": sampler,
-                                  "n_steps": int(n_steps), "seed": int(seed), "method": method,
+        res = ad.AnnData(X=y_out, obs=obs, var=pd.DataFrame(index=tgt_names))
+        res.obsm["latent"] = z_out
+        if std is not None:
+            res.layers["std"] = std
+        res.uns["translation"] = {"direction": direction, "readout": readout, "n_noise": int(n_noise),
+                                  "n_samples": int(n_samples or 0), "sampler": sampler, "n_steps": int(n_steps),
+                                  "seed": int(seed), "method": method, "guidance_scale": float(guidance_scale),
+                                  "source_guidance": float(source_guidance),
                                   "values": "log1p(1e4*rho)" if src == "atac" else "probability"}
         if samples is not None:
-            res.uns["samples"] = np.stack(samples)
+            res.uns["samples"] = samples
         return res
 
     # ------------------------------------------------------------------ latents / reconstruction

@@ -252,13 +252,39 @@ class _FinalLayer(nn.Module):
         return self.linear(_modulate(self.norm(h), shift, scale))
 
 
+class SourceEmbedder(nn.Module):
+    """Embedding of the other modality's clean latent for a branch's adaLN conditioning.
+
+    A two-layer MLP whose last layer starts at zero, so a new model starts exactly as one
+    without this path. Its output is gated by ``t_other <= 0`` (the other modality observed):
+    noised or null sources contribute nothing.
+    """
+
+    def __init__(self, latent_dim: int, width: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(latent_dim, width), nn.SiLU(), nn.Linear(width, width))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, z_other: torch.Tensor, t_other: torch.Tensor) -> torch.Tensor:
+        gate = (t_other <= 0).to(z_other.dtype)[:, None]
+        return self.mlp(z_other) * gate
+
+
 class DCADenoiser(nn.Module):
     """Two-branch transformer denoiser with Dual-Cross-Attention.
 
-    ``forward(z_rna, z_atac, t_rna, t_atac, cond)`` predicts the noise (or velocity) of each
-    branch. Each branch's conditioning vector is its own timestep embedding plus the other
-    branch's timestep embedding (so it knows how noisy its context is) plus the label embedding.
-    A timestep of 0 together with a clean input marks an observed (conditioning) modality.
+    ``forward(z_rna, z_atac, t_rna, t_atac, cond)`` predicts the velocity (or clean latent, or
+    noise; ``cfg.prediction``) of each branch. Each branch's conditioning vector is its own
+    timestep embedding plus the other branch's timestep embedding (so it knows how noisy its
+    context is) plus the label embedding, plus (``cfg.source_conditioning``) an embedding of the
+    other branch's latent when that modality is observed. A timestep of 0 together with a clean
+    input marks an observed (conditioning) modality.
+
+    Two paths carry the observed modality into the other branch: the Dual-Cross-Attention
+    (token-level, the interpretable path the GRN attention scores read) and the adaLN source
+    embedding (the whole latent at once, a global shift/scale of every block). See
+    ``docs/ARCHITECTURE.md``.
 
     In single-modality mode (``cfg.modalities == ["rna"]``) only the RNA branch exists (self-
     attention + MLP blocks, no cross-attention); ``z_atac`` is ignored (pass a ``(B, 0)``
@@ -281,6 +307,10 @@ class DCADenoiser(nn.Module):
         else:
             self.t_self_r = TimestepEmbedder(w)
         self.labels = LabelEmbedder([len(cfg.label_categories[k]) for k in cfg.label_keys], w)
+        self.source_conditioning = bool(getattr(cfg, "source_conditioning", False)) and self.paired
+        if self.source_conditioning:
+            self.src_r = SourceEmbedder(cfg.latent_dim, w)  # RNA branch reads the observed ATAC latent
+            self.src_a = SourceEmbedder(cfg.latent_dim, w)  # ATAC branch reads the observed RNA latent
         self.blocks = nn.ModuleList([DCABlock(w, cfg.n_heads, cfg.mlp_ratio, paired=self.paired)
                                      for _ in range(cfg.n_layers)])
         self.final_r = _FinalLayer(w, td)
@@ -296,6 +326,9 @@ class DCADenoiser(nn.Module):
         lab = self.labels(cond)
         c_r = self.t_self_r(t_rna) + self.t_other_r(t_atac) + lab
         c_a = self.t_self_a(t_atac) + self.t_other_a(t_rna) + lab
+        if self.source_conditioning:
+            c_r = c_r + self.src_r(z_atac, t_atac)
+            c_a = c_a + self.src_a(z_rna, t_rna)
         maps: dict[str, list[torch.Tensor]] = {k: [] for k in ("rna_self", "atac_self", "rna_to_atac", "atac_to_rna")}
         for blk in self.blocks:
             h_r, h_a, attn = blk(h_r, h_a, c_r, c_a, return_attention)

@@ -37,6 +37,25 @@ class _AELoss(nn.Module):
         return l_r, l_a
 
 
+def diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, m_r, m_a, weighting: str = "none",
+                   gamma: float = 5.0):
+    """Masked denoising loss of both branches: mean over the noised (``m_*`` True) examples of the
+    per-example-weighted squared error of the scheduler's target (velocity, clean latent or noise).
+
+    Returns ``(loss_rna, loss_atac)``; a branch with no noised example contributes 0.
+    """
+    out = []
+    for o, z, n, t, m in ((o_r, z_r, n_r, t_r, m_r), (o_a, z_a, n_a, t_a, m_a)):
+        d = z.shape[1]
+        if d == 0:
+            out.append(o.new_zeros(()).float())
+            continue
+        w = m.float() * sched.loss_weight(t, weighting, gamma).to(o.device)
+        err = ((o.float() - sched.target(z, n, t)) ** 2).mean(-1)
+        out.append((err * w).sum() / m.float().sum().clamp(min=1))
+    return out[0], out[1]
+
+
 def _dist():
     """(rank, world_size), initialising torch.distributed from torchrun's environment if needed."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -298,6 +317,9 @@ class Trainer:
             self._set_rng_state(gen, ck["rng"])
             start = int(ck["step"])
         T = cfg.n_train_timesteps
+        t_null = sched.posterior_mean_timestep  # the noisiest timestep: a null (unobserved) source
+        weighting = getattr(cfg, "loss_weighting", "none")
+        gamma = float(getattr(cfg, "min_snr_gamma", 5.0))
         K = len(cfg.label_keys)
         p_tr = float(cfg.translate_prob)
         cond_all = self.cond.to(self.dev)
@@ -316,27 +338,32 @@ class Trainer:
             else:  # conditional (translation) examples: mode < p_tr
                 drop_all = u_all < torch.where(mode < p_tr, float(cfg.translate_cond_dropout), float(cfg.cond_dropout))
             noise = torch.randn(self.batch_size, cfg.latent_dim + La, generator=gen)
+            # null source: the observed modality of a translation example is fully noised, so the
+            # denoiser also learns p(target | labels) (classifier-free guidance over the source)
+            p_null = float(getattr(cfg, "source_dropout", 0.0))
+            null_src = (torch.rand(self.batch_size, generator=gen) < p_null) if p_null > 0 else \
+                torch.zeros(self.batch_size, dtype=torch.bool)
             sl = slice(self.rank, None, self.world)
-            gidx, t, mode, drop_each, drop_all, noise = (x[sl].to(self.dev) for x in (gidx, t, mode, drop_each, drop_all, noise))
+            gidx, t, mode, drop_each, drop_all, noise, null_src = (
+                x[sl].to(self.dev) for x in (gidx, t, mode, drop_each, drop_all, noise, null_src))
             z_r, z_a = self.z_rna[gidx], self.z_atac[gidx]
             n_r, n_a = noise.split([cfg.latent_dim, La], -1)
             rna_given = mode < p_tr / 2  # translation task atac <- rna: RNA clean
             atac_given = (mode >= p_tr / 2) & (mode < p_tr)
-            t_r = torch.where(rna_given, torch.zeros_like(t), t)
-            t_a = torch.where(atac_given, torch.zeros_like(t), t)
-            x_r = torch.where(rna_given[:, None], z_r, sched.add_noise(z_r, n_r, t_r))
-            x_a = torch.where(atac_given[:, None], z_a, sched.add_noise(z_a, n_a, t_a))
+            t_src = torch.where(null_src, torch.full_like(t, t_null), torch.zeros_like(t))
+            t_r = torch.where(rna_given, t_src, t)
+            t_a = torch.where(atac_given, t_src, t)
+            x_r = torch.where((rna_given & ~null_src)[:, None], z_r, sched.add_noise(z_r, n_r, t_r))
+            x_a = torch.where((atac_given & ~null_src)[:, None], z_a, sched.add_noise(z_a, n_a, t_a))
             cond = cond_all[gidx]
             if K:
                 drop = drop_each | drop_all[:, None]
                 cond = torch.where(drop, null.expand_as(cond), cond)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
                 o_r, o_a = net(x_r, x_a, t_r, t_a, cond)
-            w_r = (~rna_given).float()[:, None]
-            w_a = (~atac_given).float()[:, None]
-            l_r = ((o_r.float() - sched.target(z_r, n_r, t_r)) ** 2 * w_r).sum() / (w_r.sum() * cfg.latent_dim).clamp(min=1)
-            l_a = ((o_a.float() - sched.target(z_a, n_a, t_a)) ** 2 * w_a).sum() / (w_a.sum() * La).clamp(min=1)
-            loss = l_r + l_a
+            loss_r, loss_a = diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, ~rna_given, ~atac_given,
+                                            weighting, gamma)
+            loss = loss_r + loss_a
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(den.parameters(), self.grad_clip)
