@@ -89,6 +89,15 @@ def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device
     t = time.perf_counter()
     model.train(split_key="split", seed=seed, device=device, **kw)
     model.timing["total_seconds"] = time.perf_counter() - t
+    split = mdata.obs["split"].astype(str)
+    # the split travels with the checkpoint: held-out cells can be found again without this script
+    model.setup["split"] = {"key": "split", "seed": int(split_seed), "fractions": [0.8, 0.1, 0.1],
+                            "stratify": "cell_type", "counts": split.value_counts().to_dict(),
+                            "test_cells": split.index[split == "test"].tolist(),
+                            "val_cells": split.index[split == "val"].tolist()}
+    model.setup["training"] = {"preset": preset, "seed": int(seed), "train": kw,
+                               "seconds": round(float(model.timing["total_seconds"]), 1),
+                               "torch_threads": int(__import__("torch").get_num_threads())}
     if out is not None:
         model.save(out, overwrite=True, half=(preset == "demo") if half is None else half)
         Path(out, "training.json").write_text(json.dumps({"preset": preset, "seed": seed, "train": kw,

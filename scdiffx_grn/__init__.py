@@ -9,6 +9,7 @@ Namespaces follow scanpy's conventions and are imported lazily so that
 - ``get``: tidy getters for results (``grn_df``, ``perturbation_df``, ``biomarker_df``)
 - ``pl``: plots
 - ``eval``: metrics for generation, translation and GRNs
+- ``report``: the end-to-end demo and its HTML report (``report.run_demo``)
 - :class:`ScDiffusionX`: the model (train / generate / translate / save / load)
 """
 
@@ -22,7 +23,7 @@ from ._settings import seed_everything, settings
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"datasets", "pp", "tl", "pl", "get", "eval", "model", "perturb", "grn", "biomarkers"}
+_SUBMODULES = {"datasets", "pp", "tl", "pl", "get", "eval", "model", "perturb", "grn", "biomarkers", "report"}
 _LAZY_ATTRS = {"ScDiffusionX": ("scdiffx_grn.model", "ScDiffusionX")}
 
 if TYPE_CHECKING:  # pragma: no cover

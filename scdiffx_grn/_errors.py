@@ -18,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "ChecksumError",
     "DataFileMissingError",
+    "OutputError",
 ]
 
 
@@ -65,6 +66,11 @@ class DataFileMissingError(ScdxError, FileNotFoundError):
 
 class ChecksumError(ScdxError, OSError):
     """A data file on disk differs from the sha256 recorded in its manifest."""
+
+
+class OutputError(ScdxError, OSError):
+    """An output cannot be written: the path exists (and is not ours to replace), is not
+    writable, or the disk is full. The message names the path."""
 
 
 def _fmt_items(items, limit: int = 10) -> str:

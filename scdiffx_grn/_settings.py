@@ -35,6 +35,11 @@ class _Settings:
     data_dir
         Where shared reference data lives (``../shared/data`` beside a checkout, or
         ``$SCDX_DATA_DIR``). Only benchmarks read from it; the package ships its demo data.
+    threads
+        CPU threads of torch (``torch.set_num_threads``), applied when a model first picks its
+        device (and at once when torch is loaded already); ``None``: torch's default. Read from
+        ``$SCDX_THREADS`` at import, by the Python API and the command line alike. On a shared or
+        busy machine ``1`` is often much faster for small batches.
     """
 
     seed: int = 0
@@ -42,6 +47,19 @@ class _Settings:
     _verbosity: str = "warning"
     progress: bool = True
     data_dir: str | None = None
+    _threads: int | None = None
+
+    @property
+    def threads(self) -> int | None:
+        return self._threads
+
+    @threads.setter
+    def threads(self, n: int | None) -> None:
+        self._threads = _parse_threads(n)
+        import sys
+
+        if "torch" in sys.modules:
+            _apply_threads()
 
     @property
     def verbosity(self) -> str:
@@ -61,8 +79,44 @@ class _Settings:
             logger.propagate = False
 
 
+def _parse_threads(n) -> int | None:
+    if n is None or str(n).strip() in ("", "0"):
+        return None
+    try:
+        v = int(str(n).strip())
+    except ValueError:
+        from ._errors import ScdxError
+
+        raise ScdxError(f"threads (SCDX_THREADS) must be a whole number, got {n!r}") from None
+    if v < 0:
+        from ._errors import ScdxError
+
+        raise ScdxError(f"threads (SCDX_THREADS) must be >= 1 (or 0 for torch's default), got {n!r}")
+    return v
+
+
+_applied_threads: list[int] = []
+
+
+def _apply_threads() -> None:
+    """Set torch's intra-op threads to ``settings.threads`` (when set and not applied yet)."""
+    n = settings.threads
+    if n and (not _applied_threads or _applied_threads[-1] != n):
+        import torch
+
+        torch.set_num_threads(int(n))
+        _applied_threads.append(int(n))
+
+
+def _env_threads() -> int | None:
+    try:
+        return _parse_threads(os.environ.get("SCDX_THREADS"))
+    except Exception:  # noqa: BLE001 - a bad value must not break the import; the CLI reports it
+        return None
+
+
 settings = _Settings(progress=os.environ.get("SCDX_PROGRESS", "1") != "0",
-                     data_dir=os.environ.get("SCDX_DATA_DIR"))
+                     data_dir=os.environ.get("SCDX_DATA_DIR"), _threads=_env_threads())
 
 
 def seed_everything(seed: int | None = None) -> int:
@@ -83,6 +137,7 @@ def get_device(device: str | None = None):
     """Resolve a device string (``None`` -> settings.device; ``"auto"`` -> CUDA if available)."""
     import torch
 
+    _apply_threads()
     device = settings.device if device is None else device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -7,6 +7,7 @@ user can find the problem in their data. They are re-exported by :mod:`scdiffx_g
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -15,7 +16,8 @@ import scipy.sparse as sp
 
 from ._errors import InputDataError, MissingLabelError, NotCountsError, _fmt_items
 
-__all__ = ["check_counts", "check_finite", "check_labels", "is_counts", "check_paired"]
+__all__ = ["check_counts", "check_finite", "check_labels", "is_counts", "check_paired", "check_unique_barcodes",
+           "feature_mismatch_hint", "map_peak_names", "peak_key"]
 
 
 def _values_and_positions(X) -> tuple[np.ndarray, Any]:
@@ -213,14 +215,7 @@ def check_paired(mdata, modalities: Sequence[str] = ("rna", "atac")) -> None:
     missing = [m for m in modalities if m not in mods]
     if missing:
         raise InputDataError(f"MuData lacks modality {_fmt_items(missing)}; it has {_fmt_items(mods)}")
-    for m in modalities:  # duplicated barcodes would pair cells ambiguously
-        names = mods[m].obs_names
-        if not names.is_unique:
-            dup = names[names.duplicated()].unique()
-            raise BarcodeMismatchError(
-                f"modality {m!r} has {len(dup)} duplicated cell barcodes: {_fmt_items(dup)}; "
-                "make them unique (e.g. prefix the sample) before pairing"
-            )
+    check_unique_barcodes(mdata, modalities)  # duplicated barcodes would pair cells ambiguously
     ref = mods[modalities[0]].obs_names
     for m in modalities[1:]:
         other = mods[m].obs_names
@@ -232,3 +227,104 @@ def check_paired(mdata, modalities: Sequence[str] = ("rna", "atac")) -> None:
                 f"not hold the same cells in the same order; {len(only_a)} only in {modalities[0]!r} "
                 f"(e.g. {_fmt_items(only_a, 3)}), {len(only_b)} only in {m!r} (e.g. {_fmt_items(only_b, 3)})"
             )
+
+
+def check_unique_barcodes(mdata, modalities: Sequence[str] | None = None) -> None:
+    """Raise :class:`~scdiffx_grn.BarcodeMismatchError` if a modality repeats a cell barcode.
+
+    Parameters
+    ----------
+    mdata
+        A :class:`mudata.MuData` (or an AnnData, checked as one modality).
+    modalities
+        Modalities to check (default: those of ``mdata`` that are present).
+    """
+    from ._errors import BarcodeMismatchError
+
+    mods = getattr(mdata, "mod", None)
+    if mods is None:
+        mods = {"data": mdata}
+    for m in (modalities if modalities is not None else list(mods)):
+        if m not in mods:
+            continue
+        names = mods[m].obs_names
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique()
+            raise BarcodeMismatchError(
+                f"modality {m!r} has {len(dup)} duplicated cell barcodes: {_fmt_items(dup)}; "
+                "make them unique (e.g. prefix the sample: adata.obs_names = sample + '_' + adata.obs_names) "
+                "before pairing"
+            )
+
+
+_PEAK_RE = re.compile(r"^(.+?)[:_-](\d+)[-_](\d+)$")
+
+
+def peak_key(name) -> tuple[str, int, int] | None:
+    """``(chrom, start, end)`` of a peak named ``chr1-100-200``, ``chr1:100-200`` or ``chr1_100_200``
+    (``None`` for other names)."""
+    m = _PEAK_RE.match(str(name).strip())
+    return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def map_peak_names(data_names, model_names) -> dict[str, str]:
+    """``{data name: model name}`` for the data's peaks that are the model's peaks written in another
+    format (same chromosome, start and end; e.g. ``chr1:100-200`` for the model's ``chr1_100_200``)."""
+    want = {}
+    for n in model_names:
+        k = peak_key(n)
+        if k is not None:
+            want.setdefault(k, str(n))
+    out = {}
+    for d in data_names:
+        k = peak_key(d)
+        if k is not None and k in want and want[k] != str(d):
+            out[str(d)] = want[k]
+    return out
+
+
+def _peak_style(name: str) -> str:
+    m = _PEAK_RE.match(name)
+    if not m:
+        return repr(name)
+    return f"{m.group(1)}{name[len(m.group(1))]}start{name[m.end(2)]}end"
+
+
+def feature_mismatch_hint(missing, data_names, modality: str) -> str:
+    """A hint on why the model's features ``missing`` are not among ``data_names``: names that
+    differ only in case (e.g. human-style upper-case ``GAPDH`` for a mouse model's ``Gapdh``),
+    or peaks written in another format (``chr1-100-200`` / ``chr1:100-200`` / ``chr1_100_200``).
+    Returns ``""`` when there is nothing to say."""
+    missing = [str(x) for x in missing]
+    if not missing:
+        return ""
+    data = [str(x) for x in data_names]
+    hints = []
+    low: dict[str, str] = {}
+    for d in data:
+        low.setdefault(d.lower(), d)
+    case = [(m, low[m.lower()]) for m in missing if m.lower() in low]
+    if case:
+        ex = ", ".join(f"model {a!r} vs data {b!r}" for a, b in case[:3])
+        style = ""
+        if modality == "rna":
+            up = np.mean([d.isupper() for d in data[:2000]]) if data else 0.0
+            mup = np.mean([m.isupper() for m in missing[:2000]])
+            if up > 0.7 and mup < 0.3:
+                style = (" (the data's gene names are upper case, human style; the model's are mouse style, "
+                         "e.g. 'Gapdh')")
+            elif up < 0.3 and mup > 0.7:
+                style = " (the model's gene names are upper case, human style; the data's are not)"
+        hints.append(f"{len(case)} of them differ only in upper / lower case ({ex}){style}: rename the data's "
+                     "var_names to the model's spelling (and check the organism)")
+    if modality == "atac":
+        mp = map_peak_names(data, missing)
+        if mp:
+            d, m = next(iter(mp.items()))
+            hints.append(f"{len(mp)} of them are the same peaks written in another format (data {d!r} = model "
+                         f"{m!r}, i.e. {_peak_style(d)} vs {_peak_style(m)}): ScDiffusionX.subset_to_model(mdata) "
+                         "maps these formats, or rename the data's peaks")
+        elif data and peak_key(missing[0]) is not None and not any(peak_key(d) for d in data[:1000]):
+            hints.append(f"the data's peak names (e.g. {data[0]!r}) are not chrom-start-end coordinates like the "
+                         f"model's ({missing[0]!r})")
+    return (" Hint: " + "; ".join(hints) + ".") if hints else ""

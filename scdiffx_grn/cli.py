@@ -56,10 +56,26 @@ def _info(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+# hints of the Python API that have another form on the command line
+_CLI_HINTS = (
+    ("or load with require_counts=False.", "(the command line needs raw counts: store them in layers['counts'] or "
+     "X of the input file; in Python, datasets.read_multiome(..., require_counts=False) loads other values)."),
+    ("Pass join='inner' to keep the shared cells, or fix the barcodes.",
+     "Fix the barcodes, or keep only the shared cells (in Python: datasets.read_multiome(..., join='inner')) "
+     "and write them to one .h5mu for --data."),
+    ("pass overwrite=True to replace it", "pass --overwrite to replace it"),
+)
+
+
 def _one_line(exc: BaseException) -> str:
     msg = str(exc) if str(exc) else type(exc).__name__
     if isinstance(exc, FileNotFoundError) and not isinstance(exc, ScdxError) and exc.filename:
         msg = f"file not found: {exc.filename}"
+    elif isinstance(exc, OSError) and not isinstance(exc, ScdxError):
+        why = exc.strerror or msg
+        msg = f"{why}: {exc.filename}" if exc.filename else why
+    for py, cli in _CLI_HINTS:
+        msg = msg.replace(py, cli)
     return " ".join(msg.split())
 
 
@@ -133,10 +149,18 @@ def _command(fn: Callable) -> Callable:
             warnings.filterwarnings("ignore", category=DeprecationWarning)
         try:
             return fn(*args, **kwargs)
-        except (ScdxError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        except (ScdxError, OSError) as e:  # OSError: unreadable input, disk full, ...
             if debug:
                 raise
             _err(_one_line(e))
+            raise typer.Exit(EXIT_INPUT_ERROR) from None
+        except RuntimeError as e:  # torch reports a failed write (disk full) as RuntimeError
+            from ._io import _output_error
+
+            err = _output_error(e, Path(str(kwargs.get("out") or "output")))
+            if err is None or debug:
+                raise
+            _err(_one_line(err))
             raise typer.Exit(EXIT_INPUT_ERROR) from None
 
     return wrapper
@@ -196,6 +220,39 @@ def _prepare_for_model(model, mdata):
     return mdata
 
 
+def _read_table(path: Path, what: str):
+    """A csv / tsv / txt (separator detected) or parquet table; errors name the file."""
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else None
+        return pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, ImportError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise ScdxError(f"{what} {str(path)!r} could not be read as a table: {why}") from None
+
+
+def _check_groups(mdata, groupby: str, groups: list[str] | None) -> None:
+    """Before the work: the --groupby column exists and the --cell-type values are among its values."""
+    from ._errors import MissingLabelError, _fmt_items
+
+    cols = mdata.obs
+    if groupby not in cols:
+        mods = [a.obs for a in mdata.mod.values() if groupby in a.obs]
+        if not mods:
+            raise MissingLabelError(f"--groupby column {groupby!r} not found in the data (obs columns: "
+                                    f"{_fmt_items(cols.columns, 15) or 'none'})")
+        cols = mods[0]
+    have = sorted(set(cols[groupby].dropna().astype(str)))
+    if groups:
+        bad = [g for g in groups if g not in have]
+        if bad:
+            raise MissingLabelError(f"--cell-type {_fmt_items(bad)} not among the values of {groupby!r}: "
+                                    f"{_fmt_items(have, 20)}")
+
+
 def _split_list(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
@@ -208,7 +265,6 @@ def _write_h5(obj, path: Path) -> None:
 
     with atomic_path(path, suffix=path.suffix) as tmp:
         obj.write(tmp)
-    os.chmod(path, 0o644)
 
 
 def _write_table(df, path: Path) -> None:
@@ -219,7 +275,6 @@ def _write_table(df, path: Path) -> None:
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False, sep="\t" if path.suffix == ".tsv" else ",")
-    os.chmod(path, 0o644)
 
 
 def _save_fig(fig, path: Path, dpi: int = 120) -> None:
@@ -230,7 +285,6 @@ def _save_fig(fig, path: Path, dpi: int = 120) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    os.chmod(path, 0o644)
 
 
 def _use_agg() -> None:
@@ -245,11 +299,33 @@ def _threads(n: int | None = None) -> None:
     Small batches on a shared or busy CPU run far faster single-threaded (several threads
     spin-wait for each other when the cores are taken by other processes).
     """
-    n = n if n else os.environ.get("SCDX_THREADS")
-    if n:
-        import torch
+    from ._settings import _apply_threads, _parse_threads, settings
 
-        torch.set_num_threads(max(1, int(n)))
+    if n:
+        settings.threads = n
+    elif os.environ.get("SCDX_THREADS"):
+        settings.threads = _parse_threads(os.environ["SCDX_THREADS"])
+    if settings.threads:
+        _apply_threads()
+
+
+# files each folder writer produces (glob patterns; the first is its signature): a folder of an
+# older release without a manifest, holding the signature and only these, is recognised as ours
+MODEL_FILES = ("model.pt", "config.json", "rna_var_names.txt", "atac_var_names.txt", "training.json")
+GRN_FILES = ("peak_gene.csv", "tf_gene.csv", "tf_gene.graphml", "tf_gene.*.graphml", "tf_specificity.png")
+BIOMARKER_FILES = ("biomarkers.csv", "regulators.csv", "regulator_dotplot.png", "enrichment.csv")
+EVAL_FILES = ("report.md", "table.csv", "summary.csv", "comparison.csv")
+SCREEN_FILES = ("done.json", "config.json", "report.parquet", "summary.parquet", "summary.csv", "heatmap.png",
+                "effects/*.parquet", "summary/*.parquet", "screen.lock")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Write into an existing folder that scdiffx-grn did not "
+                            "create (its other files are kept; files of the same name are refused).")
+
+
+def _check_out_file(path: Path | None, overwrite: bool) -> None:
+    from ._io import check_output_file
+
+    if path is not None:
+        check_output_file(path, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -288,7 +364,8 @@ def train(
     checkpoint_dir: Path | None = typer.Option(None, help="Write resumable training checkpoints here."),
     resume: bool = typer.Option(False, help="Resume from --checkpoint-dir."),
     half: bool = typer.Option(False, help="Store weights as float16 (half the size)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing model folder."),
+    overwrite: bool = typer.Option(False, help="Replace an existing model folder (or write into a folder that "
+                                   "scdiffx-grn did not create; its other files are kept)."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
@@ -298,9 +375,16 @@ def train(
     from . import ScDiffusionX
     from .model import ModelConfig
 
+    from ._errors import OutputError
+    from ._io import atomic_write_json, check_output_dir, check_writable, output_dir
+
     _threads()
-    if out.exists() and not overwrite:
-        raise ScdxError(f"{out} exists; pass --overwrite to replace it")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace the model there (other files in the folder "
+                          "are kept), or choose another --out")
+    check_output_dir(out, overwrite=overwrite, known=MODEL_FILES, what="model folder")  # before training
+    if checkpoint_dir is not None:
+        check_writable(checkpoint_dir)
     overrides: dict[str, Any] = {}
     fields = set(ModelConfig().to_dict())
     for kv in model_option:
@@ -338,8 +422,19 @@ def train(
     model.train(ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, batch_size=batch_size, lr=lr, ae_lr=ae_lr,
                 seed=seed, device=None if device == "auto" else device, split_key=split_key,
                 train_value=train_value, checkpoint_dir=checkpoint_dir, resume=resume)
-    model.save(out, overwrite=overwrite, half=half)
-    _info(f"trained in {time.perf_counter() - t0:.1f} s")
+    seconds = time.perf_counter() - t0
+    with output_dir(out, overwrite=overwrite, known=MODEL_FILES, what="model folder") as tmp:
+        model.save(tmp, overwrite=True, half=half)
+        atomic_write_json(tmp / "training.json", {
+            "command": "scdiffx-grn train", "data": data if data is not None else {"rna": rna, "atac": atac},
+            "n_cells": int(mdata.n_obs), "n_genes": int(mdata.mod["rna"].n_vars),
+            "n_peaks": int(mdata.mod["atac"].n_vars), "labels": lab, "seed": seed, "device": device,
+            "train": {"ae_epochs": ae_epochs, "diffusion_steps": diffusion_steps, "batch_size": batch_size,
+                      "lr": lr, "ae_lr": ae_lr, "split_key": split_key, "train_value": train_value,
+                      "rna_layer": rna_layer, "atac_layer": atac_layer, "resume": resume, "half": half},
+            "model_overrides": overrides, "timing": dict(getattr(model, "timing", {}) or {}),
+            "seconds": round(seconds, 2), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    _info(f"trained in {seconds:.1f} s")
     typer.echo(str(out))
 
 
@@ -358,11 +453,13 @@ def generate(
     n_steps: int = typer.Option(20, help="Sampler steps."),
     guidance_scale: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = none)."),
     mean: bool = typer.Option(False, "--mean", help="Write expected values instead of sampled counts."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
     """Generate paired RNA + ATAC cells from a trained model."""
     _threads()
+    _check_out_file(out, overwrite)
     m = _load_model(model, device)
     if cell_type:
         key = label_key or (m.config.label_keys[0] if m.config.label_keys else None)
@@ -402,16 +499,39 @@ def translate(
     metrics: Path | None = typer.Option(None, help="Also compare with the observed target modality and write "
                                            "the metrics table here (.csv)."),
     groupby: str = typer.Option("cell_type", help="Cell-type column for per-type metrics."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output / metrics files."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
     """Translate ATAC -> RNA or RNA -> ATAC, cell by cell."""
     _threads()
+    _check_out_file(out, overwrite)
+    _check_out_file(metrics, overwrite)
+    if metrics is not None and Path(os.path.abspath(metrics)) == Path(os.path.abspath(out)):
+        raise ScdxError(f"--metrics and --out are the same file {str(out)!r}")
     m = _load_model(model, device)
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
     mdata = _prepare_for_model(m, mdata)
+    if use_labels:
+        from ._errors import MissingLabelError
+
+        keys = list(m.config.label_keys)
+        cols = set(mdata.obs.columns) | {c for a in mdata.mod.values() for c in a.obs.columns}
+        if not keys:
+            raise ScdxError("--use-labels: the model is unconditional (trained without labels); drop --use-labels")
+        found = [k for k in keys if k in cols]
+        if not found:
+            have = ", ".join(sorted(map(str, cols))[:15]) or "none"
+            raise MissingLabelError(f"--use-labels: the data has none of the model's label column(s) "
+                                    f"{', '.join(map(repr, keys))} (its obs columns: {have}); "
+                                    "add the column, or drop --use-labels to translate without labels")
+        if len(found) < len(keys):
+            _info(f"--use-labels: conditioning on {found}; not in the data: {[k for k in keys if k not in found]}")
     pred = m.translate(mdata, direction=direction.value, n_samples=n_samples, sampler=sampler.value,
                        n_steps=n_steps, seed=seed, labels="auto" if use_labels else None)
+    for c in mdata.obs.columns:  # keep the cells' annotations (cell_type, batch, ...) beside the prediction
+        if c not in pred.obs and not str(c).startswith(("rna:", "atac:")):
+            pred.obs[c] = mdata.obs[c].reindex(pred.obs_names).to_numpy()
     _write_h5(pred, out)
     if metrics is not None:
         from . import eval as ev
@@ -454,6 +574,7 @@ def grn(
                                   "DoRothEA TFs among the genes)."),
     organism: str = typer.Option("mouse", help="Organism of the default TF list."),
     top_k: int | None = typer.Option(None, help="Keep the top K edges per group in the exported files."),
+    overwrite: bool = OverwriteOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
@@ -462,19 +583,29 @@ def grn(
 
     from . import datasets
     from . import grn as G
-    from ._io import atomic_dir
+    from ._io import check_output_dir, output_dir
 
     _threads()
     _use_agg()
+    check_output_dir(out, overwrite=overwrite, known=GRN_FILES, what="GRN folder")
+    for f in (tss, fasta):
+        if f is not None and not f.exists():
+            raise FileNotFoundError(2, "no such file", str(f))
+    prior_table = None
+    if fasta is None and tf_prior.lower() not in ("none", "coaccessibility"):
+        p = Path(tf_prior)
+        if not p.exists():
+            raise FileNotFoundError(2, "no such file", str(p))
+        prior_table = _read_table(p, "--tf-prior")
     m = _load_model(model, device)
     mdata = _prepare_for_model(m, _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby))
+    groups = _split_list(cell_type) or None
+    _check_groups(mdata, groupby, groups)
     tss_table = G.read_tss(str(tss) if tss is not None else datasets.tss_annotation(genome))
     G.extract_grn(m, mdata, groupby=groupby, method=method, tss=tss_table, window=window,
-                  cell_types=_split_list(cell_type) or None, max_cells=max_cells, seed=seed, key_added="grn")
+                  cell_types=groups, max_cells=max_cells, seed=seed, key_added="grn")
     prior: Any = None
     if fasta is not None:
-        if not fasta.exists():
-            raise FileNotFoundError(2, "no such file", str(fasta))
         mfile = datasets.data_path("jaspar2024_core_vertebrates") if motifs == "jaspar2024" else Path(motifs)
         tf_list = _split_list(tfs) or None
         if tf_list is None:
@@ -484,20 +615,15 @@ def grn(
         prior = G.scan_motifs(mdata, str(fasta), str(mfile), pvalue=motif_pvalue, tfs=tf_list)
         G.tf_gene_network(mdata, prior, tfs=tf_list, groupby=groupby, key_added="grn_tf", seed=seed)
     elif tf_prior.lower() != "none":
-        if tf_prior == "coaccessibility":
-            prior = "coaccessibility"
-        else:
-            p = Path(tf_prior)
-            if not p.exists():
-                raise FileNotFoundError(2, "no such file", str(p))
-            prior = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, sep=None, engine="python")
+        prior = "coaccessibility" if prior_table is None else prior_table
         tf_list = _split_list(tfs) or None
-        if tf_list is None and prior == "coaccessibility":
+        if tf_list is None and isinstance(prior, str):
             from .report._demo import _dorothea_tfs
 
             tf_list = _dorothea_tfs(mdata.mod["rna"].var_names, organism)
         G.tf_gene_network(mdata, prior, tfs=tf_list, groupby=groupby, key_added="grn_tf", seed=seed)
-    with atomic_dir(out) as tmp:
+    note = ""
+    with output_dir(out, overwrite=overwrite, known=GRN_FILES, what="GRN folder") as tmp:
         pg = G.grn_df(mdata, key="grn", top_k=top_k)
         G.write_grn(pg, tmp / "peak_gene.csv")
         msg = f"{len(pg):,} peak -> gene edges"
@@ -507,10 +633,11 @@ def grn(
             G.write_grn(tg, tmp / "tf_gene.graphml")
             G.write_grn(tg, tmp / "tf_gene.graphml", per_cell_type=True)
             msg += f", {len(tg):,} TF -> gene edges"
-            if len(tg):
+            if len(tg) and "cell_type" in tg and tg["cell_type"].nunique() >= 2:
                 _save_fig(G.grn_specificity_heatmap(tg, top_k=5), tmp / "tf_specificity.png")
-        os.chmod(tmp, 0o755)
-    _info(msg)
+            elif len(tg):
+                note = " (tf_specificity.png needs at least two cell types: not drawn)"
+    _info(msg + note)
     typer.echo(str(out))
 
 
@@ -535,15 +662,28 @@ def screen(
     alpha: float = typer.Option(0.05, help="BH FDR level for significant features."),
     on_unknown: str = typer.Option("raise", help="Unknown targets: 'raise' (error) or 'report' (skip, listed)."),
     resume: bool = typer.Option(True, help="Skip targets finished in an earlier run of the same screen."),
+    overwrite: bool = OverwriteOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
     """Run an in-silico perturbation screen (one target at a time) and summarise it per cell type."""
     from . import pl, tl
+    from ._errors import UnknownFeatureError, _fmt_items
+    from ._io import check_output_dir
     from ._settings import settings
 
     _threads()
     _use_agg()
+    existed = out.exists()
+    check_output_dir(out, overwrite=overwrite, known=SCREEN_FILES, what="screen folder")
+    if out.is_dir() and not (out / "done.json").exists():  # --overwrite into a folder that is not a screen
+        clash = [n for n in ("config.json", "report.parquet", "summary.parquet", "summary.csv", "heatmap.png",
+                             "effects", "summary") if (out / n).exists()]
+        if clash:
+            from ._errors import OutputError
+
+            raise OutputError(f"{str(out)!r} is not a screen folder but holds {_fmt_items(clash)}, which the "
+                              "screen would replace; choose another --out")
     tlist: list[str] = []
     for t in targets:
         if t.startswith("@"):
@@ -558,28 +698,58 @@ def screen(
     m = _load_model(model, device)
     mdata = _prepare_for_model(m, _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby))
     tgt: Any = "all_tfs" if tlist == ["all_tfs"] else tlist
-    if tgt != "all_tfs" and on_unknown == "raise" and modality == "rna":
-        genes = set(m.rna_var_names)
-        bad = [t for t in tgt if t not in genes]
-        if bad:
-            from ._errors import UnknownFeatureError, _fmt_items
+    if not tlist:
+        raise ScdxError("no targets: give --target GENE (repeatable), 'all_tfs' or @FILE")
+    if tgt != "all_tfs" and modality in ("rna", "atac"):
+        what, names = ("gene", m.rna_var_names) if modality == "rna" else ("peak", m.atac_var_names)
+        known = set(names)
+        bad = [t for t in tgt if t not in known]
+        hint = ""
+        if bad and modality == "rna":
+            low = {g.lower(): g for g in names}
+            near = [f"{t!r} -> {low[t.lower()]!r}" for t in bad if t.lower() in low][:3]
+            hint = f" (case differs: {', '.join(near)})" if near else ""
+        if len(bad) == len(tgt):
+            raise UnknownFeatureError(f"none of the {len(tgt)} target(s) is a {what} of the model: "
+                                      f"{_fmt_items(bad)}{hint}; nothing to screen")
+        if bad and on_unknown == "raise":
+            raise UnknownFeatureError(f"unknown {what} target(s) {_fmt_items(bad)}: not among the model's "
+                                      f"{len(known):,} {what}s{hint}; fix them, or pass --on-unknown report to "
+                                      "skip them (they are listed in report.parquet)")
+    try:
+        summary = tl.screen(m, mdata, tgt, kind=kind, modality=modality, factor=factor, groupby=groupby,
+                            out_dir=out, resume=resume, n_samples=n_samples, batch_targets=batch_targets,
+                            batch_size=batch_size, seed=seed, alpha=alpha, on_unknown=on_unknown,
+                            translate_kwargs={"n_steps": n_steps}, show_progress=settings.progress)
+    except UnknownFeatureError as e:  # raised before any target runs
+        if not existed:
+            import shutil
 
-            raise UnknownFeatureError(f"unknown gene target(s) {_fmt_items(bad)}: not among the model's "
-                                      f"{len(genes):,} genes")
-    summary = tl.screen(m, mdata, tgt, kind=kind, modality=modality, factor=factor, groupby=groupby, out_dir=out,
-                        resume=resume, n_samples=n_samples, batch_targets=batch_targets, batch_size=batch_size,
-                        seed=seed, alpha=alpha, on_unknown=on_unknown, translate_kwargs={"n_steps": n_steps},
-                        show_progress=settings.progress)
+            shutil.rmtree(out, ignore_errors=True)
+        if on_unknown == "raise" and "--on-unknown" not in str(e):
+            raise UnknownFeatureError(f"{e}; fix the targets, or pass --on-unknown report to skip unknown ones "
+                                      "(they are listed in report.parquet)") from None
+        raise
     _write_table(summary, out / "summary.csv")
     if len(summary):
         _save_fig(pl.screen_heatmap(summary, value="n_sig"), out / "heatmap.png")
     rep = summary.attrs.get("report")
+    n_bad = 0
     if rep is not None and len(rep) and "status" in rep:
         bad = rep[rep["status"].astype(str) != "ok"]
-        if len(bad):
-            _info(f"{len(bad)} target(s) skipped (unknown): {', '.join(map(str, bad['target']))}; "
+        n_bad = len(bad)
+        if n_bad:
+            _info(f"{n_bad} target(s) skipped (unknown): {', '.join(map(str, bad['target']))}; "
                   f"see {out / 'report.parquet'}")
-    _info(f"screened {summary['perturbation'].nunique() if len(summary) else 0} target(s)")
+    if not len(summary) and rep is not None and n_bad and n_bad == len(rep):
+        if not existed:  # nothing was screened: leave no half-written folder behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise UnknownFeatureError(f"none of the {n_bad} target(s) is known to the model "
+                                  f"({_fmt_items(rep['target'])}); nothing was screened")
+    _info(f"screened {summary['perturbation'].nunique() if len(summary) else 0} target(s); per target x cell "
+          f"type results: {out / 'summary.csv'}" + (f", heatmap: {out / 'heatmap.png'}" if len(summary) else ""))
     typer.echo(str(out))
 
 
@@ -601,6 +771,7 @@ def biomarkers(
     gene_sets: str | None = typer.Option(None, help="Also run preranked GSEA on these gene sets (hallmark, "
                                             "kegg, go_bp or a .gmt file)."),
     permutations: int = typer.Option(200, help="GSEA permutations."),
+    overwrite: bool = OverwriteOpt,
     seed: int = SeedOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
@@ -608,19 +779,22 @@ def biomarkers(
     import pandas as pd
 
     from . import pl, tl
-    from ._io import atomic_dir
+    from ._io import check_output_dir, output_dir
+    from .biomarkers._rank import model_network
 
     _use_agg()
-    mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
+    check_output_dir(out, overwrite=overwrite, known=BIOMARKER_FILES, what="biomarker folder")
     net = None
-    if grn_file is not None:
+    if grn_file is not None:  # checked before the (slower) data loading
         if not grn_file.exists():
             raise FileNotFoundError(2, "no such file", str(grn_file))
-        net = pd.read_parquet(grn_file) if grn_file.suffix == ".parquet" else pd.read_csv(grn_file)
+        net = model_network(_read_table(grn_file, "--grn network file"), f"--grn network file {str(grn_file)!r}")
+    mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
+    _check_groups(mdata, groupby, None)
     tl.regulator_activity(mdata, reference, organism=organism, groupby=groupby, key_added="regulators")
     tab = tl.rank_biomarkers(mdata, groupby, grn_key=net, reference=reference, organism=organism,
                              n_markers=n_markers, activity_key="regulators", key_added="biomarkers")
-    with atomic_dir(out) as tmp:
+    with output_dir(out, overwrite=overwrite, known=BIOMARKER_FILES, what="biomarker folder") as tmp:
         pd.DataFrame(tab).to_csv(tmp / "biomarkers.csv", index=False)
         from .biomarkers import regulator_df
 
@@ -630,7 +804,6 @@ def biomarkers(
             enr = tl.enrichment(mdata, gene_sets, organism=organism, groupby=groupby, permutation_num=permutations,
                                 seed=seed, data=mdata)
             enr.to_csv(tmp / "enrichment.csv", index=False)
-        os.chmod(tmp, 0o755)
     _info(f"ranked {len(tab):,} features")
     typer.echo(str(out))
 
@@ -651,16 +824,18 @@ def evaluate(
     n_samples: int = typer.Option(1, help="Translation samples per cell."),
     n_steps: int = typer.Option(20, help="Sampler steps (generation and translation)."),
     baselines: bool = typer.Option(True, help="Also evaluate the baselines (cell-type mean, resampling, kNN, ridge)."),
+    overwrite: bool = OverwriteOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
     """Evaluate generation and translation on held-out cells against baselines."""
     from . import eval as ev
     from . import pp
-    from ._io import atomic_dir
+    from ._io import check_output_dir, output_dir
 
     _threads()
     _use_agg()
+    check_output_dir(out, overwrite=overwrite, known=EVAL_FILES, what="evaluation folder")
     m = _load_model(model, device)
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
     if split_key not in mdata.obs:
@@ -671,9 +846,8 @@ def evaluate(
                             n_samples=n_samples, generate_kwargs={"n_steps": n_steps},
                             translate_kwargs={"n_steps": n_steps}, baselines=baselines,
                             tasks=tuple(_split_list(task)))
-    with atomic_dir(out) as tmp:
+    with output_dir(out, overwrite=overwrite, known=EVAL_FILES, what="evaluation folder") as tmp:
         ev.write_report(tab, tmp, title=f"Evaluation of {model}")
-        os.chmod(tmp, 0o755)
     _info(f"{len(tab):,} metric values")
     typer.echo(str(out))
 
@@ -682,7 +856,8 @@ def evaluate(
 @_command
 def demo(
     out: Path = typer.Option(Path("scdx_demo_report"), "--out", "-o", help="Report folder (report.html, tables/, "
-                             "screen/); replaced when it holds an earlier report."),
+                             "screen/); the files of an earlier report there are replaced, files you added are "
+                             "kept."),
     n_cells: int = typer.Option(1500, "--n-cells", "-n", help="Cells subsampled (stratified) from the data."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model folder (default: the shipped "
                                         "models/mouse_mop_demo)."),
@@ -698,6 +873,7 @@ def demo(
                                        "generation, translation, grn, screen, biomarkers."),
     threads: int = typer.Option(1, help="CPU threads for torch (the demo's small batches run fastest "
                                 "single-threaded on a busy machine; 0 = torch's default, or $SCDX_THREADS)."),
+    overwrite: bool = OverwriteOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
@@ -718,7 +894,7 @@ def demo(
     _info(f"scdiffx-grn demo: {n_cells} cells, {n_steps} sampler steps -> {out}/report.html")
     res = run_demo(out=str(out), model=str(mpath), data=data, n_cells=n_cells, n_steps=n_steps, n_generate=n_generate,
                    n_translate=n_translate, n_tfs=n_tfs, n_cell_types=n_cell_types, basis=basis, seed=seed,
-                   device=None if device == "auto" else device, sections=secs, debug=debug)
+                   device=None if device == "auto" else device, sections=secs, debug=debug, overwrite=overwrite)
     for k, v in res.section_seconds.items():
         _info(f"  {k:<12s} {v:7.1f} s" + ("  FAILED" if k in res.failed else ""))
     _info(f"done in {res.seconds:.0f} s")

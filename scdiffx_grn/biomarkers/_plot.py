@@ -137,9 +137,14 @@ def enrichment_barplot(df, *, top_k: int = 10, group: str | None = None, key: st
         ax.barh([s[:45] for s in t["term"]], t["nes"], color=col)
         ax.axvline(0, color="0.3", lw=0.5)
         ax.set_title(g, fontsize=9)
-        ax.set_xlabel("NES")
-        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlabel("NES (normalised enrichment score)")
+        ax.tick_params(axis="y", labelsize=8)
     for ax in axes.ravel()[len(groups):]:
         ax.axis("off")
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(color="#b2182b", label="FDR < 0.05"), Patch(color="#ef8a62", label="FDR < 0.25"),
+                        Patch(color="#999999", label="FDR >= 0.25")],
+               loc="upper center", ncol=3, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return _save(fig, save)

@@ -68,6 +68,52 @@ def _hypergeom_scores(net: pd.DataFrame, genes: pd.Index, markers: dict[str, set
     return pd.DataFrame(score.T, index=groups, columns=ti), M, list(ti)
 
 
+_NET_ALIASES = {"source": ("source", "tf", "regulator", "regulon", "from"),
+                "target": ("target", "gene", "target_gene", "targets", "to"),
+                "weight": ("weight", "importance", "score", "mor", "coef", "coefficient", "likelihood"),
+                "cell_type": ("cell_type", "celltype", "cell type", "group", "cluster")}
+
+
+def model_network(net, name: str = "network") -> pd.DataFrame:
+    """Check a model network table and bring it to columns ``source, target, weight[, cell_type]``.
+
+    Common column names are mapped (case-insensitive): ``tf`` / ``regulator`` -> ``source``,
+    ``gene`` / ``target_gene`` -> ``target``, ``importance`` / ``score`` / ``mor`` / ``coef`` ->
+    ``weight``, ``celltype`` / ``group`` -> ``cell_type``.
+
+    Raises
+    ------
+    InputDataError
+        No source / target / weight column (naming the columns there are), or weights that are
+        not numbers (naming examples).
+    """
+    net = pd.DataFrame(net)
+    lower = {str(c).strip().lower(): c for c in net.columns}
+    ren = {}
+    for std, names in _NET_ALIASES.items():
+        if std in net.columns:
+            continue
+        for a in names:
+            if a in lower and lower[a] not in ren:
+                ren[lower[a]] = std
+                break
+    net = net.rename(columns=ren)
+    missing = [c for c in ("source", "target", "weight") if c not in net.columns]
+    if missing:
+        fix = (" Add a 'weight' column (e.g. 1 for every edge, to rank regulators by their number of targets)."
+               if missing == ["weight"] else "")
+        raise InputDataError(f"{name} has no {' / '.join(map(repr, missing))} column (columns: "
+                             f"{_fmt_items(net.columns, 12) or 'none'}); a network needs source (TF), target (gene) "
+                             f"and weight columns (also accepted: tf / gene / importance, score, mor).{fix}")
+    w = pd.to_numeric(net["weight"], errors="coerce")
+    bad = w.isna() & net["weight"].notna()
+    if bad.any():
+        raise InputDataError(f"{name}: {int(bad.sum())} of {len(net)} weights are not numbers, e.g. "
+                             f"{_fmt_items(pd.unique(net.loc[bad, 'weight'].astype(str)), 3)}; weights must be numeric "
+                             "(e.g. an importance, or 1 for every edge)")
+    return net.assign(weight=w.fillna(0.0).astype(float))
+
+
 def _strength(net, col, groups):
     """Per-group sum of |weight| per value of ``col`` (dict group -> Series)."""
     if net is None or col not in net.columns:
@@ -194,9 +240,7 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
         net = grn_key if isinstance(grn_key, pd.DataFrame) else mdata.uns.get(grn_key)
         if net is None:
             raise InputDataError(f"no network in uns[{grn_key!r}]; uns keys: {_fmt_items(list(mdata.uns))}")
-        net = pd.DataFrame(net).rename(columns={"TF": "source", "importance": "weight"})
-        if "weight" not in net.columns:
-            net = net.assign(weight=1.0)
+        net = model_network(net, "grn_key" if isinstance(grn_key, pd.DataFrame) else f"uns[{grn_key!r}]")
     # reference agreement
     markers = {g: set(t[t["logfc"] > 0].nsmallest(n_markers, "de_rank")["gene"]) for g, t in de.groupby("group")}
     ref_scores, M, ref_tfs = (pd.DataFrame(index=groups), None, [])

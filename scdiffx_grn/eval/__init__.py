@@ -16,7 +16,12 @@ comparable; see :mod:`scdiffx_grn.eval._protocol` for the full description:
   :class:`ResampleBaseline`, :class:`KNNTranslator`, :class:`RidgeTranslator`) in one table;
   :func:`summarise`, :func:`comparison_table`, :func:`write_report` turn it into reports.
 - :func:`source_dependence`: does the translation use its input? (own vs shuffled source
-  profiles, classified and compared with the observed target; run it before trusting GRNs).
+  profiles, classified and compared with the observed target, the denoiser's clean-latent error
+  at high noise, a ridge / linear-Gaussian reference and a plain verdict; run it before
+  trusting GRNs).
+- :func:`translation_scores`: point predictions (posterior mean; per-gene Pearson / per-peak
+  AUROC) beside ridge, k-NN, the training mean, the label oracle and the autoencoder ceiling;
+  samples by the energy score against samplers that also sample; calibration (PIT coverage).
 - Plots: :func:`umap_real_vs_generated`, :func:`metric_bars`.
 
 ``eval.grn`` (GRN validation) is imported lazily on first access.
@@ -32,6 +37,7 @@ from ._metrics import (auprc, auroc, colwise_pearson, energy_distance, ilisi, kn
                        marker_correlation, marker_features, mmd_rbf, one_nn_accuracy, pseudobulk_correlation,
                        rf_auc, rowwise_auprc, rowwise_auroc, rowwise_pearson, wasserstein)
 from ._diagnostics import source_dependence
+from ._scoring import energy_score, observed_target, pit_coverage, translation_scores
 from ._plots import metric_bars, umap_real_vs_generated
 from ._protocol import (GENERATION_METRICS, PER_CELL_TYPE_METRICS, FeatureSpace, evaluate_generation,
                         evaluate_model, evaluate_translation, summarise_generation)
@@ -45,7 +51,8 @@ __all__ = [
     "mmd_rbf", "wasserstein", "energy_distance", "pseudobulk_correlation", "one_nn_accuracy", "rf_auc",
     "ilisi", "knn_label_transfer", "marker_features", "marker_correlation", "rowwise_pearson",
     "colwise_pearson", "rowwise_auroc", "rowwise_auprc", "auroc", "auprc",
-    "umap_real_vs_generated", "metric_bars", "source_dependence", "grn",
+    "umap_real_vs_generated", "metric_bars", "source_dependence", "translation_scores", "energy_score",
+    "pit_coverage", "observed_target", "grn",
 ]
 
 

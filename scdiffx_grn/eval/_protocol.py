@@ -742,6 +742,15 @@ def _ensure_labels(gen, key: str, labels: np.ndarray):
     return gen
 
 
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = "test",
                    train_value: str | None = None, groupby: str = "cell_type", seeds: Sequence[int] = (0,),
                    n_samples: int = 5, generate_kwargs: Mapping[str, Any] | None = None,
@@ -755,8 +764,10 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
     Generation: as many cells per cell type as the test split has are generated with
     ``model.generate({groupby: labels}, seed=seed, **generate_kwargs)`` and compared with the
     test cells for RNA and ATAC (:func:`evaluate_generation`, feature spaces fitted on the test
-    cells). Translation: ``model.translate(test, direction=d, n_samples=n_samples, seed=seed)``
-    for both directions, scored with :func:`evaluate_translation`. Baselines are fitted on the
+    cells). Translation: ``model.translate(test, direction=d, seed=seed)`` for both directions
+    (the posterior-mean readout of models that have one; ``translate_kwargs={"readout":
+    "samples"}`` scores the latent mean of ``n_samples`` samples instead), scored with
+    :func:`evaluate_translation`. Baselines are fitted on the
     training cells and evaluated identically. Memorisation (``mem_*`` metrics) compares
     generated cells' distance to the nearest training vs test cell.
 
@@ -774,7 +785,8 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
     seeds
         Generation / translation seeds (one repetition each).
     n_samples
-        Samples averaged by ``translate``.
+        Samples per cell for translators without a posterior-mean readout (or with
+        ``readout="samples"``).
     generate_kwargs, translate_kwargs
         Extra arguments of the model's ``generate`` / ``translate`` (sampler, n_steps, guidance...).
     baselines
@@ -867,7 +879,14 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
                     continue
                 for seed in seeds:
                     kw = dict(translate_kwargs or {}) if name == "model" else {}
-                    pred = obj.translate(test, direction=direction, n_samples=n_samples, seed=int(seed), **kw)
+                    if _accepts(obj.translate, "readout"):
+                        # the model's point prediction is its posterior mean unless samples are asked for
+                        kw.setdefault("readout", "mean")
+                        if kw["readout"] == "samples":
+                            kw.setdefault("n_samples", n_samples)
+                    else:
+                        kw.setdefault("n_samples", n_samples)
+                    pred = obj.translate(test, direction=direction, seed=int(seed), **kw)
                     t = evaluate_translation(test.mod[tgt], pred, modality=tgt, groupby=groupby, seed=int(seed),
                                              feature_space=fs)
                     t["modality"], t["method"], t["task"] = direction, name, "translation"

@@ -77,6 +77,17 @@ def grn_network(df, cell_type=None, *, top_regulators: int = 5, top_targets: int
     nx.draw_networkx_edges(G, pos, ax=ax, width=widths, edge_color=colors, arrows=True, arrowsize=10,
                            connectionstyle="arc3,rad=0.05")
     nx.draw_networkx_labels(G, pos, ax=ax, font_size=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color="tab:orange", ms=9, label="regulator (TF)"),
+               Line2D([], [], marker="o", ls="", color="lightgrey", ms=6, label="target gene")]
+    if signed:
+        handles += [Line2D([], [], color="tab:red", lw=2, label="activation (weight > 0)"),
+                    Line2D([], [], color="tab:blue", lw=2, label="repression (weight < 0)")]
+    else:
+        handles.append(Line2D([], [], color="grey", lw=2, label="edge (unsigned)"))
+    handles.append(Line2D([], [], color="0.4", lw=0.5, label="edge width ~ |weight|"))
+    ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, bbox_to_anchor=(0.0, -0.02))
     ct = cell_type if cell_type is not None else (d["cell_type"].iloc[0] if "cell_type" in d else "")
     ax.set_title(f"GRN {ct}: top {len(regs)} regulators")
     ax.axis("off")
@@ -112,13 +123,13 @@ def grn_specificity_heatmap(df, *, top_k: int = 10, level: str = "source", key: 
         rows += [r for r in Z[ct].sort_values(ascending=False).index[:top_k] if r not in rows]
     Z = Z.loc[rows]
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1 + 0.5 * Z.shape[1], 1 + 0.22 * Z.shape[0]))
+        fig, ax = plt.subplots(figsize=(2 + 0.55 * Z.shape[1], 1.2 + 0.28 * Z.shape[0]))
     else:
         fig = ax.figure
     lim = float(np.nanmax(np.abs(Z.to_numpy()))) or 1.0
     im = ax.imshow(Z.to_numpy(), aspect="auto", cmap=cmap, vmin=-lim, vmax=lim)
-    ax.set_xticks(range(Z.shape[1]), Z.columns, rotation=90)
-    ax.set_yticks(range(Z.shape[0]), Z.index, fontsize=7)
+    ax.set_xticks(range(Z.shape[1]), Z.columns, rotation=90, fontsize=10)
+    ax.set_yticks(range(Z.shape[0]), Z.index, fontsize=9)
     fig.colorbar(im, ax=ax, label="z-score of |weight|")
     ax.set_title(f"{'regulator' if level == 'source' else 'edge'} specificity")
     return _save(fig, save)

@@ -215,6 +215,9 @@ class ScDiffusionX:
             want = self.rna_var_names if mod == "rna" else self.atac_var_names
             if mod not in mdata.mod:
                 raise InputDataError(f"MuData has no modality {mod!r} (modalities: {list(mdata.mod)})")
+            from .._validate import check_unique_barcodes, feature_mismatch_hint
+
+            check_unique_barcodes(mdata, [mod])
             have = pd.Index(mdata.mod[mod].var_names.astype(str))
             missing = pd.Index(want).difference(have)
             extra = have.difference(pd.Index(want))
@@ -224,7 +227,8 @@ class ScDiffusionX:
                     f"{len(want)} features are missing from the data ({_fmt_items(missing)}) and "
                     f"{len(extra)} data features are unknown to the model ({_fmt_items(extra)}). "
                     "Subset / reorder the data to the model's var_names "
-                    f"(model.{'rna' if mod == 'rna' else 'atac'}_var_names)."
+                    f"(model.{'rna' if mod == 'rna' else 'atac'}_var_names; model.subset_to_model(mdata) does it)."
+                    + feature_mismatch_hint(missing, have, mod)
                 )
             order[mod] = have.get_indexer(want)
         return order
@@ -239,6 +243,10 @@ class ScDiffusionX:
         """
         import mudata as md
 
+        from .._settings import logger
+        from .._validate import check_unique_barcodes, feature_mismatch_hint, map_peak_names
+
+        check_unique_barcodes(mdata)
         mods = {}
         for mod in ("rna", "atac"):
             if mod not in mdata.mod:
@@ -246,12 +254,22 @@ class ScDiffusionX:
             want = pd.Index(self.rna_var_names if mod == "rna" else self.atac_var_names)
             have = pd.Index(mdata.mod[mod].var_names.astype(str))
             missing = want.difference(have)
+            renamed = None
+            if len(missing) and mod == "atac":  # the same peaks written chr1-100-200 / chr1:100-200 / chr1_100_200
+                mp = map_peak_names(have[~have.isin(want)], missing)
+                alt = pd.Index([mp.get(h, h) for h in have])
+                if mp and alt.is_unique and not len(want.difference(alt)):
+                    renamed, have, missing = alt, alt, want.difference(alt)
+                    logger.info("subset_to_model: %d peak names mapped to the model's format (e.g. %r -> %r)",
+                                len(mp), *next(iter(mp.items())))
             if len(missing):
                 raise FeatureMismatchError(
                     f"{len(missing)} of the model's {len(want)} {mod} features are not in the data: "
-                    f"{_fmt_items(missing)}"
+                    f"{_fmt_items(missing)}." + feature_mismatch_hint(missing, have, mod)
                 )
             mods[mod] = mdata.mod[mod][:, have.get_indexer(want)].copy()
+            if renamed is not None:
+                mods[mod].var_names = want.copy()
         with md.set_options(pull_on_update=False):
             out = md.MuData(mods)
         for c in mdata.obs.columns:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,21 @@ def diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, m_r, m_a, weig
         err = ((o.float() - sched.target(z, n, t)) ** 2).mean(-1)
         out.append((err * w).sum() / m.float().sum().clamp(min=1))
     return out[0], out[1]
+
+
+def _estimate(phase: str, seconds: float, done: int, total: int, unit: str) -> None:
+    """Say how long a training phase will take, from its first ``done`` units (log, and the console
+    when progress bars are on)."""
+    from .._settings import settings
+
+    eta = seconds / max(done, 1) * total
+    msg = (f"{phase}: {done / max(seconds, 1e-9):.2f} {unit}/s, about {eta / 60:.1f} min for {total} {unit} "
+           f"on {'this device' if torch.cuda.is_available() else f'{torch.get_num_threads()} CPU thread(s)'}")
+    logger.info(msg)
+    if settings.progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(msg)
 
 
 def _dist():
@@ -195,8 +211,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ phases
     def run(self, *, ae_epochs: int, diffusion_steps: int, resume: bool):
-        import time
-
         ck = self._load() if resume else None
         if resume and ck is None:
             logger.info("resume=True but no checkpoint found; starting from scratch")
@@ -244,6 +258,7 @@ class Trainer:
             start = int(ck["epoch"])
         n_pix = max(1.0, float(self.model.config.n_genes))
         bar = progress(range(start, epochs), desc="autoencoders", total=epochs, initial=start)
+        t_run = time.perf_counter()
         for ep in bar:
             m.rna_ae.train()
             if m.atac_ae is not None:
@@ -266,6 +281,8 @@ class Trainer:
                 tot += float(l_r.detach()) + float(l_a.detach())
                 nb += 1
             self.model.history["ae_loss"].append(tot / max(nb, 1))
+            if ep == start and epochs - start > 1:
+                _estimate("autoencoders", time.perf_counter() - t_run, 1, epochs - start, "epochs")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(nll=f"{tot / max(nb, 1):.1f}")
             self._save({"phase": "ae", "epoch": ep + 1, "step": 0, "module": m.state_dict(),
@@ -326,6 +343,7 @@ class Trainer:
         null = den.labels.null(1, self.dev)
         bar = progress(range(start, steps), desc="denoiser", total=steps, initial=start)
         run = 0.0
+        t_run = time.perf_counter()
         for step in bar:
             den.train()
             gidx = torch.randint(0, self.n, (self.batch_size,), generator=gen)
@@ -373,6 +391,8 @@ class Trainer:
                 for pe, p in zip(ema.parameters(), den.parameters()):
                     pe.lerp_(p.detach(), 1 - d)
             run += float(loss.detach())
+            if step + 1 - start == 20 and steps - start > 40:
+                _estimate("denoiser", time.perf_counter() - t_run, 20, steps - start, "steps")
             if (step + 1) % self.log_every == 0 or step + 1 == steps:
                 k = (step % self.log_every) + 1
                 self.model.history["diffusion_loss"].append(run / k)

@@ -96,11 +96,13 @@ def screen_heatmap(summary: pd.DataFrame, value: str = "n_sig", *, max_targets: 
     if len(mat) > max_targets:
         mat = mat.loc[mat.max(axis=1).sort_values(ascending=False).index[:max_targets]]
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1.0 + 0.35 * mat.shape[1], 1.0 + 0.22 * mat.shape[0]))
+        fig, ax = plt.subplots(figsize=(2.0 + 0.45 * mat.shape[1], 1.2 + 0.28 * mat.shape[0]))
     else:
         fig = ax.figure
     im = ax.imshow(mat.to_numpy(float), aspect="auto", cmap=cmap)
-    ax.set_xticks(range(mat.shape[1]), mat.columns, rotation=90, fontsize=7)
-    ax.set_yticks(range(mat.shape[0]), mat.index, fontsize=7)
+    ax.set_xticks(range(mat.shape[1]), mat.columns, rotation=90, fontsize=10)
+    ax.set_yticks(range(mat.shape[0]), mat.index, fontsize=9)
+    ax.set_xlabel("cell type")
+    ax.set_ylabel("perturbation")
     fig.colorbar(im, ax=ax, label=value, shrink=0.7)
     return _save(fig, save)

@@ -85,7 +85,8 @@ class DemoConfig:
     dpi
         Resolution of the inline figures.
     overwrite
-        Replace an existing report folder.
+        Also write into a non-empty folder that is not an earlier report (its files are kept).
+        The files of an earlier report are always replaced; files added to it are kept.
     """
 
     out: str = "scdx_demo_report"
@@ -107,7 +108,7 @@ class DemoConfig:
     sections: tuple[str, ...] = SECTIONS
     debug: bool = False
     dpi: int = 80
-    overwrite: bool = True
+    overwrite: bool = False
 
 
 @dataclass
@@ -140,17 +141,18 @@ class DemoResult:
 
 
 # ----------------------------------------------------------------------------- helpers
+# what a report folder holds (glob patterns, the first its signature): an older report without a
+# manifest is recognised by these
+REPORT_FILES = ("report.html", "sections.json", "tables/*.csv", "screen/*.json", "screen/*.parquet",
+                "screen/effects/*.parquet", "screen/summary/*.parquet", "screen/screen.lock")
+
+
 def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse to replace a folder that is not a previous report."""
-    if out.exists():
-        if not out.is_dir():
-            raise ScdxError(f"output path {str(out)!r} exists and is not a folder")
-        entries = [p.name for p in out.iterdir()]
-        if entries and "report.html" not in entries:
-            raise ScdxError(f"output folder {str(out)!r} exists and is not a scdiffx-grn report "
-                            f"(it holds {entries[:5]}); choose another --out")
-        if entries and not overwrite:
-            raise ScdxError(f"output folder {str(out)!r} exists; pass --overwrite to replace it")
+    """Before the work: refuse a non-empty folder that is not an earlier report (unless ``overwrite``:
+    the report is then written beside its files, which are kept) and an unwritable place."""
+    from .._io import check_output_dir
+
+    check_output_dir(out, overwrite=overwrite, known=REPORT_FILES, what="report")
 
 
 def _dorothea_tfs(genes, organism: str = "mouse") -> list[str]:
@@ -432,7 +434,7 @@ def run_demo(cfg: DemoConfig | None = None, **kwargs) -> DemoResult:
     ScdxError
         When the model or data cannot be loaded (nothing else to report) or ``out`` is unsafe.
     """
-    from .._io import atomic_dir
+    from .._io import output_dir
     from .._settings import seed_everything
 
     cfg = cfg or DemoConfig()
@@ -455,7 +457,7 @@ def run_demo(cfg: DemoConfig | None = None, **kwargs) -> DemoResult:
                  "scDiffusion-X on paired single-cell RNA + ATAC: generation, translation, gene-regulatory "
                  "networks, in-silico knockouts and biomarkers", debug=cfg.debug)
     state: dict[str, Any] = {}
-    with atomic_dir(out) as tmp:
+    with output_dir(out, overwrite=cfg.overwrite, known=REPORT_FILES, what="report") as tmp:
         with rep.section("data", "1. Data and model") as sec:
             model, mdata, held, groupby, source, path = _load_inputs(cfg, sec)
             state["types"] = list(mdata.obs[groupby].astype(str).value_counts().index[: cfg.n_cell_types])
@@ -486,7 +488,6 @@ def run_demo(cfg: DemoConfig | None = None, **kwargs) -> DemoResult:
                     fn(sec)
         _write_tables(rep, tmp)
         rep.write(tmp / "report.html")
-        _make_readable(tmp)
     secs = {s.key: round(s.seconds, 2) for s in rep.sections if s.seconds is not None}
     return DemoResult(out=out, report=out / "report.html", failed=[s.key for s in rep.failed],
                       seconds=time.perf_counter() - t0, section_seconds=secs)
@@ -495,15 +496,6 @@ def run_demo(cfg: DemoConfig | None = None, **kwargs) -> DemoResult:
 _TITLES = [("data", "1. Data and model"), ("generation", "2. Generation: real vs generated cells"),
            ("translation", "3. Cross-modal translation"), ("grn", "4. Gene-regulatory networks"),
            ("screen", "5. In-silico TF knockout screen"), ("biomarkers", "6. Biomarkers and regulators")]
-
-
-def _make_readable(folder: Path) -> None:
-    """Temporary files / folders are created private (0600 / 0700); a report is for sharing."""
-    for p in [folder, *folder.rglob("*")]:
-        try:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        except OSError:  # pragma: no cover - e.g. files owned by someone else
-            pass
 
 
 def _write_tables(rep: Report, folder: Path) -> None:

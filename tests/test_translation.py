@@ -1,0 +1,287 @@
+"""Translation core: objectives, source conditioning, readouts and honest yardsticks.
+
+The planted data set has a WEAK cross-modal signal: one factor ``f`` drives ATAC strongly and
+explains only ~10 % of the RNA variance; two RNA-only factors explain the rest. A translation
+that ignores its input (the failure of epsilon-trained models: their loss barely weighs the
+high-noise regime where the source is the only information) predicts the population mean; a
+working one must beat it.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from scdiffx_grn import ScDiffusionX, ScdxError, settings
+from scdiffx_grn.eval import energy_score, pit_coverage, source_dependence, translation_scores
+from scdiffx_grn.model import ModelConfig, make_scheduler
+
+settings.progress = False
+TINY = dict(width=32, n_layers=2, n_heads=2, token_dim=4, latent_dim=16, rna_hidden=(64,), atac_hidden=(64,))
+N_F_GENES = 12
+
+
+def weak_signal_mdata(n: int = 800, g: int = 40, p: int = 60, seed: int = 0):
+    """Paired cells whose RNA depends weakly (~10 % of its log-mean variance) on the ATAC factor."""
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=n)
+    h = rng.normal(size=(n, 2))
+    w = np.where(np.arange(p) % 2 == 0, 1.0, -1.0)
+    pa = 1 / (1 + np.exp(-(-0.5 + 1.6 * f[:, None] * w[None, :])))
+    A = (rng.random((n, p)) < pa).astype(np.float32)
+    a = np.zeros(g)
+    a[:N_F_GENES] = 0.45  # f-driven genes
+    b = rng.normal(0, 0.6, size=(2, g))
+    log_mu = 1.6 + f[:, None] * a[None, :] + h @ b
+    X = rng.poisson(np.exp(log_mu)).astype(np.float32)
+    ct = np.where(f + 0.3 * rng.normal(size=n) > 0, "hi", "lo")
+    obs = pd.DataFrame({"cell_type": pd.Categorical(ct)}, index=[f"c{i}" for i in range(n)])
+    rna = ad.AnnData(sp.csr_matrix(X), obs=obs.copy(), var=pd.DataFrame(index=[f"g{i}" for i in range(g)]))
+    rna.layers["counts"] = rna.X.copy()
+    atac = ad.AnnData(sp.csr_matrix(A), obs=obs.copy(),
+                      var=pd.DataFrame(index=[f"chr1_{i * 1000}_{i * 1000 + 400}" for i in range(p)]))
+    atac.layers["counts"] = atac.X.copy()
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    mdata.obs["cell_type"] = obs["cell_type"]
+    split = np.where(np.arange(n) < int(0.75 * n), "train", "test")
+    mdata.obs["split"] = pd.Categorical(split)
+    return mdata
+
+
+def _train(mdata, **cfg):
+    torch.manual_seed(0)
+    ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
+    model = ScDiffusionX(mdata, seed=0, **{**TINY, **cfg})
+    model.train(ae_epochs=25, diffusion_steps=1200, batch_size=128, lr=2e-3, device="cpu", seed=0,
+                split_key="split")
+    return model
+
+
+@pytest.fixture(scope="module")
+def weak():
+    return weak_signal_mdata()
+
+
+@pytest.fixture(scope="module")
+def vmodel(weak):
+    return _train(weak)
+
+
+def _test_cells(mdata):
+    return (mdata.obs["split"] == "test").to_numpy()
+
+
+# ----------------------------------------------------------------------------- the failure this guards
+def test_posterior_mean_beats_the_no_source_mean_on_a_weak_signal(vmodel, weak):
+    """Per-gene Pearson of the f-driven genes and the latent error must beat the population mean."""
+    test = weak[_test_cells(weak)].copy()
+    tr = vmodel.translate(test, "atac->rna")
+    assert tr.uns["translation"]["readout"] == "mean"
+    X = test.mod["rna"].layers["counts"].toarray()
+    obs = np.log1p(X / X.sum(1, keepdims=True) * 1e4)
+    r = [np.corrcoef(obs[:, j], tr.X[:, j])[0, 1] for j in range(N_F_GENES)]
+    assert np.mean(r) > 0.12, r
+    # in the latent: error of the posterior mean below that of the latent mean (0 after normalisation)
+    z_true = vmodel.get_latent(test, "rna")
+    err = ((tr.obsm["latent"] - z_true) ** 2).mean()
+    err0 = (z_true ** 2).mean()
+    assert err < 0.99 * err0, (err, err0)
+    d = source_dependence(vmodel, weak, direction="atac->rna", cells=_test_cells(weak), n_pcs=10, seed=0)
+    assert d["latent_error_own"] < d["latent_error_mean_predictor"], d
+    assert d["latent_error_own"] < d["latent_error_shuffled"], d
+    assert d["cell_agreement_own"] > d["cell_agreement_shuffled"], d
+    assert d["verdict"].startswith("uses its input:")
+
+
+def test_epsilon_objective_fails_the_same_check(weak):
+    """The old objective on the same data and budget: its translation is no better than the mean."""
+    model = _train(weak.copy(), prediction="epsilon", source_conditioning=False, source_dropout=0.0)
+    test = weak[_test_cells(weak)].copy()
+    tr = model.translate(test, "atac->rna")
+    z_true = model.get_latent(test, "rna")
+    assert ((tr.obsm["latent"] - z_true) ** 2).mean() > (z_true ** 2).mean()
+
+
+def test_source_path_is_wired_and_zero_initialised(weak):
+    """A new denoiser starts as if the source path did not exist; the gate closes it for noised sources."""
+    from scdiffx_grn.model._modules import DCADenoiser
+
+    cfg = ModelConfig(n_genes=4, n_peaks=4, latent_dim=8, token_dim=4, width=16, n_heads=2, n_layers=1).resolve()
+    den = DCADenoiser(cfg)
+    assert cfg.source_conditioning and hasattr(den, "src_r")
+    zr, za = torch.randn(3, 8), torch.randn(3, 8)
+    t0, tt = torch.zeros(3, dtype=torch.long), torch.tensor([10, 500, 999])
+    cond = torch.zeros(3, 0, dtype=torch.long)
+    base = den(zr, za, tt, t0, cond)[0]
+    for p in den.src_r.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    for p in den.parameters():  # break adaLN-zero so the conditioning matters
+        if p.dim() == 2 and not any(p is q for q in den.src_r.parameters()):
+            torch.nn.init.normal_(p, std=0.2)
+    a = den(zr, za, tt, t0, cond)[0]
+    b = den(zr, za + 1.0, tt, t0, cond)[0]
+    assert not torch.allclose(a, b)  # the observed ATAC latent changes the RNA output
+    # when ATAC is noised (t > 0) the source path is closed: only cross-attention sees it
+    c1 = den.src_r(za, tt)
+    assert torch.count_nonzero(c1) == 0
+    assert base.shape == (3, 8)
+    legacy = ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items()
+                                    if k not in ("source_conditioning", "source_dropout")})
+    assert legacy.source_conditioning is False and legacy.source_dropout == 0.0
+
+
+# ----------------------------------------------------------------------------- readouts
+def test_mean_readout_is_one_denoiser_call(vmodel, weak):
+    """The mean readout equals the clean-latent estimate of one call at the noisiest timestep."""
+    test = weak[_test_cells(weak)][:25].copy()
+    z_src = torch.as_tensor(vmodel.get_latent(test, "atac"))
+    from scdiffx_grn._modelio import cell_noise
+
+    L = z_src.shape[1]
+    noise = cell_noise(test.obs_names, 2 * L, 3, 0)
+    z = vmodel.translate_latent(z_src, "atac->rna", None, noise, readout="mean")
+    sched = make_scheduler("ddim", vmodel.config)
+    T = torch.full((25,), sched.posterior_mean_timestep, dtype=torch.long)
+    den = vmodel.module.denoiser
+    with torch.no_grad():
+        o, _ = den(noise[:, :L], z_src, T, torch.zeros_like(T), den.labels.null(25, "cpu"))
+    ref = sched.to_x0_eps(o, noise[:, :L], T)[0]
+    torch.testing.assert_close(z.detach(), ref, atol=1e-5, rtol=1e-5)
+    tr1 = vmodel.translate(test, "atac->rna", seed=3, n_noise=1)
+    np.testing.assert_allclose(tr1.obsm["latent"], ref.numpy(), atol=1e-5)
+    tr4 = vmodel.translate(test, "atac->rna", seed=3, n_noise=4)
+    assert np.corrcoef(tr1.X.ravel(), tr4.X.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(readout="samples", n_samples=2, sampler="ddim", n_steps=4),
+                                dict(readout="samples", n_samples=2, sampler="ddpm", n_steps=4)])
+def test_translation_of_a_cell_does_not_depend_on_its_row_or_batch_mates(vmodel, weak, kw):
+    test = weak[_test_cells(weak)][:30].copy()
+    full = vmodel.translate(test, "atac->rna", seed=1, batch_size=512, **kw)
+    rev = test[::-1].copy()
+    part = vmodel.translate(rev, "atac->rna", seed=1, batch_size=7, **kw)
+    np.testing.assert_allclose(part.X[::-1], full.X, atol=1e-5)
+    one = vmodel.translate(test[4:5].copy(), "atac->rna", seed=1, **kw)
+    np.testing.assert_allclose(one.X[0], full.X[4], atol=1e-5)
+
+
+def test_samples_are_averaged_in_latent_space_not_decoded_space(vmodel, weak):
+    test = weak[_test_cells(weak)][:20].copy()
+    tr = vmodel.translate(test, "atac->rna", readout="samples", n_samples=4, n_steps=5, seed=0, return_samples=True)
+    S = tr.uns["samples"]
+    assert S.shape == (4, 20, weak.mod["rna"].n_vars)
+    with torch.no_grad():
+        dec = torch.log1p(1e4 * vmodel.decode_rna(torch.as_tensor(tr.obsm["latent"]))).numpy()
+    np.testing.assert_allclose(tr.X, dec, atol=1e-4)
+    assert np.abs(tr.X - S.mean(0)).max() > 1e-3  # not the decoded average
+    np.testing.assert_allclose(tr.layers["std"], S.std(0), atol=1e-5)
+    with pytest.raises(ScdxError, match="readout"):
+        vmodel.translate(test, "atac->rna", readout="median")
+
+
+def test_source_guidance(vmodel, weak):
+    test = weak[_test_cells(weak)][:20].copy()
+    base = vmodel.translate(test, "atac->rna", seed=0).X
+    same = vmodel.translate(test, "atac->rna", seed=0, source_guidance=1.0).X
+    np.testing.assert_array_equal(base, same)
+    g = vmodel.translate(test, "atac->rna", seed=0, source_guidance=3.0).X
+    assert np.abs(g - base).max() > 1e-4
+    # w = 0 is the null-source prediction: the same for every source
+    u1 = vmodel.translate(test, "atac->rna", seed=0, source_guidance=0.0, n_noise=1)
+    shuffled = test[np.random.default_rng(0).permutation(20)].copy()
+    shuffled.obs_names = test.obs_names
+    for m in shuffled.mod.values():
+        m.obs_names = test.obs_names
+    u2 = vmodel.translate(shuffled, "atac->rna", seed=0, source_guidance=0.0, n_noise=1)
+    np.testing.assert_allclose(u1.X, u2.X, atol=1e-5)
+
+
+def test_source_guidance_needs_source_dropout(weak):
+    m = weak.copy()
+    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
+    model = ScDiffusionX(m, seed=0, source_dropout=0.0, **TINY)
+    model.train(ae_epochs=1, diffusion_steps=2, batch_size=64, device="cpu", seed=0)
+    with pytest.raises(ScdxError, match="source_dropout"):
+        model.translate(m[:5].copy(), "atac->rna", source_guidance=2.0)
+
+
+# ----------------------------------------------------------------------------- objectives
+@pytest.mark.parametrize("prediction,weighting", [("x0", "none"), ("v", "min_snr"), ("epsilon", "none")])
+def test_other_objectives_train_and_translate(weak, prediction, weighting):
+    m = weak[:200].copy()
+    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
+    model = ScDiffusionX(m, seed=0, prediction=prediction, loss_weighting=weighting, **TINY)
+    model.train(ae_epochs=2, diffusion_steps=20, batch_size=64, device="cpu", seed=0)
+    assert np.isfinite(model.history["diffusion_loss"]).all()
+    tr = model.translate(m[:10].copy(), "atac->rna", n_steps=3)
+    assert np.isfinite(tr.X).all()
+
+
+def test_loss_weights_match_their_definitions():
+    cfg = ModelConfig(n_genes=1, n_peaks=1)
+    t = torch.tensor([0, 100, 500, 999])
+    for pred in ("epsilon", "v", "x0"):
+        sched = make_scheduler("ddim", ModelConfig(n_genes=1, n_peaks=1, prediction=pred))
+        snr = sched.snr(t)
+        w = sched.loss_weight(t, "min_snr", 5.0)
+        # weight x (error of the target) == min(SNR, 5) x (error of the clean latent)
+        factor = {"epsilon": snr, "v": snr + 1, "x0": torch.ones_like(snr)}[pred]  # |x0 err|^2 = |target err|^2 / factor
+        torch.testing.assert_close(w * factor, snr.clamp(max=5.0))
+        torch.testing.assert_close(sched.loss_weight(t, "none"), torch.ones(4))
+    assert cfg.prediction == "v"
+
+
+def test_diffusion_loss_matches_the_masked_mean():
+    from scdiffx_grn.model._train import diffusion_loss
+
+    sched = make_scheduler("ddim", ModelConfig(n_genes=1, n_peaks=1))
+    g = torch.Generator().manual_seed(0)
+    z, n, o = (torch.randn(6, 4, generator=g) for _ in range(3))
+    t = torch.tensor([0, 5, 50, 500, 900, 999])
+    m = torch.tensor([True, False, True, True, False, True])
+    lr, la = diffusion_loss(sched, o, o, z, z, n, n, t, t, m, ~m)
+    ref = ((o - sched.target(z, n, t)) ** 2)
+    torch.testing.assert_close(lr, ref[m].sum() / (m.sum() * 4))
+    torch.testing.assert_close(la, ref[~m].sum() / ((~m).sum() * 4))
+
+
+# ----------------------------------------------------------------------------- yardsticks
+def test_energy_score_matches_its_formula_and_prefers_the_truth():
+    rng = np.random.default_rng(0)
+    S = rng.normal(size=(5, 7, 3))
+    y = rng.normal(size=(7, 3))
+    ref = np.array([np.mean([np.linalg.norm(S[j, i] - y[i]) for j in range(5)])
+                    - 0.5 * np.mean([np.linalg.norm(S[j, i] - S[k, i]) for j in range(5) for k in range(5)])
+                    for i in range(7)])
+    np.testing.assert_allclose(energy_score(S, y), ref)
+    # a sampler from the true distribution beats a shifted and a too-narrow one
+    y = rng.normal(size=(400, 2))
+    good = rng.normal(size=(20, 400, 2))
+    assert energy_score(good, y).mean() < energy_score(good + 1.0, y).mean()
+    assert energy_score(good, y).mean() < energy_score(0.2 * good, y).mean()
+    cov = pit_coverage(good, y)
+    assert abs(cov[0.5] - 0.5) < 0.05 and abs(cov[0.9] - 0.9) < 0.04
+    narrow = pit_coverage(0.2 * good, y)
+    assert narrow[0.9] < 0.6
+
+
+def test_translation_scores_tables(vmodel, weak):
+    test = _test_cells(weak)
+    res = translation_scores(vmodel, weak, train=~test, test=test, direction="atac->rna", n_samples=4,
+                             n_steps=4, n_comps=8, seed=0)
+    pts = res["points"].set_index("predictor")
+    assert {"model (posterior mean)", "ridge", "k-NN", "training mean", "label oracle",
+            "autoencoder reconstruction"} <= set(pts.index)
+    assert pts.loc["model (posterior mean)", "per_feature"] > 0.05
+    assert pts.loc["autoencoder reconstruction", "per_feature"] > pts.loc["model (posterior mean)", "per_feature"]
+    smp = res["samples"].set_index("sampler")
+    assert len(smp) == 4 and (smp["energy_score"] > 0).all()
+    assert smp["energy_score"].min() < smp.loc["random training cells", "energy_score"]
+    res2 = translation_scores(vmodel, weak, train=~test, test=test, direction="rna->atac", n_comps=8,
+                              include_samples=False)
+    assert 0.4 < res2["points"].set_index("predictor").loc["model (posterior mean)", "per_cell"] <= 1
