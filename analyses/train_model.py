@@ -17,38 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-PRESETS = {
-    "demo": {
-        "n_peaks": 3000,
-        "model": dict(rna_hidden=(256,), atac_hidden=(256,), latent_dim=64, token_dim=4, width=64, n_heads=4,
-                      n_layers=3),
-        "train": dict(ae_epochs=30, diffusion_steps=3000, batch_size=256, lr=1e-3),
-    },
-    "demo_allpeaks": {  # the demo model on all 25,734 peaks (ATAC carries more cell-type signal there)
-        "n_peaks": None,
-        "model": dict(rna_hidden=(256,), atac_hidden=(256,), latent_dim=64, token_dim=4, width=64, n_heads=4,
-                      n_layers=3),
-        "train": dict(ae_epochs=30, diffusion_steps=3000, batch_size=256, lr=1e-3),
-    },
-    "full": {
-        "n_peaks": None,
-        "model": dict(),
-        "train": dict(ae_epochs=60, diffusion_steps=20000, batch_size=512, lr=5e-4),
-    },
-    "bmmc": {  # the human fixture: 500 cells, 600 genes, 600 peaks
-        "dataset": "bmmc",
-        "n_peaks": None,
-        "model": dict(rna_hidden=(128,), atac_hidden=(128,), latent_dim=32, token_dim=4, width=64, n_heads=4,
-                      n_layers=3),
-        "train": dict(ae_epochs=150, diffusion_steps=3000, batch_size=128, lr=1e-3),
-    },
-    "tiny": {  # for smoke tests and CPU timing
-        "n_peaks": 2000,
-        "model": dict(rna_hidden=(128,), atac_hidden=(128,), latent_dim=32, token_dim=4, width=32, n_heads=2,
-                      n_layers=2),
-        "train": dict(ae_epochs=5, diffusion_steps=300, batch_size=128, lr=1e-3),
-    },
-}
+from scdiffx_grn.model._config import PRESETS  # noqa: E402  (the recipes live in the package)
 
 
 def prepare(mdata, *, n_peaks: int | None, seed: int = 0, split_key: str = "split"):
@@ -58,12 +27,8 @@ def prepare(mdata, *, n_peaks: int | None, seed: int = 0, split_key: str = "spli
     if split_key not in mdata.obs:
         pp.split_cells(mdata, fractions=(0.8, 0.1, 0.1), seed=seed, stratify="cell_type", key_added=split_key)
     if n_peaks is not None and n_peaks < mdata.mod["atac"].n_vars:
-        train = (mdata.obs[split_key] == "train").to_numpy()
-        A = mdata.mod["atac"].layers["counts"]
-        freq = np.asarray((A[train] > 0).mean(0)).ravel()
-        keep = np.sort(np.argsort(-freq, kind="stable")[:n_peaks])
-        mdata.mod["atac"] = mdata.mod["atac"][:, keep].copy()
-        mdata.update()
+        # peaks are selected on training cells only: held-out cells do not shape the features
+        pp.filter_peaks(mdata, min_frac=0.0, top_n=n_peaks, cells=(mdata.obs[split_key] == "train").to_numpy())
     return mdata
 
 

@@ -487,14 +487,20 @@ def generate(
 @_command
 def translate(
     model: str = ModelOpt,
-    out: Path = typer.Option(..., "--out", "-o", help="Output .h5ad of the predicted modality (X = mean over "
-                             "samples, layers['std'])."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .h5ad of the predicted modality (X = the "
+                             "posterior mean; with --n-samples N, decoded from the samples' latent mean, "
+                             "layers['std'] over samples)."),
     data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
     n_cells: int | None = NCellsOpt,
     direction: Direction = typer.Option(Direction.atac_to_rna, help="Translation direction."),
-    n_samples: int = typer.Option(1, help="Samples per cell (their std goes to layers['std'])."),
-    sampler: Sampler = typer.Option(Sampler.ddim, help="Reverse-diffusion sampler."),
-    n_steps: int = typer.Option(50, help="Sampler steps."),
+    n_samples: int = typer.Option(0, "--n-samples", help="0 (default): the posterior mean (one "
+                                  "denoiser call per noise, the point prediction); N > 0: N posterior samples "
+                                  "per cell by --sampler / --n-steps, for uncertainty."),
+    n_noise: int = typer.Option(4, help="Noises averaged by the posterior-mean readout."),
+    source_guidance: float = typer.Option(1.0, help="Classifier-free guidance over the observed modality "
+                                          "(1: none; 2-4 sharpen single samples)."),
+    sampler: Sampler = typer.Option(Sampler.ddim, help="Reverse-diffusion sampler (with --n-samples)."),
+    n_steps: int = typer.Option(50, help="Sampler steps (with --n-samples)."),
     use_labels: bool = typer.Option(False, help="Also condition on the model's label columns found in the data."),
     metrics: Path | None = typer.Option(None, help="Also compare with the observed target modality and write "
                                            "the metrics table here (.csv)."),
@@ -527,8 +533,11 @@ def translate(
                                     "add the column, or drop --use-labels to translate without labels")
         if len(found) < len(keys):
             _info(f"--use-labels: conditioning on {found}; not in the data: {[k for k in keys if k not in found]}")
-    pred = m.translate(mdata, direction=direction.value, n_samples=n_samples, sampler=sampler.value,
-                       n_steps=n_steps, seed=seed, labels="auto" if use_labels else None)
+    if n_samples < 0:
+        raise ScdxError(f"--n-samples must be >= 0, got {n_samples}")
+    readout = dict(readout="samples", n_samples=n_samples) if n_samples else dict(readout="mean", n_noise=n_noise)
+    pred = m.translate(mdata, direction=direction.value, sampler=sampler.value, n_steps=n_steps, seed=seed,
+                       source_guidance=source_guidance, labels="auto" if use_labels else None, **readout)
     for c in mdata.obs.columns:  # keep the cells' annotations (cell_type, batch, ...) beside the prediction
         if c not in pred.obs and not str(c).startswith(("rna:", "atac:")):
             pred.obs[c] = mdata.obs[c].reindex(pred.obs_names).to_numpy()

@@ -1,7 +1,7 @@
 """The scDiffusion-X model: autoencoders, Dual-Cross-Attention latent diffusion, samplers."""
 
-from ._config import FORMAT_VERSION, ModelConfig
-from ._model import ScDiffusionX
+from ._config import FORMAT_VERSION, PRESETS, ModelConfig, preset
+from ._model import PRETRAINED, ScDiffusionX, pretrained_path
 from ._modules import DCADenoiser, ScDXModule, nb_log_likelihood
 from ._schedulers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, make_scheduler
 from ._flow import FlowEulerScheduler, FlowHeunScheduler
@@ -12,7 +12,11 @@ from ._set_encoder import SetEncoder
 
 __all__ = [
     "ScDiffusionX",
+    "PRETRAINED",
+    "pretrained_path",
     "ModelConfig",
+    "PRESETS",
+    "preset",
     "FORMAT_VERSION",
     "ScDXModule",
     "DCADenoiser",

@@ -16,6 +16,51 @@ def _auto_hidden(n_features: int, big: tuple[int, ...], floor: int) -> tuple[int
     return tuple(max(floor, int(round(h * scale / 8)) * 8) for h in big)
 
 
+#: named recipes: model sizes, training options, peak budget and data set (``analyses/train_model.py``)
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {  # the shipped checkpoint: trains in ~14 min on one CPU thread
+        "n_peaks": 3000,
+        "model": dict(rna_hidden=(256,), atac_hidden=(256,), latent_dim=64, token_dim=4, width=64, n_heads=4,
+                      n_layers=3),
+        "train": dict(ae_epochs=30, diffusion_steps=3000, batch_size=256, lr=1e-3),
+    },
+    "demo_allpeaks": {  # the demo model on all 25,734 peaks
+        "n_peaks": None,
+        "model": dict(rna_hidden=(256,), atac_hidden=(256,), latent_dim=64, token_dim=4, width=64, n_heads=4,
+                      n_layers=3),
+        "train": dict(ae_epochs=30, diffusion_steps=3000, batch_size=256, lr=1e-3),
+    },
+    "full": {  # default (feature-scaled) sizes, all peaks
+        "n_peaks": None,
+        "model": dict(),
+        "train": dict(ae_epochs=60, diffusion_steps=20000, batch_size=512, lr=5e-4),
+    },
+    "bmmc": {  # the human fixture: 500 cells, 600 genes, 600 peaks
+        "dataset": "bmmc",
+        "n_peaks": None,
+        "model": dict(rna_hidden=(128,), atac_hidden=(128,), latent_dim=32, token_dim=4, width=64, n_heads=4,
+                      n_layers=3),
+        "train": dict(ae_epochs=150, diffusion_steps=3000, batch_size=128, lr=1e-3),
+    },
+    "tiny": {  # smoke tests and CPU timing
+        "n_peaks": 2000,
+        "model": dict(rna_hidden=(128,), atac_hidden=(128,), latent_dim=32, token_dim=4, width=32, n_heads=2,
+                      n_layers=2),
+        "train": dict(ae_epochs=5, diffusion_steps=300, batch_size=128, lr=1e-3),
+    },
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    """A copy of a named recipe: ``{"model": ModelConfig overrides, "train": ScDiffusionX.train options,
+    "n_peaks": peaks to keep (most often open in training cells; None: all), "dataset"?}``."""
+    import copy
+
+    if name not in PRESETS:
+        raise ScdxError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
 @dataclass
 class ModelConfig:
     """Hyper-parameters of a scDiffusion-X model.
@@ -113,6 +158,19 @@ class ModelConfig:
     set_inducing: int = 8
     set_heads: int = 4
     format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ModelConfig":
+        """The model options of a named recipe (:data:`PRESETS`), with keyword overrides.
+
+        Feature counts and labels are still set from the data when a model is built;
+        ``preset(name)["train"]`` (module function) holds the matching training options.
+        """
+        opts = {**preset(name)["model"], **overrides}
+        unknown = sorted(set(opts) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ScdxError(f"unknown model config keys: {unknown}")
+        return cls(**opts)
 
     def resolve(self) -> "ModelConfig":
         """Fill data-dependent defaults and validate; returns self."""

@@ -29,6 +29,20 @@ from ._modules import ScDXModule
 from ._schedulers import make_scheduler
 
 SETUP_KEY = "_scdx_setup"
+#: checkpoints shipped inside the package (``scdiffx_grn/pretrained/<name>``)
+PRETRAINED = {"mouse_mop_demo": "small scDiffusion-X on the embedded mouse MOp SNARE-seq set (models/README.md)"}
+
+
+def pretrained_path(name: str = "mouse_mop_demo") -> Path:
+    """Folder of a checkpoint shipped with the package (works from any install, editable or not)."""
+    from importlib.resources import files
+
+    if name not in PRETRAINED:
+        raise CheckpointError(f"no shipped checkpoint named {name!r}; shipped: {sorted(PRETRAINED)}")
+    p = Path(str(files("scdiffx_grn") / "pretrained" / name))
+    if not p.is_dir():
+        raise CheckpointError(f"the shipped checkpoint {name!r} is missing from this install ({p})")
+    return p
 DIRECTIONS = ("atac->rna", "rna->atac")
 READOUTS = ("mean", "samples")
 
@@ -966,13 +980,16 @@ class ScDiffusionX:
             raise ScdxError("the model is not trained yet: call model.train(...) or ScDiffusionX.load(path)")
 
     # ------------------------------------------------------------------ save / load
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False, half: bool = False) -> None:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, half: bool | None = None) -> None:
         """Save to a directory: ``config.json``, ``model.pt`` (state_dict), var names, setup.
 
         The directory is written beside its final place and renamed when complete, so a crash
         never leaves a half-written checkpoint. ``model.pt`` loads with ``weights_only=True``.
-        ``half=True`` stores float weights as float16 (half the size; loaded back as float32).
+        ``half=True`` stores float weights as float16 (half the size; loaded back as float32);
+        ``None`` (default) keeps the precision the model was loaded with (float32 for a new model).
         """
+        if half is None:
+            half = bool(getattr(self, "_stored_half", False))
         path = Path(path)
         if path.exists() and not overwrite:
             raise CheckpointError(f"{path} exists; pass overwrite=True to replace it")
@@ -988,6 +1005,11 @@ class ScDiffusionX:
             (tmp / "atac_var_names.txt").write_text("".join(f"{v}\n" for v in self.atac_var_names))
 
     @classmethod
+    def load_pretrained(cls, name: str = "mouse_mop_demo", mdata=None, *, device: str | None = None) -> ScDiffusionX:
+        """Load a checkpoint shipped with the package by name (``"mouse_mop_demo"``), from any folder."""
+        return cls.load(pretrained_path(name), mdata, device=device)
+
+    @classmethod
     def load(cls, path: str | os.PathLike, mdata=None, *, device: str | None = None) -> ScDiffusionX:
         """Load a saved model; with ``mdata``, refuse data whose features differ (naming them).
 
@@ -998,6 +1020,8 @@ class ScDiffusionX:
         FeatureMismatchError
             ``mdata``'s genes or peaks differ from the model's.
         """
+        if str(path) in PRETRAINED and not Path(path).exists():  # a shipped checkpoint by name
+            path = pretrained_path(str(path))
         path = Path(path)
         need = ["config.json", "model.pt", "rna_var_names.txt", "atac_var_names.txt"]
         from .._io import restore_orphaned_dir
@@ -1042,6 +1066,7 @@ class ScDiffusionX:
         except Exception as e:  # torch raises many types for truncated / corrupt files
             raise CheckpointError(f"{path / 'model.pt'} could not be read (truncated or corrupt?): {e}") from None
         ref = model.module.state_dict()
+        model._stored_half = any(v.dtype == torch.float16 for v in state.values())  # re-saved at the same size
         state = {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v) for k, v in state.items()}
         try:
             model.module.load_state_dict(state)

@@ -74,7 +74,7 @@ def parse_peaks(data, *, copy: bool = False):
 
 
 def filter_peaks(data, *, min_frac: float = 0.01, top_n: int | None = None, layer: str | None = "counts",
-                 copy: bool = False):
+                 cells=None, copy: bool = False):
     """Keep peaks accessible in enough cells.
 
     The fraction of cells with a non-zero value is stored in ``var["frac_cells"]``.
@@ -90,6 +90,10 @@ def filter_peaks(data, *, min_frac: float = 0.01, top_n: int | None = None, laye
         ties are broken by position).
     layer
         Layer to count from (falls back to X when absent).
+    cells
+        Count open fractions on these cells only (boolean mask over the cells, e.g.
+        ``mdata.obs["split"] == "train"``): select peaks on training cells so that held-out cells
+        do not shape the model's features. Default: all cells.
     copy
         Return a filtered copy instead of working in place.
 
@@ -104,7 +108,15 @@ def filter_peaks(data, *, min_frac: float = 0.01, top_n: int | None = None, laye
         When no peak passes.
     """
     data, adata = open_modality(data, "atac", copy)
-    frac = nnz_per_col(counts_or_x(adata, layer)) / max(adata.n_obs, 1)
+    X = counts_or_x(adata, layer)
+    if cells is not None:
+        mask = np.asarray(cells, dtype=bool)
+        if mask.shape != (adata.n_obs,):
+            raise InputDataError(f"cells must be a boolean mask over the {adata.n_obs} cells, got shape {mask.shape}")
+        if not mask.any():
+            raise InputDataError("cells selects no cell: nothing to count peak frequencies on")
+        X = X[np.flatnonzero(mask)]
+    frac = nnz_per_col(X) / max(X.shape[0], 1)
     keep = frac >= float(min_frac)
     if top_n is not None:
         idx = np.flatnonzero(keep)

@@ -32,22 +32,21 @@ SECTIONS = ("data", "generation", "translation", "grn", "screen", "biomarkers")
 
 
 def default_model_path() -> Path:
-    """Where the shipped checkpoint ``models/mouse_mop_demo`` is.
+    """Where the shipped checkpoint ``mouse_mop_demo`` is.
 
     Returns
     -------
     pathlib.Path
-        ``$SCDX_DEMO_MODEL`` when set; else ``models/mouse_mop_demo`` beside the package's
-        source checkout when it exists; else ``models/mouse_mop_demo`` relative to the current
-        directory (which may not exist: loading it then raises ``CheckpointError``).
+        ``$SCDX_DEMO_MODEL`` when set; else the checkpoint shipped inside the package
+        (``ScDiffusionX.load_pretrained("mouse_mop_demo")``), which works from any folder and
+        any install.
     """
     env = os.environ.get("SCDX_DEMO_MODEL")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[2] / "models" / "mouse_mop_demo"
-    if here.is_dir():
-        return here
-    return Path("models") / "mouse_mop_demo"
+    from ..model._model import pretrained_path
+
+    return pretrained_path("mouse_mop_demo")
 
 
 @dataclass
@@ -294,11 +293,12 @@ def _translation_section(sec, cfg, model, held, groupby) -> None:
     from .. import eval as ev
 
     sec.text(f"Translation of {held.n_obs:,} cells not used for training (split seed 0 of "
-             f"analyses/train_model.py), DDIM {cfg.n_steps} steps, 1 sample per cell.")
+             "analyses/train_model.py), read out as the posterior mean (the model's point prediction: one "
+             "denoiser call per noise at the noisiest timestep, 4 noises averaged in latent space).")
     rows = []
     per_type = {}
     for direction, target in (("atac->rna", "rna"), ("rna->atac", "atac")):
-        pred = model.translate(held, direction=direction, n_samples=1, n_steps=cfg.n_steps, seed=cfg.seed)
+        pred = model.translate(held, direction=direction, seed=cfg.seed)
         tab = ev.evaluate_translation(held.mod[target], pred, modality=target, groupby=groupby, seed=cfg.seed,
                                       distribution=False)
         tab["direction"] = direction

@@ -1,0 +1,1 @@
+"""Checkpoints shipped with the package (see models/README.md for their cards)."""
