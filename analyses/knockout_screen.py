@@ -1,13 +1,18 @@
 """In-silico TF knockout screen on the mouse motor cortex SNARE-seq data, with throughput.
 
-Every TF (DoRothEA mouse A-C sources that are among the model's genes, or ``--targets``) is
-knocked out in RNA (counts -> 0), re-encoded and translated RNA -> ATAC with paired noise;
-effects per TF x cell type are summarised by :func:`scdiffx_grn.tl.screen`, which writes one
-parquet per finished TF and resumes after an interruption.
+Every TF (DoRothEA mouse A-C sources that are among the model's genes, or ``--targets``;
+``--targets all_genes`` for every model gene) is knocked out in RNA (counts -> 0), re-encoded
+and translated RNA -> ATAC with paired noise; effects per TF x cell type are summarised by
+:func:`scdiffx_grn.tl.screen`, which writes one parquet per finished TF and resumes after an
+interruption. ``--readout mean`` (default) uses the posterior-mean engine (one denoiser call
+per changed cell, unchanged cells skipped exactly, ``--n-noise`` noises, statistics over
+cells); ``--readout samples`` the sampled engine (``--n-samples`` DDIM ``--n-steps`` samples,
+statistics over samples).
 
 Usage (CPU, small)::
 
     python analyses/knockout_screen.py --n-cells 400 --n-targets 16 --out-dir results/knockout_screen_cpu
+    python analyses/knockout_screen.py --readout samples --n-cells 400 --n-targets 8   # the sampled engine
 
 GPU (the lead), with a trained model::
 
@@ -58,7 +63,8 @@ def train_tiny(mdata, *, ae_epochs: int = 5, diffusion_steps: int = 300, seed: i
 def main(model_path: str | None = None, n_cells: int = 400, n_targets: int = 16, targets: str | None = None,
          out_dir: str = "results/knockout_screen_cpu", n_samples: int = 3, n_steps: int = 20,
          batch_targets: int = 8, batch_size: int = 256, ae_epochs: int = 5, diffusion_steps: int = 300,
-         device: str | None = None, seed: int = 0, resume: bool = True) -> dict:
+         device: str | None = None, seed: int = 0, resume: bool = True, readout: str = "mean",
+         n_noise: int = 1, keep_effects: str = "all") -> dict:
     """Run the screen and return the timing record.
 
     Parameters
@@ -70,7 +76,10 @@ def main(model_path: str | None = None, n_cells: int = 400, n_targets: int = 16,
     n_targets
         First TFs (by number of DoRothEA targets) to screen (0: all); ignored with ``targets``.
     targets
-        Comma-separated list of genes instead of DoRothEA TFs.
+        Comma-separated list of genes instead of DoRothEA TFs, or ``all_genes``.
+    readout, n_noise
+        ``mean`` (posterior-mean engine, ``n_noise`` noises per cell) or ``samples`` (sampled
+        engine, ``n_samples`` x DDIM ``n_steps``).
     n_samples, n_steps
         Paired noise samples and DDIM steps.
     batch_targets, batch_size
@@ -90,14 +99,18 @@ def main(model_path: str | None = None, n_cells: int = 400, n_targets: int = 16,
         model = train_tiny(mdata, ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, seed=seed, device=device)
     t_model = time.perf_counter() - t0
     genes = list(model.rna_var_names)
-    tlist = [t.strip() for t in targets.split(",")] if targets else _tfs(genes)
+    if targets == "all_genes":
+        tlist = list(genes)
+    else:
+        tlist = [t.strip() for t in targets.split(",")] if targets else _tfs(genes)
     if n_targets and not targets:
         tlist = tlist[:n_targets]
     scdx.settings.progress = True
     t1 = time.perf_counter()
     summary = tl.screen(model, mdata, tlist, kind="knockout", modality="rna", groupby="cell_type",
                         out_dir=out / "screen", resume=resume, batch_targets=batch_targets, batch_size=batch_size,
-                        n_samples=n_samples, seed=seed, translate_kwargs={"n_steps": n_steps})
+                        n_samples=n_samples, seed=seed, translate_kwargs={"n_steps": n_steps}, readout=readout,
+                        n_noise=n_noise, keep_effects=keep_effects)
     t_screen = time.perf_counter() - t1
     summary.to_csv(out / "summary.csv", index=False)
     rep = summary.attrs.get("report")
@@ -110,7 +123,9 @@ def main(model_path: str | None = None, n_cells: int = 400, n_targets: int = 16,
 
     timing = {"n_cells": int(mdata.n_obs), "n_genes": len(genes), "n_peaks": len(model.atac_var_names),
               "n_targets": len(tlist), "n_cell_types": int(mdata.obs["cell_type"].nunique()),
-              "n_samples": n_samples, "n_steps": n_steps, "batch_targets": batch_targets, "batch_size": batch_size,
+              "readout": readout, "n_noise": n_noise if readout == "mean" else None,
+              "n_samples": n_samples if readout == "samples" else None,
+              "n_steps": n_steps if readout == "samples" else None, "batch_targets": batch_targets, "batch_size": batch_size,
               "device": str(model.device), "torch_threads": torch.get_num_threads(),
               "model_seconds": round(t_model, 2), "screen_seconds": round(t_screen, 2),
               "targets_per_s": round(len(tlist) / t_screen, 4) if t_screen > 0 else None,
@@ -120,9 +135,11 @@ def main(model_path: str | None = None, n_cells: int = 400, n_targets: int = 16,
     md = ["# In-silico TF knockout screen (mouse MOp SNARE-seq)", "",
           f"- cells {timing['n_cells']}, genes {timing['n_genes']}, peaks {timing['n_peaks']}, "
           f"TFs {timing['n_targets']}, cell types {timing['n_cell_types']}",
-          f"- device {timing['device']}, samples {n_samples}, DDIM steps {n_steps}, batch_targets {batch_targets}",
+          f"- device {timing['device']}, readout {readout} "
+          + (f"(noises {n_noise})" if readout == "mean" else f"(samples {n_samples}, DDIM steps {n_steps})"),
           f"- screen time {timing['screen_seconds']} s -> **{timing['targets_per_s']} targets/s**", "",
-          "Top TF x cell type by number of significant peaks (BH FDR <= 0.05 across peaks):", "",
+          "Top TF x cell type by number of significant peaks (BH FDR <= 0.05 across peaks; over "
+          + ("cells" if readout == "mean" else "samples") + "):", "",
           _md(top[["perturbation", "cell_type", "n_sig", "latent_shift", "frac_type_changed"]])
           if len(top) else "(none)"]
     (out / "README.md").write_text("\n".join(md) + "\n")

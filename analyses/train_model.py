@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from scdiffx_grn.model._config import PRESETS  # noqa: E402  (the recipes live in the package)
 

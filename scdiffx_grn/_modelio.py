@@ -7,7 +7,8 @@ tolerates stand-in models that lack optional attributes (``module``, ``config``,
   in the model's feature order;
 - :func:`dense_rows`: dense float32 rows of a sparse or dense matrix;
 - :func:`label_keys`, :func:`cell_conditions`: label-condition tensors of cells;
-- :func:`sample_noise`, :func:`torch_generator`: the one noise convention;
+- :func:`cell_noise` (noise keyed by obs name: what the perturbation engines and GRN scores use),
+  :func:`sample_noise` (row-position keyed, kept for old callers), :func:`torch_generator`;
 - :func:`eval_mode`: no dropout while scoring, training flag restored afterwards;
 - :class:`Edit`, :func:`translate`, :class:`PairedBatch`: in-silico edits of the source modality
   translated against an unedited control with the same noise (the paired control used by
@@ -231,7 +232,11 @@ def readout(model, tgt: str, z):
 def translate(model, src: str, x, cond, noise, translate_kwargs: dict | None = None):
     """Target latent of encoder inputs ``x`` (``rna_tensor``/``atac_tensor`` output) of modality ``src``.
 
-    Deterministic given ``noise``; differentiable when grad is enabled.
+    Deterministic given ``noise``; differentiable when grad is enabled. ``translate_kwargs`` go to
+    ``model.translate_latent``; callers set ``readout`` explicitly (``"mean"``: the posterior
+    mean in one denoiser call; ``"samples"``: the ``sampler`` / ``n_steps`` trajectory; the
+    model's default is ``"mean"``, which ignores ``sampler``). ``noise`` may be
+    ``(B, latent_dim)`` or ``(B, 2 latent_dim)``.
     """
     z = model.encode(src, x)
     return model.translate_latent(z, f"{src}->{other_modality(src)}", cond, noise, **dict(translate_kwargs or {}))
@@ -295,11 +300,18 @@ class PairedBatch:
     x
         Raw source inputs of the batch (cells x model features, dense).
     noise
-        One ``(cells, latent_dim)`` noise tensor per sample (e.g. rows of :func:`sample_noise`).
+        One ``(cells, latent_dim)`` or ``(cells, 2 latent_dim)`` noise tensor per sample (e.g.
+        :func:`cell_noise` of the batch's obs names).
     cond
         Label conditions of the batch, or ``None``.
     translate_kwargs
-        Passed to ``model.translate_latent``.
+        Passed to ``model.translate_latent``; set ``readout`` there (``"mean"``: posterior mean,
+        ``"samples"``: the sampler); the model's default is ``"mean"``.
+    mean_latent
+        Average the translated latents over the noises before decoding (the posterior-mean
+        readout with ``len(noise)`` noises, as ``model.translate(readout="mean", n_noise=K)``):
+        ``ctrl`` and the output of :meth:`edited` then hold ONE ``(z_mean, y)`` entry. The
+        noises are stacked into one call.
 
     Attributes
     ----------
@@ -307,17 +319,29 @@ class PairedBatch:
         Per sample ``(z_tgt, y)`` of the unedited batch (float32, CPU).
     """
 
-    def __init__(self, model, src: str, x: np.ndarray, noise: Sequence, cond=None, translate_kwargs=None):
+    def __init__(self, model, src: str, x: np.ndarray, noise: Sequence, cond=None, translate_kwargs=None,
+                 mean_latent: bool = False):
         self.model, self.src, self.tgt = model, src, other_modality(src)
         self.x, self.noise, self.cond = x, list(noise), cond
         self.kw = dict(translate_kwargs or {})
+        self.mean_latent = bool(mean_latent)
         self._tensor = model.rna_tensor if src == "rna" else model.atac_tensor
         self.ctrl = self._run(self._tensor(x), None)
 
     def _run(self, x_in, rows):
+        import torch
+
         z_src = self.model.encode(self.src, x_in)
         cond = self.cond if (self.cond is None or rows is None) else self.cond[rows.to(self.cond.device)]
         direction, out = f"{self.src}->{self.tgt}", []
+        if self.mean_latent:
+            K, b = len(self.noise), z_src.shape[0]
+            nz = torch.cat([(noise if rows is None else noise[rows]) for noise in self.noise]).to(z_src.device)
+            c = None if cond is None else (cond.repeat(K, 1) if K > 1 else cond)
+            zin = z_src.repeat(K, 1) if K > 1 else z_src
+            zt = self.model.translate_latent(zin, direction, c, nz, **self.kw).float()
+            zt = zt.view(K, b, -1).mean(0) if K > 1 else zt
+            return [(zt.cpu(), readout(self.model, self.tgt, zt).float().cpu())]
         for noise in self.noise:
             nz = (noise if rows is None else noise[rows]).to(z_src.device)
             zt = self.model.translate_latent(z_src, direction, cond, nz, **self.kw)

@@ -588,7 +588,6 @@ def grn(
     config: str | None = ConfigOpt,
 ):
     """Extract cell-type-specific peak -> gene and TF -> gene networks and export them."""
-    import pandas as pd
 
     from . import datasets
     from . import grn as G

@@ -55,7 +55,7 @@ def make_synthetic_mdata(seed: int = 0):
     rna = rng.poisson(lam).astype(np.float32)
 
     chroms = np.array(["chr1", "chr2", "chr3", "chrX"])
-    peak_names, starts = [], []
+    peak_names = []
     for j in range(N_PEAKS):
         c = chroms[j % 4]
         s = 10_000 + 5_000 * j

@@ -42,7 +42,7 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
                 layers: Sequence[int] | None = None, head_reduce: str = "mean", noise_atac: bool = False,
                 ig_baseline: str = "zeros", ig_steps: int = 16, ig_engine: str = "jacobian",
                 knockout_group: str = "peak",
-                sampler: str = "ddim", translate_steps: int = 10, n_samples: int = 1,
+                sampler: str = "ddim", translate_steps: int = 10, n_samples: int = 1, readout: str = "mean",
                 key_added: str = "grn", batch_size: int = 64, max_cells: int | None = 500,
                 min_cells: int = 5, seed: int = 0, copy: bool = False):
     """Cell-type-specific peak -> gene network from a trained scDiffusion-X model.
@@ -84,6 +84,13 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
         Attention options.
     ig_baseline, ig_steps, ig_engine
         Integrated-gradients options (see :func:`scdiffx_grn.grn.ig_scores`).
+    readout
+        Translation used by integrated gradients and knockout: ``"mean"`` (default) the
+        posterior mean (one denoiser call per cell for v / x0 / flow models; ``n_samples``
+        noises averaged in latent space for knockout), or ``"samples"``: a sampled trajectory
+        (``sampler``, ``translate_steps`` steps; ``n_samples`` samples averaged for knockout).
+        Epsilon-prediction models run a DDIM trajectory of ``translate_steps`` for ``"mean"``.
+        Knockout skips the cells where a peak is already closed (exactly 0 effect).
     knockout_group, sampler, translate_steps, n_samples
         Knockout / translation options (IG uses ``sampler`` and ``translate_steps`` too).
     key_added
@@ -113,6 +120,8 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
     """
     if method not in METHODS:
         raise ScdxError(f"method must be one of {METHODS}, got {method!r}")
+    if readout not in ("mean", "samples"):
+        raise ScdxError(f"readout must be 'mean' or 'samples', got {readout!r}")
     from ._metacells import obs_labels
     from ._scores import (
         attention_scores,
@@ -140,15 +149,18 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
             idx = np.sort(rng.choice(idx, max_cells, replace=False))
         cond = cond_for(model, mdata, idx)
         Xr, Xa = X_rna[idx], X_atac[idx]
+        names = np.asarray(mdata.obs_names)[idx]
         if method == "attention":
             w = attention_scores(model, Xr, Xa, cond, cand, timesteps=timesteps, layers=layers,
                                  head_reduce=head_reduce, noise_atac=noise_atac, batch_size=batch_size, seed=seed)
         elif method == "integrated_gradients":
             w = ig_scores(model, Xa, cond, cand, baseline=ig_baseline, n_steps=ig_steps, sampler=sampler,
-                          engine=ig_engine, translate_steps=translate_steps, batch_size=batch_size, seed=seed)
+                          engine=ig_engine, translate_steps=translate_steps, batch_size=batch_size, seed=seed,
+                          readout=readout, cell_names=names)
         else:
             w = knockout_scores(model, Xa, cond, cand, group=knockout_group, sampler=sampler,
-                                n_steps=translate_steps, n_samples=n_samples, batch_size=batch_size, seed=seed)
+                                n_steps=translate_steps, n_samples=n_samples, batch_size=batch_size, seed=seed,
+                                readout=readout, cell_names=names)
         df = pd.DataFrame({"source": cand["peak"].to_numpy(), "target": cand["gene"].to_numpy(),
                            "weight": np.asarray(w, float), "cell_type": g})
         if "distance" in cand:

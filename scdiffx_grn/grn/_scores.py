@@ -17,8 +17,8 @@ from .._modelio import (
     Edit,
     PairedBatch,
     cell_conditions,
+    cell_noise,
     eval_mode,
-    sample_noise,
     torch_generator,
     translate,
 )
@@ -185,9 +185,38 @@ def attention_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, timeste
     return np.einsum("ij,ij->j", S["rna"][:, gpos], M[:, ppos])
 
 
+READOUTS = ("mean", "samples")
+
+
+def _translate_kw(readout: str, sampler: str, n_steps: int) -> dict:
+    """Explicit translation settings: ``readout="mean"`` (posterior mean, one denoiser call for v / x0 /
+    flow models; epsilon models run a DDIM trajectory of ``n_steps``) or ``"samples"`` (``sampler``)."""
+    if readout not in READOUTS:
+        raise ScdxError(f"readout must be one of {READOUTS}, got {readout!r}")
+    return {"readout": readout, "sampler": sampler, "n_steps": int(n_steps)}
+
+
+def _names(cell_names, n: int) -> np.ndarray:
+    """Obs names keying each cell's noise (default: the row numbers, as strings)."""
+    if cell_names is None:
+        return np.array([str(i) for i in range(n)], dtype=object)
+    names = np.asarray(cell_names).astype(str)
+    if len(names) != n:
+        raise ScdxError(f"cell_names has {len(names)} entries for {n} cells")
+    return names
+
+
+def _noise(model, names, seed: int, sample: int = 0):
+    """Per-cell noise keyed by obs name (:func:`~scdiffx_grn._modelio.cell_noise`), the width ``translate`` uses."""
+    from ..perturb._mean import noise_dim
+
+    latent = int(model.config.latent_dim)
+    return cell_noise(names, noise_dim(model, latent), seed, sample)
+
+
 # ------------------------------------------------------------------------------ integrated gradients
-def _translate_rna(model, x_atac, cond, noise, sampler, n_steps):
-    return model.decode_rna(translate(model, "atac", x_atac, cond, noise, {"sampler": sampler, "n_steps": n_steps}))
+def _translate_rna(model, x_atac, cond, noise, kw):
+    return model.decode_rna(translate(model, "atac", x_atac, cond, noise, kw))
 
 
 def _log_expr(rho):
@@ -221,12 +250,16 @@ def _decoder_jvp(model, z, genes, d: int):
 def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zeros", n_steps: int = 16,
               method: str = "gausslegendre", sampler: str = "ddim", translate_steps: int = 10, batch_size: int = 16,
               engine: str = "jacobian", gene_batch: int = 8, internal_batch_size: int | None = 256,
-              seed: int = 0) -> np.ndarray:
+              seed: int = 0, readout: str = "mean", cell_names=None) -> np.ndarray:
     """Integrated gradients of translated expression of each candidate gene w.r.t. its candidate peaks.
 
     The attributed function is ``y_g(x) = log1p(1e4 * decode_rna(translate(encode(x)))_g)``: the
     ATAC -> RNA translation of the binarised accessibility ``x`` (fixed noise per cell, so it
-    is deterministic), on the same scale as the knockout effects. The attribution of peak
+    is deterministic), on the same scale as the knockout effects. The translation is the
+    posterior mean (``readout="mean"``, default: one denoiser call per cell for v / x0 / flow
+    models) or a sampled trajectory (``readout="samples"``: ``sampler``, ``translate_steps``
+    steps). The noise of each cell is keyed by its obs name (``cell_names``; default the row
+    numbers), so a cell's score does not depend on its row or batch-mates. The attribution of peak
     ``p`` for gene ``g`` is captum's integrated gradients
     ``(x_p - b_p) * sum_k w_k * dy_g/dx_p (b + a_k (x - b))`` from a baseline ``b`` of zeros or
     the cell type's mean accessibility, with captum's quadrature (``method``, ``n_steps``).
@@ -252,14 +285,14 @@ def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zero
         raise ScdxError(f"engine must be 'jacobian' or 'captum', got {engine!r}")
     gpos, ppos = _pair_index(model, pairs)
     n = X_atac.shape[0]
-    latent = int(model.config.latent_dim)
-    noise_all = sample_noise(n, latent, seed, 0)
+    kw = _translate_kw(readout, sampler, translate_steps)
+    noise_all = _noise(model, _names(cell_names, n), seed, 0)
     xa_base = _ig_baseline(model, X_atac, baseline)
     genes = np.unique(gpos)
     acc = np.zeros(len(pairs))
 
     def fwd(x, noise, c):
-        return _log_expr(_translate_rna(model, x, c, noise, sampler, translate_steps))
+        return _log_expr(_translate_rna(model, x, c, noise, kw))
 
     if engine == "captum":
         from captum.attr import IntegratedGradients
@@ -291,7 +324,7 @@ def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zero
                 cin = c.repeat(m, 1) if c is not None else None
                 w = (steps.to(x.device)[:, None, None] * (x - base)[None]).reshape(m * b, -1)[:, pp_t]
                 with torch.enable_grad():
-                    z = translate(model, "atac", xin, cin, nin, {"sampler": sampler, "n_steps": translate_steps})
+                    z = translate(model, "atac", xin, cin, nin, kw)
                     L = z.shape[1]
                     for d in range(L):
                         (gd,) = torch.autograd.grad(z[:, d].sum(), xin, retain_graph=d < L - 1)
@@ -318,17 +351,26 @@ def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zero
 # ------------------------------------------------------------------------------ knockout
 def close_peaks_effect(model, X_atac, cond, peak_groups: Sequence[np.ndarray], *, gene_idx=None,
                        sampler: str = "ddim", n_steps: int = 10, n_samples: int = 1, batch_size: int = 64,
-                       group_batch: int = 8, seed: int = 0) -> np.ndarray:
+                       group_batch: int = 8, seed: int = 0, readout: str = "mean", skip_closed: bool = True,
+                       batch_rows: int = 1024, cell_names=None) -> np.ndarray:
     """Effect of closing groups of peaks on translated expression, paired by noise.
 
     For each group (an array of model peak indices), the peaks are closed in every cell
     (a ``"close"`` :class:`~scdiffx_grn._modelio.Edit`), the edited and unedited ATAC are
     translated to RNA with the same noise (:class:`~scdiffx_grn._modelio.PairedBatch`, the
-    primitive of the perturbation engine; noise from :func:`~scdiffx_grn._modelio.sample_noise`,
-    so a perturbation with the same seed sees the same noise), and
-    ``log1p(1e4 rho_closed) - log1p(1e4 rho_ctrl)`` is averaged over cells and noise samples.
-    Used by ``tl.extract_grn(method="knockout")``; ``perturb.peak_knockout_effect`` is the
-    per-peak, per-cell-type table of the same quantity.
+    primitive of the perturbation engine; noise keyed by obs name,
+    :func:`~scdiffx_grn._modelio.cell_noise`, so a perturbation with the same seed and cells
+    sees the same noise), and ``log1p(1e4 rho_closed) - log1p(1e4 rho_ctrl)`` is averaged over
+    cells (and noise samples). Used by ``tl.extract_grn(method="knockout")``;
+    ``perturb.peak_knockout_effect`` is the per-peak, per-cell-type table of the same quantity.
+
+    ``readout="mean"`` (default): the posterior-mean translation, ``n_samples`` noises averaged
+    in latent space (one denoiser call per cell and noise for v / x0 / flow models);
+    ``"samples"``: ``n_samples`` sampled translations (``sampler``, ``n_steps``), effects
+    averaged over them. ``skip_closed``: cells where every peak of the group is already closed
+    are not re-translated (their input, hence their translation, is unchanged: difference
+    exactly 0; they still count in the mean). Edited rows of several groups are stacked into
+    calls of about ``batch_rows`` rows.
 
     Returns
     -------
@@ -336,39 +378,64 @@ def close_peaks_effect(model, X_atac, cond, peak_groups: Sequence[np.ndarray], *
     """
     import torch
 
+    kw = _translate_kw(readout, sampler, n_steps)
+    mean = readout == "mean"
     n = X_atac.shape[0]
-    latent = int(model.config.latent_dim)
     G = len(model.rna_var_names) if gene_idx is None else len(gene_idx)
     gsel = slice(None) if gene_idx is None else torch.as_tensor(np.asarray(gene_idx), dtype=torch.long)
     edits = [Edit(name=str(k), idx=np.asarray(pk, dtype=np.int64), kind="close") for k, pk in enumerate(peak_groups)]
-    noise_all = [sample_noise(n, latent, seed, smp) for smp in range(n_samples)]
-    kw = {"sampler": sampler, "n_steps": n_steps}
+    names = _names(cell_names, n)
+    noise_all = [_noise(model, names, seed, smp) for smp in range(n_samples)]
     acc = np.zeros((len(peak_groups), G))
-    with eval_mode(model), torch.no_grad():
+    S = 1 if mean else n_samples
+    rows_cap = max(int(batch_rows) // max(n_samples, 1), 1)
+    with eval_mode(model), torch.inference_mode():
         for s in range(0, n, batch_size):
             rows = np.arange(s, min(n, s + batch_size))
             c = cond[rows] if cond is not None else None
-            pb = PairedBatch(model, "atac", _dense(X_atac, rows), [nz[rows] for nz in noise_all], c, kw)
-            for gs in range(0, len(edits), group_batch):
-                grp = edits[gs:gs + group_batch]
-                outs, _ = pb.edited(grp)
+            xb = _dense(X_atac, rows)
+            pb = PairedBatch(model, "atac", xb, [nz[rows] for nz in noise_all], c, kw, mean_latent=mean)
+            # rows each group changes: an open peak of the group (skip_closed), else every row
+            work = []
+            for k, e in enumerate(edits):
+                if skip_closed:
+                    r = np.flatnonzero((xb[:, e.idx] != 0).any(axis=1))
+                else:
+                    r = np.arange(len(rows))
+                if len(r):
+                    work.append((k, r))
+            i = 0
+            while i < len(work):
+                chunk, tot = [], 0
+                while i < len(work) and (not chunk or (tot + len(work[i][1]) <= rows_cap
+                                                       and (skip_closed or len(chunk) < group_batch))):
+                    chunk.append(work[i])
+                    tot += len(work[i][1])
+                    i += 1
+                outs, loc = pb.edited([edits[k] for k, _ in chunk], [r for _, r in chunk])
                 for (_, ctrl), (_, ed) in zip(pb.ctrl, outs):
-                    d = (ed[:, gsel].view(len(grp), len(rows), -1) - ctrl[:, gsel][None]).sum(1)
-                    acc[gs:gs + len(grp)] += d.double().numpy()
-    return acc / (max(n, 1) * n_samples)
+                    d = (ed[:, gsel] - ctrl[loc][:, gsel]).double()
+                    off = 0
+                    for k, r in chunk:
+                        acc[k] += d[off:off + len(r)].sum(0).numpy()
+                        off += len(r)
+    return acc / (max(n, 1) * S)
 
 
 def knockout_scores(model, X_atac, cond, pairs: pd.DataFrame, *, group: str = "peak", sampler: str = "ddim",
                     n_steps: int = 10, n_samples: int = 1, batch_size: int = 64, group_batch: int = 8,
-                    skip_closed: bool = True, seed: int = 0) -> np.ndarray:
+                    skip_closed: bool = True, seed: int = 0, readout: str = "mean",
+                    cell_names=None) -> np.ndarray:
     """In-silico peak closing: drop of translated candidate-gene expression when peaks are closed.
 
     ``group="peak"``: each candidate peak is closed alone and the effect on each of its
     candidate genes is read (one translation per peak gives every gene). ``group="gene"``:
     all candidate peaks of a gene are closed together and the pair score is the gene's drop
     (one score shared by the gene's peaks). Score = ``-(closed - control)`` so that a peak
-    that supports expression scores positive. Peaks closed in every cell are skipped (their
-    effect is exactly 0) when ``skip_closed``.
+    that supports expression scores positive. With ``skip_closed`` (default) peaks closed in
+    every cell are skipped and, per peak, so are the cells where it is already closed (their
+    difference is exactly 0; an open peak is open in a few % of cells). ``readout``: posterior
+    mean (default) or ``"samples"`` (``sampler``, ``n_steps``), see :func:`close_peaks_effect`.
     """
     gpos, ppos = _pair_index(model, pairs)
     scores = np.zeros(len(pairs))
@@ -382,7 +449,8 @@ def knockout_scores(model, X_atac, cond, pairs: pd.DataFrame, *, group: str = "p
         genes = np.unique(gpos)
         eff = close_peaks_effect(model, X_atac, cond, [np.array([p]) for p in up], gene_idx=genes, sampler=sampler,
                                  n_steps=n_steps, n_samples=n_samples, batch_size=batch_size,
-                                 group_batch=group_batch, seed=seed)
+                                 group_batch=group_batch, seed=seed, readout=readout, skip_closed=skip_closed,
+                                 cell_names=cell_names)
         pi = pd.Index(up).get_indexer(ppos)
         gi = pd.Index(genes).get_indexer(gpos)
         ok = pi >= 0
@@ -392,7 +460,8 @@ def knockout_scores(model, X_atac, cond, pairs: pd.DataFrame, *, group: str = "p
         genes = np.unique(gpos)
         groups = [np.unique(ppos[gpos == g]) for g in genes]
         eff = close_peaks_effect(model, X_atac, cond, groups, gene_idx=genes, sampler=sampler, n_steps=n_steps,
-                                 n_samples=n_samples, batch_size=batch_size, group_batch=group_batch, seed=seed)
+                                 n_samples=n_samples, batch_size=batch_size, group_batch=group_batch, seed=seed,
+                                 readout=readout, skip_closed=skip_closed, cell_names=cell_names)
         own = -np.diag(eff)
         scores[:] = own[pd.Index(genes).get_indexer(gpos)]
         return scores

@@ -1,11 +1,21 @@
-"""Paired-seed perturbation engine.
+"""Paired-seed perturbation engines.
+
+Two engines share the inputs (:func:`prepare_inputs`) and the result type (:class:`EngineResult`):
+
+- the **posterior-mean engine** (``readout="mean"``, the default of ``tl.perturb`` /
+  ``tl.screen``; :mod:`._mean`): one denoiser call per edited cell, unchanged cells skipped
+  exactly, statistics over cells;
+- the **sampled engine** (``readout="samples"``, :func:`run_paired`): every cell is translated
+  by the sampler (``sampler``, ``n_steps`` in ``translate_kwargs``) for ``n_samples`` noise
+  draws; statistics over samples, for when the model's sampling uncertainty is wanted.
 
 Control and perturbed inputs of the same cell are translated with the *same* diffusion noise
-(drawn once per cell and sample from a ``torch.Generator`` seeded by ``(seed, sample)``), so a
-perturbation that edits nothing has an effect of exactly zero and the sampling noise cancels in
-the paired difference. Several perturbations are stacked along the batch dimension and the
-control arm is computed once per cell batch and sample, so a screen costs about
-``(1 + n_targets) / batch_targets`` translation calls per cell batch and sample.
+(keyed by the cell's obs name, the seed and the sample index:
+:func:`~scdiffx_grn._modelio.cell_noise`), so a perturbation that edits nothing has an effect
+of exactly zero and the sampling noise cancels in the paired difference. In the sampled engine
+several perturbations are stacked along the batch dimension and the control arm is computed
+once per cell batch and sample, so a screen costs about ``(1 + n_targets) / batch_targets``
+translation calls per cell batch and sample.
 
 Only per-group sums are accumulated (``samples x groups x features`` per perturbation); no
 ``cells x peaks x genes`` tensors are ever built.
@@ -20,8 +30,22 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputDataError, MissingLabelError, _fmt_items
-from .._modelio import (Edit, PairedBatch, cell_conditions, dense_rows, eval_mode, feature_matrix, label_keys,
-                        latent_dim, model_features, other_modality, sample_noise)
+from .._modelio import (
+    Edit,
+    PairedBatch,
+    cell_conditions,
+    cell_noise,
+    dense_rows,
+    eval_mode,
+    feature_matrix,
+    label_keys,
+    latent_dim,
+    model_features,
+    other_modality,
+    sample_noise,
+)
+
+READOUTS = ("mean", "samples")
 
 __all__ = ["Edit", "EngineResult", "run_paired", "prepare_inputs", "model_features",
            "peak_knockout_effect", "sample_noise"]
@@ -150,6 +174,15 @@ class EngineResult:
     ctrl_type: np.ndarray
     ctrl_profiles: np.ndarray | None
     n_samples: int
+    #: ``"samples"`` (sampled engine: tests over noise samples) or ``"cells"`` (posterior-mean
+    #: engine: tests over cells, with the fields below)
+    stats: str = "samples"
+    #: (E, G, F) sums over perturbed cells of squared differences (posterior-mean engine)
+    diff_sq: np.ndarray | None = None
+    #: (E, G, F) maximum |difference| over perturbed cells (posterior-mean engine)
+    diff_absmax: np.ndarray | None = None
+    #: (E, G) cells whose input the edit changed (the others were skipped: difference 0)
+    n_changed: np.ndarray | None = None
 
 
 def _nearest(z, centroids):
@@ -186,7 +219,8 @@ def run_paired(
     n_samples
         Noise draws per cell.
     seed
-        Noise of sample ``s`` comes from a generator seeded by ``seed * 1000003 + s``.
+        Noise of cell ``c`` in sample ``s``: ``cell_noise(obs_name(c), seed, s)`` (independent of
+        the cell's row and batch-mates).
     batch_size
         Cells per batch.
     batch_targets
@@ -195,11 +229,20 @@ def run_paired(
     n_pca_cells
         Cells (evenly spaced) whose control profiles are kept for the PCA basis.
     translate_kwargs
-        Passed to ``model.translate_latent`` (``sampler``, ``n_steps``, ``guidance_scale``).
+        Passed to ``model.translate_latent`` (``sampler``, ``n_steps``, ``guidance_scale``) with
+        ``readout="samples"`` (this is the sampled engine; see :func:`._mean.run_mean` for the
+        posterior-mean one).
     """
     import torch
 
     from .._settings import progress
+    from ._mean import _cell_names, engine_autocast, noise_dim
+
+    translate_kwargs = dict(translate_kwargs or {})
+    if translate_kwargs.get("readout", "samples") != "samples":
+        raise InputDataError(f"translate_kwargs readout={translate_kwargs['readout']!r}: run_paired is the sampled "
+                             "engine (readout='samples'); the posterior-mean engine is run_mean")
+    translate_kwargs["readout"] = "samples"
 
     src = inputs.src
     n = inputs.X.shape[0]
@@ -226,12 +269,13 @@ def run_paired(
 
     cell_batches = [np.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
     it = progress(cell_batches, desc="perturb", disable=not progress_bar) if progress_bar else cell_batches
-    with eval_mode(model), torch.no_grad():
+    names = _cell_names(inputs, n)
+    with eval_mode(model), torch.inference_mode(), engine_autocast(model):
         for rows in it:
             rows_t = torch.as_tensor(rows)
             if noise_all is None:
-                d = latent_dim(model, src, inputs.X)
-                noise_all = [sample_noise(n, d, seed, s) for s in range(S)]
+                d = noise_dim(model, latent_dim(model, src, inputs.X))
+                noise_all = [cell_noise(names, d, seed, s) for s in range(S)]
             cond_b = None if inputs.cond is None else inputs.cond[rows_t]
             # control arm: once per batch and sample
             pb = PairedBatch(model, src, dense_rows(inputs.X, rows), [nz[rows_t] for nz in noise_all], cond_b,
@@ -301,12 +345,19 @@ def peak_knockout_effect(
     batch_size: int = 256,
     batch_targets: int = 16,
     translate_kwargs: dict | None = None,
+    readout: str = "mean",
+    n_noise: int = 1,
+    batch_rows: int = 1024,
 ) -> pd.DataFrame:
     """In-silico effect of closing (or opening) each peak on translated expression.
 
     Each peak is edited on its own (peaks are stacked along the batch dimension), translated
     ATAC -> RNA with paired noise, and the mean log-normalised expression difference
-    ``log1p(1e4 rho_closed) - log1p(1e4 rho_ctrl)`` is averaged over cells then samples.
+    ``log1p(1e4 rho_closed) - log1p(1e4 rho_ctrl)`` is averaged over cells (then samples).
+    With the default posterior-mean readout only cells where the peak is open are re-translated
+    (closing a closed peak changes nothing: difference exactly 0) and ``se`` is the standard
+    error over cells; with ``readout="samples"`` (``n_samples`` sampled translations per cell,
+    ``translate_kwargs`` ``sampler`` / ``n_steps``) it is the standard error over samples.
 
     Parameters
     ----------
@@ -327,6 +378,9 @@ def peak_knockout_effect(
         Boolean mask of cells (MuData input only).
     groupby
         Report per group of this obs column (MuData input only); default: all cells pooled.
+    readout, n_noise, batch_rows
+        ``"mean"`` (default: posterior-mean engine, ``n_noise`` noises, ``batch_rows`` rows per
+        call) or ``"samples"`` (sampled engine, ``n_samples``, ``batch_size``, ``batch_targets``).
 
     Returns
     -------
@@ -351,12 +405,24 @@ def peak_knockout_effect(
     else:
         inputs = prepare_inputs(model, mdata_or_tensors, "atac", groupby=groupby, cells=cells, centroids=False)
     edits = [Edit(name=str(p), idx=np.array([ppos[str(p)]]), kind=kind) for p in peaks]
-    res = run_paired(model, inputs, edits, n_samples=n_samples, seed=seed, batch_size=batch_size,
-                     batch_targets=batch_targets, n_pca_cells=0, translate_kwargs=translate_kwargs)
     gsel = np.arange(len(mgenes)) if genes is None else np.array([mgenes.index(g) for g in genes])
-    per = res.diff_sum[..., gsel] / np.maximum(res.n_cells, 1)[:, None, :, None]  # E,S,G,F
-    eff = per.mean(axis=1)
-    se = per.std(axis=1, ddof=1) / np.sqrt(res.n_samples) if res.n_samples > 1 else np.full_like(eff, np.nan)
+    if readout not in READOUTS:
+        raise InputDataError(f"readout must be one of {READOUTS}, got {readout!r}")
+    if readout == "mean":
+        from ._mean import run_mean
+
+        res = run_mean(model, inputs, edits, n_noise=n_noise, seed=seed, batch_rows=batch_rows, n_pca_cells=0,
+                       translate_kwargs=translate_kwargs)
+        nc = np.maximum(res.n_cells, 1)[:, :, None]
+        eff = res.diff_sum[:, 0][..., gsel] / nc
+        var = np.maximum(res.diff_sq[..., gsel] / nc - eff ** 2, 0.0) * (nc / np.maximum(nc - 1, 1))
+        se = np.where(nc > 1, np.sqrt(var / nc), np.nan)
+    else:
+        res = run_paired(model, inputs, edits, n_samples=n_samples, seed=seed, batch_size=batch_size,
+                         batch_targets=batch_targets, n_pca_cells=0, translate_kwargs=translate_kwargs)
+        per = res.diff_sum[..., gsel] / np.maximum(res.n_cells, 1)[:, None, :, None]  # E,S,G,F
+        eff = per.mean(axis=1)
+        se = per.std(axis=1, ddof=1) / np.sqrt(res.n_samples) if res.n_samples > 1 else np.full_like(eff, np.nan)
     E, G, F = eff.shape
     return pd.DataFrame({
         "peak": np.repeat(res.names, G * F),

@@ -19,7 +19,7 @@ from ._effects import run_perturbations
 from ._engine import model_features, prepare_inputs
 from ._spec import Perturbation, tf_peak_map
 
-__all__ = ["screen", "load_screen", "load_screen_effects", "summarise_effects"]
+__all__ = ["screen", "load_screen", "load_screen_effects", "summarise_effects", "ScreenLock"]
 
 _DONE = "done.json"
 _CONFIG = "config.json"
@@ -41,14 +41,33 @@ def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, 
     ``fdr <= alpha`` and ``|effect| >= min_effect``.
     """
     rows = []
-    for (pert, ct), df in effects.groupby(["perturbation", "cell_type"], sort=False, observed=True):
-        sig = df[(df["fdr"] <= alpha) & (df["effect"].abs() >= min_effect)] if "fdr" in df else df.iloc[:0]
-        up = sig[sig["effect"] > 0].nlargest(n_top, "effect")
-        down = sig[sig["effect"] < 0].nsmallest(n_top, "effect")
-        rows.append({"perturbation": pert, "cell_type": ct, "n_features": len(df), "n_sig": len(sig),
-                     "n_up": int((sig["effect"] > 0).sum()), "n_down": int((sig["effect"] < 0).sum()),
-                     "top_up": ";".join(map(str, up["feature"])), "top_down": ";".join(map(str, down["feature"])),
-                     "max_abs_effect": float(df["effect"].abs().max()) if len(df) else np.nan})
+    if len(effects):
+        c1, u1 = pd.factorize(effects["perturbation"], sort=False)
+        c2, u2 = pd.factorize(effects["cell_type"], sort=False)
+        codes, ukey = pd.factorize(c1.astype(np.int64) * max(len(u2), 1) + c2, sort=False)
+        uniq = [(u1[k // max(len(u2), 1)], u2[k % max(len(u2), 1)]) for k in ukey]
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+        eff_all = effects["effect"].to_numpy(dtype=np.float64)
+        fdr_all = effects["fdr"].to_numpy(dtype=np.float64) if "fdr" in effects else None
+        feat_all = effects["feature"].to_numpy()
+        for k, (pert, ct) in enumerate(uniq):
+            ix = order[bounds[k]:bounds[k + 1]]
+            eff = eff_all[ix]
+            if fdr_all is not None:
+                with np.errstate(invalid="ignore"):
+                    sig = (fdr_all[ix] <= alpha) & (np.abs(eff) >= min_effect)
+            else:
+                sig = np.zeros(len(ix), bool)
+            up = np.flatnonzero(sig & (eff > 0))
+            down = np.flatnonzero(sig & (eff < 0))
+            top_up = up[np.argsort(-eff[up], kind="stable")[:n_top]]  # nlargest(keep="first")
+            top_down = down[np.argsort(eff[down], kind="stable")[:n_top]]
+            rows.append({"perturbation": pert, "cell_type": ct, "n_features": len(ix), "n_sig": int(sig.sum()),
+                         "n_up": len(up), "n_down": len(down),
+                         "top_up": ";".join(map(str, feat_all[ix][top_up])),
+                         "top_down": ";".join(map(str, feat_all[ix][top_down])),
+                         "max_abs_effect": float(np.abs(eff).max()) if len(ix) else np.nan})
     summ = pd.DataFrame(rows)
     if state is not None and len(state) and len(summ):
         cols = [c for c in state.columns if c not in ("n_samples",)]
@@ -70,7 +89,7 @@ def _all_tfs(modality: str, genes: Sequence[str], tf_peaks, tfs, organism: str |
             from .. import datasets
 
             net = datasets.collectri(organism or "human")
-        except Exception as err:  # noqa: BLE001 - we re-raise with a clear message
+        except Exception as err:
             raise InputDataError("targets='all_tfs' needs a TF list: pass tfs=, tf_peaks=, or make "
                                  f"datasets.collectri({organism!r}) available ({err})") from err
         cand = set(map(str, net["source"]))
@@ -88,10 +107,90 @@ def _read_done(out: Path) -> dict[str, str]:
         raise CheckpointError(f"screen index {f} is corrupt ({err}); delete it to start over") from err
 
 
+class ScreenLock:
+    """Exclusive lock on a screen directory: ``<out_dir>/screen.lock`` naming the holder.
+
+    Created atomically (``O_CREAT | O_EXCL``) with the holder's pid, host, start time and
+    command line. A second screen on the same directory raises :class:`CheckpointError` naming
+    the other run; a lock left by a run that is gone (same host, pid not alive) is taken over
+    with a warning. Released (file removed) when the screen ends, even on error.
+    """
+
+    NAME = "screen.lock"
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / self.NAME
+        self.held = False
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> ScreenLock:
+        import socket
+        import sys
+        import time
+
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "argv": " ".join(sys.argv)[:300]}
+        for attempt in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = self._read()
+                pid, host = other.get("pid"), other.get("host")
+                stale = (isinstance(pid, int) and host == info["host"] and not self._alive(pid))
+                if stale and attempt == 0:
+                    logger.warning("screen: taking over the stale lock %s of pid %s (no longer running)", self.path, pid)
+                    try:
+                        self.path.unlink()
+                    except FileNotFoundError:
+                        pass
+                    continue
+                raise CheckpointError(
+                    f"screen directory {self.path.parent} is in use by another run (pid {pid} on {host}, started "
+                    f"{other.get('started')}, command {other.get('argv')!r}); two screens on one directory would "
+                    f"lose each other's targets. Wait for it to finish, use another out_dir, or delete "
+                    f"{self.path} if that run is gone") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh)
+            self.held = True
+            self._pid = info["pid"]
+            return self
+        raise CheckpointError(f"could not lock {self.path}")  # pragma: no cover
+
+    def release(self) -> None:
+        if self.held:
+            if self._read().get("pid") == self._pid:
+                try:
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+            self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def screen(
     model,
     mdata,
-    targets: Sequence[str] | Literal["all_tfs"] = "all_tfs",
+    targets: Sequence[str] | Literal["all_tfs", "all_genes", "all_peaks"] = "all_tfs",
     *,
     kind: str = "knockout",
     modality: Literal["rna", "atac", "tf"] = "rna",
@@ -115,6 +214,10 @@ def screen(
     translate_kwargs: dict | None = None,
     use_labels: bool = False,
     show_progress: bool = True,
+    readout: Literal["mean", "samples"] = "mean",
+    n_noise: int = 1,
+    batch_rows: int = 1024,
+    skip_unchanged: bool = True,
 ) -> pd.DataFrame:
     """Perturb every target on its own and summarise every target x cell type.
 
@@ -125,8 +228,10 @@ def screen(
     mdata
         Paired MuData (raw counts, ``obs[groupby]``).
     targets
-        List of genes / peaks / TFs, or ``"all_tfs"`` (``tfs=``; else the TFs of ``tf_peaks``;
-        else CollecTRI sources via ``datasets.collectri(organism)``, intersected with the genes).
+        List of genes / peaks / TFs, ``"all_tfs"`` (``tfs=``; else the TFs of ``tf_peaks``;
+        else CollecTRI sources via ``datasets.collectri(organism)``, intersected with the genes),
+        ``"all_genes"`` (every model gene, ``modality="rna"``) or ``"all_peaks"`` (every model
+        peak, ``modality="atac"``).
     kind, modality, factor
         As in :class:`~scdiffx_grn.perturb.Perturbation`.
     groupby
@@ -135,12 +240,24 @@ def screen(
         Directory for results: ``effects/<target>.parquet`` and ``summary/<target>.parquet`` for
         each finished target (written atomically), then ``done.json`` (atomic) naming the finished
         targets; ``report.parquet`` lists unknown targets; ``summary.parquet`` is the final
-        concatenation. ``None`` keeps everything in memory.
+        concatenation. ``None`` keeps everything in memory. The directory is locked while the
+        screen runs (``screen.lock``): a second screen on it raises :class:`CheckpointError`
+        naming the running one.
     resume
         Skip targets listed in ``done.json`` (their files are never rewritten). The screen's
         settings must match ``config.json``. ``False`` starts over.
+    readout
+        ``"mean"`` (default): the posterior-mean engine (one denoiser call per changed cell,
+        unchanged cells skipped exactly, statistics over cells; see
+        :func:`~scdiffx_grn.tl.perturb`). Cells and targets stream through it, so memory
+        stays flat in both; targets finish (and are written) one at a time.
+        ``"samples"``: the sampled engine (``n_samples``, ``translate_kwargs`` ``sampler`` /
+        ``n_steps``; statistics over samples), ``batch_targets`` targets per pass.
+    n_noise, batch_rows, skip_unchanged
+        Posterior-mean engine settings (noises per cell, rows per translation call, exact
+        skipping of unchanged cells).
     batch_targets
-        Targets stacked in one translation call (and per written chunk).
+        Sampled engine: targets stacked in one translation call (and per written chunk).
     batch_size, n_samples, seed, test, translate_kwargs, use_labels
         Engine settings (see :func:`~scdiffx_grn.tl.perturb`).
     on_unknown
@@ -151,6 +268,8 @@ def screen(
         consistent effects reach any FDR).
     keep_effects
         Which effect rows to write per target.
+    show_progress
+        A progress bar that advances once per finished target.
 
     Returns
     -------
@@ -158,11 +277,19 @@ def screen(
         Summary per target x cell type (see :func:`summarise_effects`), also in
         ``out_dir/summary.parquet``; the report of unknown targets is in ``.attrs["report"]``.
     """
+    from ._effects import check_engine
+
+    check_engine(readout, test, n_noise)
     genes, peaks = model_features(model)
     if isinstance(targets, str):
-        if targets != "all_tfs":
-            raise InputDataError(f"targets must be a list or 'all_tfs', got {targets!r}")
-        targets = _all_tfs(modality, genes, tf_peaks, tfs, organism)
+        if targets == "all_genes":
+            targets = list(genes)
+        elif targets == "all_peaks":
+            targets = list(peaks)
+        elif targets == "all_tfs":
+            targets = _all_tfs(modality, genes, tf_peaks, tfs, organism)
+        else:
+            raise InputDataError(f"targets must be a list, 'all_tfs', 'all_genes' or 'all_peaks', got {targets!r}")
     targets = list(dict.fromkeys(str(t) for t in targets))
     if not targets:
         raise InputDataError("the screen has no targets")
@@ -173,14 +300,39 @@ def screen(
     config = {"kind": kind, "modality": modality, "factor": perts[0].factor, "groupby": groupby,
               "n_samples": n_samples, "seed": seed, "test": test, "alpha": alpha, "n_top": n_top, "min_effect": min_effect,
               "keep_effects": keep_effects, "translate_kwargs": translate_kwargs or {}, "use_labels": use_labels,
-              "n_cells": int(mdata.n_obs)}
+              "n_cells": int(mdata.n_obs), "readout": readout, "n_noise": int(n_noise) if readout == "mean" else None}
     out = Path(out_dir) if out_dir is not None else None
-    done: dict[str, str] = {}
+    lock = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        lock = ScreenLock(out).acquire()
+    try:
+        return _screen_locked(model, mdata, perts, out, config, genes, peaks, resume=resume, tf_peaks=tf_peaks,
+                              on_unknown=on_unknown, groupby=groupby, use_labels=use_labels, readout=readout,
+                              n_noise=n_noise, batch_rows=batch_rows, skip_unchanged=skip_unchanged,
+                              batch_targets=batch_targets, batch_size=batch_size, seed=seed, test=test,
+                              alpha=alpha, n_top=n_top, min_effect=min_effect, keep_effects=keep_effects,
+                              translate_kwargs=translate_kwargs, show_progress=show_progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf_peaks, on_unknown, groupby,
+                   use_labels, readout, n_noise, batch_rows, skip_unchanged, batch_targets, batch_size, seed, test,
+                   alpha, n_top, min_effect, keep_effects, translate_kwargs, show_progress):
+    import time
+
+    from ._effects import build_edits, cell_effects_table, pca_basis, state_table
+    from ._spec import resolve_targets
+
+    done: dict[str, str] = {}
+    if out is not None:
         cfg_file = out / _CONFIG
         if resume and cfg_file.exists():
             old = json.loads(cfg_file.read_text())
+            old.setdefault("readout", "samples")  # screens written before the posterior-mean engine
+            old.setdefault("n_noise", None)
             diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(config)).items() if old.get(k) != v}
             if diff:
                 raise CheckpointError(f"screen in {out} was run with other settings {diff}; "
@@ -190,14 +342,13 @@ def screen(
         if not resume:
             atomic_write_json(out / _DONE, {"done": {}})
     # unknown targets: resolved up front so they are reported, never silently skipped
-    from ._spec import resolve_targets
-
-    reports, runnable = [], []
+    reports, runnable, resolved = [], [], {}
     for p in perts:
         idx, rep = resolve_targets(p, genes, peaks, tf_peaks=tf_peaks, on_unknown=on_unknown)
         reports.append(rep)
         if len(idx):
             runnable.append(p)
+            resolved[p.name] = idx
     report = pd.concat(reports, ignore_index=True)
     unknown = report[report.status != "ok"]
     if len(unknown):
@@ -208,41 +359,72 @@ def screen(
             report.to_parquet(tmp, index=False)
     todo = [p for p in runnable if p.name not in done]
     summaries: dict[str, pd.DataFrame] = {}
+    last_write = {"t": 0.0, "cost": 0.0, "dirty": False}
+
+    def write_done(force: bool = False):
+        # done.json is rewritten at most ~10 % of the time (every target when it is cheap)
+        now = time.perf_counter()
+        if force or now - last_write["t"] >= 10 * last_write["cost"]:
+            atomic_write_json(out / _DONE, {"done": done})
+            last_write["cost"] = time.perf_counter() - now
+            last_write["t"] = time.perf_counter()
+            last_write["dirty"] = False
+        else:
+            last_write["dirty"] = True
+
+    def emit(p, e, s, bar):
+        summ = summarise_effects(e, s, alpha=alpha, n_top=n_top, min_effect=min_effect)
+        summaries[p.name] = summ
+        if out is not None:
+            stem = _stem(p.name)
+            keep = e if keep_effects == "all" else (e[e["fdr"] <= alpha] if keep_effects == "significant"
+                                                    else e.iloc[:0])
+            with atomic_path(out / "effects" / f"{stem}.parquet") as tmp:
+                keep.reset_index(drop=True).to_parquet(tmp, index=False)
+            with atomic_path(out / "summary" / f"{stem}.parquet") as tmp:
+                summ.to_parquet(tmp, index=False)
+            done[p.name] = stem
+            write_done()
+        bar.update(1)
+
     if todo:
         inputs = prepare_inputs(model, mdata, perts[0].source, groupby=groupby, use_labels=use_labels)
-        basis = None
-        bar = progress(total=len(runnable), initial=len(runnable) - len(todo), desc="screen",
+        readout_names = peaks if perts[0].source == "rna" else genes
+        bar = progress(total=len(runnable), initial=len(runnable) - len(todo), desc="screen", unit="target",
                        disable=not show_progress)
         try:
-            for c0 in range(0, len(todo), batch_targets):
-                chunk = todo[c0:c0 + batch_targets]
-                res = run_perturbations(model, mdata, chunk, groupby=groupby, tf_peaks=tf_peaks,
-                                        on_unknown="report", seed=seed, test=test, batch_size=batch_size,
-                                        batch_targets=batch_targets, translate_kwargs=translate_kwargs,
-                                        inputs=inputs, basis=basis)
-                basis = res["basis"]
-                eff, state = res["effects"], res["state"]
-                for p in chunk:
-                    e = eff[eff["perturbation"] == p.name]
-                    s = state[state["perturbation"] == p.name]
-                    summ = summarise_effects(e, s, alpha=alpha, n_top=n_top, min_effect=min_effect)
-                    summaries[p.name] = summ
-                    if out is None:
-                        continue
-                    stem = _stem(p.name)
-                    keep = e if keep_effects == "all" else (e[e["fdr"] <= alpha] if keep_effects == "significant"
-                                                            else e.iloc[:0])
-                    with atomic_path(out / "effects" / f"{stem}.parquet") as tmp:
-                        keep.reset_index(drop=True).to_parquet(tmp, index=False)
-                    with atomic_path(out / "summary" / f"{stem}.parquet") as tmp:
-                        summ.to_parquet(tmp, index=False)
-                    done[p.name] = stem
-                    atomic_write_json(out / _DONE, {"done": done})
-                    bar.update(1)
-                if out is None:
-                    bar.update(len(chunk))
+            if readout == "mean":
+                from ._mean import iter_mean
+
+                edits, kept = build_edits(model, inputs, todo, [resolved[p.name] for p in todo], groupby)
+                meta = {p.name: (p.kind, p.modality) for p in kept}
+                it = iter_mean(model, inputs, edits, n_noise=n_noise, seed=seed, batch_rows=batch_rows,
+                               translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
+                _, ctrl = next(it)
+                basis = pca_basis(ctrl.ctrl_profiles)
+                for ei, res in it:
+                    p = kept[ei]
+                    e = cell_effects_table(res, readout_names)
+                    st = state_table(res, basis)
+                    if len(st):
+                        st["kind"], st["modality"] = meta[p.name]
+                    emit(p, e, st, bar)
+            else:
+                basis = None
+                for c0 in range(0, len(todo), batch_targets):
+                    chunk = todo[c0:c0 + batch_targets]
+                    res = run_perturbations(model, mdata, chunk, groupby=groupby, tf_peaks=tf_peaks,
+                                            on_unknown="report", seed=seed, test=test, batch_size=batch_size,
+                                            batch_targets=batch_targets, translate_kwargs=translate_kwargs,
+                                            inputs=inputs, basis=basis, readout="samples")
+                    basis = res["basis"]
+                    eff, state = res["effects"], res["state"]
+                    for p in chunk:
+                        emit(p, eff[eff["perturbation"] == p.name], state[state["perturbation"] == p.name], bar)
         finally:
             bar.close()
+            if out is not None and last_write["dirty"]:
+                write_done(force=True)
     if out is not None:
         summary = load_screen(out, targets=[p.name for p in runnable], _write=True)
     else:
