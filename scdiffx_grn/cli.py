@@ -663,8 +663,12 @@ def screen(
     modality: str = typer.Option("rna", help="Modality edited: rna, atac or tf (the TF's peaks)."),
     factor: float | None = typer.Option(None, help="Knockdown / overexpression factor."),
     groupby: str = typer.Option("cell_type", help="Effects are summarised per value of this obs column."),
-    n_samples: int = typer.Option(3, help="Paired noise samples per cell."),
-    n_steps: int = typer.Option(20, help="DDIM steps of each translation."),
+    readout: str = typer.Option("mean", help="mean: the posterior-mean engine (fast; one denoiser call per "
+                                "edited cell, unchanged cells skipped, statistics over cells); samples: the "
+                                "sampled engine (--n-samples paired samples, DDIM --n-steps)."),
+    n_noise: int = typer.Option(1, help="Noises averaged per cell by the mean engine."),
+    n_samples: int = typer.Option(3, help="Paired noise samples per cell (--readout samples)."),
+    n_steps: int = typer.Option(20, help="DDIM steps of each translation (--readout samples)."),
     batch_targets: int = typer.Option(8, help="Targets stacked per translation call."),
     batch_size: int = typer.Option(256, help="Cells per batch."),
     alpha: float = typer.Option(0.05, help="BH FDR level for significant features."),
@@ -703,6 +707,8 @@ def screen(
             tlist += _split_list([t])
     if on_unknown not in ("raise", "report"):
         raise ScdxError(f"--on-unknown must be 'raise' or 'report', got {on_unknown!r}")
+    if readout not in ("mean", "samples"):
+        raise ScdxError(f"--readout must be 'mean' or 'samples', got {readout!r}")
     m = _load_model(model, device)
     mdata = _prepare_for_model(m, _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby))
     tgt: Any = "all_tfs" if tlist == ["all_tfs"] else tlist
@@ -728,7 +734,9 @@ def screen(
         summary = tl.screen(m, mdata, tgt, kind=kind, modality=modality, factor=factor, groupby=groupby,
                             out_dir=out, resume=resume, n_samples=n_samples, batch_targets=batch_targets,
                             batch_size=batch_size, seed=seed, alpha=alpha, on_unknown=on_unknown,
-                            translate_kwargs={"n_steps": n_steps}, show_progress=settings.progress)
+                            readout=readout, n_noise=n_noise,
+                            translate_kwargs={"n_steps": n_steps} if readout == "samples" else None,
+                            show_progress=settings.progress)
     except UnknownFeatureError as e:  # raised before any target runs
         if not existed:
             import shutil

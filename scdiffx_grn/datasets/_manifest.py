@@ -1,7 +1,7 @@
 """Data manifests: where each data file lives, and its sha256.
 
 Every data set or database the project reads has a YAML manifest in
-``<repo root>/data_manifests/<name>.yaml`` with fields ``name, description, where,
+``scdiffx_grn/datasets/manifests/<name>.yaml`` (``data_manifests/`` in a checkout links there) with fields ``name, description, where,
 files [{path, sha256, bytes}], source, licence, species, genome, shape, labels, values``.
 ``where: vendored`` paths are relative to ``scdiffx_grn/datasets/data``; ``where: shared``
 paths are relative to the shared data directory (see :func:`shared_data_dir`).
@@ -51,7 +51,7 @@ def vendored_data_dir() -> Path:
 
 
 def manifest_dir() -> Path:
-    """Folder holding the YAML manifests (``<repo root>/data_manifests``).
+    """Folder holding the YAML manifests (``scdiffx_grn/datasets/manifests``, shipped with the package).
 
     The environment variable ``SCDX_MANIFEST_DIR`` overrides it (used by tests).
 
@@ -61,7 +61,7 @@ def manifest_dir() -> Path:
         The manifest folder.
     """
     env = os.environ.get("SCDX_MANIFEST_DIR")
-    return Path(env) if env else _REPO_ROOT / "data_manifests"
+    return Path(env) if env else Path(__file__).resolve().parent / "manifests"
 
 
 def shared_data_dir(required: bool = True) -> Path | None:
