@@ -1,6 +1,6 @@
 """Train a scDiffusion-X model on a multiome data set (rebuilds the shipped checkpoint).
 
-    python analyses/train_model.py --preset demo --out models/mouse_mop_demo
+    python analyses/train_model.py --preset demo --out scdiffx_grn/pretrained/mouse_mop_demo
     python analyses/train_model.py --preset full --out runs/mouse_mop_full   # GPU recommended
 
 ``demo`` is the small checkpoint shipped in ``models/`` (all 1,677 genes, the 3,000 most frequent
@@ -70,7 +70,7 @@ def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device
     return model, mdata
 
 
-def main(preset: str = "demo", out: str = "models/mouse_mop_demo", seed: int = 0, device: str = "auto",
+def main(preset: str = "demo", out: str = "scdiffx_grn/pretrained/mouse_mop_demo", seed: int = 0, device: str = "auto",
          translate_cond_dropout: float = -1.0):
     """Command-line entry: train a preset and save it (``--translate-cond-dropout`` >= 0 sets that model option)."""
     mo = {"translate_cond_dropout": translate_cond_dropout} if translate_cond_dropout >= 0 else None
