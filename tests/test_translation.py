@@ -285,3 +285,27 @@ def test_translation_scores_tables(vmodel, weak):
     res2 = translation_scores(vmodel, weak, train=~test, test=test, direction="rna->atac", n_comps=8,
                               include_samples=False)
     assert 0.4 < res2["points"].set_index("predictor").loc["model (posterior mean)", "per_cell"] <= 1
+
+
+# ----------------------------------------------------------------------------- checkpoints and training messages
+def test_float16_checkpoint_is_resaved_at_the_same_size(vmodel, tmp_path):
+    vmodel.save(tmp_path / "half", half=True)
+    again = ScDiffusionX.load(tmp_path / "half", device="cpu")
+    again.save(tmp_path / "again")  # half=None keeps the precision it was loaded with
+    a, b = (tmp_path / "half" / "model.pt").stat().st_size, (tmp_path / "again" / "model.pt").stat().st_size
+    assert abs(a - b) < 0.05 * a, (a, b)
+    vmodel.save(tmp_path / "full")  # a model built here stays float32
+    assert (tmp_path / "full" / "model.pt").stat().st_size > 1.6 * a
+
+
+def test_training_says_how_long_it_will_take(weak, caplog):
+    import logging
+
+    m = weak[:200].copy()
+    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
+    model = ScDiffusionX(m, seed=0, **TINY)
+    with caplog.at_level(logging.INFO, logger="scdiffx_grn"):
+        model.train(ae_epochs=3, diffusion_steps=60, batch_size=64, device="cpu", seed=0)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(s.startswith("autoencoders:") and "min for 3 epochs" in s for s in msgs), msgs
+    assert any(s.startswith("denoiser:") and "min for 60 steps" in s for s in msgs), msgs
