@@ -309,3 +309,16 @@ def test_training_says_how_long_it_will_take(weak, caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert any(s.startswith("autoencoders:") and "min for 3 epochs" in s for s in msgs), msgs
     assert any(s.startswith("denoiser:") and "min for 60 steps" in s for s in msgs), msgs
+
+
+def test_source_dependence_names_partly_overlapping_barcodes(vmodel, weak):
+    from scdiffx_grn import InputDataError
+
+    rna = weak.mod["rna"][:300].copy()
+    atac = weak.mod["atac"][100:400].copy()
+    with md.set_options(pull_on_update=False):
+        bad = md.MuData({"rna": rna, "atac": atac})
+    bad.obs["cell_type"] = pd.concat([rna.obs["cell_type"], atac.obs["cell_type"]]).groupby(level=0).first() \
+        .reindex(bad.obs_names).to_numpy()
+    with pytest.raises(InputDataError, match="intersect_obs"):
+        source_dependence(vmodel, bad, n_cells=50)
