@@ -19,11 +19,16 @@ __all__ = [
     "ChecksumError",
     "DataFileMissingError",
     "OutputError",
+    "OptionError",
 ]
 
 
 class ScdxError(Exception):
     """Base class of every error raised by scdiffx_grn on bad input."""
+
+
+class OptionError(ScdxError, ValueError):
+    """An argument or configuration value is not one of the accepted ones (names the accepted values)."""
 
 
 class InputDataError(ScdxError, ValueError):

@@ -322,3 +322,15 @@ def test_source_dependence_names_partly_overlapping_barcodes(vmodel, weak):
         .reindex(bad.obs_names).to_numpy()
     with pytest.raises(InputDataError, match="intersect_obs"):
         source_dependence(vmodel, bad, n_cells=50)
+
+
+def test_option_errors_are_value_errors(vmodel, weak):
+    from scdiffx_grn import OptionError
+
+    test = weak[:5].copy()
+    for kw in (dict(direction="rna->rna"), dict(readout="median"), dict(readout="samples", sampler="nope")):
+        with pytest.raises(OptionError) as e:
+            vmodel.translate(test, **kw)
+        assert isinstance(e.value, ValueError) and isinstance(e.value, ScdxError)
+    with pytest.raises(ValueError, match="prediction"):
+        ModelConfig(n_genes=2, n_peaks=2, prediction="eps").resolve()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .._errors import ScdxError
+from .._errors import OptionError, ScdxError
 
 FORMAT_VERSION = 1
 
@@ -57,7 +57,7 @@ def preset(name: str) -> dict[str, Any]:
     import copy
 
     if name not in PRESETS:
-        raise ScdxError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise OptionError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return copy.deepcopy(PRESETS[name])
 
 
@@ -169,25 +169,25 @@ class ModelConfig:
         opts = {**preset(name)["model"], **overrides}
         unknown = sorted(set(opts) - {f.name for f in fields(cls)})
         if unknown:
-            raise ScdxError(f"unknown model config keys: {unknown}")
+            raise OptionError(f"unknown model config keys: {unknown}")
         return cls(**opts)
 
     def resolve(self) -> "ModelConfig":
         """Fill data-dependent defaults and validate; returns self."""
         self.modalities = [str(m) for m in self.modalities]
         if self.modalities not in (["rna", "atac"], ["rna"]):
-            raise ScdxError(f"modalities must be ['rna', 'atac'] or ['rna'], got {self.modalities!r}")
+            raise OptionError(f"modalities must be ['rna', 'atac'] or ['rna'], got {self.modalities!r}")
         if not self.paired:
             self.n_peaks = 0
             self.translate_prob = 0.0
         if self.n_genes <= 0 or (self.paired and self.n_peaks <= 0):
             raise ScdxError(f"model needs genes and peaks, got n_genes={self.n_genes}, n_peaks={self.n_peaks}")
         if self.translate_cond_dropout is not None and not 0.0 <= float(self.translate_cond_dropout) <= 1.0:
-            raise ScdxError(f"translate_cond_dropout must be in [0, 1] or None, got {self.translate_cond_dropout!r}")
+            raise OptionError(f"translate_cond_dropout must be in [0, 1] or None, got {self.translate_cond_dropout!r}")
         if self.objective not in ("diffusion", "flow"):
-            raise ScdxError(f"objective must be 'diffusion' or 'flow', got {self.objective!r}")
+            raise OptionError(f"objective must be 'diffusion' or 'flow', got {self.objective!r}")
         if self.rna_encoder not in ("mlp", "attention"):
-            raise ScdxError(f"rna_encoder must be 'mlp' or 'attention', got {self.rna_encoder!r}")
+            raise OptionError(f"rna_encoder must be 'mlp' or 'attention', got {self.rna_encoder!r}")
         if self.set_dim % self.set_heads:
             raise ScdxError(f"set_dim={self.set_dim} is not a multiple of set_heads={self.set_heads}")
         if self.rna_hidden is None:
@@ -206,16 +206,16 @@ class ModelConfig:
         if self.width % self.n_heads:
             raise ScdxError(f"width={self.width} is not a multiple of n_heads={self.n_heads}")
         if self.prediction not in ("epsilon", "v", "x0"):
-            raise ScdxError(f"prediction must be 'v', 'x0' or 'epsilon', got {self.prediction!r}")
+            raise OptionError(f"prediction must be 'v', 'x0' or 'epsilon', got {self.prediction!r}")
         if self.loss_weighting not in ("none", "min_snr"):
-            raise ScdxError(f"loss_weighting must be 'none' or 'min_snr', got {self.loss_weighting!r}")
+            raise OptionError(f"loss_weighting must be 'none' or 'min_snr', got {self.loss_weighting!r}")
         if not float(self.min_snr_gamma) > 0:
-            raise ScdxError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma!r}")
+            raise OptionError(f"min_snr_gamma must be > 0, got {self.min_snr_gamma!r}")
         if not 0.0 <= float(self.source_dropout) < 1.0:
-            raise ScdxError(f"source_dropout must be in [0, 1), got {self.source_dropout!r}")
+            raise OptionError(f"source_dropout must be in [0, 1), got {self.source_dropout!r}")
         self.source_conditioning = bool(self.source_conditioning) and self.paired
         if self.beta_schedule not in ("linear", "cosine"):
-            raise ScdxError(f"beta_schedule must be 'linear' or 'cosine', got {self.beta_schedule!r}")
+            raise OptionError(f"beta_schedule must be 'linear' or 'cosine', got {self.beta_schedule!r}")
         missing = [k for k in self.label_keys if k not in self.label_categories]
         if missing:
             raise ScdxError(f"label categories missing for {missing}")
@@ -245,5 +245,5 @@ class ModelConfig:
         d.setdefault("source_dropout", 0.0)
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ScdxError(f"unknown model config keys: {unknown}")
+            raise OptionError(f"unknown model config keys: {unknown}")
         return cls(**d)

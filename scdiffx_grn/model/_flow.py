@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .._errors import ScdxError
+from .._errors import OptionError, ScdxError
 
 #: largest factor t / (1 - t) used to turn a score into a velocity correction (t -> 1 diverges)
 MAX_GUIDANCE_RATIO = 20.0
@@ -74,7 +74,7 @@ class _FlowScheduler:
     def loss_weight(self, t: torch.Tensor, kind: str = "none", gamma: float = 5.0) -> torch.Tensor:
         """Per-example loss weight: flow matching already weighs the clean-latent error by 1."""
         if kind not in ("none", "min_snr"):
-            raise ScdxError(f"unknown loss weighting {kind!r}")
+            raise OptionError(f"unknown loss weighting {kind!r}")
         return torch.ones(t.shape[0], device=t.device)
 
     @property
@@ -88,7 +88,7 @@ class _FlowScheduler:
     # --- sampling -----------------------------------------------------------------------------
     def _grid(self, n: int) -> torch.Tensor:
         if not 1 <= n <= 100_000:
-            raise ScdxError(f"num_inference_steps must be >= 1, got {n}")
+            raise OptionError(f"num_inference_steps must be >= 1, got {n}")
         return torch.linspace(1.0, 0.0, n + 1, dtype=torch.float64) * self.num_train_timesteps
 
     def set_timesteps(self, num_inference_steps: int, device=None) -> None:
@@ -160,5 +160,5 @@ def make_flow_scheduler(name: str, cfg) -> _FlowScheduler:
     """Build a flow-matching ODE sampler (``"euler"`` or ``"heun"``) for a model config."""
     key = name.lower()
     if key not in FLOW_SAMPLERS:
-        raise ScdxError(f"unknown flow sampler {name!r}; choose one of {sorted(FLOW_SAMPLERS)}")
+        raise OptionError(f"unknown flow sampler {name!r}; choose one of {sorted(FLOW_SAMPLERS)}")
     return FLOW_SAMPLERS[key](cfg.n_train_timesteps)

@@ -19,6 +19,7 @@ from .._errors import (
     FeatureMismatchError,
     InputDataError,
     MissingLabelError,
+    OptionError,
     ScdxError,
     _fmt_items,
 )
@@ -121,7 +122,7 @@ class ScDiffusionX:
         cfg = ModelConfig.from_dict(config.to_dict()) if config is not None else ModelConfig()
         for k, v in overrides.items():
             if not hasattr(cfg, k):
-                raise ScdxError(f"unknown model option {k!r}")
+                raise OptionError(f"unknown model option {k!r}")
             setattr(cfg, k, v)
         cfg.modalities = list(setup.get("modalities", ["rna", "atac"]))
         cfg.n_genes = mdata.mod["rna"].n_vars
@@ -174,7 +175,7 @@ class ScDiffusionX:
             modalities = ("rna", "atac") if "atac" in mdata.mod or "rna" not in mdata.mod else ("rna",)
         modalities = [str(m) for m in ([modalities] if isinstance(modalities, str) else modalities)]
         if modalities not in (["rna", "atac"], ["rna"]):
-            raise ScdxError(f"modalities must be ('rna', 'atac') or ('rna',), got {tuple(modalities)}")
+            raise OptionError(f"modalities must be ('rna', 'atac') or ('rna',), got {tuple(modalities)}")
         for mod in modalities:
             if mod not in mdata.mod:
                 raise InputDataError(f"MuData has no modality {mod!r} (modalities: {list(mdata.mod)})")
@@ -416,7 +417,7 @@ class ScDiffusionX:
                 (c_r, u_r), (c_a, u_a) = o_r.float().split(b), o_a.float().split(b)
                 return u_r + s * (c_r - u_r), u_a + s * (c_a - u_a)
             if guidance_mode != "additive":
-                raise ScdxError(f"guidance_mode must be 'joint' or 'additive', got {guidance_mode!r}")
+                raise OptionError(f"guidance_mode must be 'joint' or 'additive', got {guidance_mode!r}")
             # additive multi-condition guidance: eps_u + sum_k s_k (eps_k - eps_u)
             conds = [null]
             ks = [k for k in self.config.label_keys if k in scales]
@@ -473,7 +474,7 @@ class ScDiffusionX:
             elif method == "inpaint":
                 src, t_src = sched.add_noise(z_src, noise_src, tt), tt
             else:
-                raise ScdxError(f"translation method must be 'conditional' or 'inpaint', got {method!r}")
+                raise OptionError(f"translation method must be 'conditional' or 'inpaint', got {method!r}")
             if recon_guidance and method == "inpaint":
                 with torch.enable_grad():
                     xg = x.detach().requires_grad_(True)
@@ -552,9 +553,9 @@ class ScDiffusionX:
         paired control. Differentiable when gradients are enabled.
         """
         if direction not in DIRECTIONS:
-            raise ScdxError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+            raise OptionError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if readout not in READOUTS:
-            raise ScdxError(f"readout must be one of {READOUTS}, got {readout!r}")
+            raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
         self._require_paired("translation")
         if cond is None:
             cond = self.module.denoiser.labels.null(z_src.shape[0], z_src.device)
@@ -564,7 +565,7 @@ class ScDiffusionX:
         elif noise.shape[1] == L:
             noise_src = noise.flip(-1)
         else:
-            raise ScdxError(f"noise must have latent_dim ({L}) or 2 x latent_dim columns, got {noise.shape[1]}")
+            raise OptionError(f"noise must have latent_dim ({L}) or 2 x latent_dim columns, got {noise.shape[1]}")
         src_is_rna = direction == "rna->atac"
         if readout == "mean" and self.config.prediction != "epsilon":
             sched = make_scheduler("euler" if self.config.objective == "flow" else "ddim", self.config)
@@ -661,7 +662,7 @@ class ScDiffusionX:
     def _label_freqs(self) -> pd.DataFrame:
         f = self.setup.get("label_freqs")
         if f is None:
-            raise ScdxError("label frequencies unknown (model not trained): pass labels explicitly")
+            raise OptionError("label frequencies unknown (model not trained): pass labels explicitly")
         return pd.DataFrame(f)
 
     @torch.no_grad()
@@ -794,7 +795,7 @@ class ScDiffusionX:
         if isinstance(labels, pd.DataFrame):
             return labels
         if not isinstance(labels, Mapping):
-            raise ScdxError(f"labels must be None, 'auto', a mapping {{label key: per-cell values}} or a DataFrame; "
+            raise OptionError(f"labels must be None, 'auto', a mapping {{label key: per-cell values}} or a DataFrame; "
                             f"got {labels!r}")
         return pd.DataFrame({k: np.asarray(v, dtype=object) for k, v in dict(labels).items()})
 
@@ -864,20 +865,20 @@ class ScDiffusionX:
         from .._settings import progress
 
         if direction not in DIRECTIONS:
-            raise ScdxError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+            raise OptionError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         self._require_paired("translation")
         if readout is None:
             readout = "samples" if (n_samples is not None or method != "conditional") else "mean"
         if readout not in READOUTS:
-            raise ScdxError(f"readout must be one of {READOUTS}, got {readout!r}")
+            raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
         if readout == "samples":
             n_samples = 10 if n_samples is None else int(n_samples)
             if n_samples < 1:
-                raise ScdxError(f"n_samples must be >= 1, got {n_samples}")
+                raise OptionError(f"n_samples must be >= 1, got {n_samples}")
         elif method != "conditional":
             raise ScdxError(f"method={method!r} needs readout='samples' (the mean readout is conditional)")
         if int(n_noise) < 1:
-            raise ScdxError(f"n_noise must be >= 1, got {n_noise}")
+            raise OptionError(f"n_noise must be >= 1, got {n_noise}")
         self._require_fitted()
         src = "atac" if direction == "atac->rna" else "rna"
         tgt_names = self.rna_var_names if src == "atac" else self.atac_var_names

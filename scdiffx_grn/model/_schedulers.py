@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from .._errors import ScdxError
+from .._errors import OptionError, ScdxError
 
 
 def make_alphas_cumprod(n: int, kind: str) -> torch.Tensor:
@@ -28,7 +28,7 @@ def make_alphas_cumprod(n: int, kind: str) -> torch.Tensor:
         f = lambda t: math.cos((t / n + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
         betas = np.array([min(1 - f(i + 1) / f(i), 0.999) for i in range(n)], dtype=np.float64)
     else:
-        raise ScdxError(f"unknown beta schedule {kind!r}")
+        raise OptionError(f"unknown beta schedule {kind!r}")
     return torch.from_numpy(np.cumprod(1.0 - betas))
 
 
@@ -37,7 +37,7 @@ class _Scheduler:
 
     def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear", prediction_type: str = "epsilon"):
         if prediction_type not in ("epsilon", "v", "x0"):
-            raise ScdxError(f"prediction_type must be 'epsilon', 'v' or 'x0', got {prediction_type!r}")
+            raise OptionError(f"prediction_type must be 'epsilon', 'v' or 'x0', got {prediction_type!r}")
         self.num_train_timesteps = int(num_train_timesteps)
         self.prediction_type = prediction_type
         self.alphas_cumprod = make_alphas_cumprod(self.num_train_timesteps, beta_schedule)
@@ -77,7 +77,7 @@ class _Scheduler:
         if kind == "none":
             return torch.ones(t.shape[0], device=t.device)
         if kind != "min_snr":
-            raise ScdxError(f"unknown loss weighting {kind!r}")
+            raise OptionError(f"unknown loss weighting {kind!r}")
         snr = self.snr(t)
         w = snr.clamp(max=float(gamma))
         if self.prediction_type == "epsilon":
@@ -129,7 +129,7 @@ class _Scheduler:
     def set_timesteps(self, num_inference_steps: int, device=None) -> None:
         n = int(num_inference_steps)
         if not 1 <= n <= self.num_train_timesteps:
-            raise ScdxError(f"num_inference_steps must be in [1, {self.num_train_timesteps}], got {n}")
+            raise OptionError(f"num_inference_steps must be in [1, {self.num_train_timesteps}], got {n}")
         ts = np.linspace(0, self.num_train_timesteps - 1, n).round().astype(np.int64)[::-1].copy()
         self.timesteps = torch.from_numpy(ts).to(device)
         self._prev = {int(t): (int(ts[i + 1]) if i + 1 < n else -1) for i, t in enumerate(ts)}
@@ -255,5 +255,5 @@ def make_scheduler(name: str, cfg, **kwargs) -> _Scheduler:
         raise ScdxError(f"sampler {name!r} is a flow-matching ODE sampler but this model was trained with "
                         f"objective='diffusion': use one of {sorted(SAMPLERS)}")
     if key not in SAMPLERS:
-        raise ScdxError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+        raise OptionError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     return SAMPLERS[key](cfg.n_train_timesteps, cfg.beta_schedule, cfg.prediction, **kwargs)
