@@ -538,7 +538,9 @@ def peak_set_enrichment(importance: dict, membership: pd.DataFrame, mapping: dic
 
     - ``importance``: the peak's score in ``c``;
     - ``specificity``: the score in ``c`` minus the mean score over the other mapped cell types
-      (what is particular to ``c``).
+      (what is particular to ``c``);
+    - ``specificity_scaled``: the same after dividing each cell type's scores by their mean
+      (removes a per-type scale, as :func:`scdiffx_grn.grn.type_specificity`).
 
     Peaks are those of ``membership`` (peaks absent from a table score 0).
 
@@ -561,7 +563,10 @@ def peak_set_enrichment(importance: dict, membership: pd.DataFrame, mapping: dic
             others = [o for o in cts if o != c]
             score = imp[c].to_numpy(float)
             spec = score - (imp[others].to_numpy(float).mean(1) if others else 0.0)
-            for ranking, sc in (("importance", score), ("specificity", spec)):
+            colmean = imp[cts].abs().mean(0).replace(0, 1.0)
+            scaled = imp[cts] / colmean
+            spec_s = scaled[c].to_numpy(float) - (scaled[others].to_numpy(float).mean(1) if others else 0.0)
+            for ranking, sc in (("importance", score), ("specificity", spec), ("specificity_scaled", spec_s)):
                 r = ranking_metrics(y, sc)
                 rows.append({"method": method, "cell_type": c, "peak_set": mapping[c], "ranking": ranking,
                              "auroc": r["auroc"], "auprc_ratio": r["auprc_ratio"], "n_peaks": len(y),

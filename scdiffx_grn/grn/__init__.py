@@ -9,7 +9,8 @@ Public entry points (also re-exported by ``tl`` / ``get`` / ``pl``):
 - :func:`read_motifs`, :func:`peak_sequences`, :func:`scan_motifs`: TF -> peak links from motif scanning of a
   genome FASTA
 - ``get.grn_df``, ``get.to_networkx``; :func:`write_grn` / :func:`read_grn`
-- ``pl.grn_network``, ``pl.grn_specificity_heatmap``
+- ``pl.grn_network``, ``pl.grn_specificity_heatmap``; :func:`type_specificity` (per-type scores
+  relative to the across-type mean; per-type edge selection)
 
 Validation lives in :mod:`scdiffx_grn.eval.grn`.
 """
@@ -28,6 +29,7 @@ from ._scores import (
     knockout_scores,
     saliency_matrices,
 )
+from ._specific import type_specificity
 from ._tf import (
     overlap_intervals,
     tf_gene_network,
@@ -67,5 +69,6 @@ __all__ = [
     "tf_peak_links",
     "to_networkx",
     "top_edges",
+    "type_specificity",
     "write_grn",
 ]

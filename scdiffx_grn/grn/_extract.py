@@ -116,7 +116,11 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
     Returns
     -------
     ``None`` (``copy=False``); ``mdata.uns[key_added]`` holds a DataFrame ``source (peak),
-    target (gene), weight, cell_type, distance, method``.
+    target (gene), weight, cell_type, distance, method, n_cells`` and, with several groups,
+    ``specificity``: the edge's |weight| divided by its type's mean |weight|, minus the mean of
+    that over the other types (:func:`scdiffx_grn.grn.type_specificity`). Rank by ``weight``
+    for a type's strongest links (mostly the same pairs in every type), by ``specificity`` for
+    the links that set the type apart.
     """
     if method not in METHODS:
         raise ScdxError(f"method must be one of {METHODS}, got {method!r}")
@@ -171,5 +175,11 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
     if not parts:
         raise ScdxError(f"no group of {groupby!r} has at least min_cells={min_cells} cells")
     out = pd.concat(parts, ignore_index=True)
+    if out["cell_type"].nunique() > 1:
+        # every type scores the same candidate pairs and types differ in overall scale: keep, per
+        # edge, its type-scaled weight relative to the other types (see grn.type_specificity)
+        from ._specific import add_specificity
+
+        out = add_specificity(out)
     mdata.uns[key_added] = out
     return out if copy else None

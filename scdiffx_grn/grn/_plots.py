@@ -99,6 +99,10 @@ def grn_specificity_heatmap(df, *, top_k: int = 10, level: str = "source", key: 
     """Heatmap of regulators (``level="source"``) or edges (``"edge"``) x cell types, z-scored per row.
 
     The ``top_k`` most specific rows per cell type (highest z-score of summed |weight|) are shown.
+    Each cell type's |weight| is first divided by that type's mean |weight|, so a type whose
+    weights are all larger (a per-type scale) does not make every row peak in that type; what
+    remains is how a regulator / edge ranks in one type relative to the others (see
+    :func:`scdiffx_grn.grn.type_specificity`).
 
     Returns
     -------
@@ -109,7 +113,9 @@ def grn_specificity_heatmap(df, *, top_k: int = 10, level: str = "source", key: 
     d = as_edges(grn_df(df, key=key))
     if "cell_type" not in d or d["cell_type"].nunique() < 2:
         raise ScdxError("a specificity heatmap needs a network with at least two cell types")
-    d = d.assign(a=d["weight"].abs())
+    from ._specific import _type_scaled
+
+    d = d.assign(a=_type_scaled(d))
     if level == "source":
         d["row"] = d["source"].astype(str)
     elif level == "edge":

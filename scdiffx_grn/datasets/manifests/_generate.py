@@ -1,7 +1,7 @@
 """Regenerate the YAML manifests from the data files (sha256, sizes, shapes). Dev tool, not library code."""
-import hashlib, os, yaml, gzip, json
+import hashlib, yaml, gzip, json
 from pathlib import Path
-import anndata as ad, pandas as pd
+import anndata as ad
 from scdiffx_grn.datasets import shared_data_dir, vendored_data_dir
 S = shared_data_dir(); V = vendored_data_dir(); OUT = Path(__file__).resolve().parent
 OUT.mkdir(exist_ok=True)
