@@ -18,6 +18,17 @@ N_MARKER_GENES, N_MARKER_PEAKS = 8, 20  # per cell type
 N_PLANTED = 10
 
 
+def write_synthetic_files(d, seed: int = 0):
+    """Write the synthetic paired data as ``syn.h5mu``, ``rna.h5ad`` and ``atac.h5ad`` in folder ``d``; returns it."""
+    m = make_synthetic_mdata(seed)
+    for k in ("planted_pairs", "marker_genes", "marker_peaks"):
+        m.uns.pop(k, None)
+    m.write(d / "syn.h5mu")
+    m.mod["rna"].write(d / "rna.h5ad")
+    m.mod["atac"].write(d / "atac.h5ad")
+    return m
+
+
 def make_synthetic_mdata(seed: int = 0):
     """Build the synthetic paired MuData (see the ``synthetic_mdata`` fixture)."""
     import anndata as ad

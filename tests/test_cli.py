@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from scdiffx_grn import settings
 from scdiffx_grn.cli import app
 
-from conftest import make_synthetic_mdata
+from conftest import write_synthetic_files
 
 settings.progress = False
 runner = CliRunner()
@@ -68,12 +68,7 @@ def test_top_level_help_and_version():
 def files(tmp_path_factory):
     """Synthetic paired data as .h5mu and as two .h5ad, plus a non-count RNA file."""
     d = tmp_path_factory.mktemp("cli")
-    m = make_synthetic_mdata(0)
-    for k in ("planted_pairs", "marker_genes", "marker_peaks"):
-        m.uns.pop(k, None)
-    m.write(d / "syn.h5mu")
-    m.mod["rna"].write(d / "rna.h5ad")
-    m.mod["atac"].write(d / "atac.h5ad")
+    m = write_synthetic_files(d)
     bad = m.mod["rna"].copy()
     bad.X = np.log1p(bad.X.toarray() * 1.5)  # normalised-looking, no counts layer
     del bad.layers["counts"]

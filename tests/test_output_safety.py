@@ -31,7 +31,7 @@ from scdiffx_grn import (
 from scdiffx_grn._io import MANIFEST, atomic_dir, atomic_path, output_dir
 from scdiffx_grn.cli import app
 
-from conftest import make_synthetic_mdata
+from conftest import write_synthetic_files
 
 settings.progress = False
 md.set_options(pull_on_update=False)
@@ -56,12 +56,7 @@ def _one_line_error(res):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("safety")
-    m = make_synthetic_mdata(0)
-    for k in ("planted_pairs", "marker_genes", "marker_peaks"):
-        m.uns.pop(k, None)
-    m.write(d / "syn.h5mu")
-    m.mod["rna"].write(d / "rna.h5ad")
-    m.mod["atac"].write(d / "atac.h5ad")
+    m = write_synthetic_files(d)
     peaks = [p.split("-") for p in m.mod["atac"].var_names]  # TSS of gene i in peak i
     (d / "tss.bed").write_text("".join(f"{c}\t{s}\t{e}\t{g}\t0\t+\n"
                                        for (c, s, e), g in zip(peaks, m.mod["rna"].var_names)))
