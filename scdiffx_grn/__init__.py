@@ -11,6 +11,7 @@ Namespaces follow scanpy's conventions and are imported lazily so that
 - ``eval``: metrics for generation, translation and GRNs
 - ``report``: the end-to-end demo and its HTML report (``report.run_demo``)
 - :class:`ScDiffusionX`: the model (train / generate / translate / save / load)
+- :func:`setup_mudata` / :func:`registry`: the MuData registry every part reads data through
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from ._settings import seed_everything, settings
 __version__ = "0.1.0"
 
 _SUBMODULES = {"datasets", "pp", "tl", "pl", "get", "eval", "model", "perturb", "grn", "biomarkers", "report"}
-_LAZY_ATTRS = {"ScDiffusionX": ("scdiffx_grn.model", "ScDiffusionX")}
+_LAZY_ATTRS = {"ScDiffusionX": ("scdiffx_grn.model", "ScDiffusionX"),
+               "setup_mudata": ("scdiffx_grn._registry", "setup_mudata"),
+               "registry": ("scdiffx_grn._registry", "registry")}
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import datasets, eval, get, pl, pp, tl  # noqa: F401

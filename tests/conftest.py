@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-N_CELLS, N_TYPES, N_GENES, N_PEAKS = 300, 3, 60, 120
+N_CELLS, N_TYPES, N_GENES, N_PEAKS = 300, 3, 60, 120  # datasets.toy_multiome defaults
 N_MARKER_GENES, N_MARKER_PEAKS = 8, 20  # per cell type
 N_PLANTED = 10
 
@@ -30,65 +30,10 @@ def write_synthetic_files(d, seed: int = 0):
 
 
 def make_synthetic_mdata(seed: int = 0):
-    """Build the synthetic paired MuData (see the ``synthetic_mdata`` fixture)."""
-    import anndata as ad
-    import mudata
+    """Build the synthetic paired MuData (see the ``synthetic_mdata`` fixture): ``datasets.toy_multiome``."""
+    from scdiffx_grn.datasets import toy_multiome
 
-    mudata.set_options(pull_on_update=False)
-    rng = np.random.default_rng(seed)
-    types = np.array([f"type{k}" for k in range(N_TYPES)])
-    ct = np.repeat(types, N_CELLS // N_TYPES)
-    code = np.repeat(np.arange(N_TYPES), N_CELLS // N_TYPES)
-    barcodes = np.array([f"cell{i:04d}" for i in range(N_CELLS)])
-    perm = rng.permutation(N_CELLS)  # cell types interleaved
-    ct, code, barcodes = ct[perm], code[perm], barcodes
-
-    # ATAC: baseline openness, marker peaks (first N_TYPES*N_MARKER_PEAKS) open in their type
-    p_open = np.full((N_CELLS, N_PEAKS), 0.08)
-    for k in range(N_TYPES):
-        cols = slice(k * N_MARKER_PEAKS, (k + 1) * N_MARKER_PEAKS)
-        p_open[code == k, cols] = 0.7
-    atac = (rng.random((N_CELLS, N_PEAKS)) < p_open).astype(np.float32)
-    atac *= rng.integers(1, 3, size=atac.shape)  # counts 1-2
-
-    # RNA: Poisson with type markers (first N_TYPES*N_MARKER_GENES genes)
-    lam = np.tile(rng.lognormal(0.0, 0.8, size=N_GENES), (N_CELLS, 1))  # background, varied means
-    lam[:, : N_TYPES * N_MARKER_GENES] = 1.0
-    for k in range(N_TYPES):
-        lam[code == k, k * N_MARKER_GENES:(k + 1) * N_MARKER_GENES] = 6.0
-    # planted peak -> gene dependencies on non-marker genes / peaks
-    gene_idx = np.arange(N_TYPES * N_MARKER_GENES, N_TYPES * N_MARKER_GENES + N_PLANTED)
-    peak_idx = np.arange(N_TYPES * N_MARKER_PEAKS, N_TYPES * N_MARKER_PEAKS + N_PLANTED)
-    p_open[:, peak_idx] = 0.4
-    acc = (rng.random((N_CELLS, N_PLANTED)) < 0.4).astype(np.float32)
-    atac[:, peak_idx] = acc * rng.integers(1, 3, size=acc.shape)
-    lam[:, gene_idx] = 0.5 + 8.0 * (atac[:, peak_idx] > 0)
-    rna = rng.poisson(lam).astype(np.float32)
-
-    chroms = np.array(["chr1", "chr2", "chr3", "chrX"])
-    peak_names = []
-    for j in range(N_PEAKS):
-        c = chroms[j % 4]
-        s = 10_000 + 5_000 * j
-        peak_names.append(f"{c}-{s}-{s + 500}")
-    gene_names = [f"Gene{i}" for i in range(N_GENES)]
-    obs = pd.DataFrame({"cell_type": pd.Categorical(ct), "batch": pd.Categorical(rng.choice(["b1", "b2"], N_CELLS))},
-                       index=barcodes)
-    r = ad.AnnData(sp.csr_matrix(rna), obs=obs.copy(), var=pd.DataFrame(index=gene_names))
-    a = ad.AnnData(sp.csr_matrix(atac), obs=obs.copy(), var=pd.DataFrame(index=peak_names))
-    r.layers["counts"] = r.X.copy()
-    a.layers["counts"] = a.X.copy()
-    from scdiffx_grn.pp import parse_peaks
-
-    parse_peaks(a)
-    m = mudata.MuData({"rna": r, "atac": a})
-    for c in obs.columns:
-        m.obs[c] = obs[c].values
-    m.uns["planted_pairs"] = pd.DataFrame({"peak": np.array(peak_names)[peak_idx], "gene": np.array(gene_names)[gene_idx]})
-    m.uns["marker_genes"] = {t: gene_names[k * N_MARKER_GENES:(k + 1) * N_MARKER_GENES] for k, t in enumerate(types)}
-    m.uns["marker_peaks"] = {t: peak_names[k * N_MARKER_PEAKS:(k + 1) * N_MARKER_PEAKS] for k, t in enumerate(types)}
-    m.uns["values"] = "counts"
-    return m
+    return toy_multiome(seed)
 
 
 @pytest.fixture

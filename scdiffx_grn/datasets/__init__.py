@@ -7,7 +7,9 @@ Paired data
     :func:`mouse_mop_links`.
 Reference networks (decoupler-style ``source, target, weight``)
     :func:`collectri`, :func:`dorothea`, :func:`trrust`, :func:`omnipath`,
-    :func:`chip_targets`; annotation :func:`tss_annotation`.
+    :func:`chip_targets`; the one TF list :func:`tf_list`; annotation :func:`tss_annotation`.
+Toy data with planted truth
+    :func:`toy_multiome`.
 Manifests and files
     :func:`manifest`, :func:`list_manifests`, :func:`data_path`, :func:`shared_data_dir`,
     :func:`vendored_data_dir`, :func:`manifest_dir`, :func:`sha256sum`, :func:`verify_file`.
@@ -26,6 +28,8 @@ from ._manifest import (
 )
 from ._readers import make_mudata, read_multiome
 from ._refdb import chip_targets, collectri, dorothea, omnipath, trrust, tss_annotation
+from ._tfs import tf_list
+from ._toy import toy_multiome
 
 __all__ = [
     "mouse_mop",
@@ -36,6 +40,8 @@ __all__ = [
     "read_multiome",
     "make_mudata",
     "collectri",
+    "tf_list",
+    "toy_multiome",
     "dorothea",
     "trrust",
     "omnipath",
