@@ -175,9 +175,10 @@ def run_a549(model_path=None, *, n_peaks=500, min_open=10, n_samples=5, n_steps=
     pert = Perturbation(list(rp["peak"]), kind="open", modality="atac", cells="0h", n_samples=n_samples,
                         name="open_NR3C1_responsive")
     t1 = time.perf_counter()
-    res = perturb(model, mdata, pert, groupby="time", seed=seed, translate_kwargs={"n_steps": n_steps}, copy=True)
+    res = perturb(model, mdata, pert, groupby="time", seed=seed, translate_kwargs={"n_steps": n_steps},
+                  copy=True).uns["perturbation"]
     t_pert = time.perf_counter() - t1
-    eff = res["effects"].query("cell_type == '0h'").set_index("feature")
+    eff = res["effects"].query("time == '0h'").set_index("feature")
     pred_model = eff["effect"].reindex(genes)
     # ridge baselines
     W, lam, cv = ridge_dual(sp.csr_matrix(A[train], dtype=np.float64), Y[train], seed=seed)
@@ -239,7 +240,7 @@ def run_mouse(model_path=None, *, n_cells=2000, n_types=4, n_samples=3, n_steps=
                 continue
             res = perturb(model, mdata, Perturbation([gene], kind="knockout", cells=cty, n_samples=n_samples,
                                                      name=f"{gene}_KO_in_{cty}"),
-                          seed=seed, translate_kwargs={"n_steps": n_steps}, copy=True)
+                          seed=seed, translate_kwargs={"n_steps": n_steps}, copy=True).uns["perturbation"]
             st = res["state"].iloc[0].to_dict()
             st.update({"gene": gene, "role": role, "specificity": float(means.loc[cty, gene] - others[gene]),
                        "mean_expr_in_type": float(lvl[gene]),

@@ -193,12 +193,14 @@ def part_grn(args) -> dict:
     t1 = types[0]
     for name, kw in (("ig", ig_kw), ("knockout", ko_kw)):
         t0 = time.perf_counter()
-        res[name] = tl.extract_grn(model, mdata, readout="mean", cell_types=common_types, **kw, **common)
+        res[name] = grn.network_table(tl.extract_grn(model, mdata, readout="mean", cell_types=common_types, **kw,
+                                                     **common), "grn")
         out[f"{name}_mean_seconds_15_types"] = time.perf_counter() - t0
         fast1 = res[name][res[name].cell_type == t1]
         t0 = time.perf_counter()
         if name == "ig":  # the shipped engine: sampled DDIM-5 translation (the IG code is otherwise unchanged)
-            one = tl.extract_grn(model, mdata, readout="samples", cell_types=[t1], **kw, **common)["weight"].to_numpy()
+            one = grn.network_table(tl.extract_grn(model, mdata, readout="samples", cell_types=[t1], **kw, **common),
+                                    "grn")["weight"].to_numpy()
         else:  # the shipped engine: sampled DDIM 5, every cell re-translated for every open candidate peak
             rng = np.random.default_rng(common["seed"])
             lab = mdata.obs["cell_type"].astype(str).to_numpy()

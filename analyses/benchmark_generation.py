@@ -86,10 +86,10 @@ def main(dataset: str, checkpoint: Path, out: Path, *, split_key: str = "split",
     figures = {"metric_bars_generation": ev.metric_bars(table[table.task == "generation"]),
                "metric_bars_translation": ev.metric_bars(table[table.task == "translation"])}
     # UMAPs of the model's generated cells (first seed) vs the test cells
-    from scdiffx_grn.eval._protocol import _obs_column
+    from scdiffx_grn._registry import labels as obs_labels
 
-    test = mdata[_obs_column(mdata, split_key) == str(test_value)].copy()
-    labels = _obs_column(test, groupby)
+    test = mdata[(obs_labels(mdata, split_key) == str(test_value)).to_numpy()].copy()
+    labels = obs_labels(test, groupby).to_numpy()
     gen = model.generate({groupby: list(labels)}, seed=seeds[0], **gen_kw)
     for m in ("rna", "atac"):
         real = test.mod[m]

@@ -84,11 +84,14 @@ def main(checkpoint: str, *, out: str = "results/grn_bmmc", methods=("attention"
     nets, timing = {}, {}
     for method in methods:
         t0 = time.perf_counter()
+        # each method takes only its own options (extract_grn refuses another method's keywords)
+        opts = {k: v for k, v in {"translate_steps": translate_steps, "ig_steps": ig_steps}.items()
+                if k in grn.METHODS[method].defaults}
         grn.extract_grn(model, mdata, method=method, candidates=cand, groupby="encode_group", cell_types=list(GROUPS),
-                        max_cells=max_cells, translate_steps=translate_steps, ig_steps=ig_steps, seed=seed,
-                        key_added=f"grn_{method}")
+                        max_cells=max_cells, seed=seed, key_added=f"grn_{method}", **opts)
         timing[method] = time.perf_counter() - t0
-        nets[method] = mdata.uns[f"grn_{method}"]
+        # the group column is named after groupby ("encode_group"); the eval readers expect cell_type
+        nets[method] = grn.network_table(mdata, f"grn_{method}", group="cell_type")
         grn.write_grn(nets[method], outp / f"{method}.parquet")
 
     importance = {m: egrn.peak_importance(n) for m, n in nets.items()}
@@ -117,7 +120,7 @@ def main(checkpoint: str, *, out: str = "results/grn_bmmc", methods=("attention"
     for method, net in nets.items():
         grn.tf_gene_network(mdata, "coaccessibility", peak_gene_key=f"grn_{method}", key_added=f"tf_{method}",
                             groupby="encode_group", tfs=genes, seed=seed)
-        tfn = mdata.uns[f"tf_{method}"]
+        tfn = grn.network_table(mdata, f"tf_{method}", group="cell_type")
         for rname, ref in refs.items():
             try:
                 t = egrn.tf_gene_metrics(tfn, ref, tfs_universe=genes, genes_universe=genes, method=method)

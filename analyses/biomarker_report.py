@@ -92,7 +92,8 @@ def main(out_dir: str = "results/biomarker_report", n_cells: int | None = 2000, 
 
     # 1. activities on all cells (for the report tables / figures)
     for name, net in nets.items():
-        tab = bm.regulator_activity(mdata, net, method=method, key_added=f"reg_{name}")
+        bm.regulator_activity(mdata, net, method=method, key_added=f"reg_{name}")
+        tab = bm.regulator_df(mdata, key=f"reg_{name}")
         _csv(tab, out / f"regulators_{name}.csv")
         bm.regulator_dotplot(tab, top_k=4, save=out / f"regulators_{name}.png")
 
@@ -109,14 +110,16 @@ def main(out_dir: str = "results/biomarker_report", n_cells: int | None = 2000, 
     _csv(agree_sum, out / "network_agreement_summary.csv")
 
     # 3. biomarker ranking on the evaluation half; TF components evaluated against the same truth
-    labels = mdata.obs["cell_type"] if "cell_type" in mdata.obs else mdata.mod["rna"].obs["cell_type"]
+    from scdiffx_grn._registry import labels as obs_labels
+
+    labels = obs_labels(mdata, "cell_type")
     a_mask, b_mask = bm.split_cells(labels, seed=seed)
     half = mdata[b_mask].copy()
     bm.regulator_activity(half, "dorothea", method=method, key_added="reg_dorothea")
-    biom = bm.rank_biomarkers(half, grn_key=ext, reference="dorothea", activity_key="reg_dorothea",
-                              peak_top=500)
-    biom_all = bm.rank_biomarkers(mdata, grn_key=ext, reference="dorothea",
-                                  activity_key="reg_dorothea", peak_top=500)
+    bm.rank_biomarkers(half, grn_key=ext, reference="dorothea", activity_key="reg_dorothea", peak_top=500)
+    biom = bm.biomarker_df(half, kind=None)
+    bm.rank_biomarkers(mdata, grn_key=ext, reference="dorothea", activity_key="reg_dorothea", peak_top=500)
+    biom_all = bm.biomarker_df(mdata, kind=None)
     _csv(bm.biomarker_df(biom_all, kind=None, top_k=25), out / "biomarkers.csv")
     tf_tab = bm.biomarker_df(biom, kind="tf").rename(columns={"feature": "source"})
     truth = cmp["truth"]
@@ -143,8 +146,9 @@ def main(out_dir: str = "results/biomarker_report", n_cells: int | None = 2000, 
 
     ln.obs["cell_type"] = labels.reindex(ln.obs_names).astype(str).to_numpy()
     de = de_table(ln, "cell_type")
-    enr = bm.enrichment(de[["group", "gene", "score"]], "hallmark", organism="mouse",
-                        permutation_num=permutation_num, seed=seed, data=mdata)
+    bm.enrichment(de[["group", "gene", "score"]], "hallmark", organism="mouse",
+                  permutation_num=permutation_num, seed=seed, data=mdata)
+    enr = bm.enrichment_df(mdata)
     _csv(enr, out / "enrichment_hallmark.csv")
     bm.enrichment_barplot(enr, top_k=5, save=out / "enrichment_hallmark.png", ncols=4)
 
@@ -153,7 +157,7 @@ def main(out_dir: str = "results/biomarker_report", n_cells: int | None = 2000, 
     top_markers = (bm.biomarker_df(biom_all, kind="gene", top_k=3).groupby("cell_type")["feature"]
                    .agg(", ".join))
     top_tfs = bm.biomarker_df(biom_all, kind="tf", top_k=3).groupby("cell_type")["feature"].agg(", ".join)
-    top_sets = (bm.enrichment_df(enr, top_k=1).set_index("group")["term"].str.replace("HALLMARK_", ""))
+    top_sets = (bm.enrichment_df(enr, top_k=1).set_index("cell_type")["term"].str.replace("HALLMARK_", ""))
     per_ct = pd.DataFrame({"top genes": top_markers, "top TFs": top_tfs, "top Hallmark set": top_sets,
                            "truth TFs": n_truth}).fillna("").reset_index(names="cell_type")
     elapsed = time.time() - t0

@@ -60,15 +60,17 @@ def main(checkpoints: list[str], *, methods: tuple[str, ...] = ("attention",), o
         cand = grn.peak_gene_candidates(mdata, tss_table=tss, window=window)
         outdir = Path(out) / Path(ck).name
         for method in methods:
+            # each method takes only its own options (extract_grn refuses another method's keywords)
+            opts = {k: v for k, v in {"translate_steps": translate_steps, "ig_steps": ig_steps,
+                                      "timesteps": tuple(timesteps)}.items() if k in grn.METHODS[method].defaults}
             grn.extract_grn(model, mdata, method=method, candidates=cand, groupby=groupby, max_cells=max_cells,
-                            batch_size=batch_size, seed=seed, key_added=f"grn_{method}",
-                            translate_steps=translate_steps, ig_steps=ig_steps, timesteps=tuple(timesteps))
-            written += grn.write_grn(mdata.uns[f"grn_{method}"], outdir / f"{method}.parquet")
+                            batch_size=batch_size, seed=seed, key_added=f"grn_{method}", **opts)
+            written += grn.write_grn(mdata, outdir / f"{method}.parquet", key=f"grn_{method}")
             if prior is not None:
                 tfs = list(mdata.mod["rna"].var_names) if isinstance(prior, str) else None
                 grn.tf_gene_network(mdata, prior, peak_gene_key=f"grn_{method}", key_added=f"grn_tf_{method}",
                                     groupby=groupby, tfs=tfs, seed=seed)
-                written += grn.write_grn(mdata.uns[f"grn_tf_{method}"], outdir / f"{method}_tf.parquet")
+                written += grn.write_grn(mdata, outdir / f"{method}_tf.parquet", key=f"grn_tf_{method}")
     return written
 
 

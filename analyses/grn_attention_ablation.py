@@ -65,7 +65,7 @@ def main(checkpoint: str = "models/mouse_mop_demo", *, out: str = "results/grn_a
         grn.extract_grn(model, mdata, method="attention", candidates=cand, max_cells=max_cells, seed=seed,
                         key_added="g", **kw)
         secs = time.perf_counter() - t0
-        net = mdata.uns["g"]
+        net = grn.network_table(mdata, "g")
         pg = egrn.peak_gene_metrics(net, links, candidates=cand, method="attention")
         pg = pg[pg["method"] == "attention"]
         tfn = grn.tf_gene_network(net, tf_peak, expr)

@@ -113,7 +113,7 @@ def main(model_path: str = "models/mouse_mop_demo", out_dir: str = "results/mous
                              "control_set": cset, **st.loc[gene].to_dict()})
     t1 = time.time()
     res = perturb(model, mdata, perts, seed=seed, readout=readout, n_noise=n_noise,
-                  translate_kwargs={"n_steps": n_steps}, copy=True)
+                  translate_kwargs={"n_steps": n_steps}, copy=True).uns["perturbation"]
     t_pert = time.time() - t1
     state = res["state"]
     state = state[state["cell_type"] == state["perturbation"].str.split("_KO_in_").str[1]]

@@ -48,11 +48,9 @@ print(model)
 mdata'''
 
 TFS = '''\
-# transcription factors: DoRothEA (A-C) sources that are among the model's genes, most targets first
-doro = datasets.dorothea("mouse", levels="ABC")
-genes = set(mdata.mod["rna"].var_names)
-tfs = doro[doro.target.isin(genes)].groupby("source").size().sort_values(ascending=False)
-tfs = [t for t in tfs.index if t in genes]
+# transcription factors: the one TF list (DoRothEA A-C sources among the model's genes, most targets first)
+tfs = datasets.tf_list(mdata.mod["rna"].var_names, organism="mouse", source="dorothea", levels="ABC",
+                       min_targets=1)
 len(tfs), tfs[:10]'''
 
 
@@ -291,15 +289,16 @@ def nb_biomarkers():
                       'tl.regulator_activity(pred, "dorothea", organism="mouse", key_added="act_translated")\n'
                       'get.regulator_df(pred, key="act_translated", top_k=2).head(6)'),
         new_markdown_cell("## Biomarker ranking"),
-        new_code_cell('tab = tl.rank_biomarkers(mdata, "cell_type", reference="dorothea", organism="mouse",\n'
-                      '                         activity_key="act_dorothea", peak_top=200)\n'
+        new_code_cell('tl.rank_biomarkers(mdata, "cell_type", reference="dorothea", organism="mouse",\n'
+                      '                   activity_key="act_dorothea", peak_top=200)\n'
                       'ct = mdata.obs["cell_type"].value_counts().index[0]\n'
                       'get.biomarker_df(mdata, cell_type=ct, kind="tf", top_k=5)'),
         new_code_cell('get.biomarker_df(mdata, cell_type=ct, kind="gene", top_k=5)'),
         new_markdown_cell("## Enrichment (preranked GSEA, MSigDB Hallmark shipped offline)"),
-        new_code_cell('enr = tl.enrichment(mdata, "hallmark", organism="mouse", groupby="cell_type",\n'
-                      '                    permutation_num=N_PERM, seed=0, min_size=5)\n'
-                      'get.enrichment_df(mdata, top_k=3).head(10)'),
+        new_code_cell('tl.enrichment(mdata, "hallmark", organism="mouse", groupby="cell_type",\n'
+                      '              permutation_num=N_PERM, seed=0, min_size=5)\n'
+                      'enr = get.enrichment_df(mdata)\n'
+                      'enr.head(10)'),
         new_code_cell("if len(enr):\n    fig = pl.enrichment_barplot(enr, top_k=5)"),
     ]
 

@@ -1,14 +1,16 @@
 """Model plumbing shared by GRN extraction (``scdiffx_grn.grn``) and perturbation (``scdiffx_grn.perturb``).
 
-Everything here talks to a model through its tensor API only (see ``docs/ARCHITECTURE.md``) and
-tolerates stand-in models that lack optional attributes (``module``, ``config``, ``setup``):
+Everything here talks to a model through its tensor API only (the
+:class:`~scdiffx_grn.model.TranslationModel` protocol, ``docs/ARCHITECTURE.md``) and tolerates
+stand-in models that lack optional attributes (``module``, ``setup``). Data is read through
+:mod:`scdiffx_grn._registry` (a missing layer raises; it is never replaced by ``X``):
 
-- :func:`model_features`, :func:`feature_matrix`, :func:`model_inputs`: the data's raw matrices
-  in the model's feature order;
+- :func:`model_features`, :func:`feature_layer`, :func:`feature_matrix`, :func:`model_inputs`: the
+  data's raw matrices (the data's registered layers, else the model's) in the model's feature order;
 - :func:`dense_rows`: dense float32 rows of a sparse or dense matrix;
 - :func:`label_keys`, :func:`cell_conditions`: label-condition tensors of cells;
-- :func:`cell_noise` (noise keyed by obs name: what the perturbation engines and GRN scores use),
-  :func:`sample_noise` (row-position keyed, kept for old callers), :func:`torch_generator`;
+- :func:`cell_noise` (noise keyed by obs name: what ``translate``, the perturbation engines and
+  the GRN scores use), :func:`torch_generator`;
 - :func:`eval_mode`: no dropout while scoring, training flag restored afterwards;
 - :class:`Edit`, :func:`translate`, :class:`PairedBatch`: in-silico edits of the source modality
   translated against an unedited control with the same noise (the paired control used by
@@ -22,17 +24,15 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
-from ._errors import FeatureMismatchError, InputDataError, MissingLabelError, _fmt_items
+from ._errors import FeatureMismatchError, InputDataError, MissingLabelError
+from ._registry import MODALITIES, Registry, feature_columns, layer_matrix, registry
+from ._registry import labels as registry_labels
 
 __all__ = ["model_features", "label_keys", "feature_layer", "feature_matrix", "model_inputs", "dense_rows",
-           "cell_conditions", "latent_dim", "sample_noise", "cell_noise", "cell_keys", "torch_generator", "eval_mode", "other_modality", "readout",
-           "translate", "Edit", "PairedBatch", "SEED_STRIDE"]
-
-#: noise of sample ``s`` under seed ``seed`` comes from a generator seeded by ``seed * SEED_STRIDE + s``
-SEED_STRIDE = 1_000_003
+           "cell_conditions", "latent_dim", "cell_noise", "cell_keys", "torch_generator", "eval_mode",
+           "other_modality", "readout", "translate", "Edit", "PairedBatch"]
 
 
 # --------------------------------------------------------------------------- features and inputs
@@ -54,11 +54,20 @@ def label_keys(model) -> list[str]:
     return list(keys or [])
 
 
-def feature_layer(model, mod: str) -> str | None:
-    """Layer of modality ``mod`` holding the model's raw inputs (``setup_mudata``; default ``counts``)."""
+def feature_layer(model, mod: str, mdata=None) -> str | None:
+    """Layer of modality ``mod`` holding the model's raw inputs (``None``: ``X``).
+
+    With ``mdata`` registered by ``setup_mudata``: the layer registered for that data. Otherwise
+    the layer the model was registered with (``model.setup``, the registry dict; legacy
+    ``{mod}_layer`` keys are read too); a model without ``setup`` (a stand-in) uses its
+    ``{mod}_layer`` attribute or ``"counts"``.
+    """
+    data_reg = registry(mdata, required=False) if mdata is not None else None
+    if data_reg is not None:
+        return data_reg.layer(mod)
     reg = getattr(model, "setup", None)
-    if isinstance(reg, dict) and f"{mod}_layer" in reg:
-        return reg[f"{mod}_layer"]
+    if isinstance(reg, dict) and reg:
+        return Registry.from_dict(reg).layer(mod)
     v = getattr(model, f"{mod}_layer", None)
     return v if isinstance(v, str) else "counts"
 
@@ -66,24 +75,20 @@ def feature_layer(model, mod: str) -> str | None:
 def feature_matrix(model, mdata, mod: str, *, sparse: bool = False, error: type = FeatureMismatchError):
     """Raw matrix of modality ``mod`` with columns in the model's order.
 
-    Sparse input stays sparse (CSR); dense input stays dense unless ``sparse``. Model features
-    missing from the data raise ``error`` naming them.
+    The matrix is the data's registered layer (:func:`feature_layer`); a missing layer raises
+    :class:`~scdiffx_grn.InputDataError` naming the layers there. Sparse input stays sparse (CSR);
+    dense input stays dense unless ``sparse``. Model features missing from the data raise
+    ``error`` naming them.
     """
     if mod not in mdata.mod:
         raise InputDataError(f"the data has no {mod!r} modality (has {list(mdata.mod)})")
     genes, peaks = model_features(model)
     names = genes if mod == "rna" else peaks
     ad = mdata.mod[mod]
-    layer = feature_layer(model, mod)
-    X = ad.layers[layer] if layer is not None and layer in ad.layers else ad.X
-    var = pd.Index(ad.var_names.astype(str))
-    cols = None
-    if not (len(var) == len(names) and (var == pd.Index(names)).all()):
-        cols = var.get_indexer(pd.Index(names))
-        if (cols < 0).any():
-            missing = np.asarray(names, dtype=object)[cols < 0]
-            raise error(f"{len(missing)} {mod} features of the model are missing from the data: "
-                        f"{_fmt_items(missing)}")
+    X = layer_matrix(ad, feature_layer(model, mod, mdata), what=f"modality {mod!r} (the model's inputs)")
+    cols = feature_columns(ad.var_names, names, what=f"{mod} features of the model", error=error)
+    if hasattr(X, "to_memory"):  # backed
+        X = X.to_memory()
     if sp.issparse(X) or sparse:
         X = sp.csr_matrix(X)
     else:
@@ -108,24 +113,34 @@ def dense_rows(X, rows) -> np.ndarray:
 def cell_conditions(model, mdata, rows=None, *, strict: bool = False):
     """Label-condition tensor ``(n, n_label_keys)`` of cells ``rows`` (``None``: all) of ``mdata``.
 
-    Each label key of the model is read from ``mdata.obs`` or, failing that, the RNA modality's
-    obs. A key found in neither gets the null label, or raises :class:`MissingLabelError` when
-    ``strict``.
+    Each label key of the model is read with the registry's one precedence
+    (:func:`scdiffx_grn._registry.labels`: ``mdata.obs``, then the modalities' obs). A key found
+    nowhere gets the null label, or raises :class:`MissingLabelError` when ``strict``; cells
+    without a value in a column that exists raise.
     """
     n = mdata.n_obs
     idx = np.arange(n) if rows is None else np.asarray(rows)
     keys = label_keys(model)
-    frames = [mdata.obs] + ([mdata.mod["rna"].obs] if "rna" in mdata.mod else [])
     labels, missing = {}, []
     for k in keys:
-        obs = next((o for o in frames if k in o.columns), None)
-        if obs is None:
-            missing.append(k)
+        if _has_label_column(mdata, k):
+            labels[k] = registry_labels(mdata, k).to_numpy()[idx]
         else:
-            labels[k] = obs[k].astype(str).to_numpy()[idx]
+            missing.append(k)
     if missing and strict:
         raise MissingLabelError(f"the model is conditioned on {missing}, which are not columns of mdata.obs")
     return model.condition_indices(labels, n=len(idx))
+
+
+def _has_label_column(data, key: str) -> bool:
+    """Whether :func:`scdiffx_grn._registry.labels` finds a column ``key`` (in any of its places)."""
+    cols = set(data.obs.columns)
+    if key in cols:
+        return True
+    mods = getattr(data, "mod", None)
+    if mods is None:
+        return False
+    return any(f"{m}:{key}" in cols or (m in mods and key in mods[m].obs.columns) for m in MODALITIES)
 
 
 # --------------------------------------------------------------------------- noise and modes
@@ -136,19 +151,6 @@ def torch_generator(seed: int):
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
     return g
-
-
-def sample_noise(n_cells: int, latent_dim: int, seed: int, sample: int = 0, device=None):
-    """Translation noise for every cell of one sample, from a generator seeded by ``(seed, sample)``.
-
-    The whole ``(n_cells, latent_dim)`` matrix is drawn at once so a cell's noise does not depend
-    on how cells are batched; GRN knockout / IG scores and perturbations with the same seed use
-    the same noise.
-    """
-    import torch
-
-    z = torch.randn(n_cells, latent_dim, generator=torch_generator(int(seed) * SEED_STRIDE + int(sample)))
-    return z if device is None else z.to(device)
 
 
 def cell_keys(names, seed: int, sample: int = 0, stream: int = 0) -> np.ndarray:

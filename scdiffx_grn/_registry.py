@@ -146,11 +146,12 @@ def counts(data, mod: str = "rna", *, layer: str | None | type(...) = ...):
     return layer_matrix(adata, layer, what=f"modality {mod!r}")
 
 
-def labels(data, key: str | None, *, adata=None, what: str = "data") -> pd.Series:
+def labels(data, key: str | None, *, adata=None, what: str = "data", allow_missing: bool = False) -> pd.Series:
     """Label column ``key`` as strings, indexed by obs names (``adata``'s cells when given).
 
     See the module docstring for the precedence. ``key=None`` gives the single label ``"all"``.
-    Missing values raise (a cell without a label cannot be grouped).
+    Missing values raise (a cell without a label cannot be grouped), unless ``allow_missing``:
+    then they are kept as ``None`` (an object Series; e.g. unlabelled cells get the null label).
     """
     if adata is None:
         adata = data if not _is_mudata(data) else None
@@ -171,6 +172,8 @@ def labels(data, key: str | None, *, adata=None, what: str = "data") -> pd.Serie
                 s = s.reindex(index)
             s = pd.Series(s.to_numpy(), index=index, name=key)
             na = pd.isna(s).to_numpy()
+            if na.any() and allow_missing:
+                return pd.Series(np.where(na, None, s.to_numpy().astype(str)), index=index, name=key, dtype=object)
             if na.any():
                 raise MissingLabelError(f"label column {key!r} has no label for {int(na.sum())} cells, e.g. "
                                         f"{_fmt_items(index[na], limit=3)}; fill or drop them first")

@@ -3,6 +3,11 @@
 These helpers raise the typed errors of :mod:`scdiffx_grn._errors` with messages that
 name what is wrong and where (an example value and its cell / feature position), so a
 user can find the problem in their data. They are re-exported by :mod:`scdiffx_grn.pp`.
+
+``is_counts`` is the registry's one count detector (:func:`scdiffx_grn._registry.is_counts`),
+re-exported here for the callers of this module. The registry imports this module (its
+``_values_and_positions``, ``check_paired``), so the re-export is resolved on first access
+(module ``__getattr__``) rather than by an import statement: this module stays a leaf.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import scipy.sparse as sp
 
 from ._errors import InputDataError, MissingLabelError, NotCountsError, _fmt_items
 
-__all__ = ["check_counts", "check_finite", "check_labels", "is_counts", "check_paired", "check_unique_barcodes",
+__all__ = ["check_counts", "check_finite", "check_labels", "check_paired", "check_unique_barcodes",
            "feature_mismatch_hint", "map_peak_names", "peak_key"]
 
 
@@ -81,29 +86,12 @@ def check_finite(X, name: str = "X", *, obs_names: Sequence | None = None,
         )
 
 
-def is_counts(X) -> bool:
-    """Whether ``X`` holds only finite, non-negative integer values.
+def __getattr__(name: str):
+    if name == "is_counts":  # the one count detector lives in the registry
+        import importlib
 
-    Parameters
-    ----------
-    X
-        Dense array or scipy sparse matrix.
-
-    Returns
-    -------
-    bool
-        ``True`` for raw counts (any integer or float dtype holding whole numbers).
-    """
-    data, _ = _values_and_positions(X)
-    if data.size == 0:
-        return True
-    if data.dtype.kind == "b":
-        return True
-    if data.dtype.kind in "iu":
-        return bool((data >= 0).all())
-    if not np.isfinite(data).all():
-        return False
-    return bool((data >= 0).all() and (data == np.round(data)).all())
+        return importlib.import_module("scdiffx_grn._registry").is_counts
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,

@@ -28,7 +28,7 @@ from typing import Any
 
 import typer
 
-from ._errors import ScdxError
+from ._errors import OptionError, ScdxError
 
 __all__ = ["app", "main"]
 
@@ -124,8 +124,8 @@ RnaOpt = typer.Option(None, "--rna", help="RNA .h5ad (cells x genes, raw counts 
 AtacOpt = typer.Option(None, "--atac", help="ATAC .h5ad (cells x peaks, counts or binary); use together with --rna.")
 NCellsOpt = typer.Option(None, "--n-cells", help="Subsample this many cells (stratified by --groupby when "
                          "present; default: all).")
-ModelOpt = typer.Option(..., "--model", "-m", help="Model folder saved by `scdiffx-grn train` / ScDiffusionX.save "
-                        "(e.g. models/mouse_mop_demo).")
+ModelOpt = typer.Option(..., "--model", "-m", help="Model folder saved by `scdiffx-grn train` / ScDiffusionX.save, "
+                        "or the name of a checkpoint shipped with the package (mouse_mop_demo).")
 
 
 def _command(fn: Callable) -> Callable:
@@ -172,14 +172,14 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
     from . import datasets
 
     if data is not None and (rna is not None or atac is not None):
-        raise ScdxError("give either --data or --rna/--atac, not both")
+        raise OptionError("give either --data or --rna/--atac, not both")
     if data is None and (rna is None) != (atac is None):
-        raise ScdxError("--rna and --atac must be given together")
+        raise OptionError("--rna and --atac must be given together")
     if data is None and rna is None:
         if not required:
             return None
-        raise ScdxError("no input data: give --data FILE.h5mu (or a built-in name: "
-                        f"{', '.join(BUILTIN_DATA)}) or --rna X.h5ad --atac Y.h5ad")
+        raise OptionError("no input data: give --data FILE.h5mu (or a built-in name: "
+                          f"{', '.join(BUILTIN_DATA)}) or --rna X.h5ad --atac Y.h5ad")
     if data is not None and data in BUILTIN_DATA and not Path(data).exists():
         return getattr(datasets, data)(n_cells=n_cells, seed=seed)
     if data is not None:
@@ -194,14 +194,23 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
     if n_cells is not None and n_cells < mdata.n_obs:
         import numpy as np
 
+        from ._registry import labels
         from .pp import stratified_subsample
 
-        if groupby and groupby in mdata.obs:
-            idx = np.sort(stratified_subsample(mdata.obs[groupby].astype(str).to_numpy(), n_cells, seed=seed))
+        if _has_label(mdata, groupby):  # stratified by the labels (the registry's lookup), else at random
+            idx = np.sort(stratified_subsample(labels(mdata, groupby).to_numpy(), n_cells, seed=seed))
         else:
             idx = np.sort(np.random.default_rng(seed).choice(mdata.n_obs, n_cells, replace=False))
         mdata = mdata[idx].copy()
     return mdata
+
+
+def _has_label(mdata, key: str | None) -> bool:
+    """Whether label column ``key`` is where :func:`scdiffx_grn._registry.labels` looks for it (the
+    MuData's obs, then its modalities' obs); the labels themselves are read with that function."""
+    if not key:
+        return False
+    return key in mdata.obs.columns or any(key in a.obs.columns for a in getattr(mdata, "mod", {}).values())
 
 
 def _load_model(path: str, device: str):
@@ -215,8 +224,8 @@ def _prepare_for_model(model, mdata):
     from . import ScDiffusionX
 
     mdata = model.subset_to_model(mdata)
-    labels = [k for k in model.config.label_keys if k in mdata.obs or any(k in m.obs for m in mdata.mod.values())]
-    ScDiffusionX.setup_mudata(mdata, labels=labels)
+    keys = [k for k in model.config.label_keys if _has_label(mdata, k)]
+    ScDiffusionX.setup_mudata(mdata, labels=keys)
     return mdata
 
 
@@ -237,20 +246,25 @@ def _read_table(path: Path, what: str):
 def _check_groups(mdata, groupby: str, groups: list[str] | None) -> None:
     """Before the work: the --groupby column exists and the --cell-type values are among its values."""
     from ._errors import MissingLabelError, _fmt_items
+    from ._registry import labels
 
-    cols = mdata.obs
-    if groupby not in cols:
-        mods = [a.obs for a in mdata.mod.values() if groupby in a.obs]
-        if not mods:
-            raise MissingLabelError(f"--groupby column {groupby!r} not found in the data (obs columns: "
-                                    f"{_fmt_items(cols.columns, 15) or 'none'})")
-        cols = mods[0]
-    have = sorted(set(cols[groupby].dropna().astype(str)))
+    if not _has_label(mdata, groupby):
+        raise MissingLabelError(f"--groupby column {groupby!r} not found in the data (obs columns: "
+                                f"{_fmt_items(mdata.obs.columns, 15) or 'none'})")
+    have = sorted(set(labels(mdata, groupby)))  # unlabelled cells raise, naming them
     if groups:
         bad = [g for g in groups if g not in have]
         if bad:
             raise MissingLabelError(f"--cell-type {_fmt_items(bad)} not among the values of {groupby!r}: "
                                     f"{_fmt_items(have, 20)}")
+
+
+def _default_tfs(mdata, organism: str) -> list[str]:
+    """The default TFs of ``grn`` (``--tf`` not given): DoRothEA (A-C) TFs with a target among the
+    genes, most targets first, in the data's spelling (:func:`scdiffx_grn.datasets.tf_list`)."""
+    from .datasets import tf_list
+
+    return tf_list(mdata.mod["rna"].var_names, organism=organism, source="dorothea", levels="ABC", min_targets=1)
 
 
 def _split_list(values: list[str] | None) -> list[str]:
@@ -389,11 +403,11 @@ def train(
     fields = set(ModelConfig().to_dict())
     for kv in model_option:
         if "=" not in kv:
-            raise ScdxError(f"--model-option needs KEY=VALUE, got {kv!r}")
+            raise OptionError(f"--model-option needs KEY=VALUE, got {kv!r}")
         k, v = kv.split("=", 1)
         k = k.strip().replace("-", "_")
         if k not in fields:
-            raise ScdxError(f"unknown model option {k!r}; known: {sorted(fields)}")
+            raise OptionError(f"unknown model option {k!r}; known: {sorted(fields)}")
         try:
             import yaml
 
@@ -405,10 +419,14 @@ def train(
     lab = [x for x in _split_list(labels) if x.lower() != "none"]
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=lab[0] if lab else None)
     if n_peaks is not None and n_peaks < mdata.mod["atac"].n_vars:
-        A = mdata.mod["atac"].layers["counts"] if atac_layer in mdata.mod["atac"].layers else mdata.mod["atac"].X
+        from ._registry import labels as registry_labels
+        from ._registry import layer_matrix
+
+        # the --atac-layer counts (a missing layer raises, naming the layers there)
+        A = layer_matrix(mdata.mod["atac"], None if atac_layer == "X" else atac_layer, what="the ATAC data")
         rows = np.ones(mdata.n_obs, bool)
-        if split_key and split_key in mdata.obs:
-            rows = (mdata.obs[split_key].astype(str) == train_value).to_numpy()
+        if split_key:  # peaks are chosen on the training cells; a missing --split-key column raises
+            rows = registry_labels(mdata, split_key).to_numpy() == str(train_value)
         freq = np.asarray((A[rows] > 0).mean(0)).ravel()
         keep = np.sort(np.argsort(-freq, kind="stable")[:n_peaks])
         mdata.mod["atac"] = mdata.mod["atac"][:, keep].copy()
@@ -464,14 +482,14 @@ def generate(
     if cell_type:
         key = label_key or (m.config.label_keys[0] if m.config.label_keys else None)
         if key is None:
-            raise ScdxError("the model is unconditional: --cell-type cannot be used")
+            raise OptionError("the model is unconditional: --cell-type cannot be used")
         labels: list[str] = []
         for item in _split_list(cell_type):
             name, _, cnt = item.rpartition("=") if "=" in item else (item, "", "")
             try:
                 k = int(cnt) if cnt else n_cells
             except ValueError:
-                raise ScdxError(f"--cell-type {item!r}: the count after '=' must be an integer") from None
+                raise OptionError(f"--cell-type {item!r}: the count after '=' must be an integer") from None
             labels += [name] * k
         lab: Any = {key: labels}
     else:
@@ -514,7 +532,7 @@ def translate(
     _check_out_file(out, overwrite)
     _check_out_file(metrics, overwrite)
     if metrics is not None and Path(os.path.abspath(metrics)) == Path(os.path.abspath(out)):
-        raise ScdxError(f"--metrics and --out are the same file {str(out)!r}")
+        raise OptionError(f"--metrics and --out are the same file {str(out)!r}")
     m = _load_model(model, device)
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
     mdata = _prepare_for_model(m, mdata)
@@ -524,8 +542,8 @@ def translate(
         keys = list(m.config.label_keys)
         cols = set(mdata.obs.columns) | {c for a in mdata.mod.values() for c in a.obs.columns}
         if not keys:
-            raise ScdxError("--use-labels: the model is unconditional (trained without labels); drop --use-labels")
-        found = [k for k in keys if k in cols]
+            raise OptionError("--use-labels: the model is unconditional (trained without labels); drop --use-labels")
+        found = [k for k in keys if _has_label(mdata, k)]
         if not found:
             have = ", ".join(sorted(map(str, cols))[:15]) or "none"
             raise MissingLabelError(f"--use-labels: the data has none of the model's label column(s) "
@@ -534,7 +552,7 @@ def translate(
         if len(found) < len(keys):
             _info(f"--use-labels: conditioning on {found}; not in the data: {[k for k in keys if k not in found]}")
     if n_samples < 0:
-        raise ScdxError(f"--n-samples must be >= 0, got {n_samples}")
+        raise OptionError(f"--n-samples must be >= 0, got {n_samples}")
     readout = dict(readout="samples", n_samples=n_samples) if n_samples else dict(readout="mean", n_noise=n_noise)
     pred = m.translate(mdata, direction=direction.value, sampler=sampler.value, n_steps=n_steps, seed=seed,
                        source_guidance=source_guidance, labels="auto" if use_labels else None, **readout)
@@ -547,7 +565,7 @@ def translate(
 
         target = "rna" if direction.value == "atac->rna" else "atac"
         tab = ev.evaluate_translation(mdata.mod[target], pred, modality=target,
-                                      groupby=groupby if groupby in mdata.obs else None, seed=seed,
+                                      groupby=groupby if _has_label(mdata, groupby) else None, seed=seed,
                                       distribution=False)
         _write_table(tab, metrics)
         pooled = tab[tab["cell_type"] == "all"]
@@ -615,20 +633,14 @@ def grn(
     prior: Any = None
     if fasta is not None:
         mfile = datasets.data_path("jaspar2024_core_vertebrates") if motifs == "jaspar2024" else Path(motifs)
-        tf_list = _split_list(tfs) or None
-        if tf_list is None:
-            from .report._demo import _dorothea_tfs
-
-            tf_list = _dorothea_tfs(mdata.mod["rna"].var_names, organism)
+        tf_list = _split_list(tfs) or _default_tfs(mdata, organism)
         prior = G.scan_motifs(mdata, str(fasta), str(mfile), pvalue=motif_pvalue, tfs=tf_list)
         G.tf_gene_network(mdata, prior, tfs=tf_list, groupby=groupby, key_added="grn_tf", seed=seed)
     elif tf_prior.lower() != "none":
         prior = "coaccessibility" if prior_table is None else prior_table
         tf_list = _split_list(tfs) or None
         if tf_list is None and isinstance(prior, str):
-            from .report._demo import _dorothea_tfs
-
-            tf_list = _dorothea_tfs(mdata.mod["rna"].var_names, organism)
+            tf_list = _default_tfs(mdata, organism)
         G.tf_gene_network(mdata, prior, tfs=tf_list, groupby=groupby, key_added="grn_tf", seed=seed)
     note = ""
     with output_dir(out, overwrite=overwrite, known=GRN_FILES, what="GRN folder") as tmp:
@@ -641,7 +653,8 @@ def grn(
             G.write_grn(tg, tmp / "tf_gene.graphml")
             G.write_grn(tg, tmp / "tf_gene.graphml", per_cell_type=True)
             msg += f", {len(tg):,} TF -> gene edges"
-            if len(tg) and "cell_type" in tg and tg["cell_type"].nunique() >= 2:
+            gcol = G.group_column(tg)
+            if len(tg) and gcol is not None and tg[gcol].nunique() >= 2:
                 _save_fig(G.grn_specificity_heatmap(tg, top_k=5), tmp / "tf_specificity.png")
             elif len(tg):
                 note = " (tf_specificity.png needs at least two cell types: not drawn)"
@@ -706,14 +719,15 @@ def screen(
         else:
             tlist += _split_list([t])
     if on_unknown not in ("raise", "report"):
-        raise ScdxError(f"--on-unknown must be 'raise' or 'report', got {on_unknown!r}")
+        raise OptionError(f"--on-unknown must be 'raise' or 'report', got {on_unknown!r}")
     if readout not in ("mean", "samples"):
-        raise ScdxError(f"--readout must be 'mean' or 'samples', got {readout!r}")
+        raise OptionError(f"--readout must be 'mean' or 'samples', got {readout!r}")
     m = _load_model(model, device)
     mdata = _prepare_for_model(m, _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby))
+    _check_groups(mdata, groupby, None)
     tgt: Any = "all_tfs" if tlist == ["all_tfs"] else tlist
     if not tlist:
-        raise ScdxError("no targets: give --target GENE (repeatable), 'all_tfs' or @FILE")
+        raise OptionError("no targets: give --target GENE (repeatable), 'all_tfs' or @FILE")
     if tgt != "all_tfs" and modality in ("rna", "atac"):
         what, names = ("gene", m.rna_var_names) if modality == "rna" else ("peak", m.atac_var_names)
         known = set(names)
@@ -808,8 +822,11 @@ def biomarkers(
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
     _check_groups(mdata, groupby, None)
     tl.regulator_activity(mdata, reference, organism=organism, groupby=groupby, key_added="regulators")
-    tab = tl.rank_biomarkers(mdata, groupby, grn_key=net, reference=reference, organism=organism,
+    from .report._demo import _result_table
+
+    ret = tl.rank_biomarkers(mdata, groupby, grn_key=net, reference=reference, organism=organism,
                              n_markers=n_markers, activity_key="regulators", key_added="biomarkers")
+    tab = _result_table(ret, mdata, "biomarkers", "biomarkers")  # returned, or read back from uns
     with output_dir(out, overwrite=overwrite, known=BIOMARKER_FILES, what="biomarker folder") as tmp:
         pd.DataFrame(tab).to_csv(tmp / "biomarkers.csv", index=False)
         from .biomarkers import regulator_df
@@ -818,8 +835,8 @@ def biomarkers(
         _save_fig(pl.regulator_dotplot(mdata, key="regulators", top_k=3), tmp / "regulator_dotplot.png")
         if gene_sets:
             enr = tl.enrichment(mdata, gene_sets, organism=organism, groupby=groupby, permutation_num=permutations,
-                                seed=seed, data=mdata)
-            enr.to_csv(tmp / "enrichment.csv", index=False)
+                                seed=seed, data=mdata, key_added="enrichment")
+            _result_table(enr, mdata, "enrichment", "enrichment").to_csv(tmp / "enrichment.csv", index=False)
     _info(f"ranked {len(tab):,} features")
     typer.echo(str(out))
 
@@ -854,9 +871,9 @@ def evaluate(
     check_output_dir(out, overwrite=overwrite, known=EVAL_FILES, what="evaluation folder")
     m = _load_model(model, device)
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
-    if split_key not in mdata.obs:
-        pp.split_cells(mdata, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby if groupby in mdata.obs else None,
-                       key_added=split_key)
+    if not _has_label(mdata, split_key):
+        pp.split_cells(mdata, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby if _has_label(mdata, groupby)
+                       else None, key_added=split_key)
     mdata = _prepare_for_model(m, mdata)
     tab = ev.evaluate_model(m, mdata, split_key=split_key, test_value=test_value, groupby=groupby, seeds=(seed,),
                             n_samples=n_samples, generate_kwargs={"n_steps": n_steps},
@@ -875,8 +892,8 @@ def demo(
                              "screen/); the files of an earlier report there are replaced, files you added are "
                              "kept."),
     n_cells: int = typer.Option(1500, "--n-cells", "-n", help="Cells subsampled (stratified) from the data."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model folder (default: the shipped "
-                                        "models/mouse_mop_demo)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model folder (default: the checkpoint "
+                                        "mouse_mop_demo shipped inside the package)."),
     data: str | None = typer.Option(None, "--data", "-d", help="Paired .h5mu (default: the embedded mouse "
                                        "MOp data). Must hold the model's genes and peaks."),
     n_steps: int = typer.Option(10, help="Sampler steps for generation, translation and the screen."),
@@ -897,16 +914,16 @@ def demo(
     from ._errors import CheckpointError
     from .report import SECTIONS, default_model_path, run_demo
 
-    mpath = Path(model) if model else default_model_path()
+    mpath = Path(model) if model else default_model_path()  # the package data (any install), or $SCDX_DEMO_MODEL
     if not mpath.is_dir():
         raise CheckpointError(f"no model folder at {mpath}" + ("" if model else
-                              " (the shipped demo checkpoint; rebuild it with `python analyses/train_model.py "
-                              "--preset demo`, or pass --model)"))
+                              " (the demo checkpoint: $SCDX_DEMO_MODEL names a missing folder, or this install "
+                              "lacks the package data; reinstall scdiffx_grn or pass --model)"))
     _threads(threads or None)
     _use_agg()
     secs = tuple(["data"] + _split_list(sections)) if sections else SECTIONS
     if basis not in ("pca", "umap"):
-        raise ScdxError(f"--basis must be 'pca' or 'umap', got {basis!r}")
+        raise OptionError(f"--basis must be 'pca' or 'umap', got {basis!r}")
     _info(f"scdiffx-grn demo: {n_cells} cells, {n_steps} sampler steps -> {out}/report.html")
     res = run_demo(out=str(out), model=str(mpath), data=data, n_cells=n_cells, n_steps=n_steps, n_generate=n_generate,
                    n_translate=n_translate, n_tfs=n_tfs, n_cell_types=n_cell_types, basis=basis, seed=seed,

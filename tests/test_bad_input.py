@@ -269,7 +269,7 @@ def test_nan_labels_named():
     ct = m.obs["cell_type"].astype(object).to_numpy()
     ct[6] = np.nan
     m.obs["cell_type"] = ct
-    with pytest.raises(MissingLabelError, match=r"NaN.*cell6"):
+    with pytest.raises(MissingLabelError, match=r"no label for 1 cells.*cell6"):  # the registry's message
         ScDiffusionX.setup_mudata(m)
 
 
@@ -332,6 +332,28 @@ def test_perturb_cell_type_without_cells(model, data):
     m.obs["cell_type"] = pd.Categorical(m.obs["cell_type"].astype(str), categories=["A", "B", "C"])
     with pytest.raises(MissingLabelError, match=r"\['C'\]"):
         tl.perturb(model, m, {"targets": ["gene0"], "kind": "knockout", "cells": "C"}, copy=True)
+
+
+def test_perturb_labels_and_options(model, data):
+    """Labels come from the registry's one lookup (missing / unlabelled cells raise, naming them);
+    bad option values raise OptionError."""
+    from scdiffx_grn import OptionError
+
+    ko = {"targets": ["gene0"], "kind": "knockout"}
+    with pytest.raises(MissingLabelError, match="'tissue' not found"):
+        tl.perturb(model, data, ko, groupby="tissue", copy=True)
+    m = data.copy()
+    ct = m.obs["cell_type"].astype(object).to_numpy()
+    ct[3] = np.nan
+    m.obs["cell_type"] = ct
+    with pytest.raises(MissingLabelError, match=r"no label for 1 cells.*cell3"):
+        tl.perturb(model, m, ko, copy=True)
+    for kw, msg in (({"readout": "nope"}, "readout"), ({"test": "anova"}, "test"), ({"n_noise": 0}, "n_noise"),
+                    ({"on_unknown": "skip"}, "on_unknown")):
+        with pytest.raises(OptionError, match=msg):
+            tl.perturb(model, data, ko, copy=True, **kw)
+    with pytest.raises(OptionError, match="kind must be one of"):
+        tl.perturb(model, data, {"targets": ["gene0"], "kind": "delete"}, copy=True)
 
 
 def test_extract_grn_cell_type_without_cells(model, data):

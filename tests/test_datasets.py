@@ -19,6 +19,8 @@ from scdiffx_grn._errors import (
     InputDataError,
     MissingLabelError,
     NotCountsError,
+    OptionError,
+    UnknownFeatureError,
 )
 from scdiffx_grn.datasets import _manifest
 
@@ -64,7 +66,7 @@ def test_data_path_single_and_multi():
     assert p.name == "dorothea_mm.tsv.gz"
     d = datasets.data_path("mouse_mop")
     assert d.is_dir() and (d / "mop_b1_rna.h5ad").is_file()
-    with pytest.raises(KeyError, match="no file"):
+    with pytest.raises(UnknownFeatureError, match="no file"):
         datasets.data_path("mouse_mop", "nope.h5ad")
     with pytest.raises(DataFileMissingError, match="no data manifest named 'nope'"):
         datasets.manifest("nope")
@@ -195,7 +197,7 @@ def test_barcode_mismatch_and_inner_join(caplog):
     a.obs_names = [f"x{i}" for i in range(20)]
     with pytest.raises(BarcodeMismatchError, match="share no barcode"):
         datasets.make_mudata(r, a, join="inner")
-    with pytest.raises(InputDataError, match="join must be"):
+    with pytest.raises(OptionError, match="join must be"):
         datasets.make_mudata(r, a, join="outer")
 
 

@@ -10,7 +10,12 @@ import scipy.sparse as sp
 anndata = pytest.importorskip("anndata")
 mudata = pytest.importorskip("mudata")
 
-from scdiffx_grn import FeatureMismatchError, InputDataError  # noqa: E402
+from scdiffx_grn import (  # noqa: E402
+    FeatureMismatchError,
+    InputDataError,
+    MissingLabelError,
+    OptionError,
+)
 from scdiffx_grn import eval as ev  # noqa: E402
 
 
@@ -209,7 +214,7 @@ def test_evaluate_generation_atac_probabilities(data):
 
 
 def _observed_pred(adata):
-    from scdiffx_grn.eval._protocol import lognormalise
+    from scdiffx_grn.eval._common import lognormalise
 
     pred = anndata.AnnData(lognormalise(adata.layers["counts"]).toarray(), obs=adata.obs.copy(),
                            var=adata.var.copy())
@@ -266,7 +271,7 @@ def test_generation_baselines_shapes_and_memorisation(data):
         assert "counts" in g["rna"].layers and "prob" in g["atac"].layers
         g2 = B().fit(train).generate(labels, seed=0)
         assert (g["rna"].X != g2["rna"].X).nnz == 0  # seeded
-    with pytest.raises(KeyError):
+    with pytest.raises(MissingLabelError, match="nope"):
         ev.CellTypeMeanBaseline().fit(train).generate({"cell_type": ["nope"]})
     n = {"cell_type": test.obs["cell_type"].tolist()}
     res = ev.ResampleBaseline().fit(train).generate(n, seed=0)["rna"]
@@ -369,3 +374,108 @@ def test_grn_is_lazy():
     code = ("import sys, scdiffx_grn.eval as e; assert 'scdiffx_grn.eval.grn' not in sys.modules; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the registry contract: one normalisation, one label lookup, no silent fallbacks
+# --------------------------------------------------------------------------------------------
+def test_lognormalise_and_observed_target_match_log1p_cp10k(data):
+    from scdiffx_grn.eval._common import lognormalise
+
+    _, test = data
+    X = test["rna"].layers["counts"].toarray().astype(np.float64)
+    ref = np.log1p(X / np.maximum(X.sum(1, keepdims=True), 1e-12) * 1e4)
+    L = lognormalise(test["rna"].layers["counts"])
+    assert sp.issparse(L) and L.dtype == np.float32
+    np.testing.assert_allclose(L.toarray(), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ev.observed_target(test["rna"], "rna"), ref, rtol=1e-5, atol=1e-5)
+    # non-count input is taken as already log-normalised, negative values raise
+    np.testing.assert_array_equal(lognormalise(ref.astype(np.float32)).toarray(), ref.astype(np.float32))
+    with pytest.raises(InputDataError, match="negative"):
+        lognormalise(-np.ones((2, 2)))
+
+
+def test_missing_layer_and_label_raise(data):
+    train, test = data
+    rna = test["rna"].copy()
+    del rna.layers["counts"]
+    with pytest.raises(InputDataError, match=r"layer 'counts' not found.*layers: \(none\)"):
+        ev.FeatureSpace("rna").fit(rna)
+    with pytest.raises(InputDataError, match="layer 'counts' not found"):
+        ev.observed_target(rna, "rna")
+    with pytest.raises(InputDataError, match="layer 'counts' not found"):
+        ev.evaluate_translation(rna, _observed_pred(test["rna"]), modality="rna", distribution=False)
+    # layer=None reads X explicitly (here the same counts)
+    fs = ev.FeatureSpace("rna", layer=None, n_features=50, n_comps=5).fit(rna)
+    ref = ev.FeatureSpace("rna", n_features=50, n_comps=5).fit(test["rna"])
+    np.testing.assert_allclose(fs.transform(rna), ref.transform(test["rna"]), atol=1e-4)
+    # labels: one lookup, a missing column names what is there
+    with pytest.raises(MissingLabelError, match="'nope' not found.*cell_type"):
+        ev.evaluate_generation(test["rna"], train["rna"], groupby="nope", seeds=(0,), metrics=["mmd"])
+    with pytest.raises(MissingLabelError, match="'nope'"):
+        ev.CellTypeMeanBaseline(groupby="nope").fit(train)
+    # MuData-level labels are found for the modalities' cells
+    t2 = train.copy()
+    del t2.mod["rna"].obs["cell_type"]
+    del t2.mod["atac"].obs["cell_type"]
+    g = ev.ResampleBaseline().fit(t2).generate({"cell_type": ["T1"] * 3}, seed=0)
+    assert (train.obs["cell_type"].to_numpy()[g["rna"].obs["source_index"].to_numpy()] == "T1").all()
+
+
+def test_bad_options_raise_option_error(data):
+    train, test = data
+    assert issubclass(OptionError, ValueError)
+    with pytest.raises(OptionError, match="modality"):
+        ev.FeatureSpace("protein")
+    with pytest.raises(OptionError, match="unknown metrics"):
+        ev.evaluate_generation(test["rna"], train["rna"], metrics=["nope"])
+    with pytest.raises(OptionError, match="direction"):
+        ev.KNNTranslator(n_comps=5).fit(train).translate(test, direction="rna->rna")
+    with pytest.raises(OptionError, match="modality"):
+        ev.evaluate_translation(test["rna"], _observed_pred(test["rna"]), modality="protein")
+    with pytest.raises(OptionError, match="basis"):
+        ev.umap_real_vs_generated(test["rna"], train["rna"], basis="tsne")
+    with pytest.raises(OptionError, match="feature_space_fit"):
+        ev.evaluate_model(None, test, feature_space_fit="both")
+    with pytest.raises(OptionError, match="p must be"):
+        ev.wasserstein(np.zeros((3, 2)), np.zeros((3, 2)), p=3)
+
+
+def test_eval_has_no_import_cycles():
+    """No module of scdiffx_grn.eval imports the package itself, and the submodules form no cycle."""
+    import ast
+    from pathlib import Path
+
+    import scdiffx_grn.eval as pkg
+
+    root = Path(pkg.__file__).parent
+    graph = {}
+    for f in root.glob("*.py"):
+        if f.name == "__init__.py":
+            continue
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module is None:
+                    deps.add("__init__")  # `from . import x` goes through the package
+                else:
+                    deps.add(node.module.split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and node.level == 2 and node.module in (None, "eval"):
+                deps.add("__init__")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("scdiffx_grn.eval"):
+                rest = node.module[len("scdiffx_grn.eval"):].lstrip(".")
+                deps.add(rest.split(".")[0] if rest else "__init__")
+        graph[f.stem] = deps
+    assert not [m for m, d in graph.items() if "__init__" in d], graph
+
+    def reach(start):
+        seen, todo = set(), list(graph.get(start, ()))
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo += list(graph.get(m, ()))
+        return seen
+
+    cyclic = [m for m in graph if m in reach(m)]
+    assert not cyclic, {m: graph[m] for m in cyclic}

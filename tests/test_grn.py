@@ -8,7 +8,13 @@ import pytest
 import scipy.sparse as sp
 
 from scdiffx_grn import grn
-from scdiffx_grn._errors import InputDataError, ScdxError, UnknownFeatureError
+from scdiffx_grn._errors import (
+    InputDataError,
+    MissingLabelError,
+    OptionError,
+    ScdxError,
+    UnknownFeatureError,
+)
 from scdiffx_grn.eval import grn as egrn
 
 
@@ -217,11 +223,23 @@ def test_planted_peak_gene_recovered_by_metacell_correlation():
     assert set(bl) == {"distance", "metacell_correlation", "accessibility", "target_degree"}
     tp = grn.tf_peak_coaccessibility(mdata, ["g0", "g1", "nope"], min_corr=0.2, n_metacells=8)
     assert (tp.evidence == "coaccessibility").all() and set(tp.tf) <= {"g0", "g1"}
+    # a bare DataFrame in uns (earlier versions) is still read
     mdata.uns["grn"] = mc.assign(cell_type="T0").pipe(lambda d: pd.concat([d, d.assign(cell_type="T1",
                                                        weight=d.weight[::-1].to_numpy())]))
-    grn.tf_gene_network(mdata, tp, tfs=["g0", "g1"], n_metacells=5)
-    net = mdata.uns["grn_tf"]
-    assert {"sign", "corr"} <= set(net.columns)
+    # storage contract: copy=True leaves the input untouched and returns the modified copy
+    out = grn.tf_gene_network(mdata, tp, tfs=["g0", "g1"], n_metacells=5, copy=True)
+    assert "grn_tf" not in mdata.uns and "grn_tf" in out.uns
+    assert grn.tf_gene_network(mdata, tp, tfs=["g0", "g1"], n_metacells=5) is None
+    assert set(mdata.uns["grn_tf"]) == {"params", "network"}
+    net = grn.network_table(mdata, "grn_tf")
+    pd.testing.assert_frame_equal(net, grn.network_table(out, "grn_tf"))
+    assert mdata.uns["grn_tf"]["params"]["group_column"] == "cell_type"
+    assert mdata.uns["grn_tf"]["params"]["tfs"] == ["g0", "g1"]
+    assert {"sign", "corr"} <= set(net.columns) and set(net.cell_type) == {"T0", "T1"}
+    with pytest.raises(OptionError, match="aggregate"):
+        grn.tf_gene_network(mdata, tp, aggregate="mean")
+    with pytest.raises(OptionError, match="coaccessibility"):
+        grn.tf_gene_network(mdata, "motifs")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,6 +320,11 @@ class StandInModel:
 
         return torch.softmax(z @ self.module.Wr_dec, -1)
 
+    def decode_atac(self, z):
+        import torch
+
+        return torch.sigmoid(z @ self.module.Wa.T)
+
     def condition_indices(self, labels, n=None):
         import torch
 
@@ -311,25 +334,166 @@ class StandInModel:
         return z_src + 0.0 * noise
 
 
+def test_standin_implements_the_tensor_api():
+    from scdiffx_grn.model import TranslationModel
+
+    mdata, _, _ = _planted_mdata(n_cells=30)
+    assert isinstance(StandInModel(mdata), TranslationModel)
+
+
+_METHOD_KW = {"attention": {"timesteps": (10, 500)}, "integrated_gradients": {"ig_steps": 8}, "knockout": {}}
+
+
 @pytest.mark.parametrize("method", ["attention", "integrated_gradients", "knockout"])
 def test_extract_grn_standin(method):
     mdata, cand, truth = _planted_mdata(n_cells=90)
     model = StandInModel(mdata)
-    res = grn.extract_grn(model, mdata, method=method, candidates=cand, max_cells=20, batch_size=16,
-                          timesteps=(10, 500), ig_steps=8, copy=True)
-    assert res is mdata.uns["grn"]
+    out = grn.extract_grn(model, mdata, method=method, candidates=cand, max_cells=20, batch_size=16,
+                          copy=True, **_METHOD_KW[method])
+    # copy=True: a modified copy comes back, the input is untouched
+    assert out is not mdata and "grn" not in mdata.uns and set(out.uns["grn"]) == {"params", "network"}
+    res = grn.network_table(out, "grn")
+    assert res.attrs["group_column"] == "cell_type"
     assert set(res.cell_type) == {"T0", "T1", "T2"}
     assert len(res) == 3 * len(cand) and np.isfinite(res.weight).all()
-    assert {"source", "target", "weight", "cell_type", "distance", "method"} <= set(res.columns)
+    assert {"source", "target", "weight", "cell_type", "distance", "method", "specificity"} <= set(res.columns)
+    params = grn.METHODS[method].resolve(_METHOD_KW[method])
+    stored = out.uns["grn"]["params"]
+    assert stored["method"] == method and stored["groupby"] == "cell_type" and stored["max_cells"] == 20
+    assert {k: stored[k] for k in params} == {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
     if method != "attention":
         # peak k drives gene k for k < latent dim in the stand-in: those pairs must rank on top
         t = truth.iloc[:8]
         tab = egrn.peak_gene_metrics(res[res.cell_type == "T0"], t, candidates=cand)
         assert tab.set_index("method").loc["model", "auroc"] > 0.95, tab
-    assert grn.extract_grn(model, mdata, method="attention", candidates=cand, max_cells=10,
-                           cell_types=["T1"], timesteps=(10,)) is None
-    with pytest.raises(ScdxError):
+    # copy=False: written into the data, None returned; same numbers as the copy
+    assert grn.extract_grn(model, mdata, method=method, candidates=cand, max_cells=20, batch_size=16,
+                           **_METHOD_KW[method]) is None
+    pd.testing.assert_frame_equal(grn.network_table(mdata, "grn"), res)
+    # a Method instance runs the same kernel
+    again = grn.extract_grn(model, mdata, method=grn.METHODS[method], candidates=cand, max_cells=20,
+                            batch_size=16, copy=True, **_METHOD_KW[method])
+    np.testing.assert_array_equal(grn.network_table(again, "grn")["weight"], res["weight"])
+    with pytest.raises(OptionError, match="nope"):
         grn.extract_grn(model, mdata, method="nope", candidates=cand)
+
+
+def test_extract_grn_method_keywords_checked():
+    mdata, cand, _ = _planted_mdata(n_cells=60)
+    model = StandInModel(mdata)
+    kw = {"candidates": cand, "max_cells": 10, "cell_types": ["T1"]}
+    # a keyword of another method names its owner and the valid options
+    with pytest.raises(OptionError, match=r"'timesteps' is an option of 'attention'.*knockout_group"):
+        grn.extract_grn(model, mdata, method="knockout", timesteps=(10,), **kw)
+    with pytest.raises(OptionError, match="'bogus' is not an option"):
+        grn.extract_grn(model, mdata, method="attention", bogus=1, **kw)
+    with pytest.raises(OptionError, match="head_reduce"):
+        grn.extract_grn(model, mdata, method="attention", head_reduce="median", **kw)
+    with pytest.raises(OptionError, match="readout"):
+        grn.extract_grn(model, mdata, method="knockout", readout="mode", **kw)
+    with pytest.raises(OptionError, match="ig_steps"):
+        grn.extract_grn(model, mdata, method="integrated_gradients", ig_steps=0, **kw)
+    with pytest.raises(OptionError, match="timesteps"):
+        grn.extract_grn(model, mdata, method="attention", timesteps=[], **kw)
+    assert "grn" not in mdata.uns  # nothing written by a refused call
+    tab = grn.show_methods()
+    assert list(tab.columns) == ["name", "description", "parameters"]
+    assert list(tab["name"]) == ["attention", "integrated_gradients", "knockout"] == list(grn.methods())
+    assert "timesteps=(100, 300, 500)" in tab.set_index("name").loc["attention", "parameters"]
+
+
+def test_custom_method_kernel():
+    """A user kernel wrapped as a Method runs through the same runner, with its own options checked."""
+    mdata, cand, _ = _planted_mdata(n_cells=60)
+    model = StandInModel(mdata)
+    seen = {}
+
+    def kernel(model, X_atac, cond, pairs, *, scale, batch_size, seed):
+        seen.update(n=X_atac.shape[0], batch_size=batch_size, seed=seed)
+        return scale * np.arange(len(pairs), dtype=float)
+
+    m = grn.Method("ramp", kernel, (grn.Param("scale", 1.0, "multiplier"),), "a ramp", inputs=("atac",))
+    out = grn.extract_grn(model, mdata, method=m, candidates=cand, groupby=None, max_cells=7, scale=2.0,
+                          batch_size=5, seed=3, copy=True)
+    net = grn.network_table(out, "grn")
+    assert seen == {"n": 7, "batch_size": 5, "seed": 3}
+    np.testing.assert_array_equal(net["weight"], 2.0 * np.arange(len(cand)))
+    assert set(net["method"]) == {"ramp"}
+    with pytest.raises(OptionError, match="scale"):
+        grn.extract_grn(model, mdata, method=m, candidates=cand, shift=1)
+    with pytest.raises(OptionError, match="options of extract_grn"):
+        grn.Method("bad", kernel, (grn.Param("seed", 0),))
+
+
+def test_group_column_named_after_groupby():
+    mdata, cand, _ = _planted_mdata(n_cells=90)
+    lineage = np.where(mdata.obs["cell_type"].astype(str) == "T0", "L0", "L1")
+    mdata.obs["lineage"] = lineage
+    model = StandInModel(mdata)
+    kw = {"candidates": cand, "max_cells": 10, "timesteps": (10,)}
+    grn.extract_grn(model, mdata, groupby="lineage", key_added="lin", **kw)
+    net = grn.network_table(mdata, "lin")
+    assert "lineage" in net and "cell_type" not in net and set(net["lineage"]) == {"L0", "L1"}
+    assert mdata.uns["lin"]["params"]["group_column"] == "lineage"
+    # every reader picks the stored group column
+    assert set(grn.grn_df(mdata, key="lin", cell_type="L1")["lineage"]) == {"L1"}
+    assert len(grn.grn_df(mdata, key="lin", top_k=2)) == 4
+    G = grn.to_networkx(mdata, key="lin")
+    assert G.is_multigraph() and {k for _, _, k in G.edges(keys=True)} == {"L0", "L1"}
+    spec = grn.type_specificity(mdata, key="lin", top_k=3)
+    assert len(spec) == 6 and "specificity" in spec
+    with pytest.raises(MissingLabelError, match="L9"):
+        grn.grn_df(mdata, key="lin", cell_type="L9")
+    # readers that expect cell_type switch with one call
+    ct = grn.network_table(mdata, "lin", group="cell_type")
+    assert set(ct["cell_type"]) == {"L0", "L1"} and "lineage" not in ct
+    # groupby=None: one group "all" in a column "group"
+    grn.extract_grn(model, mdata, groupby=None, key_added="all", **kw)
+    one = grn.network_table(mdata, "all")
+    assert set(one["group"]) == {"all"} and "specificity" not in one and one["n_cells"].iloc[0] == 10
+    with pytest.raises(OptionError, match="clashes"):
+        mdata.obs["weight"] = lineage
+        grn.extract_grn(model, mdata, groupby="weight", **kw)
+    with pytest.raises(MissingLabelError, match="nolabel"):
+        grn.extract_grn(model, mdata, groupby="nolabel", **kw)
+
+
+def test_network_table_legacy_forms():
+    df = pd.DataFrame({"source": ["p1", "p2"], "target": ["A", "B"], "weight": [1.0, 2.0], "cell_type": ["X", "Y"]})
+
+    from types import SimpleNamespace
+
+    Holder = SimpleNamespace(uns={"bare": df, "per_type": {"X": df.drop(columns="cell_type").iloc[:1],
+                                                           "Y": df.drop(columns="cell_type").iloc[1:]}})
+
+    for key in ("bare", "per_type"):
+        t = grn.network_table(Holder, key)
+        assert t.attrs["group_column"] == "cell_type" and list(t["cell_type"]) == ["X", "Y"]
+    assert grn.network_table(df) is not df and grn.network_table(df).equals(df)
+    with pytest.raises(ScdxError, match="nokey"):
+        grn.network_table(Holder, "nokey")
+    with pytest.raises(InputDataError):
+        grn.network_table(42)
+
+
+def test_peak_gene_candidates_storage_contract():
+    mdata, cand, _ = _planted_mdata(n_cells=60)
+    model = StandInModel(mdata)
+    peaks = mdata["atac"].var_names
+    tss = pd.DataFrame({"gene": [f"g{i}" for i in range(30)], "chrom": "chr1",
+                        "tss": [100_000 * (i + 1) + 250 for i in range(30)], "strand": "+"})
+    table = grn.peak_gene_candidates(mdata, tss_table=tss, window=150_000)
+    assert isinstance(table, pd.DataFrame) and "cands" not in mdata.uns and set(table["peak"]) <= set(peaks)
+    out = grn.peak_gene_candidates(mdata, tss_table=tss, window=150_000, key_added="cands", copy=True)
+    assert "cands" not in mdata.uns and out.uns["cands"]["params"]["window"] == 150_000
+    assert grn.peak_gene_candidates(mdata, tss_table=tss, window=150_000, key_added="cands") is None
+    pd.testing.assert_frame_equal(grn.network_table(mdata, "cands", table="candidates"), table)
+    # extract_grn reads stored candidates by key
+    grn.extract_grn(model, mdata, candidates="cands", max_cells=10, cell_types=["T0"], timesteps=(10,))
+    net = grn.network_table(mdata, "grn")
+    assert len(net) == len(table) and mdata.uns["grn"]["params"]["candidates"] == "cands"
+    with pytest.raises(OptionError, match="MuData"):
+        grn.peak_gene_candidates(mdata["atac"].var_names, grn.read_tss(tss)["gene"], tss, key_added="x")
 
 
 @pytest.mark.slow
@@ -341,9 +505,12 @@ def test_extract_grn_real_tiny_model():
     model = model_mod.ScDiffusionX(mdata, width=16, n_layers=1, n_heads=2, latent_dim=8, token_dim=2)
     model.train(ae_epochs=1, diffusion_steps=5, batch_size=32, seed=0, device="cpu")
     small = cand[cand.gene.isin(["g0", "g1"])]
+    kw = {"attention": {"timesteps": (10,)}, "knockout": {"translate_steps": 2},
+          "integrated_gradients": {"ig_steps": 2, "translate_steps": 2}}
     for method in ("attention", "knockout", "integrated_gradients"):
-        res = grn.extract_grn(model, mdata, method=method, candidates=small, cell_types=["T0"], max_cells=6,
-                              batch_size=6, timesteps=(10,), ig_steps=2, translate_steps=2, copy=True)
+        out = grn.extract_grn(model, mdata, method=method, candidates=small, cell_types=["T0"], max_cells=6,
+                              batch_size=6, copy=True, **kw[method])
+        res = grn.network_table(out, "grn")
         assert len(res) == len(small) and np.isfinite(res.weight).all()
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from scdiffx_grn import grn
-from scdiffx_grn._errors import ScdxError
+from scdiffx_grn._errors import OptionError, ScdxError
 
 
 def _planted(seed: int = 0) -> pd.DataFrame:
@@ -77,6 +77,31 @@ def test_type_specificity_needs_two_types():
     d = _planted()
     with pytest.raises(ScdxError, match="two cell types"):
         grn.type_specificity(d[d["cell_type"] == "A"])
+    with pytest.raises(ScdxError, match="two cell types"):
+        grn.grn_specificity_heatmap(d[d["cell_type"] == "A"])
+    with pytest.raises(OptionError, match="level"):
+        grn.grn_specificity_heatmap(d, level="gene")
+
+
+def test_specificity_follows_the_group_column():
+    """A network grouped by another label column (named after groupby) gives the same specificity."""
+    d = _planted()
+    by_ct = grn.type_specificity(d, top_k=5)
+    other = d.rename(columns={"cell_type": "lineage"})
+    other.attrs["group_column"] = "lineage"
+    by_lin = grn.type_specificity(other, top_k=5)
+    pd.testing.assert_frame_equal(by_lin.rename(columns={"lineage": "cell_type"}), by_ct)
+    # stored as the tl functions store it: the group column comes from the params
+    from types import SimpleNamespace
+
+    Holder = SimpleNamespace(uns={"grn": {"params": {"group_column": "lineage"},
+                                          "network": d.rename(columns={"cell_type": "lineage"})}})
+    pd.testing.assert_frame_equal(grn.type_specificity(Holder, top_k=5).rename(columns={"lineage": "cell_type"}),
+                                  by_ct)
+    # without a known group column there is nothing to compare
+    with pytest.raises(ScdxError, match="two cell types"):
+        grn.type_specificity(d.rename(columns={"cell_type": "lineage"}))
+    assert len(grn.type_specificity(d.rename(columns={"cell_type": "lineage"}), groupby="lineage")) == len(d)
 
 
 def test_add_specificity_keeps_rows_and_order():

@@ -18,10 +18,12 @@ from scdiffx_grn import (
     FeatureMismatchError,
     MissingLabelError,
     NotCountsError,
+    OptionError,
     ScDiffusionX,
+    ScdxError,
     settings,
 )
-from scdiffx_grn.model import ModelConfig, make_scheduler, nb_log_likelihood
+from scdiffx_grn.model import ModelConfig, TranslationModel, make_scheduler, nb_log_likelihood
 from scdiffx_grn.model._modules import DCADenoiser
 
 TINY = dict(width=32, n_layers=2, n_heads=2, token_dim=4)
@@ -120,7 +122,7 @@ def test_denoiser_attention_maps_same_path():
 
 
 def test_config_validation():
-    with pytest.raises(Exception, match="multiple of token_dim"):
+    with pytest.raises(ScdxError, match="multiple of token_dim"):
         ModelConfig(n_genes=10, n_peaks=10, latent_dim=10, token_dim=4).resolve()
     big = ModelConfig(n_genes=20000, n_peaks=100000).resolve()
     assert big.rna_hidden == (512, 304) or big.rna_hidden[0] == 512
@@ -262,7 +264,7 @@ def test_resume_from_midrun_checkpoint_is_identical(planted, tmp_path):
 
 def test_translate_cond_dropout_option(planted, tmp_path):
     """The label dropout of the conditional examples is a saved config option, validated, and trains."""
-    with pytest.raises(Exception, match="translate_cond_dropout"):
+    with pytest.raises(OptionError, match="translate_cond_dropout"):
         ModelConfig(n_genes=10, n_peaks=10, translate_cond_dropout=1.5).resolve()
     ScDiffusionX.setup_mudata(planted, labels=["cell_type"])
     m = ScDiffusionX(planted, **{**TINY, "translate_cond_dropout": 0.5})
@@ -289,7 +291,49 @@ def test_source_dependence(trained, planted):
         assert d["accuracy_translated"] > 0.85, d
         assert d["accuracy_translated"] - d["accuracy_shuffled_source"] > 0.25, d
         assert d["cell_agreement_own"] > d["cell_agreement_shuffled"], d
-    with pytest.raises(Exception, match="nope"):
+    with pytest.raises(MissingLabelError, match="nope"):
         source_dependence(trained, planted, groupby="nope")
-    with pytest.raises(Exception, match="direction"):
+    with pytest.raises(OptionError, match="direction"):
         source_dependence(trained, planted, direction="rna->rna")
+
+
+def test_model_implements_the_tensor_api(trained):
+    """The facade is a TranslationModel; its pipeline holds the schedulers' forward process."""
+    assert isinstance(trained, TranslationModel)
+    pipe = trained.pipeline
+    sched = pipe.training_scheduler
+    z, eps = torch.randn(3, 4), torch.randn(3, 4)
+    t = pipe.timesteps(500, 3)
+    assert t.dtype == torch.long
+    a = sched.alpha_bar(t, z)
+    torch.testing.assert_close(pipe.add_noise(z, eps, t), a.sqrt() * z + (1 - a).sqrt() * eps)
+    torch.testing.assert_close(sched.snr(t), (a / (1 - a)).view(-1))
+    # the guidance objects compose: a mix at weight 1 is its first term
+    from scdiffx_grn.model import LabelGuidance, MixGuidance, WithConditions
+
+    lab = {"cell_type": ["A"] * 3}
+    cond_b = trained.condition_indices({"cell_type": ["B"] * 3})
+    g1 = trained.generate(lab, n_steps=3, seed=0, sample_counts=False)
+    g2 = trained.generate(lab, n_steps=3, seed=0, sample_counts=False,
+                          guidance=MixGuidance(LabelGuidance(), WithConditions(cond_b), 1.0))
+    np.testing.assert_array_equal(g1.mod["atac"].layers["prob"], g2.mod["atac"].layers["prob"])
+
+
+def test_attention_scores_run_on_a_flow_model(planted):
+    """GRN attention extraction uses the model's own forward process: it runs on flow-matching models."""
+    from scdiffx_grn.grn import _scores
+
+    p = planted[::4].copy()
+    ScDiffusionX.setup_mudata(p, labels=["cell_type"])
+    model = ScDiffusionX(p, objective="flow", **TINY)
+    model.train(ae_epochs=1, diffusion_steps=3, batch_size=32, device="cpu", seed=0)
+    assert _scores.forward_process(model).timestep_dtype == torch.float32
+    X_rna, X_atac = _scores.model_inputs(model, p)
+    cond = _scores.cond_for(model, p, np.arange(p.n_obs))
+    pairs = pd.DataFrame({"gene": ["gene0", "gene12"], "peak": ["chr1-0-400", "chr1-25000-25400"]})
+    A = _scores.attention_matrix(model, X_rna, X_atac, cond, timesteps=(100, 900), batch_size=16, noise_atac=True)
+    n_tok = model.config.n_tokens
+    assert A.shape == (n_tok, n_tok) and np.isfinite(A).all()
+    np.testing.assert_allclose(A.sum(1), 1.0, rtol=1e-5)  # rows of attention maps sum to one
+    s = _scores.attention_scores(model, X_rna, X_atac, cond, pairs, timesteps=(500,), batch_size=16)
+    assert s.shape == (2,) and np.isfinite(s).all()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from scdiffx_grn import grn
-from scdiffx_grn._errors import DataFileMissingError, InputDataError, ScdxError
+from scdiffx_grn._errors import DataFileMissingError, InputDataError, OptionError
 from scdiffx_grn.grn._motifs import _threshold_fpr
 
 BASES = "ACGT"
@@ -217,9 +217,9 @@ def test_background_peaks_and_pvalue(synth):
     assert synth["gata"] <= _found(strict, "MA9001.1")
     own = grn.scan_motifs(synth["peaks"], synth["genome"], synth["motif_file"], background="peaks", progress=False)
     assert synth["gata"] <= _found(own, "MA9001.1")
-    with pytest.raises(ScdxError, match="background"):
+    with pytest.raises(OptionError, match="background"):
         grn.scan_motifs(synth["peaks"], synth["genome"], synth["motif_file"], background="gc", progress=False)
-    with pytest.raises(ScdxError, match="pvalue"):
+    with pytest.raises(OptionError, match="pvalue"):
         grn.scan_motifs(synth["peaks"], synth["genome"], synth["motif_file"], pvalue=0, progress=False)
 
 
@@ -236,11 +236,27 @@ def test_tfs_case_insensitive(synth):
         grn.scan_motifs(synth["peaks"], synth["genome"], synth["motif_file"], tfs=["Sox2"], progress=False)
 
 
+def test_tfs_from_the_one_tf_list(synth):
+    """A reference name as tfs= takes datasets.tf_list (its spelling); the result equals passing that list."""
+    from scdiffx_grn import datasets
+
+    ref = datasets.tf_list(organism="human", source="collectri")
+    df = grn.scan_motifs(synth["peaks"], synth["genome"], synth["motif_file"], tfs="collectri", organism="human",
+                         progress=False)
+    assert {"GATA1", "TCF3"} <= set(df["tf"]) <= set(ref)
+    same = grn.scan_motifs(synth["peaks"], synth["genome"], synth["motif_file"], tfs=ref, progress=False)
+    pd.testing.assert_frame_equal(df, same)
+    assert grn.resolve_tfs("collectri", ["Gata1", "Actb", "Tcf3"], organism="human") == \
+        datasets.tf_list(["Gata1", "Actb", "Tcf3"], organism="human")
+    assert grn.resolve_tfs(None, ["Gata1"]) is None and grn.resolve_tfs("Gata1") == ["Gata1"]
+
+
 def test_end_to_end_tf_gene_network(synth):
     scan = grn.scan_motifs(synth["peaks"], synth["fasta"], synth["motif_file"], tfs=["Gata1"], progress=False)
     genes = {p: f"gene{i}" for i, p in enumerate(synth["peaks"])}
     peak_gene = pd.DataFrame({"source": list(genes), "target": list(genes.values()), "weight": 1.0})
     edges = grn.tf_gene_network(peak_gene, scan)
+    assert set(edges["group"]) == {"all"}  # a peak -> gene table without groups: one group "all"
     gata_targets = set(edges.loc[edges["source"] == "Gata1", "target"])
     assert {genes[p] for p in synth["gata"]} <= gata_targets
     assert len(gata_targets) <= len(synth["gata"]) / 0.8
@@ -294,7 +310,7 @@ def test_read_motifs_errors(tmp_path):
     js.write_text("[{\"ID\": 1,")
     with pytest.raises(InputDataError, match="bad.json"):
         grn.read_motifs(js)
-    with pytest.raises(InputDataError, match="unknown motif format"):
+    with pytest.raises(OptionError, match="unknown motif format"):
         grn.read_motifs(bad, fmt="meme")
     garbage = tmp_path / "motifs.txt"
     garbage.write_text("hello world\n")

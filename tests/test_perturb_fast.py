@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from scdiffx_grn._errors import CheckpointError, InputDataError
+from scdiffx_grn._errors import CheckpointError, OptionError
 from scdiffx_grn.perturb import (
     Edit,
     Perturbation,
@@ -82,7 +82,7 @@ def test_changed_rows_exact(mdata, model):
 def test_null_edit_exactly_zero(which, model, mdata, tiny):
     mdl, m = (model, mdata) if which == "standin" else tiny
     res = perturb(mdl, m, [Perturbation(["g0"], kind="none", name="null"),
-                           Perturbation(["g5"], kind="knockout", cells="B", name="ko")], copy=True)
+                           Perturbation(["g5"], kind="knockout", cells="B", name="ko")], copy=True).uns["perturbation"]
     eff = res["effects"]
     null = eff[eff.perturbation == "null"]
     assert len(null) == 3 * N_PEAKS
@@ -141,7 +141,8 @@ def test_statistics_over_cells(model, mdata):
     inputs = prepare_inputs(model, mdata, "atac", centroids=False)
     e = Edit(name="chr1-0-50", idx=np.array([0]), kind="close")
     d, changed = cell_effects(model, inputs, e, n_noise=2)
-    res = perturb(model, mdata, Perturbation(["chr1-0-50"], kind="close", modality="atac"), n_noise=2, copy=True)
+    res = perturb(model, mdata, Perturbation(["chr1-0-50"], kind="close", modality="atac"), n_noise=2,
+                  copy=True).uns["perturbation"]
     eff = res["effects"]
     labels = np.asarray(inputs.group_names)[inputs.groups]
     n_tested = 0
@@ -166,8 +167,8 @@ def test_statistics_over_cells(model, mdata):
 
 def test_batching_and_streaming_invariance(model, mdata):
     perts = [Perturbation([f"g{i}"], kind="knockout") for i in range(6)]
-    a = perturb(model, mdata, perts, batch_rows=1024, copy=True)
-    b = perturb(model, mdata, perts, batch_rows=5, n_noise=1, copy=True)
+    a = perturb(model, mdata, perts, batch_rows=1024, copy=True).uns["perturbation"]
+    b = perturb(model, mdata, perts, batch_rows=5, n_noise=1, copy=True).uns["perturbation"]
     np.testing.assert_allclose(a["effects"]["effect"], b["effects"]["effect"], atol=1e-6)
     np.testing.assert_allclose(a["state"]["latent_shift"], b["state"]["latent_shift"], atol=1e-6)
     inputs = prepare_inputs(model, mdata, "rna")
@@ -177,13 +178,13 @@ def test_batching_and_streaming_invariance(model, mdata):
     np.testing.assert_allclose(r1.diff_sum, r2.diff_sum, atol=1e-6)
     np.testing.assert_array_equal(r1.new_type, r2.new_type)
     # the sampled engine stays available, with its own statistics
-    s = perturb(model, mdata, perts[:2], readout="samples", copy=True)
+    s = perturb(model, mdata, perts[:2], readout="samples", copy=True).uns["perturbation"]
     assert (s["effects"]["n_samples"] == 5).all() and "n_changed" not in s["effects"]
-    with pytest.raises(InputDataError, match="wilcoxon"):
+    with pytest.raises(OptionError, match="wilcoxon"):
         perturb(model, mdata, perts[:1], test="wilcoxon", copy=True)
-    with pytest.raises(InputDataError, match="readout"):
+    with pytest.raises(OptionError, match="readout"):
         perturb(model, mdata, perts[:1], readout="nope", copy=True)
-    with pytest.raises(InputDataError, match="conflicts"):
+    with pytest.raises(OptionError, match="conflicts"):
         perturb(model, mdata, perts[:1], translate_kwargs={"readout": "samples"}, copy=True)
 
 
@@ -210,7 +211,8 @@ def test_screen_all_genes_progress_per_target(model, mdata, monkeypatch, tmp_pat
     assert updates == [1] * N_GENES
     assert len(summ) == N_GENES * 3 and not (tmp_path / "s" / "screen.lock").exists()
     # same numbers as perturbing each gene with tl.perturb
-    ref = perturb(model, mdata, [Perturbation([g], kind="knockout") for g in ("g0", "g1")], copy=True)
+    ref = perturb(model, mdata, [Perturbation([g], kind="knockout") for g in ("g0", "g1")],
+                  copy=True).uns["perturbation"]
     got = scr.load_screen_effects(tmp_path / "s", ["g0", "g1"])
     cols = ["perturbation", "cell_type", "feature"]
     pd.testing.assert_frame_equal(got.sort_values(cols).reset_index(drop=True)[ref["effects"].columns],

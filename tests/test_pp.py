@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from scdiffx_grn import pp
-from scdiffx_grn._errors import BarcodeMismatchError, InputDataError, MissingLabelError, NotCountsError
+from scdiffx_grn._errors import BarcodeMismatchError, InputDataError, MissingLabelError, NotCountsError, OptionError
 
 
 def _peaks(names):
@@ -163,7 +163,7 @@ def test_split_cells_reproducible_and_stratified(synthetic_mdata):
 
 
 def test_split_cells_errors(synthetic_mdata):
-    with pytest.raises(InputDataError, match="fractions"):
+    with pytest.raises(OptionError, match="fractions"):
         pp.split_cells(synthetic_mdata, fractions=(0.8, 0.3))
     with pytest.raises(MissingLabelError, match="'celltype'"):
         pp.split_cells(synthetic_mdata, stratify="celltype")
@@ -220,7 +220,7 @@ def test_match_case():
     out = pp.match_case(pd.Index(["SOX2", "Pou5f1"]), "mm10")
     assert isinstance(out, pd.Index) and list(out) == ["Sox2", "Pou5f1"]
     assert pp.match_case(["Sox2"], "Homo sapiens") == ["SOX2"]
-    with pytest.raises(InputDataError, match="unknown organism"):
+    with pytest.raises(OptionError, match="unknown organism"):
         pp.match_case("x", "zebrafish")
 
 
@@ -236,3 +236,60 @@ def test_synthetic_planted_structure(synthetic_mdata):
     for g, p in zip(gi, pj):
         assert np.corrcoef(R[:, g], A[:, p])[0, 1] > 0.7
         assert abs(np.corrcoef(R[:, g], A[:, (p + 1) % 120])[0, 1]) < 0.3 or (p + 1) in pj
+
+
+# --------------------------------------------------------------------------- one contract
+def _snapshot(m):
+    return (m.shape, {k: m.mod[k].shape for k in m.mod}, sorted(m.obs.columns),
+            {k: (sorted(m.mod[k].layers), sorted(m.mod[k].var.columns), sorted(m.mod[k].obsm), sorted(m.mod[k].uns))
+             for k in m.mod}, sorted(m.uns), sorted(m.obsm))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("parse_peaks", {}), ("qc", {"min_genes": 5, "min_peaks": 5}), ("highly_variable_genes", {"n_top_genes": 20}),
+    ("filter_peaks", {"min_frac": 0.2}), ("binarize", {"layer": "counts", "key_added": "bin"}),
+    ("tfidf", {"layer": "counts", "key_added": "tfidf"}), ("lsi", {"n_comps": 5, "layer": "counts"}),
+    ("split_cells", {})])
+def test_copy_contract(synthetic_mdata, name, kwargs):
+    """copy=True: a modified copy, the input untouched; copy=False: in place, None."""
+    m = synthetic_mdata
+    if name == "parse_peaks":
+        m.mod["atac"].var = m.mod["atac"].var.drop(columns=["chrom", "start", "end"], errors="ignore")
+    fn = getattr(pp, name)
+    before = _snapshot(m)
+    X0 = m.mod["atac"].X.copy()
+    out = fn(m, copy=True, **kwargs)
+    assert out is not None and out is not m and _snapshot(out) != before
+    assert _snapshot(m) == before and (m.mod["atac"].X != X0).nnz == 0
+    assert fn(m, **kwargs) is None
+    assert _snapshot(m) == _snapshot(out)
+
+
+def test_missing_layer_raises_no_fallback_to_x(synthetic_mdata):
+    m = synthetic_mdata
+    del m.mod["rna"].layers["counts"]
+    for call in (lambda: pp.qc(m), lambda: pp.highly_variable_genes(m)):
+        with pytest.raises(InputDataError, match="layer 'counts' not found.*layer=None"):
+            call()
+    pp.highly_variable_genes(m, layer=None, n_top_genes=10)  # X holds the counts here
+    del m.mod["atac"].layers["counts"]
+    with pytest.raises(InputDataError, match="layer 'counts' not found"):
+        pp.filter_peaks(m)
+
+
+def test_params_and_options(synthetic_mdata):
+    m = synthetic_mdata
+    pp.lsi(m, n_comps=5, layer="counts", seed=3)
+    assert m.mod["atac"].uns["lsi"]["params"]["seed"] == 3 and m.mod["atac"].uns["lsi"]["n_comps"] == 5
+    pp.highly_variable_genes(m, n_top_genes=10)
+    assert m.mod["rna"].uns["hvg"]["params"]["n_top_genes"] == 10
+    with pytest.raises(OptionError, match="flavor"):
+        pp.highly_variable_genes(m, flavor="magic")
+    # split_cells stratifies on a label found by the registry's lookup (a modality's obs)
+    m.mod["rna"].obs["batchy"] = np.where(np.arange(m.n_obs) % 2, "x", "y")
+    pp.split_cells(m, stratify="batchy", key_added="s2")
+    tab = pd.crosstab(m.mod["rna"].obs["batchy"], m.obs["s2"])
+    assert (tab["train"] == 120).all()
+    from scdiffx_grn import _registry
+
+    assert pp.is_counts is _registry.is_counts

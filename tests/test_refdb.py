@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from scdiffx_grn import datasets
-from scdiffx_grn._errors import InputDataError
+from scdiffx_grn._errors import OptionError
 
 
 def _edge(df, s, t):
@@ -40,7 +40,7 @@ def test_dorothea_levels(organism):
     if organism == "mouse":
         assert len(abc[abc["source"] == "Gata1"]) > 0
         assert len(_edge(abc, "Gata1", "Alas2")) == 1
-    with pytest.raises(InputDataError, match="levels"):
+    with pytest.raises(OptionError, match="levels"):
         datasets.dorothea(organism, levels="AZ")
 
 
@@ -58,7 +58,7 @@ def test_trrust_signs_and_unknown():
     assert (one.loc[one["mode"] == "Unknown", "weight"] == 1.0).all()
     m = datasets.trrust("mouse")
     assert m["source"].str[0].str.isupper().all() and (m["source"].str[1:].str.lower() == m["source"].str[1:]).mean() > 0.95
-    with pytest.raises(InputDataError, match="unknown must be"):
+    with pytest.raises(OptionError, match="unknown must be"):
         datasets.trrust("human", unknown="keep")
 
 
@@ -91,5 +91,5 @@ def test_tss_annotation():
     df = datasets.tss_annotation("mm10")
     assert list(df.columns) == ["chrom", "start", "end", "gene", "score", "strand"] and len(df) > 20000
     assert (df["gene"] == "Gata1").any()
-    with pytest.raises(InputDataError, match="no TSS annotation"):
+    with pytest.raises(OptionError, match="no TSS annotation"):
         datasets.tss_annotation("dm6")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from scdiffx_grn import ScDiffusionX, ScdxError, settings
+from scdiffx_grn import MissingLabelError, ScDiffusionX, ScdxError, settings
 from scdiffx_grn.model import (LatentClassifier, ModelConfig, SetEncoder, generate_with_classifier, interpolate,
                                load_classifier, make_scheduler, nearest_type_fractions, train_latent_classifier)
 
@@ -126,7 +126,7 @@ def test_classifier_guidance_shifts_labels(rna_model, classifier, tmp_path):
     g_multi = generate_with_classifier(model, half, **kw)
     g_one = generate_with_classifier(model, {"cell_type": (classifier, "A", 3.0)}, **kw)
     np.testing.assert_allclose(g_multi.mod["rna"].X.toarray(), g_one.mod["rna"].X.toarray())
-    with pytest.raises(Exception, match="does not know"):
+    with pytest.raises(MissingLabelError, match="does not know"):
         generate_with_classifier(model, {"cell_type": (classifier, "C", 1.0)}, **kw)
 
 

@@ -237,14 +237,17 @@ def test_loss_weights_match_their_definitions():
 
 
 def test_diffusion_loss_matches_the_masked_mean():
-    from scdiffx_grn.model._train import diffusion_loss
+    from scdiffx_grn.model import LossOutput, diffusion_loss
 
     sched = make_scheduler("ddim", ModelConfig(n_genes=1, n_peaks=1))
     g = torch.Generator().manual_seed(0)
     z, n, o = (torch.randn(6, 4, generator=g) for _ in range(3))
     t = torch.tensor([0, 5, 50, 500, 900, 999])
     m = torch.tensor([True, False, True, True, False, True])
-    lr, la = diffusion_loss(sched, o, o, z, z, n, n, t, t, m, ~m)
+    out = diffusion_loss(sched, o, o, z, z, n, n, t, t, m, ~m)
+    assert isinstance(out, LossOutput) and out.n_examples == {"rna": 4, "atac": 2}
+    lr, la = out.components["rna"], out.components["atac"]
+    torch.testing.assert_close(out.loss, lr + la)
     ref = ((o - sched.target(z, n, t)) ** 2)
     torch.testing.assert_close(lr, ref[m].sum() / (m.sum() * 4))
     torch.testing.assert_close(la, ref[~m].sum() / ((~m).sum() * 4))
@@ -332,5 +335,5 @@ def test_option_errors_are_value_errors(vmodel, weak):
         with pytest.raises(OptionError) as e:
             vmodel.translate(test, **kw)
         assert isinstance(e.value, ValueError) and isinstance(e.value, ScdxError)
-    with pytest.raises(ValueError, match="prediction"):
+    with pytest.raises(OptionError, match="prediction"):
         ModelConfig(n_genes=2, n_peaks=2, prediction="eps").resolve()

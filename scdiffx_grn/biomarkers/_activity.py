@@ -7,10 +7,12 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, _fmt_items
+from .._errors import InputDataError, OptionError, _fmt_items
+from .._registry import is_counts, layer_matrix, log_normalize
 from .._settings import logger
+from .._store import done, store, target
 from ._refs import reference_network
-from ._utils import bh, lognorm_adata, obs_labels, prepare_net, rna_of
+from ._utils import bh, group_labels, lognorm_adata, prepare_net, rna_of, stored_result
 
 __all__ = ["regulator_activity", "regulator_df", "compare_networks", "resolve_net", "summarise_activity"]
 
@@ -23,14 +25,14 @@ def resolve_net(net, organism: str = "mouse", *, levels: str = "ABC") -> pd.Data
         return net
     if isinstance(net, str):
         return reference_network(net, organism, levels=levels)
-    raise InputDataError(f"network must be a reference name or a DataFrame, got {type(net).__name__}")
+    raise OptionError(f"network must be a reference name or a DataFrame, got {type(net).__name__}")
 
 
 def _run_method(ln, net: pd.DataFrame, method: str, tmin: int, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
     import decoupler as dc
 
     if method not in _METHODS or not hasattr(dc.mt, method):
-        raise InputDataError(f"unknown decoupler method {method!r}; choose one of {_METHODS}")
+        raise OptionError(f"unknown decoupler method {method!r}; choose one of {_METHODS}")
     if method == "waggr":
         kwargs.setdefault("times", 100)
     fn = getattr(dc.mt, method)
@@ -109,9 +111,7 @@ def _pseudobulk(ln_counts, ln, by, groupby: str | None):
     G = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(uniq), len(codes)))
     if ln_counts is not None:
         X = np.asarray((G @ ln_counts).todense() if sp.issparse(ln_counts) else G @ ln_counts, dtype=float)
-        tot = X.sum(1, keepdims=True)
-        tot[tot == 0] = 1
-        X = np.log1p(X / tot * 1e4)
+        X = log_normalize(X)
     else:  # already log-normalised input (translated / generated): mean of the log values
         n = np.asarray(G.sum(1)).ravel()[:, None]
         X = np.asarray((G @ ln.X).todense() if sp.issparse(ln.X) else G @ ln.X, dtype=float) / n
@@ -130,8 +130,8 @@ def regulator_activity(data, net=None, *, method: str = "ulm", source=None, orga
     """Infer transcription-factor activity with decoupler 2.2.
 
     Works on any cells with expression: real data, generated cells, translated RNA
-    (``model.translate`` output) or perturbed cells. Counts (integer values, in ``layer`` or ``X``)
-    are log-normalised first; non-integer values are used as log-normalised expression.
+    (``model.translate`` output) or perturbed cells. Counts (non-negative whole numbers, in
+    ``layer`` or ``X``) are log-normalised first; other values are used as log-normalised expression.
 
     Parameters
     ----------
@@ -140,7 +140,8 @@ def regulator_activity(data, net=None, *, method: str = "ulm", source=None, orga
     net
         Network: a reference name (``"collectri"``, ``"dorothea"``, ``"trrust"``) or a DataFrame
         with ``source, target, weight`` (``TF, target, importance`` is accepted). An extracted GRN
-        with a ``cell_type`` column is averaged over cell types unless ``net_cell_type`` selects one.
+        with a group column (named after ``groupby``, or ``cell_type``) is averaged over groups
+        unless ``net_cell_type`` selects one.
     method
         decoupler method name (``dc.mt.<method>``): ``"ulm"`` (default), ``"mlm"``, ``"viper"``, ...
     source
@@ -150,57 +151,58 @@ def regulator_activity(data, net=None, *, method: str = "ulm", source=None, orga
     tmin
         Minimum number of targets of a TF among the data genes.
     groupby
-        obs column used for the tidy per-group table (None: no table).
+        Label used for the tidy per-group table (None: no table); looked up with
+        :func:`scdiffx_grn._registry.labels` (a missing column raises).
     pseudobulk_by
-        None: per-cell activities. A column name (or list of columns, e.g. ``["sample",
-        "cell_type"]``): activities of pseudobulk profiles (summed counts, or mean log expression
-        for non-count input), for comparisons between conditions.
+        None: per-cell activities. A label (or list of labels, e.g. ``["sample", "cell_type"]``):
+        activities of pseudobulk profiles (summed counts when ``layer`` / ``X`` holds counts, else
+        the mean log expression), for comparisons between conditions.
     net_cell_type
-        Use only this cell type's edges of a network with a ``cell_type`` column.
+        Use only this group's edges of a network with a group column.
     levels
         DoRothEA confidence levels.
     key_added
         Per-cell scores go to ``obsm[f"{key_added}_score"]`` / ``obsm[f"{key_added}_padj"]`` (of the
-        RNA modality, and of the MuData when it has the same cells); the tidy table to
-        ``uns[key_added]``; pseudobulk scores to ``uns[f"{key_added}_pseudobulk"]``.
+        RNA modality, and of the MuData when it has the same cells); ``uns[key_added]`` holds
+        ``{"params": {...}, "activity": <tidy table, when groupby>, "pseudobulk": <pseudobulk
+        obs and scores, when pseudobulk_by>}``.
     layer
-        Layer holding the expression (default ``X``).
+        Layer holding the expression (default ``None``: ``X``); a missing layer raises.
     copy
-        Return a modified copy instead of writing in place.
+        Return a modified copy and leave ``data`` untouched (else write into ``data`` and return None).
     **method_kwargs
         Passed to the decoupler method (e.g. ``times=0`` for waggr).
 
     Returns
     -------
-    The tidy table (DataFrame), or the copy when ``copy=True``.
+    None, or the modified copy when ``copy=True``. Read the table with :func:`regulator_df`.
     """
     if net is not None and source is not None:
-        raise InputDataError("give the network either as `net` or as `source`, not both")
+        raise OptionError("give the network either as `net` or as `source`, not both")
     net = source if net is None else net
     net = "collectri" if net is None else net
     name = net if isinstance(net, str) else "custom"
-    if copy:
-        data = data.copy()
+    data = target(data, copy)
+    rna = rna_of(data)
     ln = lognorm_adata(data, layer)
     if groupby is not None:
-        ln.obs[groupby] = obs_labels(data, groupby, rna_of(data)).to_numpy()
+        ln.obs[groupby] = group_labels(data, groupby, rna).to_numpy()
     full = resolve_net(net, organism, levels=levels)
-    n = prepare_net(full, ln.var_names, tmin=tmin, cell_type=net_cell_type,
-                    what=f"network {name!r}")
+    gcol = groupby if groupby is not None and groupby in full.columns else "cell_type"
+    n = prepare_net(full, ln.var_names, tmin=tmin, cell_type=net_cell_type, what=f"network {name!r}",
+                    group_col=gcol)
     logger.info("regulator_activity: %d regulators, %d edges in data genes", n["source"].nunique(), len(n))
-    rna = rna_of(data)
-    params = {"method": method, "net": name, "tmin": tmin, "groupby": groupby,
-              "pseudobulk_by": pseudobulk_by, "organism": organism}
+    params = {"method": method, "net": name, "tmin": tmin, "groupby": groupby, "pseudobulk_by": pseudobulk_by,
+              "organism": organism, "net_cell_type": net_cell_type, "levels": levels, "layer": layer,
+              **method_kwargs}
+    tables = {}
     if pseudobulk_by is not None:
-        a = rna
-        X = a.layers[layer] if layer is not None else a.X
-        from ._utils import looks_like_counts
-
-        cnt = X if looks_like_counts(X) else (a.layers["counts"] if "counts" in a.layers else None)
-        pb = _pseudobulk(cnt, ln, pseudobulk_by, groupby)
+        for c in [pseudobulk_by] if isinstance(pseudobulk_by, str) else list(pseudobulk_by):
+            ln.obs[c] = group_labels(data, c, rna).to_numpy()
+        X = layer_matrix(rna, layer, what="the RNA modality")
+        pb = _pseudobulk(X if is_counts(X) else None, ln, pseudobulk_by, groupby)
         score, padj = _run_method(pb, n, method, tmin, **method_kwargs)
-        store = pd.concat([pb.obs, score.add_prefix("score:"), padj.add_prefix("padj:")], axis=1)
-        data.uns[f"{key_added}_pseudobulk"] = store
+        tables["pseudobulk"] = pd.concat([pb.obs, score.add_prefix("score:"), padj.add_prefix("padj:")], axis=1)
         labels = pb.obs[groupby] if groupby else None
     else:
         score, padj = _run_method(ln, n, method, tmin, **method_kwargs)
@@ -210,17 +212,13 @@ def regulator_activity(data, net=None, *, method: str = "ulm", source=None, orga
             data.obsm[f"{key_added}_score"] = score.set_axis(data.obs_names)
             data.obsm[f"{key_added}_padj"] = padj.set_axis(data.obs_names)
         labels = ln.obs[groupby] if groupby else None
-    table = None
     if groupby is not None:
         table = summarise_activity(score, padj, labels, group_col=groupby)
         table.insert(2, "network", name)
         table.insert(3, "method", method)
-        data.uns[key_added] = table
-    data.uns[f"{key_added}_params"] = {k: (v if v is None or isinstance(v, (str, int, float)) else str(v))
-                                       for k, v in params.items()}
-    if copy:
-        return data
-    return table
+        tables["activity"] = table
+    store(data, key_added, tables, params)
+    return done(data, copy)
 
 
 def regulator_df(data, key: str = "regulators", *, cell_type: str | None = None, top_k: int | None = None,
@@ -242,16 +240,15 @@ def regulator_df(data, key: str = "regulators", *, cell_type: str | None = None,
 
     Returns
     -------
-    DataFrame ``<group>, source, network, method, score, stat, pvalue, padj, n_obs, rank`` (copy).
+    DataFrame ``<groupby>, source, network, method, score, stat, pvalue, padj, n_obs, rank`` (copy).
     """
-    df = data if isinstance(data, pd.DataFrame) else data.uns.get(key)
-    if df is None:
-        raise InputDataError(f"no regulator table in uns[{key!r}]; run tl.regulator_activity(..., key_added={key!r})")
+    df = stored_result(data, key, ("activity",), what="regulator table",
+                       hint=f"tl.regulator_activity(..., key_added={key!r})")
     df = pd.DataFrame(df).copy()
     gcol = df.columns[0]
     if cell_type is not None:
         if str(cell_type) not in set(df[gcol].astype(str)):
-            raise InputDataError(f"group {cell_type!r} not in the table; has {_fmt_items(df[gcol].unique())}")
+            raise OptionError(f"group {cell_type!r} not in the table; has {_fmt_items(df[gcol].unique())}")
         df = df[df[gcol].astype(str) == str(cell_type)]
     if padj is not None:
         df = df[df["padj"] < padj]
@@ -299,12 +296,13 @@ def compare_networks(data, nets: dict, groupby: str = "cell_type", *, method: st
     """
     from scipy import stats
 
+    from ..datasets import tf_list
     from ._eval import evaluate_regulator_ranking, marker_tf_truth, split_cells
 
     if not nets:
-        raise InputDataError("nets is empty; give at least one network")
+        raise OptionError("nets is empty; give at least one network")
     ln = lognorm_adata(data, layer)
-    ln.obs[groupby] = obs_labels(data, groupby, rna_of(data)).to_numpy()
+    ln.obs[groupby] = group_labels(data, groupby).to_numpy()
     resolved = {k: resolve_net(v, organism) for k, v in nets.items()}
     if split:
         a_idx, b_idx = split_cells(ln.obs[groupby], seed=seed)
@@ -312,9 +310,10 @@ def compare_networks(data, nets: dict, groupby: str = "cell_type", *, method: st
     else:
         ln_truth = ln_act = ln
     if truth is None:
-        tfs = sorted(set().union(*[set(n.rename(columns={"TF": "source"})["source"].astype(str))
-                                  for n in resolved.values()]))
-        truth = marker_tf_truth(ln_truth, groupby, tfs)
+        # candidate regulators: every source of the compared networks
+        union = pd.concat([n.rename(columns={"TF": "source"})[["source", "target"]] for n in resolved.values()],
+                          ignore_index=True)
+        truth = marker_tf_truth(ln_truth, groupby, tf_list(network=union, order="name"))
     acts = []
     for name, n in resolved.items():
         pn = prepare_net(n, ln_act.var_names, tmin=tmin, what=f"network {name!r}")

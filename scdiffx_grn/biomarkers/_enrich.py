@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .._errors import InputDataError, _fmt_items
+from .._errors import InputDataError, OptionError, _fmt_items
 from .._settings import logger
+from .._store import done, store, target
 from ._refs import gene_sets as _resolve_sets
-from ._utils import de_table, lognorm_adata, obs_labels, rna_of
+from ._utils import de_table, group_labels, lognorm_adata, stored_result
 
 __all__ = ["enrichment", "enrichment_df"]
 
-_COLS = ["group", "term", "es", "nes", "pvalue", "fdr", "fwer", "n_genes", "lead_genes", "rank"]
+_COLS = ["term", "es", "nes", "pvalue", "fdr", "fwer", "n_genes", "lead_genes", "rank"]
 
 
 def _rankings(ranking, groupby: str, layer) -> dict[str, pd.Series]:
@@ -30,7 +31,7 @@ def _rankings(ranking, groupby: str, layer) -> dict[str, pd.Series]:
         return {str(c): num[c] for c in num.columns}
     if hasattr(ranking, "obs"):  # AnnData / MuData: Wilcoxon scores of each group vs rest
         ln = lognorm_adata(ranking, layer)
-        ln.obs[groupby] = obs_labels(ranking, groupby, rna_of(ranking)).to_numpy()
+        ln.obs[groupby] = group_labels(ranking, groupby).to_numpy()
         de = de_table(ln, groupby)
         return {g: t.set_index("gene")["score"] for g, t in de.groupby("group")}
     raise InputDataError(f"ranking must be a Series, DataFrame, AnnData or MuData; got {type(ranking).__name__}")
@@ -39,7 +40,7 @@ def _rankings(ranking, groupby: str, layer) -> dict[str, pd.Series]:
 def enrichment(ranking, gene_sets="hallmark", *, organism: str = "mouse", groupby: str = "cell_type",
                permutation_num: int = 1000, seed: int = 0, min_size: int = 5, max_size: int = 500,
                threads: int = 1, layer: str | None = None, key_added: str | None = "enrichment",
-               data=None) -> pd.DataFrame:
+               data=None, copy: bool = False):
     """Preranked GSEA (``gseapy.prerank``) of one or several gene rankings.
 
     Parameters
@@ -48,7 +49,7 @@ def enrichment(ranking, gene_sets="hallmark", *, organism: str = "mouse", groupb
         A Series (gene -> score), a DataFrame with one numeric column per group (index = genes) or a
         tidy table with ``group``/``<groupby>``, ``gene``/``feature`` and ``score``/``stat`` columns,
         or an AnnData / MuData (the Wilcoxon scores of each ``groupby`` group vs the rest are used
-        and the result is stored in its ``uns[key_added]``).
+        and the result is stored in it).
     gene_sets
         ``"hallmark"`` (MSigDB Hallmark, 50 sets), ``"kegg"``, ``"go_bp"``, ``"kegg_2016"``, a local
         ``.gmt`` path or a dict ``{name: [genes]}``. Named collections are human symbols, converted
@@ -57,7 +58,8 @@ def enrichment(ranking, gene_sets="hallmark", *, organism: str = "mouse", groupb
     organism
         ``"mouse"`` or ``"human"``.
     groupby
-        Group column for AnnData input / tidy tables.
+        Label of AnnData / MuData input (:func:`scdiffx_grn._registry.labels`); group column of
+        tidy tables (``group`` is also accepted). The result's group column is named after it.
     permutation_num
         Number of gene-set permutations.
     seed
@@ -66,20 +68,28 @@ def enrichment(ranking, gene_sets="hallmark", *, organism: str = "mouse", groupb
         Gene-set size limits after intersecting with the ranked genes.
     threads
         gseapy threads.
+    layer
+        Layer of AnnData / MuData input holding the expression (default ``None``: ``X``).
     key_added
-        Where to store the table in ``data.uns`` (or ranking's uns for AnnData/MuData input).
+        ``uns[key_added] = {"params": {...}, "enrichment": <tidy table>}`` of ``data`` (or of
+        ``ranking`` for AnnData / MuData input). ``None``: store nothing, return the table.
     data
-        Optional AnnData / MuData to store the result in.
+        AnnData / MuData to store the result in (default: ``ranking`` when it is one).
+    copy
+        Store into a copy and return it, leaving the input untouched.
 
     Returns
     -------
-    Tidy DataFrame ``group, term, es, nes, pvalue, fdr, fwer, n_genes, lead_genes, rank``
-    (rank 1 = highest NES in the group).
+    None (stored; read it with :func:`enrichment_df`), the modified copy when ``copy=True``, or,
+    when there is nothing to store it in (a Series / DataFrame ranking without ``data``, or
+    ``key_added=None``), the tidy DataFrame ``<groupby>, term, es, nes, pvalue, fdr, fwer,
+    n_genes, lead_genes, rank`` (rank 1 = highest NES in the group).
     """
     import gseapy as gp
 
     sets = _resolve_sets(gene_sets, organism)
     rks = _rankings(ranking, groupby, layer)
+    gname = groupby if groupby else "group"  # the result's group column
     out = []
     for g, r in rks.items():
         r = pd.to_numeric(r, errors="coerce").dropna()
@@ -101,7 +111,7 @@ def enrichment(ranking, gene_sets="hallmark", *, organism: str = "mouse", groupb
                          no_plot=True, verbose=False)
         d = res.res2d.copy()
         tidy = pd.DataFrame({
-            "group": g,
+            gname: g,
             "term": d["Term"].astype(str).to_numpy(),
             "es": pd.to_numeric(d["ES"], errors="coerce").to_numpy(),
             "nes": pd.to_numeric(d["NES"], errors="coerce").to_numpy(),
@@ -114,11 +124,20 @@ def enrichment(ranking, gene_sets="hallmark", *, organism: str = "mouse", groupb
         tidy["rank"] = tidy["nes"].rank(ascending=False, method="first").astype(int)
         out.append(tidy.sort_values("rank"))
         logger.info("enrichment %s: %d sets tested", g, len(tidy))
-    table = pd.concat(out, ignore_index=True)[_COLS]
-    target = data if data is not None else (ranking if hasattr(ranking, "obs") else None)
-    if target is not None and key_added:
-        target.uns[key_added] = table
-    return table
+    table = pd.concat(out, ignore_index=True)[[gname, *_COLS]]
+    holder = data if data is not None else (ranking if hasattr(ranking, "obs") else None)
+    if holder is None or not key_added:
+        if copy:
+            raise OptionError("copy=True needs an AnnData / MuData to store the result in (data= or an "
+                              "AnnData / MuData ranking)")
+        return table
+    holder = target(holder, copy)
+    params = {"gene_sets": gene_sets if isinstance(gene_sets, str) else f"<{type(gene_sets).__name__}>",
+              "organism": organism, "groupby": groupby, "permutation_num": permutation_num, "seed": seed,
+              "min_size": min_size, "max_size": max_size, "layer": layer,
+              "ranking": "data" if hasattr(ranking, "obs") else f"<{type(ranking).__name__}>"}
+    store(holder, key_added, {"enrichment": table}, params)
+    return done(holder, copy)
 
 
 def enrichment_df(data, key: str = "enrichment", *, group: str | None = None, fdr: float | None = None,
@@ -138,17 +157,17 @@ def enrichment_df(data, key: str = "enrichment", *, group: str | None = None, fd
     top_k
         Keep the ``top_k`` highest-NES sets per group.
     """
-    df = data if isinstance(data, pd.DataFrame) else data.uns.get(key)
-    if df is None:
-        raise InputDataError(f"no enrichment table in uns[{key!r}]; run tl.enrichment(..., key_added={key!r})")
+    df = stored_result(data, key, ("enrichment",), what="enrichment table",
+                       hint=f"tl.enrichment(..., key_added={key!r})")
     df = pd.DataFrame(df).copy()
+    gcol = df.columns[0]  # named after groupby (``group`` in tables of earlier versions)
     if group is not None:
-        if str(group) not in set(df["group"].astype(str)):
-            raise InputDataError(f"group {group!r} not in the table; has {_fmt_items(df['group'].unique())}")
-        df = df[df["group"].astype(str) == str(group)]
+        if str(group) not in set(df[gcol].astype(str)):
+            raise OptionError(f"group {group!r} not in the table; has {_fmt_items(df[gcol].unique())}")
+        df = df[df[gcol].astype(str) == str(group)]
     if fdr is not None:
         df = df[df["fdr"] < fdr]
-    df = df.sort_values(["group", "nes"], ascending=[True, False])
+    df = df.sort_values([gcol, "nes"], ascending=[True, False])
     if top_k is not None:
-        df = df.groupby("group", sort=False).head(top_k)
+        df = df.groupby(gcol, sort=False).head(top_k)
     return df.reset_index(drop=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError
+from .._errors import InputDataError, OptionError
+from ._utils import stored_result
 
 __all__ = ["regulator_dotplot", "enrichment_barplot"]
 
@@ -47,9 +48,8 @@ def regulator_dotplot(data, key: str = "regulators", *, top_k: int = 5, color: s
     """
     import matplotlib.pyplot as plt
 
-    df = data if isinstance(data, pd.DataFrame) else data.uns.get(key)
-    if df is None:
-        raise InputDataError(f"no table in uns[{key!r}]")
+    df = stored_result(data, key, ("activity", "biomarkers"), what="regulator or biomarker table",
+                       hint="tl.regulator_activity or tl.rank_biomarkers")
     df = pd.DataFrame(df).copy()
     gcol = df.columns[0]
     if "kind" in df.columns:  # biomarker table -> TF rows, colour by -rank
@@ -61,9 +61,9 @@ def regulator_dotplot(data, key: str = "regulators", *, top_k: int = 5, color: s
     if network is not None and "network" in df.columns:
         df = df[df["network"] == network]
     elif "network" in df.columns and df["network"].nunique() > 1:
-        raise InputDataError(f"table holds several networks {sorted(df['network'].unique())}; pass network=")
+        raise OptionError(f"table holds several networks {sorted(df['network'].unique())}; pass network=")
     if color not in df.columns:
-        raise InputDataError(f"colour column {color!r} not in the table ({list(df.columns)})")
+        raise OptionError(f"colour column {color!r} not in the table ({list(df.columns)})")
     groups = sorted(df[gcol].astype(str).unique())
     top = (df.sort_values(["rank"] if "rank" in df.columns else [color], ascending="rank" in df.columns)
            .groupby(gcol, sort=False).head(top_k))
@@ -116,23 +116,21 @@ def enrichment_barplot(df, *, top_k: int = 10, group: str | None = None, key: st
     """
     import matplotlib.pyplot as plt
 
-    if not isinstance(df, pd.DataFrame):
-        df = df.uns.get(key)
-        if df is None:
-            raise InputDataError(f"no enrichment table in uns[{key!r}]")
+    df = stored_result(df, key, ("enrichment",), what="enrichment table", hint="tl.enrichment")
     df = pd.DataFrame(df)
     if df.empty:
         raise InputDataError("the enrichment table is empty")
+    gcol = df.columns[0]  # named after groupby (``group`` in tables of earlier versions)
     if group is not None:
-        df = df[df["group"].astype(str) == str(group)]
+        df = df[df[gcol].astype(str) == str(group)]
         if df.empty:
-            raise InputDataError(f"group {group!r} not in the enrichment table")
-    groups = list(dict.fromkeys(df["group"].astype(str)))
+            raise OptionError(f"group {group!r} not in the enrichment table")
+    groups = list(dict.fromkeys(df[gcol].astype(str)))
     nc = min(ncols, len(groups))
     nr = int(np.ceil(len(groups) / nc))
     fig, axes = plt.subplots(nr, nc, figsize=(5.5 * nc, 0.3 * top_k * nr + 1.2 * nr), squeeze=False)
     for ax, g in zip(axes.ravel(), groups):
-        t = df[df["group"].astype(str) == g].sort_values("nes", ascending=False).head(top_k)[::-1]
+        t = df[df[gcol].astype(str) == g].sort_values("nes", ascending=False).head(top_k)[::-1]
         col = np.where(t["fdr"] < 0.05, "#b2182b", np.where(t["fdr"] < 0.25, "#ef8a62", "#999999"))
         ax.barh([s[:45] for s in t["term"]], t["nes"], color=col)
         ax.axvline(0, color="0.3", lw=0.5)

@@ -31,10 +31,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import InputDataError, _fmt_items
+from .._errors import InputDataError, OptionError, _fmt_items
+from .._registry import layer_matrix
 from .._settings import logger
+from .._store import GROUP_ALL, done, store, stored_table, target
 from ._activity import resolve_net
-from ._utils import atac_of, de_table, lognorm_adata, obs_labels, rna_of
+from ._utils import (
+    atac_of,
+    de_table,
+    group_labels,
+    lognorm_adata,
+    rna_of,
+    stored_result,
+)
 
 __all__ = ["rank_biomarkers", "biomarker_df"]
 
@@ -114,6 +123,27 @@ def model_network(net, name: str = "network") -> pd.DataFrame:
     return net.assign(weight=w.fillna(0.0).astype(float))
 
 
+def _model_grn(data, grn_key, groupby: str) -> pd.DataFrame:
+    """The model network of ``grn_key`` (a DataFrame or an ``uns`` key) with its group column as ``cell_type``."""
+    from ..grn._network import network_table
+
+    if isinstance(grn_key, pd.DataFrame):
+        net, name = pd.DataFrame(grn_key), "grn_key"
+        if groupby in net.columns and groupby != "cell_type":
+            net = net.drop(columns=[c for c in ("cell_type",) if c in net.columns]).rename(columns={groupby: "cell_type"})
+    elif isinstance(grn_key, str):
+        stored_table(data, grn_key, "network", what="network", hint="tl.extract_grn(..., key_added=...)")  # clear error
+        net, name = data, f"uns[{grn_key!r}]"
+    else:
+        raise OptionError(f"grn_key must be a DataFrame or an uns key (str), got {type(grn_key).__name__}")
+    # the stored group column (named after the extraction's groupby, or 'group') read as cell_type
+    net = pd.DataFrame(network_table(net, grn_key if isinstance(grn_key, str) else "grn", group="cell_type"))
+    net = model_network(net, name)
+    if "cell_type" in net.columns and (net["cell_type"].astype(str) == GROUP_ALL).all():
+        net = net.drop(columns="cell_type")  # one network for all cells: the same for every group
+    return net
+
+
 def _strength(net, col, groups):
     """Per-group sum of |weight| per value of ``col`` (dict group -> Series)."""
     if net is None or col not in net.columns:
@@ -126,9 +156,12 @@ def _strength(net, col, groups):
     return out
 
 
-def _importance_table(importance, groups, kind):
+def _importance_table(importance, groups, kind, groupby: str = "cell_type"):
     if importance is None:
         return None
+    if groupby != "cell_type" and groupby in importance.columns:
+        importance = importance.drop(columns=[c for c in ("cell_type",) if c in importance.columns])
+        importance = importance.rename(columns={groupby: "cell_type"})
     imp = importance.rename(columns={"gene": "feature", "TF": "feature", "source": "feature", "score": "importance"})
     if not {"feature", "importance"} <= set(imp.columns):
         raise InputDataError(f"importance table needs columns feature, importance; has {list(importance.columns)}")
@@ -142,7 +175,9 @@ def _importance_table(importance, groups, kind):
 
 
 def _peak_specificity(atac, labels: pd.Series, groups, layer):
-    X = atac.layers[layer] if layer is not None else atac.X
+    X = layer_matrix(atac, layer, what="the ATAC modality")
+    if hasattr(X, "to_memory"):
+        X = X.to_memory()
     B = sp.csr_matrix(X) if sp.issparse(X) else sp.csr_matrix(np.asarray(X))
     B = B.copy()
     B.data = (B.data > 0).astype(np.float32)
@@ -195,10 +230,14 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
     groupby
         Cell-type column.
     grn_key
-        An extracted network (DataFrame ``source, target, weight[, cell_type, peak]``) or the
-        ``uns`` key holding one; gives the ``importance`` component.
+        An extracted network (DataFrame ``source, target, weight[, <group>, peak]``) or the ``uns``
+        key holding one (``uns[grn_key]["network"]`` as stored by ``tl.extract_grn``, whose group
+        column is named after the ``groupby`` in its ``params``; a bare DataFrame is accepted);
+        gives the ``importance`` component. The group column of a DataFrame is ``groupby`` when
+        present, else ``cell_type`` (or an alias); a network whose groups are all ``"all"`` (or
+        without a group column) applies to every group.
     importance
-        Alternative importance table ``feature, importance[, cell_type, kind]``.
+        Alternative importance table ``feature, importance[, <groupby> or cell_type, kind]``.
     reference
         Reference network name (``"dorothea"``, ``"collectri"``, ``"trrust"``), a DataFrame, or None.
     organism
@@ -209,27 +248,34 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
     min_targets
         Minimum reference targets among the data genes for a TF to be tested.
     activity_key
-        ``uns`` key of a ``tl.regulator_activity`` table to add the ``activity`` component for TFs.
+        ``uns`` key of a ``tl.regulator_activity`` result to add the ``activity`` component for TFs.
     peaks
         Rank peaks when the data has an ``atac`` modality.
     peak_top
         Keep this many most specific peaks per group (None: all).
     layer, atac_layer
-        Layers with RNA expression / ATAC counts (default ``X``).
+        Layers with RNA expression / ATAC counts (default ``None``: ``X``); a missing layer raises.
     key_added
-        The tidy table goes to ``uns[key_added]``.
+        ``uns[key_added] = {"params": {...}, "biomarkers": <tidy table>}``.
+    copy
+        Return a modified copy and leave ``mdata`` untouched (else write into ``mdata`` and return None).
 
     Returns
     -------
-    Tidy DataFrame (also stored): ``<groupby>, kind (gene|tf|peak), feature, specificity, logfc,
-    padj, importance, reference, activity, rank_specificity, rank_importance, rank_reference,
+    None, or the modified copy when ``copy=True``. The tidy table (read it with
+    :func:`biomarker_df`): ``<groupby>, kind (gene|tf|peak), feature, specificity, logfc, padj,
+    importance, reference, activity, rank_specificity, rank_importance, rank_reference,
     rank_activity, combined_score, rank, components``. See the module docstring for the definitions.
     """
-    if copy:
-        mdata = mdata.copy()
+    params = {"groupby": groupby, "grn_key": grn_key if isinstance(grn_key, str) or grn_key is None else "<DataFrame>",
+              "importance": None if importance is None else "<DataFrame>",
+              "reference": reference if isinstance(reference, str) or reference is None else "<DataFrame>",
+              "organism": organism, "n_markers": n_markers, "min_targets": min_targets, "activity_key": activity_key,
+              "peaks": peaks, "peak_top": peak_top, "layer": layer, "atac_layer": atac_layer}
+    mdata = target(mdata, copy)
     rna = rna_of(mdata)
     ln = lognorm_adata(mdata, layer)
-    ln.obs[groupby] = obs_labels(mdata, groupby, rna).to_numpy()
+    ln.obs[groupby] = group_labels(mdata, groupby, rna).to_numpy()
     de = de_table(ln, groupby)
     groups = sorted(de["group"].unique())
     genes = ln.var_names.astype(str)
@@ -237,10 +283,7 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
     # model network / importance
     net = None
     if grn_key is not None:
-        net = grn_key if isinstance(grn_key, pd.DataFrame) else mdata.uns.get(grn_key)
-        if net is None:
-            raise InputDataError(f"no network in uns[{grn_key!r}]; uns keys: {_fmt_items(list(mdata.uns))}")
-        net = model_network(net, "grn_key" if isinstance(grn_key, pd.DataFrame) else f"uns[{grn_key!r}]")
+        net = _model_grn(mdata, grn_key, groupby)
     # reference agreement
     markers = {g: set(t[t["logfc"] > 0].nsmallest(n_markers, "de_rank")["gene"]) for g, t in de.groupby("group")}
     ref_scores, M, ref_tfs = (pd.DataFrame(index=groups), None, [])
@@ -251,15 +294,14 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
             logger.warning("rank_biomarkers: no reference TF has >= %d targets among the data genes", min_targets)
     act = None
     if activity_key is not None:
-        act = mdata.uns.get(activity_key)
-        if act is None:
-            raise InputDataError(f"no regulator table in uns[{activity_key!r}]")
+        act = stored_result(mdata, activity_key, ("activity",), what="regulator table",
+                            hint=f"tl.regulator_activity(..., key_added={activity_key!r})")
         act = pd.DataFrame(act)
         act = act.rename(columns={act.columns[0]: "group"})
     tf_out = _strength(net, "source", groups)
     gene_in = _strength(net, "target", groups)
     peak_in = _strength(net, "peak", groups) if net is not None and "peak" in net.columns else None
-    imp_gene, imp_tf, imp_peak = (_importance_table(importance, groups, k) for k in ("gene", "tf", "peak"))
+    imp_gene, imp_tf, imp_peak = (_importance_table(importance, groups, k, groupby) for k in ("gene", "tf", "peak"))
 
     tfs = sorted(set(ref_tfs) | (set(net["source"].astype(str)) if net is not None else set()))
     rows = []
@@ -305,7 +347,7 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
 
     atac = atac_of(mdata) if peaks else None
     if atac is not None:
-        labels = obs_labels(mdata, groupby, atac)
+        labels = group_labels(mdata, groupby, atac)
         z, lfc, _ = _peak_specificity(atac, labels, groups, atac_layer)
         pnames = atac.var_names.astype(str)
         link_col = next((c for c in _PEAK_GENE_COLS if c in atac.var.columns), None)
@@ -334,8 +376,8 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
             *(f"rank_{c}" for c in _COMPONENTS), "combined_score", "rank", "components"]
     table = pd.concat(rows, ignore_index=True)[cols]
     table = table.sort_values([groupby, "kind", "rank"]).reset_index(drop=True)
-    mdata.uns[key_added] = table
-    return mdata if copy else table
+    store(mdata, key_added, {"biomarkers": table}, params)
+    return done(mdata, copy)
 
 
 def biomarker_df(mdata, key: str = "biomarkers", *, cell_type: str | None = None, kind: str | None = "gene",
@@ -355,20 +397,19 @@ def biomarker_df(mdata, key: str = "biomarkers", *, cell_type: str | None = None
     top_k
         Keep the ``top_k`` best-ranked features per group and kind.
     """
-    df = mdata if isinstance(mdata, pd.DataFrame) else mdata.uns.get(key)
-    if df is None:
-        raise InputDataError(f"no biomarker table in uns[{key!r}]; run tl.rank_biomarkers(..., key_added={key!r})")
+    df = stored_result(mdata, key, ("biomarkers",), what="biomarker table",
+                       hint=f"tl.rank_biomarkers(..., key_added={key!r})")
     df = pd.DataFrame(df).copy()
     gcol = df.columns[0]
     if kind is not None:
         if kind not in ("gene", "peak", "tf"):
-            raise InputDataError(f"kind must be 'gene', 'peak', 'tf' or None, got {kind!r}")
+            raise OptionError(f"kind must be 'gene', 'peak', 'tf' or None, got {kind!r}")
         if not (df["kind"] == kind).any():
             raise InputDataError(f"no features of kind {kind!r} in the table (kinds: {sorted(df['kind'].unique())})")
         df = df[df["kind"] == kind]
     if cell_type is not None:
         if str(cell_type) not in set(df[gcol].astype(str)):
-            raise InputDataError(f"group {cell_type!r} not in the table; has {_fmt_items(df[gcol].unique())}")
+            raise OptionError(f"group {cell_type!r} not in the table; has {_fmt_items(df[gcol].unique())}")
         df = df[df[gcol].astype(str) == str(cell_type)]
     df = df.sort_values([gcol, "kind", "rank"])
     if top_k is not None:

@@ -16,13 +16,12 @@ genes whose symbols differ between species and is documented as an approximation
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from .._errors import DataFileMissingError, InputDataError, _fmt_items
-from .._settings import logger, settings
+from .._errors import DataFileMissingError, InputDataError, OptionError
+from .._settings import logger
 
 __all__ = ["reference_network", "gene_sets", "to_mouse_symbols", "REFERENCES", "GENE_SET_FILES"]
 
@@ -63,20 +62,10 @@ def _datasets():
 
 
 def _shared_dir() -> Path:
-    cands = []
-    if settings.data_dir:
-        cands.append(Path(settings.data_dir))
-    if os.environ.get("SCDX_DATA_DIR"):
-        cands.append(Path(os.environ["SCDX_DATA_DIR"]))
-    root = Path(__file__).resolve().parents[2]
-    cands += [root / ".." / "shared" / "data", Path.cwd() / ".." / "shared" / "data"]
-    for c in cands:
-        if c.is_dir():
-            return c.resolve()
-    raise DataFileMissingError(
-        "shared reference data folder not found; looked in "
-        f"{_fmt_items(str(c) for c in cands)}. Set settings.data_dir or $SCDX_DATA_DIR."
-    )
+    """The shared reference-data folder (:func:`scdiffx_grn.datasets.shared_data_dir`)."""
+    from ..datasets import shared_data_dir
+
+    return shared_data_dir()
 
 
 def _data_file(sub: str, fname: str) -> Path:
@@ -148,9 +137,9 @@ def reference_network(name: str, organism: str = "mouse", *, levels: str = "ABC"
     name = str(name).lower()
     organism = str(organism).lower()
     if organism not in ("mouse", "human"):
-        raise InputDataError(f"organism must be 'mouse' or 'human', got {organism!r}")
+        raise OptionError(f"organism must be 'mouse' or 'human', got {organism!r}")
     if name not in REFERENCES:
-        raise InputDataError(f"unknown reference network {name!r}; choose one of {REFERENCES} or pass a DataFrame")
+        raise OptionError(f"unknown reference network {name!r}; choose one of {REFERENCES} or pass a DataFrame")
     ds = _datasets()
     if ds is not None and hasattr(ds, name):
         try:
@@ -214,7 +203,7 @@ def gene_sets(spec, organism: str = "mouse") -> dict[str, list[str]]:
         if not p.exists():
             raise DataFileMissingError(f"gene set file {s!r} does not exist")
         return _read_gmt(p)
-    raise InputDataError(
+    raise OptionError(
         f"gene sets {s!r} are neither a known collection ({sorted(GENE_SET_FILES)}), a GMT path nor a "
         "dict; library names (Enrichr/MSigDB web) are not supported offline"
     )

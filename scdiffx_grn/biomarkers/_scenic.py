@@ -21,7 +21,13 @@ import scipy.sparse as sp
 
 from .._errors import InputDataError, UnknownFeatureError, _fmt_items
 from .._settings import logger, progress
-from ._compat import import_arboreto, import_ctxcore_genesig, import_pyscenic
+from .._store import done, store, target
+from ._compat import (
+    import_arboreto,
+    import_ctxcore_genesig,
+    import_pyscenic,
+    pyscenic_env,
+)
 from ._utils import lognorm_adata, rna_of
 
 __all__ = ["grnboost2", "regulons_from_network", "check_regulons", "aucell"]
@@ -31,16 +37,18 @@ def _fit_targets(args):
     tf_matrix, tf_names, targets, expr, seed, kwargs, window = args
     core = import_arboreto("core")
     out = []
-    for j, name in enumerate(targets):
-        links = core.infer_partial_network("GBM", kwargs, tf_matrix, tf_names, name,
-                                           expr[:, j], include_meta=False,
-                                           early_stop_window_length=window, seed=seed)
-        out.append(links)
+    with pyscenic_env():  # also in worker processes
+        for j, name in enumerate(targets):
+            links = core.infer_partial_network("GBM", kwargs, tf_matrix, tf_names, name,
+                                               expr[:, j], include_meta=False,
+                                               early_stop_window_length=window, seed=seed)
+            out.append(links)
     return out
 
 
-def grnboost2(data, tf_names, *, seed: int = 0, n_workers: int = 1, genes=None, layer: str | None = None,
-              regressor_kwargs: dict | None = None, early_stop_window_length: int = 25) -> pd.DataFrame:
+def grnboost2(data, tf_names=None, *, organism: str = "mouse", seed: int = 0, n_workers: int = 1, genes=None,
+              layer: str | None = None, regressor_kwargs: dict | None = None, early_stop_window_length: int = 25,
+              key_added: str = "grnboost2", copy: bool = False):
     """GRNBoost2 (arboreto) TF -> target co-expression network.
 
     Parameters
@@ -49,6 +57,10 @@ def grnboost2(data, tf_names, *, seed: int = 0, n_workers: int = 1, genes=None, 
         AnnData / MuData; counts are log-normalised first (as in the pySCENIC tutorial).
     tf_names
         Candidate regulators; those not among the data genes are dropped (error if none remain).
+        ``None``: the TFs of :func:`scdiffx_grn.datasets.tf_list` among the data genes
+        (CollecTRI, ``organism``).
+    organism
+        For ``tf_names=None``.
     seed
         Seed of every per-target gradient boosting model (the same for all targets, as in arboreto).
     n_workers
@@ -61,14 +73,25 @@ def grnboost2(data, tf_names, *, seed: int = 0, n_workers: int = 1, genes=None, 
         Override ``arboreto.core.SGBM_KWARGS`` (e.g. fewer ``n_estimators`` for a quick run).
     early_stop_window_length
         arboreto's early stopping window.
+    key_added
+        ``uns[key_added] = {"params": {...}, "network": <DataFrame TF, target, importance>}``
+        (sorted by decreasing importance); ``tl.rank_biomarkers(grn_key=key_added)`` reads it.
+    copy
+        Return a modified copy and leave ``data`` untouched (else write into ``data`` and return None).
 
     Returns
     -------
-    DataFrame ``TF, target, importance`` sorted by decreasing importance.
+    None, or the modified copy when ``copy=True``.
     """
     core = import_arboreto("core")
     ln = lognorm_adata(data, layer, copy_obs=False)
     names = ln.var_names.astype(str)
+    picked = tf_names is None
+    if picked:
+        from ..datasets import tf_list
+
+        tf_names = tf_list(names, organism=organism)
+    tf_names = list(tf_names)
     tfs = [t for t in dict.fromkeys(map(str, tf_names)) if t in set(names)]
     if not tfs:
         raise UnknownFeatureError(
@@ -80,7 +103,8 @@ def grnboost2(data, tf_names, *, seed: int = 0, n_workers: int = 1, genes=None, 
         raise UnknownFeatureError(f"{len(miss)} target genes not in the data: {_fmt_items(miss)}")
     X = ln.X.toarray() if sp.issparse(ln.X) else np.asarray(ln.X)
     X = X.astype(np.float32)
-    tf_matrix, tf_matrix_names = core.to_tf_matrix(X, list(names), tfs)
+    with pyscenic_env():
+        tf_matrix, tf_matrix_names = core.to_tf_matrix(X, list(names), tfs)
     idx = pd.Index(names).get_indexer(targets)
     kwargs = dict(core.SGBM_KWARGS if regressor_kwargs is None else {**core.SGBM_KWARGS, **regressor_kwargs})
     chunks = np.array_split(np.arange(len(targets)), max(1, min(len(targets), n_workers * 4)))
@@ -94,10 +118,16 @@ def grnboost2(data, tf_names, *, seed: int = 0, n_workers: int = 1, genes=None, 
         with ProcessPoolExecutor(max_workers=n_workers) as ex:
             res = [r for out in ex.map(_fit_targets, jobs) for r in out]
     df = pd.concat(res, ignore_index=True) if res else pd.DataFrame(columns=["TF", "target", "importance"])
-    df = df[["TF", "target", "importance"]]
+    df = df[["TF", "target", "importance"]].copy()
     df["importance"] = df["importance"].astype(float)
     logger.info("grnboost2: %d links for %d targets and %d TFs", len(df), len(targets), len(tfs))
-    return df.sort_values(["importance", "TF", "target"], ascending=[False, True, True]).reset_index(drop=True)
+    df = df.sort_values(["importance", "TF", "target"], ascending=[False, True, True]).reset_index(drop=True)
+    out = target(data, copy)
+    params = {"tf_names": tfs, "organism": organism if picked else None, "seed": seed,
+              "genes": None if genes is None else targets, "layer": layer, "regressor_kwargs": kwargs,
+              "early_stop_window_length": early_stop_window_length}
+    store(out, key_added, {"network": df}, params)
+    return done(out, copy)
 
 
 def check_regulons(regulons, gene_names=None) -> None:
@@ -177,8 +207,9 @@ def regulons_from_network(net: pd.DataFrame, *, min_targets: int = 5, top_n: int
                 continue
             g2w = {str(g): float(a) if a > 0 else 1.0 for g, a in zip(t["target"], t["aw"])}
             name = f"{tf}({sign})" if split_sign else tf
-            regs.append(genesig.Regulon(name=name, gene2weight=g2w, gene2occurrence=[],
-                                        transcription_factor=tf))
+            with pyscenic_env():
+                regs.append(genesig.Regulon(name=name, gene2weight=g2w, gene2occurrence=[],
+                                            transcription_factor=tf))
     if not regs:
         raise InputDataError(f"no regulon has >= min_targets={min_targets} targets"
                              + (" among the given genes" if genes is not None else ""))
@@ -210,19 +241,21 @@ def aucell(data, regulons, *, auc_threshold: float = 0.05, seed: int = 0, num_wo
     min_targets
         For DataFrame / dict input: minimum regulon size among the data genes.
     layer
-        Layer with expression.
+        Layer with expression (default ``None``: ``X``); a missing layer raises.
     key_added
         Scores (cells x regulons DataFrame) go to ``obsm[key_added]`` of the RNA modality (and of
-        the MuData when it has the same cells).
+        the MuData when it has the same cells); ``uns[key_added] = {"params": {...}, "regulons":
+        <DataFrame regulon, tf, n_genes>}``.
+    copy
+        Return a modified copy and leave ``data`` untouched (else write into ``data`` and return None).
 
     Returns
     -------
-    DataFrame of AUC values (cells x regulons), or the copy when ``copy=True``.
+    None, or the modified copy when ``copy=True``.
     """
     au = import_pyscenic("aucell")
     genesig = import_ctxcore_genesig()
-    if copy:
-        data = data.copy()
+    data = target(data, copy)
     ln = lognorm_adata(data, layer, copy_obs=False)
     genes = ln.var_names.astype(str)
     if isinstance(regulons, pd.DataFrame):
@@ -234,7 +267,8 @@ def aucell(data, regulons, *, auc_threshold: float = 0.05, seed: int = 0, num_wo
                 raise InputDataError(f"regulon {k!r} is a string, not a list of genes: {v[:40]!r}")
             v = [g for g in map(str, v) if g in set(genes)]
             if len(v) >= min_targets:
-                sigs.append(genesig.GeneSignature(name=str(k), gene2weight=v))
+                with pyscenic_env():
+                    sigs.append(genesig.GeneSignature(name=str(k), gene2weight=v))
         if not sigs:
             raise InputDataError(f"no gene set has >= min_targets={min_targets} genes among the data genes")
         regulons = sigs
@@ -246,8 +280,9 @@ def aucell(data, regulons, *, auc_threshold: float = 0.05, seed: int = 0, num_wo
         dup = ex.index[ex.index.duplicated()].unique()
         raise InputDataError(f"{len(dup)} duplicated cell names (e.g. {_fmt_items(dup[:5])}); "
                              "run obs_names_make_unique()")
-    auc = au.aucell(ex, regulons, auc_threshold=auc_threshold, noweights=noweights, seed=seed,
-                    num_workers=num_workers)
+    with pyscenic_env():
+        auc = au.aucell(ex, regulons, auc_threshold=auc_threshold, noweights=noweights, seed=seed,
+                        num_workers=num_workers)
     # pySCENIC's unstack sorts cells lexicographically: restore the data's cell order
     auc = auc.reindex(index=ex.index, columns=[r.name for r in regulons]).astype(float)
     if auc.isna().all(axis=None):
@@ -258,4 +293,10 @@ def aucell(data, regulons, *, auc_threshold: float = 0.05, seed: int = 0, num_wo
     rna.obsm[key_added] = auc.set_axis(rna.obs_names)
     if hasattr(data, "mod") and data.n_obs == rna.n_obs and (data.obs_names == rna.obs_names).all():
         data.obsm[key_added] = auc.set_axis(data.obs_names)
-    return data if copy else auc
+    regs = pd.DataFrame({"regulon": [str(r.name) for r in regulons],
+                         "tf": [str(getattr(r, "transcription_factor", "") or "") for r in regulons],
+                         "n_genes": [len(r.genes) for r in regulons]})
+    store(data, key_added, {"regulons": regs},
+          {"auc_threshold": auc_threshold, "seed": seed, "noweights": noweights, "min_targets": min_targets,
+           "layer": layer, "n_regulons": len(regulons)})
+    return done(data, copy)

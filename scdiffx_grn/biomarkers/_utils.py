@@ -1,4 +1,9 @@
-"""Shared helpers: pick the RNA modality, get log-normalised expression, prepare networks."""
+"""Shared helpers: pick the RNA modality, get log-normalised expression, prepare networks.
+
+Labels, layers, the count check and the log-normalisation come from :mod:`scdiffx_grn._registry`
+(``labels``, ``layer_matrix``, ``is_counts``, ``log_normalize``): the same cells are grouped and
+normalised as in every other package, and a missing layer or label raises.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,18 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import InputDataError, MissingLabelError, UnknownFeatureError, _fmt_items
+from .._registry import is_counts, labels, layer_matrix, log_normalize
+from .._store import stored
 
 __all__ = [
     "atac_of",
     "bh",
     "de_table",
+    "group_labels",
     "lognorm_adata",
-    "looks_like_counts",
-    "obs_labels",
     "prepare_net",
     "rna_of",
+    "stored_result",
 ]
 
 
@@ -36,89 +43,65 @@ def atac_of(data):
     return None
 
 
-def obs_labels(data, key: str, adata=None) -> pd.Series:
-    """Labels ``key`` for the cells of ``adata`` (looked up in adata.obs, then data.obs)."""
-    adata = rna_of(data) if adata is None else adata
-    if key in adata.obs:
-        return adata.obs[key].astype(str)
-    if hasattr(data, "obs") and key in data.obs:
-        lab = data.obs[key]
-        return lab.reindex(adata.obs_names).astype(str)
-    cols = list(adata.obs.columns)
-    raise MissingLabelError(f"label column {key!r} not found in obs; available: {_fmt_items(cols)}")
+def group_labels(data, key: str, adata=None) -> pd.Series:
+    """Labels ``key`` for the cells of ``adata`` (default: the RNA modality), as strings.
+
+    The one lookup of :func:`scdiffx_grn._registry.labels` (MuData obs, then the modalities' obs);
+    a missing column raises :class:`~scdiffx_grn.MissingLabelError` naming the columns there.
+    """
+    return labels(data, key, adata=rna_of(data) if adata is None else adata)
 
 
-def looks_like_counts(X, n: int = 2000) -> bool:
-    """True when a sample of the non-zero values is non-negative integers with some > 1 total."""
-    vals = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    if vals.size == 0:
-        return False
-    rng = np.random.default_rng(0)
-    sub = vals if vals.size <= n else vals[rng.choice(vals.size, n, replace=False)]
-    sub = np.asarray(sub, dtype=float)
-    if not np.all(np.isfinite(sub)):
-        raise InputDataError("expression contains NaN or inf values")
-    return bool(np.all(sub >= 0) and np.allclose(sub, np.round(sub)))
-
-
-def _lognorm(X, target_sum: float = 1e4):
-    X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
-    tot = np.asarray(X.sum(axis=1)).ravel()
-    tot[tot == 0] = 1.0
-    scale = (target_sum / tot).astype(np.float32)
-    if sp.issparse(X):
-        X = sp.diags(scale) @ X
-        X.data = np.log1p(X.data)
-        return sp.csr_matrix(X)
-    return np.log1p(X * scale[:, None])
+def stored_result(data, key: str, tables, *, what: str, hint: str) -> pd.DataFrame:
+    """The first of ``tables`` stored under ``data.uns[key]`` (a table itself, or a legacy bare DataFrame)."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    d = stored(data, key, what=what, hint=hint)
+    for name in (*tables, "table"):
+        if name in d and isinstance(d[name], pd.DataFrame):
+            return d[name]
+    have = [k for k in d if k != "params"]
+    raise InputDataError(f"uns[{key!r}] holds no {what} (tables: {_fmt_items(have) or 'none'}); run {hint} first")
 
 
 def lognorm_adata(data, layer: str | None = None, *, copy_obs: bool = True):
     """A new AnnData with log-normalised expression of the RNA of ``data``.
 
-    Detection: ``layer`` (if given) or ``X`` is used; integer non-negative values are treated as
-    counts and normalised (total 1e4 per cell, ``log1p``); anything else is assumed to be already
-    log-normalised (e.g. the mean expression returned by ``model.translate``). When ``X`` is not
-    counts but ``layers['counts']`` exists and ``X`` has negative values (scaled data), the counts
-    are normalised instead.
+    ``layer`` (``None``: ``X``) is read with :func:`scdiffx_grn._registry.layer_matrix` (a missing
+    layer raises naming the layers there). Counts (:func:`scdiffx_grn._registry.is_counts`) are
+    normalised with :func:`scdiffx_grn._registry.log_normalize` (total 1e4 per cell, ``log1p``);
+    anything else is taken as already log-normalised (e.g. the mean expression returned by
+    ``model.translate``). Negative values (scaled data) and NaN / inf raise.
     """
     import anndata as ad
 
     a = rna_of(data)
-    if layer is not None:
-        if layer not in a.layers:
-            raise InputDataError(f"layer {layer!r} not in the RNA layers ({list(a.layers)})")
-        X = a.layers[layer]
+    where = f"the RNA layers[{layer!r}]" if layer is not None else "the RNA X"
+    X = layer_matrix(a, layer, what="the RNA modality")
+    if hasattr(X, "to_memory"):
+        X = X.to_memory()
+    vals = X.data if sp.issparse(X) else np.asarray(X)
+    if vals.size and not np.isfinite(vals).all():
+        raise InputDataError(f"{where} holds NaN or inf values")
+    if is_counts(X):
+        X = log_normalize(X)
     else:
-        X = a.X
-    if X is None:
-        raise InputDataError("the RNA AnnData has no expression matrix X")
-    if looks_like_counts(X):
-        X = _lognorm(X)
-    else:
-        vals = X.data if sp.issparse(X) else np.asarray(X)
-        if layer is None and np.nanmin(vals) < 0 and "counts" in a.layers:
-            X = _lognorm(a.layers["counts"])
-        else:
-            X = X.astype(np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+        if vals.size and vals.min() < 0:
+            raise InputDataError(
+                f"{where} holds negative values (scaled data?): it is neither counts nor log-normalised; "
+                f"pass layer= the layer holding raw counts (layers: {_fmt_items(a.layers.keys()) or 'none'})")
+        X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
     obs = a.obs.copy() if copy_obs else pd.DataFrame(index=a.obs_names.astype(str))
-    out = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=a.var_names.astype(str)))
-    if hasattr(data, "mod"):  # pull MuData-level labels into obs
-        for c in data.obs.columns:
-            if c not in out.obs.columns:
-                base = c.split(":", 1)[-1]
-                if base not in out.obs.columns:
-                    out.obs[base] = data.obs[c].reindex(out.obs_names).values
-    return out
+    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=a.var_names.astype(str)))
 
 
 def prepare_net(net: pd.DataFrame, genes, *, tmin: int = 5, cell_type: str | None = None,
-                what: str = "network") -> pd.DataFrame:
+                what: str = "network", group_col: str = "cell_type") -> pd.DataFrame:
     """Validate a TF -> gene network against data genes; return ``source, target, weight``.
 
     Accepts decoupler columns (source, target, weight) or pySCENIC ones (TF, target, importance).
-    A ``cell_type`` column selects one cell type (``cell_type``) or, when None, edges are averaged
-    over cell types. Raises when no target is among the data genes, or no source keeps ``tmin``.
+    A group column ``group_col`` selects one group (``cell_type``) or, when None, edges are averaged
+    over groups. Raises when no target is among the data genes, or no source keeps ``tmin``.
     """
     if not isinstance(net, pd.DataFrame):
         raise InputDataError(f"{what} must be a DataFrame, got {type(net).__name__}")
@@ -128,13 +111,15 @@ def prepare_net(net: pd.DataFrame, genes, *, tmin: int = 5, cell_type: str | Non
         raise InputDataError(f"{what} lacks columns {missing}; has {list(net.columns)}")
     if "weight" not in n.columns:
         n = n.assign(weight=1.0)
-    if "cell_type" in n.columns:
-        if cell_type is not None:
-            sel = n["cell_type"].astype(str) == str(cell_type)
-            if not sel.any():
-                raise MissingLabelError(
-                    f"cell type {cell_type!r} not in {what}; has {_fmt_items(n['cell_type'].unique())}")
-            n = n[sel]
+    if cell_type is not None:
+        if group_col not in n.columns:
+            raise InputDataError(f"{what} has no group column {group_col!r} to select {cell_type!r} from "
+                                 f"(columns: {_fmt_items(n.columns)})")
+        sel = n[group_col].astype(str) == str(cell_type)
+        if not sel.any():
+            raise MissingLabelError(
+                f"cell type {cell_type!r} not in {what}; has {_fmt_items(n[group_col].unique())}")
+        n = n[sel]
     n = n[["source", "target", "weight"]].copy()
     n["source"] = n["source"].astype(str)
     n["target"] = n["target"].astype(str)
@@ -184,9 +169,7 @@ def de_table(ln, groupby: str, *, method: str = "wilcoxon", min_cells: int = 3) 
     """
     import scanpy as sc
 
-    if groupby not in ln.obs:
-        raise MissingLabelError(f"label column {groupby!r} not found; available: {_fmt_items(ln.obs.columns)}")
-    lab = ln.obs[groupby].astype(str)
+    lab = labels(ln, groupby)
     counts = lab.value_counts()
     groups = sorted(counts.index[counts >= min_cells])
     if len(groups) < 2:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import BarcodeMismatchError, InputDataError, _fmt_items
+from .._errors import BarcodeMismatchError, InputDataError, OptionError, _fmt_items
 from .._settings import logger
 from .._validate import check_counts, check_finite, check_labels, is_counts
 
@@ -153,7 +153,7 @@ def make_mudata(rna, atac, *, labels=None, join: str = "exact", require_counts: 
         A label column named in ``labels`` is missing or has NaN.
     """
     if join not in ("exact", "inner"):
-        raise InputDataError(f"join must be 'exact' or 'inner', not {join!r}")
+        raise OptionError(f"join must be 'exact' or 'inner', not {join!r}")
     mudata = _mudata()
     rna = rna.copy()
     atac = atac.copy()

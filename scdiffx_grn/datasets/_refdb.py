@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, _fmt_items
+from .._errors import InputDataError, OptionError, _fmt_items
 from ..pp._genes import match_case, normalize_organism
 from ._manifest import data_path
 
@@ -105,7 +105,7 @@ def dorothea(organism: str = "human", levels: str | Iterable[str] = "ABC", *, ve
     lv = [str(x).upper() for x in levels]
     bad = [x for x in lv if x not in "ABCDE" or len(x) != 1]
     if bad or not lv:
-        raise InputDataError(f"dorothea levels must be letters among A-E, got {levels!r}")
+        raise OptionError(f"dorothea levels must be letters among A-E, got {levels!r}")
     name = "dorothea_hs" if org == "human" else "dorothea_mm"
     df = pd.read_csv(data_path(name, verify=verify), sep="\t")
     df = df[df["confidence"].isin(lv)]
@@ -141,7 +141,7 @@ def trrust(organism: str = "human", *, unknown: str | float = 0.0, verify: bool 
     """
     org = normalize_organism(organism)
     if not (unknown == "drop" or isinstance(unknown, (int, float))):
-        raise InputDataError(f"unknown must be 'drop' or a number, got {unknown!r}")
+        raise OptionError(f"unknown must be 'drop' or a number, got {unknown!r}")
     df = pd.read_csv(data_path(f"trrust_{org}", verify=verify), sep="\t", header=None,
                      names=["source", "target", "mode", "pmids"], dtype=str)
     df["w"] = df["mode"].map({"Activation": 1.0, "Repression": -1.0})
@@ -264,7 +264,7 @@ def tss_annotation(genome: str = "mm10", *, verify: bool = True) -> pd.DataFrame
     """
     names = {"mm10": "mm10_tss", "hg38": "hg38_tss"}
     if genome not in names:
-        raise InputDataError(f"no TSS annotation for genome {genome!r}; available: {_fmt_items(names)}")
+        raise OptionError(f"no TSS annotation for genome {genome!r}; available: {_fmt_items(names)}")
     return pd.read_csv(data_path(names[genome], verify=verify), sep="\t", header=None,
                        names=["chrom", "start", "end", "gene", "score", "strand"],
                        dtype={"chrom": str, "gene": str, "strand": str})

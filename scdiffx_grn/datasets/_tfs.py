@@ -40,16 +40,16 @@ def tf_list(genes: Sequence[str] | None = None, *, organism: str = "human", sour
     -------
     list of str
     """
-    from . import _refdb
+    from ._refdb import collectri, dorothea, trrust
 
     if order not in ("targets", "name"):
         raise OptionError(f"order must be 'targets' or 'name', got {order!r}")
     if network is None:
         if source not in _SOURCES:
             raise OptionError(f"source must be one of {_SOURCES}, got {source!r}")
-        read = {"collectri": lambda: _refdb.collectri(organism),
-                "dorothea": lambda: _refdb.dorothea(organism, levels=levels),
-                "trrust": lambda: _refdb.trrust(organism)}
+        read = {"collectri": lambda: collectri(organism),
+                "dorothea": lambda: dorothea(organism, levels=levels),
+                "trrust": lambda: trrust(organism)}
         nets = [read[s]() for s in (("collectri", "dorothea", "trrust") if source == "union" else (source,))]
         network = pd.concat([n[["source", "target"]] for n in nets], ignore_index=True)
     net = network[["source", "target"]].astype(str)

@@ -27,7 +27,18 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import InputDataError, MissingLabelError, ScdxError, _fmt_items
-from ._protocol import FeatureSpace, _is_adata, _raw_matrix, _to_csr, binarise, lognormalise
+from ._common import (
+    DIRECTIONS,
+    binarise,
+    check_option,
+    counts_layer,
+    counts_of,
+    group_labels,
+    is_adata,
+    lognormalise,
+)
+from ._common import to_csr as _to_csr
+from ._space import FeatureSpace
 
 __all__ = [
     "CellTypeMeanBaseline",
@@ -37,23 +48,15 @@ __all__ = [
     "memorisation_distance",
 ]
 
-_DIRECTIONS = {"atac->rna": ("atac", "rna"), "rna->atac": ("rna", "atac")}
+_DIRECTIONS = DIRECTIONS
 
 
 def _mods(data, modality: str | None) -> dict[str, Any]:
     if hasattr(data, "mod"):
         return {k: data.mod[k] for k in ("rna", "atac") if k in data.mod}
-    if not _is_adata(data):
+    if not is_adata(data):
         raise InputDataError(f"expected a MuData or AnnData, got {type(data).__name__}")
     return {modality or "rna": data}
-
-
-def _labels_of(data, a, key: str) -> np.ndarray:
-    if key in a.obs:
-        return a.obs[key].astype(str).to_numpy()
-    if hasattr(data, "obs") and key in data.obs and data.n_obs == a.n_obs:
-        return data.obs[key].astype(str).to_numpy()
-    raise MissingLabelError(f"training data has no obs column {key!r}")
 
 
 def _requested(labels, key: str) -> np.ndarray:
@@ -110,8 +113,8 @@ class CellTypeMeanBaseline(_GeneratorBase):
         mods = self._fit_common(data)
         self.params_ = {}
         for name, a in mods.items():
-            lab = _labels_of(data, a, self.groupby)
-            X = _to_csr(_raw_matrix(a))
+            lab = group_labels(data, self.groupby, adata=a, what="training data")
+            X = _to_csr(counts_of(data, name))
             p = {}
             for ct in np.unique(lab):
                 Xi = X[lab == ct]
@@ -184,9 +187,9 @@ class ResampleBaseline(_GeneratorBase):
     def fit(self, data) -> "ResampleBaseline":
         """Keep the training cells (MuData with ``rna``/``atac``, or one AnnData)."""
         mods = self._fit_common(data)
-        self.X_ = {k: _to_csr(_raw_matrix(a)) for k, a in mods.items()}
+        self.X_ = {k: _to_csr(counts_of(data, k)) for k in mods}
         a0 = next(iter(mods.values()))
-        self.labels_ = _labels_of(data, a0, self.groupby)
+        self.labels_ = group_labels(data, self.groupby, adata=a0, what="training data")
         return self
 
     def generate(self, labels, *, seed: int = 0, **_: Any):
@@ -235,10 +238,10 @@ class _TranslatorBase:
         rna, atac = mdata.mod["rna"], mdata.mod["atac"]
         if not (pd.Index(rna.obs_names) == pd.Index(atac.obs_names)).all():
             raise InputDataError("rna and atac hold different cells")
-        self.spaces_ = {m: FeatureSpace(m, n_comps=self.n_comps, seed=self.seed).fit(mdata.mod[m])
-                        for m in ("rna", "atac")}
+        self.spaces_ = {m: FeatureSpace(m, n_comps=self.n_comps, seed=self.seed, layer=counts_layer(mdata, m))
+                        .fit(mdata.mod[m]) for m in ("rna", "atac")}
         self.emb_ = {m: self.spaces_[m].transform(mdata.mod[m]) for m in ("rna", "atac")}
-        self.targets_ = {"rna": lognormalise(_raw_matrix(rna)), "atac": binarise(_raw_matrix(atac))}
+        self.targets_ = {"rna": lognormalise(counts_of(mdata, "rna")), "atac": binarise(counts_of(mdata, "atac"))}
         self.var_ = {"rna": rna.var.copy(), "atac": atac.var.copy()}
         self._fit_maps()
         return self
@@ -268,11 +271,10 @@ class _TranslatorBase:
 
         if not hasattr(self, "emb_"):
             raise ScdxError(f"{type(self).__name__} is not fitted: call fit(train_mdata) first")
-        if direction not in _DIRECTIONS:
-            raise InputDataError(f"direction must be one of {_fmt_items(_DIRECTIONS)}, got {direction!r}")
+        check_option("direction", direction, tuple(_DIRECTIONS))
         src, tgt = _DIRECTIONS[direction]
         a = mdata.mod[src] if hasattr(mdata, "mod") else mdata
-        z = self.spaces_[src].transform(a)
+        z = self.spaces_[src].transform(a, layer=counts_layer(mdata, src))
         P = np.asarray(self._predict(z, src, tgt), dtype=np.float32)
         if tgt == "atac":
             np.clip(P, 0.0, 1.0, out=P)  # float rounding of averages
@@ -355,7 +357,7 @@ class RidgeTranslator(_TranslatorBase):
 
 def memorisation_distance(generated, train, test, *, modality: str = "rna",
                           feature_space: FeatureSpace | None = None, balance: bool = True,
-                          seed: int = 0) -> pd.DataFrame:
+                          seed: int = 0, layer: str | None = ..., generated_layer: str | None = None) -> pd.DataFrame:
     """Distance of each generated cell to its nearest training cell vs nearest test cell.
 
     A model that memorises its training data puts generated cells much closer to training
@@ -366,7 +368,8 @@ def memorisation_distance(generated, train, test, *, modality: str = "rna",
     Parameters
     ----------
     generated, train, test
-        AnnData of one modality (counts, or binary / probabilities for ATAC).
+        AnnData of one modality (counts, or binary / probabilities for ATAC): real cells in
+        ``layers[layer]``, generated ones in ``X`` (``layers[generated_layer]``).
     modality
         ``"rna"`` or ``"atac"``.
     feature_space
@@ -376,6 +379,11 @@ def memorisation_distance(generated, train, test, *, modality: str = "rna",
         size; otherwise the larger set is closer by chance.
     seed
         Seed of the subsampling and Bernoulli draws.
+    layer
+        Layer of the training / test counts (default: the feature space's, ``"counts"`` for a new
+        one); a missing layer raises.
+    generated_layer
+        Layer of the generated values (default ``None``: ``X``).
 
     Returns
     -------
@@ -386,9 +394,11 @@ def memorisation_distance(generated, train, test, *, modality: str = "rna",
     """
     from sklearn.neighbors import NearestNeighbors
 
-    fs = feature_space if feature_space is not None else FeatureSpace(modality).fit(test)
-    e_tr, e_te = fs.transform(train, seed=seed), fs.transform(test, seed=seed)
-    e_g = fs.transform(generated, seed=seed)
+    check_option("modality", modality, ("rna", "atac"))
+    fs = (feature_space if feature_space is not None
+          else FeatureSpace(modality, layer="counts" if layer is ... else layer).fit(test))
+    e_tr, e_te = fs.transform(train, seed=seed, layer=layer), fs.transform(test, seed=seed, layer=layer)
+    e_g = fs.transform(generated, seed=seed, layer=generated_layer)
     d_all = NearestNeighbors(n_neighbors=1).fit(e_tr).kneighbors(e_g)[0][:, 0]
     if balance:
         rng = np.random.default_rng(seed)

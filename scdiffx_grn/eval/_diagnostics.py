@@ -12,7 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, MissingLabelError, ScdxError, _fmt_items
+from .._errors import InputDataError, _fmt_items
+from ._baselines import RidgeTranslator
+from ._common import DIRECTIONS, check_option, counts_layer, group_labels
+from ._metrics import rowwise_auroc, rowwise_pearson
+from ._scoring import observed_target
 
 __all__ = ["source_dependence"]
 
@@ -132,24 +136,15 @@ def source_dependence(model, mdata, *, direction: str = "atac->rna", groupby: st
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
-    from ._baselines import RidgeTranslator
-    from ._metrics import rowwise_auroc, rowwise_pearson
-    from ._scoring import observed_target
-
-    if direction not in ("atac->rna", "rna->atac"):
-        raise ScdxError(f"direction must be 'atac->rna' or 'rna->atac', got {direction!r}")
-    src, tgt = direction.split("->")
+    check_option("direction", direction, tuple(DIRECTIONS))
+    check_option("readout", readout, ("mean", "samples"))
+    src, tgt = DIRECTIONS[direction]
     for m in (src, tgt):
         if m not in mdata.mod:
             raise InputDataError(f"source_dependence needs both modalities; {m!r} is missing "
                                  f"(has {_fmt_items(list(mdata.mod))})")
     _check_same_cells(mdata, (src, tgt))
-    if groupby in mdata.obs:
-        labels = mdata.obs[groupby].astype(str).to_numpy()
-    elif groupby in mdata.mod[tgt].obs:
-        labels = mdata.mod[tgt].obs[groupby].astype(str).to_numpy()
-    else:
-        raise MissingLabelError(f"label column {groupby!r} not found; available: {_fmt_items(mdata.obs.columns)}")
+    labels = group_labels(mdata, groupby)
     n = mdata.n_obs
     rng = np.random.default_rng(seed)
     if cells is not None:
@@ -168,8 +163,7 @@ def source_dependence(model, mdata, *, direction: str = "atac->rna", groupby: st
     rest = np.setdiff1d(np.arange(n), sub)
     ref = rest if len(rest) >= 50 else np.arange(n)
 
-    layer = "counts" if "counts" in mdata.mod[tgt].layers else None
-    Y = observed_target(mdata.mod[tgt], tgt, layer)
+    Y = observed_target(mdata.mod[tgt], tgt, counts_layer(mdata, tgt))
     pca = PCA(n_components=int(min(n_pcs, Y.shape[1] - 1, len(ref) - 1)), random_state=seed).fit(Y[ref])
     clf = LogisticRegression(max_iter=2000).fit(pca.transform(Y[ref]), labels[ref])
 

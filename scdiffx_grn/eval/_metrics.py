@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .._errors import InputDataError
+from .._errors import InputDataError, OptionError
 
 __all__ = [
     "DEFAULT_GAMMAS",
@@ -151,13 +151,13 @@ def mmd_rbf(x, y, *, gammas: Sequence[float] = DEFAULT_GAMMAS, estimator: str = 
             v = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
                  - 2.0 * kxy.mean())
         else:
-            raise InputDataError(f"estimator must be 'biased' or 'unbiased', got {estimator!r}")
+            raise OptionError(f"estimator must be 'biased' or 'unbiased', got {estimator!r}")
         vals.append(v)
     if reduce == "mean":
         return float(np.mean(vals))
     if reduce == "sum":
         return float(np.sum(vals))
-    raise InputDataError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    raise OptionError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
 
 
 def wasserstein(x, y, *, p: int = 2, max_cells: int | None = 2000, seed: int = 0) -> float:
@@ -192,7 +192,7 @@ def wasserstein(x, y, *, p: int = 2, max_cells: int | None = 2000, seed: int = 0
     if p == 2:
         M = _sqdist(x, y)
         return float(np.sqrt(max(ot.emd2(a, b, M, numItermax=1_000_000), 0.0)))
-    raise InputDataError(f"p must be 1 or 2, got {p!r}")
+    raise OptionError(f"p must be 1 or 2, got {p!r}")
 
 
 def energy_distance(x, y, *, max_cells: int | None = 5000, seed: int = 0) -> float:

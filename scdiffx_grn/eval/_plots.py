@@ -11,7 +11,8 @@ import pandas as pd
 
 from .._errors import InputDataError
 from .._io import atomic_path
-from ._protocol import FeatureSpace, _labels
+from ._common import check_option, group_labels
+from ._space import FeatureSpace
 
 __all__ = ["metric_bars", "umap_real_vs_generated"]
 
@@ -39,7 +40,8 @@ def _scatter(ax, xy, cats, title, max_legend=20, colors=None):
 
 def umap_real_vs_generated(real, generated, *, groupby: str | None = "cell_type", modality: str = "rna",
                            feature_space: FeatureSpace | None = None, basis: str = "umap",
-                           max_cells: int | None = 5000, seed: int = 0, save: str | os.PathLike | None = None):
+                           max_cells: int | None = 5000, seed: int = 0, save: str | os.PathLike | None = None,
+                           layer: str | None = ..., generated_layer: str | None = None):
     """UMAP of real and generated cells on the joint PCA / LSI fitted on real cells.
 
     Parameters
@@ -60,6 +62,11 @@ def umap_real_vs_generated(real, generated, *, groupby: str | None = "cell_type"
         Seed of subsampling and UMAP.
     save
         Path to save the figure to.
+    layer
+        Layer of the real cells' counts (default: the feature space's, ``"counts"`` for a new one);
+        a missing layer raises.
+    generated_layer
+        Layer of the generated values (default ``None``: ``X``).
 
     Returns
     -------
@@ -68,28 +75,30 @@ def umap_real_vs_generated(real, generated, *, groupby: str | None = "cell_type"
     """
     import matplotlib.pyplot as plt
 
-    fs = feature_space if feature_space is not None else FeatureSpace(modality).fit(real)
+    check_option("basis", basis, ("umap", "pca"))
+    fs = (feature_space if feature_space is not None
+          else FeatureSpace(modality, layer="counts" if layer is ... else layer).fit(real))
     rng = np.random.default_rng(seed)
     ir, ig = np.arange(real.n_obs), np.arange(generated.n_obs)
     if max_cells is not None:
         ir = np.sort(rng.choice(ir, min(max_cells, len(ir)), replace=False))
         ig = np.sort(rng.choice(ig, min(max_cells, len(ig)), replace=False))
-    e = np.vstack([fs.transform(real[ir], seed=seed), fs.transform(generated[ig], seed=seed)])
+    e = np.vstack([fs.transform(real[ir], seed=seed, layer=layer),
+                   fs.transform(generated[ig], seed=seed, layer=generated_layer)])
     src = np.r_[np.full(len(ir), "real"), np.full(len(ig), "generated")]
     if basis == "umap":
         import umap
 
         xy = umap.UMAP(n_neighbors=int(min(15, len(e) - 1)), random_state=seed, n_jobs=1).fit_transform(e)
-    elif basis == "pca":
-        xy = e[:, :2]
     else:
-        raise InputDataError(f"basis must be 'umap' or 'pca', got {basis!r}")
+        xy = e[:, :2]
     n = 2 if groupby else 1
     fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.5), squeeze=False)
     _scatter(axes[0, 0], xy, pd.Categorical(src, categories=["real", "generated"]), "source",
              colors=("tab:blue", "tab:red"))
     if groupby:
-        ct = np.r_[_labels(real, groupby, "real")[ir], _labels(generated, groupby, "generated")[ig]]
+        ct = np.r_[group_labels(real, groupby, what="real cells")[ir],
+                   group_labels(generated, groupby, what="generated cells")[ig]]
         _scatter(axes[0, 1], xy, ct, groupby)
     for ax in axes[0]:
         ax.set_xlabel(f"{basis.upper()}1")
@@ -125,6 +134,7 @@ def metric_bars(table: pd.DataFrame, *, metrics: Sequence[str] | None = None, sc
 
     from ._report import summarise
 
+    check_option("scope", scope, ("all", "cell_type_mean"))
     s = table if {"mean", "std", "scope"} <= set(table.columns) else summarise(table)
     s = s.copy()
     for c in ("method", "task", "modality"):

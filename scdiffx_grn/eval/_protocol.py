@@ -57,9 +57,50 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import FeatureMismatchError, InputDataError, MissingLabelError, ScdxError, _fmt_items
+from .._errors import (
+    FeatureMismatchError,
+    InputDataError,
+    OptionError,
+    ScdxError,
+    _fmt_items,
+)
 from .._settings import logger
-from . import _metrics as M
+from ._baselines import (
+    CellTypeMeanBaseline,
+    KNNTranslator,
+    ResampleBaseline,
+    RidgeTranslator,
+    memorisation_distance,
+)
+from ._common import (
+    MODALITIES,
+    binarise,
+    check_option,
+    counts_layer,
+    group_labels,
+    is_counts,
+    lognormalise,
+    matrix,
+    to_csr,
+)
+from ._metrics import (
+    _corr_rows,
+    auprc,
+    auroc,
+    energy_distance,
+    ilisi,
+    knn_label_transfer,
+    marker_correlation,
+    marker_features,
+    mmd_rbf,
+    one_nn_accuracy,
+    pseudobulk_correlation,
+    rf_auc,
+    rowwise_auprc,
+    rowwise_auroc,
+    wasserstein,
+)
+from ._space import FeatureSpace
 
 __all__ = [
     "FeatureSpace",
@@ -69,6 +110,8 @@ __all__ = [
     "summarise_generation",
     "GENERATION_METRICS",
     "PER_CELL_TYPE_METRICS",
+    "lognormalise",
+    "binarise",
 ]
 
 GENERATION_METRICS: tuple[str, ...] = (
@@ -83,324 +126,24 @@ _EMBED_METRICS = {"mmd", "w1", "w2", "energy", "1nn_acc", "rf_auc", "ilisi"}
 
 
 # --------------------------------------------------------------------------------------------
-# matrices
-# --------------------------------------------------------------------------------------------
-def _is_adata(x) -> bool:
-    return hasattr(x, "obs") and hasattr(x, "var") and hasattr(x, "X")
-
-
-def _raw_matrix(x, layer: str | None = "counts"):
-    """``layers[layer]`` when present, else ``X`` (AnnData), or the array itself."""
-    if _is_adata(x):
-        if layer is not None and layer in x.layers:
-            return x.layers[layer]
-        return x.X
-    return x
-
-
-def _to_csr(X) -> sp.csr_matrix:
-    if sp.issparse(X):
-        return sp.csr_matrix(X, dtype=np.float32)
-    return sp.csr_matrix(np.asarray(X, dtype=np.float32))
-
-
-def _looks_like_counts(X) -> bool:
-    from .._validate import is_counts
-
-    if sp.issparse(X):
-        data = X.data[: 200_000]
-    else:
-        data = np.asarray(X).ravel()[: 2_000_000]
-    return is_counts(data)
-
-
-def lognormalise(X, target_sum: float = 1e4) -> sp.csr_matrix:
-    """``log1p`` of counts normalised to ``target_sum`` per cell (over all columns given);
-    non-count input is returned as it is (taken as already log-normalised)."""
-    X = _to_csr(X)
-    if not _looks_like_counts(X):
-        if X.nnz and X.data.min() < 0:
-            raise InputDataError("expression values are neither counts nor log-normalised (negative values)")
-        return X
-    tot = np.asarray(X.sum(1)).ravel()
-    scale = np.divide(target_sum, tot, out=np.zeros_like(tot, dtype=np.float64), where=tot > 0)
-    X = sp.diags(scale.astype(np.float32)) @ X
-    X = sp.csr_matrix(X)
-    X.data = np.log1p(X.data)
-    return X
-
-
-def binarise(X, *, seed: int = 0) -> sp.csr_matrix:
-    """Binary accessibility: counts > 0, or Bernoulli draws (seeded) from probabilities in [0, 1]."""
-    X = _to_csr(X)
-    if _looks_like_counts(X):
-        B = X.copy()
-        B.data = (B.data > 0).astype(np.float32)
-        B.eliminate_zeros()
-        return B
-    if X.nnz and (X.data.min() < 0 or X.data.max() > 1):
-        raise InputDataError("ATAC values are neither counts nor probabilities in [0, 1]")
-    rng = np.random.default_rng(seed)
-    B = X.copy()
-    B.data = (rng.random(B.data.shape[0]) < B.data).astype(np.float32)
-    B.eliminate_zeros()
-    return B
-
-
-def _reindex(x, var_names: pd.Index, all_var_names: pd.Index | None, what: str):
-    """Column indices of ``var_names`` in ``x`` (AnnData by name, array by fitted order)."""
-    if _is_adata(x):
-        idx = pd.Index(x.var_names).get_indexer(var_names)
-        if (idx < 0).any():
-            missing = var_names[idx < 0]
-            raise FeatureMismatchError(
-                f"{what} lacks {len(missing)} features the feature space was fitted on: {_fmt_items(missing)}")
-        return idx
-    n = np.shape(x)[1]
-    if all_var_names is not None and n != len(all_var_names):
-        raise FeatureMismatchError(f"{what} has {n} columns; the feature space was fitted on {len(all_var_names)}")
-    return pd.Index(all_var_names).get_indexer(var_names) if all_var_names is not None else np.arange(n)
-
-
-class FeatureSpace:
-    """Feature space fitted on real cells, in which real and generated cells are compared.
-
-    Parameters
-    ----------
-    modality
-        ``"rna"`` (HVG + log-normalisation + PCA) or ``"atac"`` (binarise + top variable peaks +
-        TF-IDF + LSI). See the module docstring for the exact protocol.
-    n_features
-        HVGs (default 2,000) or top variable peaks (default 20,000), capped at the features present.
-    n_comps
-        Components of the PCA / LSI (default 30).
-    layer
-        Layer holding counts (falls back to ``X``).
-    target_sum
-        Total counts per cell after RNA normalisation.
-    depth_corr_threshold
-        ATAC: drop the first LSI component when its absolute correlation with log depth exceeds this.
-    seed
-        Seed of the randomised SVD / PCA.
-
-    Attributes
-    ----------
-    var_names_
-        Selected features.
-    hvg_flavor_
-        RNA: the HVG flavour used (``"seurat_v3"``, ``"seurat"`` or ``"all"``).
-    dropped_first_, depth_corr_
-        ATAC: whether the first LSI component was dropped and its correlation with depth.
-    """
-
-    def __init__(self, modality: str = "rna", *, n_features: int | None = None, n_comps: int = 30,
-                 layer: str | None = "counts", target_sum: float = 1e4, depth_corr_threshold: float = 0.5,
-                 seed: int = 0):
-        if modality not in ("rna", "atac"):
-            raise InputDataError(f"modality must be 'rna' or 'atac', got {modality!r}")
-        self.modality = modality
-        self.n_features = n_features if n_features is not None else (2000 if modality == "rna" else 20000)
-        self.n_comps = int(n_comps)
-        self.layer = layer
-        self.target_sum = float(target_sum)
-        self.depth_corr_threshold = float(depth_corr_threshold)
-        self.seed = int(seed)
-        self.fitted_ = False
-
-    # ---------------------------------------------------------------- fit
-    def fit(self, real) -> "FeatureSpace":
-        """Fit the feature selection and the PCA / LSI on real cells.
-
-        Parameters
-        ----------
-        real
-            AnnData (counts in ``layers[layer]`` or ``X``) or a cells x features array.
-
-        Returns
-        -------
-        FeatureSpace
-            ``self``.
-        """
-        X = _raw_matrix(real, self.layer)
-        n_cells, n_vars = X.shape
-        if n_cells < 3:
-            raise InputDataError(f"a feature space needs at least 3 real cells, got {n_cells}")
-        self.all_var_names_ = (pd.Index(real.var_names.astype(str)) if _is_adata(real)
-                               else pd.Index([str(i) for i in range(n_vars)]))
-        if self.modality == "rna":
-            self._fit_rna(X)
-        else:
-            self._fit_atac(X)
-        self.fitted_ = True
-        return self
-
-    def _fit_rna(self, X) -> None:
-        from sklearn.decomposition import PCA
-
-        counts = _looks_like_counts(X)
-        L = lognormalise(X, self.target_sum)
-        n_top = int(min(self.n_features, X.shape[1]))
-        if n_top >= X.shape[1]:
-            sel, flavor = np.arange(X.shape[1]), "all"
-        else:
-            sel, flavor = self._hvg(X, L, n_top, counts)
-        self.hvg_flavor_ = flavor
-        self.feature_idx_ = np.sort(sel)
-        self.var_names_ = self.all_var_names_[self.feature_idx_]
-        F = L[:, self.feature_idx_].toarray()
-        n_comps = int(min(self.n_comps, F.shape[0] - 1, F.shape[1]))
-        self.pca_ = PCA(n_components=n_comps, random_state=self.seed).fit(F)
-
-    def _hvg(self, X, L, n_top: int, counts: bool):
-        import anndata as ad
-        import scanpy as sc
-
-        if counts:
-            try:
-                import skmisc  # noqa: F401
-
-                a = ad.AnnData(_to_csr(X))
-                sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat_v3")
-                return np.flatnonzero(a.var["highly_variable"].to_numpy()), "seurat_v3"
-            except ImportError:
-                logger.info("scikit-misc not installed: HVGs with flavor='seurat' on log data")
-        a = ad.AnnData(L.copy())
-        a.uns["log1p"] = {"base": None}
-        sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat")
-        sel = np.flatnonzero(a.var["highly_variable"].to_numpy())
-        if len(sel) == 0:  # degenerate data: fall back to variance
-            sel = np.argsort(-np.asarray(L.power(2).mean(0)).ravel())[:n_top]
-        return sel, "seurat"
-
-    def _fit_atac(self, X) -> None:
-        from sklearn.decomposition import TruncatedSVD
-
-        B = binarise(X, seed=self.seed)
-        p = np.asarray(B.mean(0)).ravel()
-        n_top = int(min(self.n_features, B.shape[1]))
-        self.feature_idx_ = np.sort(np.argsort(-(p * (1 - p)), kind="stable")[:n_top])
-        self.var_names_ = self.all_var_names_[self.feature_idx_]
-        df = np.asarray(B[:, self.feature_idx_].sum(0)).ravel()
-        self.idf_ = np.log1p(B.shape[0] / (1.0 + df)).astype(np.float32)
-        T, depth = self._tfidf(B)
-        n_comps = int(min(self.n_comps + 1, T.shape[0] - 1, T.shape[1] - 1))
-        if n_comps < 2:
-            raise InputDataError("too few cells or peaks for an LSI")
-        self.svd_ = TruncatedSVD(n_components=n_comps, random_state=self.seed).fit(T)
-        first = self.svd_.transform(T)[:, 0]
-        ld = np.log1p(depth)
-        if np.ptp(first) > 0 and np.ptp(ld) > 0:
-            self.depth_corr_ = float(np.corrcoef(first, ld)[0, 1])
-        else:
-            self.depth_corr_ = 0.0
-        self.dropped_first_ = abs(self.depth_corr_) > self.depth_corr_threshold
-        self.keep_ = np.arange(1, n_comps) if self.dropped_first_ else np.arange(0, n_comps - 1)
-
-    def _tfidf(self, B) -> tuple[sp.csr_matrix, np.ndarray]:
-        depth = np.asarray(B.sum(1)).ravel()
-        S = B[:, self.feature_idx_]
-        inv = np.divide(1.0, depth, out=np.zeros_like(depth, dtype=np.float64), where=depth > 0)
-        T = sp.csr_matrix(sp.diags(inv.astype(np.float32)) @ S @ sp.diags(self.idf_ * 1e4))
-        T.data = np.log1p(T.data)
-        return T, depth
-
-    # ---------------------------------------------------------------- transform
-    def _check(self):
-        if not self.fitted_:
-            raise ScdxError("FeatureSpace is not fitted: call fit(real) first")
-
-    def _atac_source(self, x, prob: bool):
-        if prob and _is_adata(x) and "prob" in x.layers:
-            return x.layers["prob"]
-        return _raw_matrix(x, self.layer)
-
-    def features(self, x, *, use_prob: bool = True, seed: int = 0) -> sp.csr_matrix:
-        """Normalised selected features: log-normalised HVGs (RNA) or accessibility of the
-        selected peaks (ATAC; ``layers["prob"]`` when present and ``use_prob``, else binary).
-
-        Parameters
-        ----------
-        x
-            AnnData or array with the features the space was fitted on.
-        use_prob
-            ATAC: use probabilities from ``layers["prob"]`` when present.
-        seed
-            Seed of Bernoulli draws when ATAC probabilities must be binarised.
-
-        Returns
-        -------
-        scipy.sparse.csr_matrix
-            Cells x selected features.
-        """
-        self._check()
-        if self.modality == "rna":
-            # normalised over all genes of x (library size), then the HVGs selected by name
-            L = lognormalise(_raw_matrix(x, self.layer), self.target_sum)
-            return L[:, _reindex(x, self.var_names_, self.all_var_names_, "data")]
-        X = self._atac_source(x, use_prob)
-        idx = _reindex(x, self.var_names_, self.all_var_names_, "data")
-        Xs = _to_csr(X)
-        if _looks_like_counts(Xs):
-            return binarise(Xs[:, idx])
-        return Xs[:, idx]
-
-    def transform(self, x, *, seed: int = 0) -> np.ndarray:
-        """Project cells into the fitted PCA (RNA) or LSI (ATAC) space.
-
-        Parameters
-        ----------
-        x
-            AnnData (counts, log-normalised values, binary peaks or peak probabilities) or array.
-        seed
-            Seed of Bernoulli draws when ATAC probabilities are given.
-
-        Returns
-        -------
-        numpy.ndarray
-            Cells x components.
-        """
-        self._check()
-        if self.modality == "rna":
-            F = self.features(x).toarray()
-            return self.pca_.transform(F)
-        X = _raw_matrix(x, self.layer)
-        if _is_adata(x):
-            idx_all = _reindex(x, self.all_var_names_, self.all_var_names_, "data")
-            X = _to_csr(X)[:, idx_all]
-        B = binarise(X, seed=seed)
-        T, _ = self._tfidf(B)
-        return self.svd_.transform(T)[:, self.keep_]
-
-    def fit_transform(self, real) -> np.ndarray:
-        """``fit(real)`` then ``transform(real)``."""
-        return self.fit(real).transform(real)
-
-
-# --------------------------------------------------------------------------------------------
 # generation
 # --------------------------------------------------------------------------------------------
-def _labels(adata, key: str, what: str) -> np.ndarray:
-    if key not in adata.obs:
-        raise MissingLabelError(f"{what} has no obs column {key!r}; columns: {_fmt_items(adata.obs.columns)}")
-    return adata.obs[key].astype(str).to_numpy()
-
-
 def _embed_metric(name: str, x, y, seed: int, k: int, max_ot: int) -> float:
     if name == "mmd":
-        return M.mmd_rbf(x, y, seed=seed)
+        return mmd_rbf(x, y, seed=seed)
     if name == "w1":
-        return M.wasserstein(x, y, p=1, max_cells=max_ot, seed=seed)
+        return wasserstein(x, y, p=1, max_cells=max_ot, seed=seed)
     if name == "w2":
-        return M.wasserstein(x, y, p=2, max_cells=max_ot, seed=seed)
+        return wasserstein(x, y, p=2, max_cells=max_ot, seed=seed)
     if name == "energy":
-        return M.energy_distance(x, y, seed=seed)
+        return energy_distance(x, y, seed=seed)
     if name == "1nn_acc":
-        return M.one_nn_accuracy(x, y, seed=seed)
+        return one_nn_accuracy(x, y, seed=seed)
     if name == "rf_auc":
-        return M.rf_auc(x, y, seed=seed)
+        return rf_auc(x, y, seed=seed)
     if name == "ilisi":
-        return M.ilisi(x, y, k=k, seed=seed)
-    raise InputDataError(f"unknown metric {name!r}")
+        return ilisi(x, y, k=k, seed=seed)
+    raise OptionError(f"unknown metric {name!r}")
 
 
 def _set_metrics(names, ex, ey, fx, fy, seed, k, max_ot) -> dict[str, float]:
@@ -409,7 +152,7 @@ def _set_metrics(names, ex, ey, fx, fy, seed, k, max_ot) -> dict[str, float]:
         if name in _EMBED_METRICS:
             out[name] = _embed_metric(name, ex, ey, seed, k, max_ot)
     if "pb_pearson" in names or "pb_spearman" in names:
-        r, rho = M.pseudobulk_correlation(fx, fy)
+        r, rho = pseudobulk_correlation(fx, fy)
         if "pb_pearson" in names:
             out["pb_pearson"] = r
         if "pb_spearman" in names:
@@ -422,14 +165,16 @@ def evaluate_generation(real, generated, *, groupby: str | None = "cell_type", m
                         metrics: Sequence[str] | None = None,
                         per_cell_type_metrics: Sequence[str] | None = None,
                         feature_space: FeatureSpace | None = None, min_cells: int = 10, k: int = 30,
-                        max_ot_cells: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        max_ot_cells: int = 2000, layer: str | None = ...,
+                        generated_layer: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compare generated cells with real ones (CFGen protocol; see the module docstring).
 
     Parameters
     ----------
     real, generated
-        AnnData of one modality; counts in ``layers["counts"]`` or ``X`` (generated ATAC may
-        hold probabilities in ``layers["prob"]`` and a binary ``X``).
+        AnnData of one modality: real counts in ``layers[layer]``, generated values in
+        ``X`` (``layers[generated_layer]``); generated ATAC may hold probabilities in
+        ``layers["prob"]`` and a binary ``X``.
     groupby
         Cell-type column of both ``obs`` (``None``: pooled metrics only).
     modality
@@ -450,6 +195,11 @@ def evaluate_generation(real, generated, *, groupby: str | None = "cell_type", m
         Neighbourhood of iLISI (the kNN classifier uses 15).
     max_ot_cells
         Cap of cells per set for the exact Wasserstein distances.
+    layer
+        Layer of the real cells' counts (``None``: ``X``); default: the feature space's layer
+        (``"counts"`` for a new one). A missing layer raises.
+    generated_layer
+        Layer of the generated cells' values (default ``None``: ``X``, where generators put them).
 
     Returns
     -------
@@ -460,15 +210,16 @@ def evaluate_generation(real, generated, *, groupby: str | None = "cell_type", m
     metrics = list(GENERATION_METRICS if metrics is None else metrics)
     unknown = sorted(set(metrics) - set(GENERATION_METRICS))
     if unknown:
-        raise InputDataError(f"unknown metrics {_fmt_items(unknown)}; known: {_fmt_items(GENERATION_METRICS)}")
+        raise OptionError(f"unknown metrics {_fmt_items(unknown)}; known: {_fmt_items(GENERATION_METRICS)}")
     pct = [m for m in (PER_CELL_TYPE_METRICS if per_cell_type_metrics is None else per_cell_type_metrics)
            if m in metrics]
+    check_option("modality", modality, MODALITIES)
     if feature_space is None:
-        feature_space = FeatureSpace(modality).fit(real)
+        feature_space = FeatureSpace(modality, layer="counts" if layer is ... else layer).fit(real)
     elif feature_space.modality != modality:
-        raise InputDataError(f"feature_space is for {feature_space.modality!r}, not {modality!r}")
-    lab_r = _labels(real, groupby, "real") if groupby else np.full(real.n_obs, "all")
-    lab_g = _labels(generated, groupby, "generated") if groupby else np.full(generated.n_obs, "all")
+        raise OptionError(f"feature_space is for {feature_space.modality!r}, not {modality!r}")
+    lab_r = group_labels(real, groupby, what="real cells")
+    lab_g = group_labels(generated, groupby, what="generated cells")
     if generated.n_obs == 0:
         raise InputDataError("generated holds no cells")
     need_features = any(m in metrics for m in ("pb_pearson", "pb_spearman", "marker_corr"))
@@ -482,24 +233,24 @@ def evaluate_generation(real, generated, *, groupby: str | None = "cell_type", m
         if n_cells is not None:
             ir = np.sort(rng.choice(ir, size=min(n_cells, len(ir)), replace=False))
             ig = np.sort(rng.choice(ig, size=min(n_cells, len(ig)), replace=False))
-        er = feature_space.transform(real[ir], seed=seed)
-        eg = feature_space.transform(generated[ig], seed=seed)
-        fr = feature_space.features(real[ir], seed=seed) if need_features else None
-        fg = feature_space.features(generated[ig], seed=seed) if need_features else None
+        er = feature_space.transform(real[ir], seed=seed, layer=layer)
+        eg = feature_space.transform(generated[ig], seed=seed, layer=generated_layer)
+        fr = feature_space.features(real[ir], seed=seed, layer=layer) if need_features else None
+        fg = feature_space.features(generated[ig], seed=seed, layer=generated_layer) if need_features else None
         lr, lg = lab_r[ir], lab_g[ig]
 
         for name, v in _set_metrics(metrics, er, eg, fr, fg, seed, k, max_ot_cells).items():
             rows.append((name, "all", seed, v))
         if groupby and ("knn_acc" in metrics or "knn_f1" in metrics):
-            acc, f1 = M.knn_label_transfer(er, lr, eg, lg)
+            acc, f1 = knn_label_transfer(er, lr, eg, lg)
             if "knn_acc" in metrics:
                 rows.append(("knn_acc", "all", seed, acc))
             if "knn_f1" in metrics:
                 rows.append(("knn_f1", "all", seed, f1))
         if groupby and "marker_corr" in metrics:
             if markers is None:  # markers from all real cells, once
-                markers = M.marker_features(feature_space.features(real).toarray(), lab_r)
-            for ct, v in M.marker_correlation(fr.toarray(), lr, fg.toarray(), lg, markers=markers).items():
+                markers = marker_features(feature_space.features(real, layer=layer).toarray(), lab_r)
+            for ct, v in marker_correlation(fr.toarray(), lr, fg.toarray(), lg, markers=markers).items():
                 rows.append(("marker_corr", ct, seed, v))
         if groupby and pct:
             for ct in sorted(set(lr) & set(lg)):
@@ -571,7 +322,7 @@ def _pearson_stats(O: sp.csr_matrix, P: np.ndarray, rows: np.ndarray, chunk: int
         r = rows[i: i + chunk]
         a = O[r].toarray().astype(np.float64)
         b = np.asarray(P[r], dtype=np.float64)
-        cell_r[i: i + len(r)] = M._corr_rows(a, b)
+        cell_r[i: i + len(r)] = _corr_rows(a, b)
         s["a"] += a.sum(0)
         s["b"] += b.sum(0)
         s["aa"] += (a * a).sum(0)
@@ -598,13 +349,14 @@ def evaluate_translation(observed, predicted, *, modality: str, groupby: str | N
                          seed: int = 0, distribution: bool = True,
                          distribution_metrics: Sequence[str] = ("mmd", "w2", "energy", "pb_pearson"),
                          feature_space: FeatureSpace | None = None, min_cells: int = 10,
-                         max_cells: int | None = 2000, max_pooled: int = 2_000_000) -> pd.DataFrame:
+                         max_cells: int | None = 2000, max_pooled: int = 2_000_000,
+                         layer: str | None = "counts") -> pd.DataFrame:
     """Paired translation metrics of predicted vs observed cells.
 
     Parameters
     ----------
     observed
-        AnnData of the target modality with counts (``layers["counts"]`` or ``X``).
+        AnnData of the target modality with counts in ``layers[layer]``.
     predicted
         AnnData with the same ``obs_names`` in the same order: ``X`` = log-normalised expression
         (``modality="rna"``) or accessibility probabilities (``"atac"``).
@@ -626,6 +378,8 @@ def evaluate_translation(observed, predicted, *, modality: str, groupby: str | N
         Per-cell metrics use at most this many cells (seeded subsample; ``None``: all).
     max_pooled
         Pooled ATAC AUROC / AUPRC use at most this many (cell, peak) entries.
+    layer
+        Layer of ``observed`` holding its counts (``None``: ``X``); a missing layer raises.
 
     Returns
     -------
@@ -641,8 +395,7 @@ def evaluate_translation(observed, predicted, *, modality: str, groupby: str | N
     FeatureMismatchError
         When they share no features.
     """
-    if modality not in ("rna", "atac"):
-        raise InputDataError(f"modality must be 'rna' or 'atac', got {modality!r}")
+    check_option("modality", modality, MODALITIES)
     _check_aligned(observed, predicted)
     common = pd.Index(observed.var_names).intersection(pd.Index(predicted.var_names), sort=False)
     if len(common) == 0:
@@ -652,13 +405,13 @@ def evaluate_translation(observed, predicted, *, modality: str, groupby: str | N
                        predicted.n_vars - len(common))
     io = pd.Index(observed.var_names).get_indexer(common)
     ip = pd.Index(predicted.var_names).get_indexer(common)
-    Xo = _raw_matrix(observed)
+    Xo = matrix(observed, layer, what="observed")
     P = predicted.X
     P = P.toarray() if sp.issparse(P) else np.asarray(P)
     P = np.asarray(P[:, ip], dtype=np.float32)
     if not np.isfinite(P).all():
         raise InputDataError("predicted holds non-finite values")
-    labels = _labels(observed, groupby, "observed") if groupby else np.full(observed.n_obs, "all")
+    labels = group_labels(observed, groupby, what="observed cells")
     rng = np.random.default_rng(seed)
     rows_all = np.arange(observed.n_obs)
     if max_cells is not None and len(rows_all) > max_cells:
@@ -672,7 +425,7 @@ def evaluate_translation(observed, predicted, *, modality: str, groupby: str | N
     out = []
     if modality == "rna":
         O = lognormalise(Xo)[:, io]
-        if _looks_like_counts(P):
+        if is_counts(P):
             P = lognormalise(P).toarray()
         for ct, r in groups:
             cr, gr = _pearson_stats(O, P, r)
@@ -683,30 +436,32 @@ def evaluate_translation(observed, predicted, *, modality: str, groupby: str | N
             raise InputDataError(f"predicted ATAC values must be probabilities in [0, 1]; found range "
                                  f"[{P.min():.3g}, {P.max():.3g}]")
         P = np.clip(P, 0.0, 1.0)
-        O = binarise(_to_csr(Xo)[:, io])
+        O = binarise(to_csr(Xo)[:, io])
         for ct, r in groups:
             y = O[r].toarray()
             p = P[r]
-            ca, cp = M.rowwise_auroc(y, p), M.rowwise_auprc(y, p)
+            ca, cp = rowwise_auroc(y, p), rowwise_auprc(y, p)
             yf, pf = y.ravel(), p.ravel()
             if yf.size > max_pooled:
                 pick = rng.choice(yf.size, size=max_pooled, replace=False)
                 yf, pf = yf[pick], pf[pick]
             out += [("cell_auroc_mean", ct, _nanstat(ca, np.mean)), ("cell_auroc_median", ct, _nanstat(ca, np.median)),
                     ("cell_auprc_mean", ct, _nanstat(cp, np.mean)), ("cell_auprc_median", ct, _nanstat(cp, np.median)),
-                    ("auroc_pooled", ct, M.auroc(yf, pf)), ("auprc_pooled", ct, M.auprc(yf, pf))]
+                    ("auroc_pooled", ct, auroc(yf, pf)), ("auprc_pooled", ct, auprc(yf, pf))]
     tidy = pd.DataFrame(out, columns=["metric", "cell_type", "value"])
     tidy.insert(2, "seed", int(seed))
     if distribution:
         import anndata as ad
 
-        pred_ad = ad.AnnData(P, obs=observed.obs[[groupby]].copy() if groupby else pd.DataFrame(index=observed.obs_names),
-                             var=pd.DataFrame(index=common))
-        obs_ad = ad.AnnData(_to_csr(Xo)[:, io], obs=pred_ad.obs.copy(), var=pd.DataFrame(index=common))
-        fs = feature_space if feature_space is not None else FeatureSpace(modality).fit(obs_ad)
+        obs = pd.DataFrame({groupby: labels}, index=pd.Index(observed.obs_names)) if groupby else None
+        obs = obs if obs is not None else pd.DataFrame(index=pd.Index(observed.obs_names))
+        pred_ad = ad.AnnData(P, obs=obs, var=pd.DataFrame(index=common))
+        obs_ad = ad.AnnData(to_csr(Xo)[:, io], obs=obs.copy(), var=pd.DataFrame(index=common))
+        # both hold their values in X
+        fs = feature_space if feature_space is not None else FeatureSpace(modality, layer=None).fit(obs_ad)
         dist, _ = evaluate_generation(obs_ad, pred_ad, groupby=groupby, modality=modality, seeds=(seed,),
                                       metrics=list(distribution_metrics), feature_space=fs,
-                                      n_cells=max_cells, min_cells=min_cells)
+                                      n_cells=max_cells, min_cells=min_cells, layer=None, generated_layer=None)
         tidy = pd.concat([tidy, dist.drop(columns="modality")], ignore_index=True)
     tidy["modality"] = modality
     return tidy
@@ -715,15 +470,6 @@ def evaluate_translation(observed, predicted, *, modality: str, groupby: str | N
 # --------------------------------------------------------------------------------------------
 # model vs baselines
 # --------------------------------------------------------------------------------------------
-def _obs_column(mdata, key: str) -> np.ndarray:
-    if key in mdata.obs:
-        return mdata.obs[key].astype(str).to_numpy()
-    for name in ("rna", "atac"):
-        if name in mdata.mod and key in mdata.mod[name].obs:
-            return mdata.mod[name].obs[key].astype(str).to_numpy()
-    raise MissingLabelError(f"obs column {key!r} not found in mdata.obs nor in its modalities' obs")
-
-
 def _subset(mdata, mask: np.ndarray):
     sub = mdata[np.flatnonzero(mask)].copy()
     return sub
@@ -817,10 +563,8 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
         ``method, task, modality, metric, cell_type, seed, value``; summarise with
         :func:`scdiffx_grn.eval.summarise`.
     """
-    from ._baselines import (CellTypeMeanBaseline, KNNTranslator, ResampleBaseline, RidgeTranslator,
-                             memorisation_distance)
-
-    split = _obs_column(mdata, split_key)
+    check_option("feature_space_fit", feature_space_fit, ("train", "test"))
+    split = group_labels(mdata, split_key)
     test_mask = split == str(test_value)
     train_mask = (split == str(train_value)) if train_value is not None else ~test_mask
     if test_mask.sum() == 0:
@@ -829,13 +573,12 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
         raise InputDataError("no training cells to fit the baselines on")
     test = _subset(mdata, test_mask)
     train = _subset(mdata, train_mask) if train_mask.any() else None
-    test_labels = _obs_column(test, groupby)
+    test_labels = group_labels(test, groupby)
     for name in ("rna", "atac"):
         test.mod[name].obs[groupby] = test_labels
-    if feature_space_fit not in ("train", "test"):
-        raise InputDataError(f"feature_space_fit must be 'train' or 'test', got {feature_space_fit!r}")
+    layers = {m: counts_layer(mdata, m) for m in ("rna", "atac")}
     fit_ref = train if (feature_space_fit == "train" and train is not None) else test
-    spaces = {m: FeatureSpace(m).fit(fit_ref.mod[m]) for m in ("rna", "atac")}
+    spaces = {m: FeatureSpace(m, layer=layers[m]).fit(fit_ref.mod[m]) for m in ("rna", "atac")}
 
     methods: dict[str, Any] = {"model": model}
     if baselines is True:
@@ -888,7 +631,7 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
                         kw.setdefault("n_samples", n_samples)
                     pred = obj.translate(test, direction=direction, seed=int(seed), **kw)
                     t = evaluate_translation(test.mod[tgt], pred, modality=tgt, groupby=groupby, seed=int(seed),
-                                             feature_space=fs)
+                                             feature_space=fs, layer=layers[tgt])
                     t["modality"], t["method"], t["task"] = direction, name, "translation"
                     parts.append(t)
     if not parts:

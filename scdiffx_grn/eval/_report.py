@@ -11,6 +11,7 @@ import pandas as pd
 
 from .._errors import InputDataError
 from .._io import atomic_path, atomic_write_text
+from ._common import check_option
 from ._protocol import summarise_generation
 
 __all__ = ["METRIC_DIRECTION", "summarise", "comparison_table", "to_markdown", "write_report"]
@@ -70,6 +71,7 @@ def comparison_table(summary: pd.DataFrame, *, scope: str = "all", fmt: str = "{
     -------
     pandas.DataFrame
     """
+    check_option("scope", scope, ("all", "cell_type_mean"))
     s = summary.copy()
     for c in ("method", "task", "modality"):
         if c not in s:

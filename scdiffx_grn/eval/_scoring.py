@@ -32,7 +32,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import InputDataError, ScdxError
+from .._errors import InputDataError
+from .._registry import TARGET_SUM, log_normalize
+from ._baselines import KNNTranslator, RidgeTranslator
+from ._common import DIRECTIONS, check_option, counts_layer, group_labels, matrix
+from ._metrics import colwise_pearson, rowwise_auroc, rowwise_pearson
 
 __all__ = ["energy_score", "pit_coverage", "translation_scores", "observed_target"]
 
@@ -81,18 +85,19 @@ def pit_coverage(samples: np.ndarray, obs: np.ndarray, levels: Sequence[float] =
 
 
 def observed_target(adata, mod: str, layer: str | None = "counts") -> np.ndarray:
-    """Observed values of a modality as the predictors give them: log1p CP10k (RNA) or binary (ATAC)."""
-    X = adata.layers[layer] if layer is not None and layer in adata.layers else adata.X
+    """Observed values of a modality as the predictors give them: log1p CP10k (RNA) or binary (ATAC).
+
+    ``layer``: the layer holding counts (``None``: ``X``); a missing layer raises.
+    """
+    check_option("mod", mod, ("rna", "atac"))
+    X = matrix(adata, layer, what=f"the observed {mod}")
     X = X.toarray() if sp.issparse(X) else np.asarray(X)
-    X = X.astype(np.float64)
     if mod == "rna":
-        return np.log1p(X / np.maximum(X.sum(1, keepdims=True), 1e-12) * 1e4)
+        return log_normalize(X).astype(np.float64)
     return (X > 0).astype(np.float64)
 
 
 def _per_feature(obs: np.ndarray, pred: np.ndarray, tgt: str) -> float:
-    from ._metrics import colwise_pearson, rowwise_auroc
-
     if tgt == "rna":
         r = colwise_pearson(obs, pred)
     else:
@@ -102,8 +107,6 @@ def _per_feature(obs: np.ndarray, pred: np.ndarray, tgt: str) -> float:
 
 
 def _per_cell(obs: np.ndarray, pred: np.ndarray, tgt: str) -> float:
-    from ._metrics import rowwise_auroc, rowwise_pearson
-
     return float(np.nanmean((rowwise_pearson if tgt == "rna" else rowwise_auroc)(obs, pred)))
 
 
@@ -111,7 +114,7 @@ def _model_sample_noise(model, tgt: str, Y: np.ndarray, rng: np.random.Generator
     """Observation noise on decoded samples: NB counts -> log1p CP10k (RNA), Bernoulli peaks (ATAC)."""
     if tgt == "atac":
         return (rng.random(Y.shape) < Y).astype(np.float64)
-    rho = np.expm1(Y) / 1e4
+    rho = np.expm1(Y) / TARGET_SUM
     rho = rho / np.maximum(rho.sum(-1, keepdims=True), 1e-12)
     mu_l = float(model.module.lib_mu[-1])
     sd_l = float(model.module.lib_sigma[-1])
@@ -120,7 +123,7 @@ def _model_sample_noise(model, tgt: str, Y: np.ndarray, rng: np.random.Generator
     theta = model.module.rna_ae.theta.detach().cpu().numpy().astype(np.float64)
     lam = rng.gamma(shape=np.broadcast_to(theta, mean.shape), scale=np.maximum(mean, 1e-12) / theta)
     counts = rng.poisson(lam).astype(np.float64)
-    return np.log1p(counts / np.maximum(counts.sum(-1, keepdims=True), 1.0) * 1e4)
+    return log_normalize(counts).astype(np.float64)
 
 
 def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna", groupby: str = "cell_type",
@@ -163,11 +166,8 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import NearestNeighbors
 
-    from ._baselines import RidgeTranslator
-
-    if direction not in ("atac->rna", "rna->atac"):
-        raise ScdxError(f"direction must be 'atac->rna' or 'rna->atac', got {direction!r}")
-    src, tgt = direction.split("->")
+    check_option("direction", direction, tuple(DIRECTIONS))
+    src, tgt = DIRECTIONS[direction]
     n = mdata.n_obs
 
     def _idx(c, what):
@@ -183,10 +183,11 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
         raise InputDataError(f"need >= 10 training and >= 3 test cells, got {len(tr)} and {len(te)}")
     if np.intersect1d(tr, te).size:
         raise InputDataError("train and test cells overlap")
-    labels = (mdata.obs[groupby] if groupby in mdata.obs else mdata.mod[tgt].obs[groupby]).astype(str).to_numpy()
+    labels = group_labels(mdata, groupby)
     m_tr, m_te = mdata[tr].copy(), mdata[te].copy()
-    Y_tr = observed_target(m_tr.mod[tgt], tgt)
-    Y_te = observed_target(m_te.mod[tgt], tgt)
+    layer = counts_layer(mdata, tgt)
+    Y_tr = observed_target(m_tr.mod[tgt], tgt, layer)
+    Y_te = observed_target(m_te.mod[tgt], tgt, layer)
     y_tr, y_te = labels[tr], labels[te]
 
     pca = PCA(n_components=int(min(n_comps, Y_tr.shape[1] - 1, len(tr) - 1)), random_state=seed).fit(Y_tr)
@@ -198,8 +199,6 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
                                                                   seed=seed).X, np.float64), "model")
     ridge = RidgeTranslator(n_comps=n_comps, seed=seed).fit(m_tr)
     preds["ridge"] = (np.asarray(ridge.translate(m_te, direction).X, np.float64), "baseline")
-    from ._baselines import KNNTranslator
-
     knn = KNNTranslator(k=knn_k, n_comps=n_comps, seed=seed).fit(m_tr)
     preds["k-NN"] = (np.asarray(knn.translate(m_te, direction).X, np.float64), "baseline")
     mean_tr = Y_tr.mean(0)
@@ -208,7 +207,7 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
     type_means = {t: Y_tr[(types == t).to_numpy()].mean(0) for t in types.unique()}
     preds["label oracle"] = (np.stack([type_means.get(t, mean_tr) for t in y_te]), "ceiling")
     rec = model.reconstruct(m_te, tgt)
-    rec = np.log1p(1e4 * rec) if tgt == "rna" else rec
+    rec = log_normalize(rec) if tgt == "rna" else rec  # proportions rho -> log1p CP10k
     preds["autoencoder reconstruction"] = (np.asarray(rec, np.float64), "ceiling")
     rows = []
     for name, (P, role) in preds.items():

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import InputDataError, ScdxError, _fmt_items
+from .._errors import InputDataError, OptionError, ScdxError, _fmt_items
 from ._metrics import auprc as _auprc
 from ._metrics import auroc as _auroc
 
@@ -87,7 +87,9 @@ def ranking_metrics(y_true, scores) -> dict:
 def _edges(df: pd.DataFrame, a=("source", "tf", "peak"), b=("target", "gene")) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
         raise InputDataError(f"expected a DataFrame, got {type(df).__name__}")
-    d = df.copy()
+    from ..grn._network import network_table
+
+    d = network_table(df, group="cell_type").copy()  # the group column, whatever groupby named it
     src = next((c for c in a if c in d), None)
     tgt = next((c for c in b if c in d), None)
     if src is None or tgt is None:
@@ -97,8 +99,6 @@ def _edges(df: pd.DataFrame, a=("source", "tf", "peak"), b=("target", "gene")) -
     d["target"] = d["target"].astype(str)
     if "weight" not in d:
         d["weight"] = 1.0
-    if "cell_type" not in d:
-        d["cell_type"] = "all"
     d["cell_type"] = d["cell_type"].astype(str)
     return d
 
@@ -308,17 +308,19 @@ def _group_index(labels):
 
 def accessibility_baseline(mdata, candidates: pd.DataFrame, groupby: str = "cell_type") -> pd.DataFrame:
     """Accessibility-only baseline: weight = fraction of the cell type's cells with the peak open."""
-    from ..grn._metacells import get_counts, obs_labels
+    from .._registry import counts, labels
 
     d = _edges(candidates)[["source", "target"] + (["distance"] if "distance" in candidates else [])]
     d = d.drop_duplicates(["source", "target"])
     atac = mdata.mod["atac"]
-    names, P = _group_index(obs_labels(mdata, groupby))
+    names, P = _group_index(labels(mdata, groupby).to_numpy())
     pos = atac.var_names.get_indexer(pd.Index(pd.unique(d["source"])))
     if (pos < 0).any():
         bad = pd.unique(d["source"])[pos < 0]
         raise InputDataError(f"candidate peaks not in the data: {_fmt_items(bad)}")
-    A = get_counts(atac)[:, pos]
+    A = sp.csr_matrix(counts(mdata, "atac"), dtype=np.float32)[:, pos]
+    if A.nnz and not np.isfinite(A.data).all():
+        raise InputDataError("the ATAC counts hold NaN or inf values")
     A.data = (A.data > 0).astype(np.float32)
     M = np.asarray((P @ A).todense()) / np.asarray(P.sum(1))
     col = pd.Index(pd.unique(d["source"])).get_indexer(d["source"])
@@ -493,7 +495,7 @@ def peak_importance(pred_df: pd.DataFrame, *, reduce: str = "sum_abs") -> pd.Dat
     elif reduce == "sum":
         agg = "sum"
     else:
-        raise ScdxError(f"reduce must be 'sum_abs', 'max_abs' or 'sum', got {reduce!r}")
+        raise OptionError(f"reduce must be 'sum_abs', 'max_abs' or 'sum', got {reduce!r}")
     return d.pivot_table(index="source", columns="cell_type", values="weight", aggfunc=agg, fill_value=0.0)
 
 

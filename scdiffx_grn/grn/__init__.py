@@ -3,23 +3,32 @@
 Public entry points (also re-exported by ``tl`` / ``get`` / ``pl``):
 
 - ``tl.peak_gene_candidates`` / :func:`peak_gene_candidates`: peaks within a window of TSSs
-- ``tl.extract_grn`` / :func:`extract_grn`: peak -> gene networks per cell type from the model
-  (attention x saliency, integrated gradients or in-silico peak knockout)
+- ``tl.extract_grn`` / :func:`extract_grn`: peak -> gene networks per cell type from the model, the
+  one runner of the scoring methods (:class:`Method` kernels in :data:`METHODS`: attention x
+  saliency, integrated gradients, in-silico peak knockout; :func:`show_methods` lists them)
 - ``tl.tf_gene_network`` / :func:`tf_gene_network`: TF -> gene edges via TF -> peak links
 - :func:`read_motifs`, :func:`peak_sequences`, :func:`scan_motifs`: TF -> peak links from motif scanning of a
   genome FASTA
-- ``get.grn_df``, ``get.to_networkx``; :func:`write_grn` / :func:`read_grn`
+- ``get.grn_df``, ``get.to_networkx``, :func:`network_table` (the table of a result from a MuData
+  key or a DataFrame); :func:`write_grn` / :func:`read_grn`
 - ``pl.grn_network``, ``pl.grn_specificity_heatmap``; :func:`type_specificity` (per-type scores
   relative to the across-type mean; per-type edge selection)
+
+Storage (scanpy's contract, :mod:`scdiffx_grn._store`): ``copy=False`` writes into the data and
+returns ``None``, ``copy=True`` returns a modified copy; results are ``uns[key_added] =
+{"params": {...}, "network": df}`` (``"candidates"`` for :func:`peak_gene_candidates`); the column
+holding cell groups is named after ``groupby`` (``group`` with value ``"all"`` for ``groupby=None``).
 
 Validation lives in :mod:`scdiffx_grn.eval.grn`.
 """
 
 from ._export import as_edges, grn_df, read_grn, to_networkx, top_edges, write_grn
-from ._extract import METHODS, extract_grn
+from ._extract import extract_grn
 from ._genomic import parse_peak_names, peak_gene_candidates, peaks_table, read_tss
 from ._metacells import metacell_profiles, metacells
+from ._methods import METHODS, Method, Param, methods, register_method, show_methods
 from ._motifs import Motif, peak_sequences, read_motifs, scan_motifs
+from ._network import group_column, network_table
 from ._plots import grn_network, grn_specificity_heatmap
 from ._scores import (
     attention_matrix,
@@ -32,6 +41,7 @@ from ._scores import (
 from ._specific import type_specificity
 from ._tf import (
     overlap_intervals,
+    resolve_tfs,
     tf_gene_network,
     tf_peak_coaccessibility,
     tf_peak_from_base_grn,
@@ -40,7 +50,9 @@ from ._tf import (
 
 __all__ = [
     "METHODS",
+    "Method",
     "Motif",
+    "Param",
     "as_edges",
     "attention_matrix",
     "attention_scores",
@@ -49,10 +61,13 @@ __all__ = [
     "grn_df",
     "grn_network",
     "grn_specificity_heatmap",
+    "group_column",
     "ig_scores",
     "knockout_scores",
     "metacell_profiles",
     "metacells",
+    "methods",
+    "network_table",
     "overlap_intervals",
     "parse_peak_names",
     "peak_gene_candidates",
@@ -61,8 +76,11 @@ __all__ = [
     "read_grn",
     "read_motifs",
     "read_tss",
+    "register_method",
+    "resolve_tfs",
     "saliency_matrices",
     "scan_motifs",
+    "show_methods",
     "tf_gene_network",
     "tf_peak_coaccessibility",
     "tf_peak_from_base_grn",

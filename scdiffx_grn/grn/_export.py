@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, MissingLabelError, ScdxError, _fmt_items
+from .._errors import InputDataError, MissingLabelError, OptionError, _fmt_items
 from .._io import atomic_path
+from ._network import group_column, network_table, tag
 
-__all__ = ["grn_df", "to_networkx", "write_grn", "read_grn", "as_edges", "top_edges"]
+__all__ = ["as_edges", "grn_df", "read_grn", "to_networkx", "top_edges", "write_grn"]
 
 
 def as_edges(df: pd.DataFrame) -> pd.DataFrame:
@@ -35,17 +36,21 @@ def as_edges(df: pd.DataFrame) -> pd.DataFrame:
     if "weight" not in d:
         d["weight"] = 1.0
     first = ["source", "target", "weight"]
-    return d[first + [c for c in d.columns if c not in first]]
+    return tag(d[first + [c for c in d.columns if c not in first]], group_column(df))
 
 
-def top_edges(df: pd.DataFrame, top_k: int | None, *, by_abs: bool = True) -> pd.DataFrame:
-    """Top ``top_k`` edges by (absolute) weight, per cell type when there is a ``cell_type`` column."""
+def top_edges(df: pd.DataFrame, top_k: int | None, *, by_abs: bool = True, group: str | None = None) -> pd.DataFrame:
+    """Top ``top_k`` edges by (absolute) weight, per group when there is a group column.
+
+    ``group``: the group column (``None``: :func:`scdiffx_grn.grn.group_column` of ``df``).
+    """
+    gcol = group or group_column(df)
     d = df.copy()
     key = d["weight"].abs() if by_abs else d["weight"]
     d = d.assign(_k=key.to_numpy()).sort_values("_k", ascending=False, kind="stable")
     if top_k is not None:
-        d = d.groupby("cell_type", sort=False, observed=True).head(top_k) if "cell_type" in d else d.head(top_k)
-    return d.drop(columns="_k").reset_index(drop=True)
+        d = d.groupby(gcol, sort=False, observed=True).head(top_k) if gcol in d else d.head(top_k)
+    return tag(d.drop(columns="_k").reset_index(drop=True), gcol if gcol in d else None)
 
 
 def grn_df(mdata, key: str = "grn", cell_type=None, top_k: int | None = None) -> pd.DataFrame:
@@ -54,54 +59,51 @@ def grn_df(mdata, key: str = "grn", cell_type=None, top_k: int | None = None) ->
     Parameters
     ----------
     mdata
-        MuData (the table is read from ``mdata.uns[key]``) or a GRN DataFrame.
+        MuData (the table is read from ``mdata.uns[key]``, see :func:`network_table`) or a GRN
+        DataFrame.
     key
         ``uns`` key.
     cell_type
-        A cell type or list of cell types to keep (``None``: all).
+        A group (cell type) or list of groups to keep (``None``: all). Groups are read from the
+        group column the network was stored with (named after ``groupby``; ``cell_type`` for
+        earlier versions).
     top_k
-        Keep the ``top_k`` edges by absolute weight per cell type.
+        Keep the ``top_k`` edges by absolute weight per group.
 
     Returns
     -------
-    DataFrame ``source, target, weight, cell_type, ...`` sorted by cell type then |weight|.
+    DataFrame ``source, target, weight, <group column>, ...`` sorted by group then |weight|
+    (``attrs["group_column"]`` names the group column).
     """
-    if isinstance(mdata, pd.DataFrame):
-        df = mdata
-    else:
-        if key not in mdata.uns:
-            raise ScdxError(f"mdata.uns has no {key!r}; available keys: {_fmt_items(mdata.uns.keys())}")
-        df = mdata.uns[key]
-        if isinstance(df, dict):
-            df = pd.concat([as_edges(v).assign(cell_type=k) if "cell_type" not in v else v for k, v in df.items()],
-                           ignore_index=True)
-    df = as_edges(df)
+    df = as_edges(network_table(mdata, key))
+    gcol = group_column(df)
     if cell_type is not None:
-        if "cell_type" not in df:
-            raise MissingLabelError("the GRN has no cell_type column")
-        wanted = [cell_type] if isinstance(cell_type, str) else list(cell_type)
-        missing = [c for c in wanted if c not in set(df["cell_type"].astype(str))]
+        if gcol is None:
+            raise MissingLabelError("the GRN has no group (cell_type) column")
+        wanted = [cell_type] if isinstance(cell_type, str) else [str(c) for c in cell_type]
+        missing = [c for c in wanted if c not in set(df[gcol].astype(str))]
         if missing:
-            raise MissingLabelError(f"cell types not in the GRN: {_fmt_items(missing)}; "
-                                    f"available: {_fmt_items(pd.unique(df['cell_type']))}")
-        df = df[df["cell_type"].astype(str).isin(wanted)]
-    df = top_edges(df, top_k)
-    if "cell_type" in df:
-        df = df.sort_values("cell_type", kind="stable").reset_index(drop=True)
-    return df
+            raise MissingLabelError(f"cell types not in the GRN's {gcol!r} column: {_fmt_items(missing)}; "
+                                    f"available: {_fmt_items(pd.unique(df[gcol]))}")
+        df = df[df[gcol].astype(str).isin(wanted)]
+    df = top_edges(df, top_k, group=gcol)
+    if gcol is not None:
+        df = df.sort_values(gcol, kind="stable").reset_index(drop=True)
+    return tag(df, gcol)
 
 
 def to_networkx(df_or_mdata, cell_type=None, *, key: str = "grn", top_k: int | None = None):
     """Convert a GRN to a :class:`networkx.DiGraph`.
 
     Nodes get a ``kind`` attribute (``"source"``/``"target"``, or ``"both"``); every other
-    column becomes an edge attribute. With several cell types and ``cell_type=None`` a
-    :class:`networkx.MultiDiGraph` keyed by cell type is returned.
+    column becomes an edge attribute. With several groups (cell types) and ``cell_type=None`` a
+    :class:`networkx.MultiDiGraph` keyed by group is returned.
     """
     import networkx as nx
 
     df = grn_df(df_or_mdata, key=key, cell_type=cell_type, top_k=top_k)
-    multi = "cell_type" in df and df["cell_type"].nunique() > 1
+    gcol = group_column(df)
+    multi = gcol is not None and df[gcol].nunique() > 1
     G = nx.MultiDiGraph() if multi else nx.DiGraph()
     src, tgt = set(df["source"].astype(str)), set(df["target"].astype(str))
     for n in src | tgt:
@@ -111,7 +113,7 @@ def to_networkx(df_or_mdata, cell_type=None, *, key: str = "grn", top_k: int | N
         d = row._asdict()
         a = {k: _py(d[k]) for k in attrs}
         if multi:
-            G.add_edge(str(d["source"]), str(d["target"]), key=str(d["cell_type"]), **a)
+            G.add_edge(str(d["source"]), str(d["target"]), key=str(d[gcol]), **a)
         else:
             G.add_edge(str(d["source"]), str(d["target"]), **a)
     return G
@@ -123,18 +125,20 @@ def _py(v):
     return v
 
 
-def write_grn(df, path, *, per_cell_type: bool = False) -> list[Path]:
+def write_grn(df, path, *, per_cell_type: bool = False, key: str = "grn") -> list[Path]:
     """Write a GRN table atomically; the format follows the suffix.
 
-    ``.csv`` / ``.tsv`` / ``.parquet`` write the table; ``.graphml`` writes a graph with all
-    columns as edge attributes (a multigraph keyed by ``cell_type``), or one file per cell type
-    (``<stem>.<cell type>.graphml``) with ``per_cell_type=True``.
+    ``df``: a GRN DataFrame or a MuData holding one (``uns[key]``). ``.csv`` / ``.tsv`` /
+    ``.parquet`` write the table; ``.graphml`` writes a graph with all columns as edge attributes
+    (a multigraph keyed by the group column, e.g. ``cell_type``), or one file per group
+    (``<stem>.<group>.graphml``) with ``per_cell_type=True``.
 
     Returns
     -------
     The paths written.
     """
-    df = as_edges(df)
+    df = as_edges(network_table(df, key))
+    gcol = group_column(df)
     path = Path(os.fspath(path))
     suf = path.suffix.lower()
     if suf == ".gz":
@@ -150,12 +154,12 @@ def write_grn(df, path, *, per_cell_type: bool = False) -> list[Path]:
     if suf == ".graphml":
         import networkx as nx
 
-        if per_cell_type and "cell_type" in df:
+        if per_cell_type and gcol is not None:
             out = []
-            for ct, sub in df.groupby("cell_type", sort=True, observed=True):
+            for ct, sub in df.groupby(gcol, sort=True, observed=True):
                 safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(ct))
                 p = path.with_name(f"{path.stem}.{safe}.graphml")
-                G = to_networkx(sub)
+                G = to_networkx(tag(sub, gcol))
                 with atomic_path(p, suffix=".graphml") as tmp:
                     nx.write_graphml(G, tmp)
                 out.append(p)
@@ -164,7 +168,7 @@ def write_grn(df, path, *, per_cell_type: bool = False) -> list[Path]:
         with atomic_path(path, suffix=".graphml") as tmp:
             nx.write_graphml(G, tmp)
         return [path]
-    raise ScdxError(f"unknown GRN file type {path.suffix!r} for {path.name}; use .csv, .tsv, .parquet or .graphml")
+    raise OptionError(f"unknown GRN file type {path.suffix!r} for {path.name}; use .csv, .tsv, .parquet or .graphml")
 
 
 def read_grn(path) -> pd.DataFrame:
@@ -183,4 +187,4 @@ def read_grn(path) -> pd.DataFrame:
         G = nx.read_graphml(path)
         rows = [dict(source=u, target=v, **d) for u, v, d in G.edges(data=True)]
         return as_edges(pd.DataFrame(rows))
-    raise ScdxError(f"unknown GRN file type {path.suffix!r} for {path.name}")
+    raise OptionError(f"unknown GRN file type {path.suffix!r} for {path.name}; use .csv, .tsv, .parquet or .graphml")

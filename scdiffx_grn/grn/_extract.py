@@ -1,4 +1,8 @@
-"""``tl.extract_grn``: cell-type-specific peak -> gene networks from a trained scDiffusion-X model."""
+"""``tl.extract_grn``: cell-type-specific peak -> gene networks from a trained scDiffusion-X model.
+
+The one runner of the scoring methods of :mod:`scdiffx_grn.grn._methods`: candidates, groups of
+cells, subsampling, one kernel call per group, the tidy table, the storage contract.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,33 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .._errors import MissingLabelError, ScdxError, _fmt_items
+from .. import _store
+from .._errors import MissingLabelError, OptionError, ScdxError, _fmt_items
+from .._registry import labels as _labels
 from .._settings import logger, progress
 from ._genomic import peak_gene_candidates
+from ._methods import METHODS, Method, get_method
+from ._network import group_column_for, network_table, tag
 
 __all__ = ["METHODS", "extract_grn"]
-
-METHODS = ("attention", "integrated_gradients", "knockout")
 
 
 def _candidates(model, mdata, candidates, tss, window):
     if candidates is None:
         if tss is None:
             raise ScdxError("extract_grn needs candidate pairs: pass tss= (a TSS table or file, see grn.read_tss) "
-                            "or candidates= (a peak, gene DataFrame)")
+                            "or candidates= (a peak, gene DataFrame, or the uns key of tl.peak_gene_candidates)")
         candidates = peak_gene_candidates(mdata.mod["atac"], genes=list(model.rna_var_names), tss_table=tss,
                                           window=window)
+    elif isinstance(candidates, str):
+        candidates = network_table(mdata, candidates, table="candidates")
+    if not isinstance(candidates, pd.DataFrame):
+        raise OptionError(f"candidates must be a peak, gene DataFrame or an uns key, got {type(candidates).__name__}")
     cand = candidates.rename(columns={"source": "peak", "target": "gene"}).copy()
+    missing = [c for c in ("peak", "gene") if c not in cand]
+    if missing:
+        raise OptionError(f"candidates lack the column(s) {missing} (peak / source, gene / target); "
+                          f"columns: {_fmt_items(candidates.columns)}")
     cand["peak"] = cand["peak"].astype(str)
     cand["gene"] = cand["gene"].astype(str)
     g_ok = cand["gene"].isin(set(model.rna_var_names))
@@ -36,33 +50,39 @@ def _candidates(model, mdata, candidates, tss, window):
     return cand
 
 
-def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str = "attention",
-                window: int = 150_000, tss=None, candidates: pd.DataFrame | None = None,
-                cell_types: Sequence[str] | None = None, timesteps: Sequence[int] = (100, 300, 500),
-                layers: Sequence[int] | None = None, head_reduce: str = "mean", noise_atac: bool = False,
-                ig_baseline: str = "zeros", ig_steps: int = 16, ig_engine: str = "jacobian",
-                knockout_group: str = "peak",
-                sampler: str = "ddim", translate_steps: int = 10, n_samples: int = 1, readout: str = "mean",
-                key_added: str = "grn", batch_size: int = 64, max_cells: int | None = 500,
-                min_cells: int = 5, seed: int = 0, copy: bool = False):
+def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: str | None = "cell_type",
+                candidates: pd.DataFrame | str | None = None, tss=None, window: int = 150_000,
+                cell_types: Sequence[str] | None = None, max_cells: int | None = 500, min_cells: int = 5,
+                batch_size: int = 64, key_added: str = "grn", copy: bool = False, seed: int = 0,
+                **method_kwargs):
     """Cell-type-specific peak -> gene network from a trained scDiffusion-X model.
 
-    Candidate pairs (peak centre within ``window`` bp of the gene's TSS) are scored per cell
-    type with one of three methods:
+    Candidate pairs (peak centre within ``window`` bp of the gene's TSS) are scored per group of
+    cells by one method (a kernel of :mod:`scdiffx_grn.grn._methods`; :func:`show_methods` lists
+    them with their options):
 
     - ``"attention"`` (the scDiffusion-X recipe): RNA <- ATAC Dual-Cross-Attention of the
       denoiser on real cells of the type (RNA latent noised to each of ``timesteps``, ATAC clean
       unless ``noise_atac``), reduced over heads (``head_reduce``), ``layers``, cells and
       timesteps, mapped to genes / peaks with encoder gradient saliency:
-      ``score(p, g) = S_rna[:, g]^T A S_atac[:, p]``.
+      ``score(p, g) = S_rna[:, g]^T A S_atac[:, p]``. Options: ``timesteps=(100, 300, 500)``,
+      ``layers=None``, ``head_reduce="mean"``, ``noise_atac=False``.
     - ``"integrated_gradients"``: integrated gradients (captum's quadrature) of the ATAC -> RNA
-      translated expression (log1p CP10k) of each candidate gene w.r.t. its candidate peaks
-      (``ig_baseline`` ``"zeros"`` / ``"mean"``, ``ig_steps``), averaged over cells; every gene
-      at once through the latent Jacobian (``ig_engine="jacobian"``) or one captum call per gene
-      (``"captum"``, same numbers, slower).
+      translated expression (log1p CP10k) of each candidate gene w.r.t. its candidate peaks,
+      averaged over cells; every gene at once through the latent Jacobian
+      (``ig_engine="jacobian"``) or one captum call per gene (``"captum"``, same numbers,
+      slower). Options: ``ig_baseline="zeros"`` (or ``"mean"``), ``ig_steps=16``,
+      ``ig_engine``, ``sampler="ddim"``, ``translate_steps=10``, ``readout="mean"``.
     - ``"knockout"``: in-silico closing of each candidate peak (``knockout_group="peak"``) or of
       all candidate peaks of a gene (``"gene"``); score = drop of translated expression
-      (log1p CP10k), paired noise.
+      (log1p CP10k), paired noise. Options: ``knockout_group``, ``sampler``,
+      ``translate_steps``, ``n_samples=1``, ``readout``. Cells where a peak is already closed are
+      skipped (exactly 0 effect).
+
+    ``readout`` (integrated gradients, knockout): ``"mean"`` the posterior mean (one denoiser call
+    per cell for v / x0 / flow models; epsilon models run a DDIM trajectory of
+    ``translate_steps``), or ``"samples"``: a sampled trajectory (``sampler``,
+    ``translate_steps``; ``n_samples`` samples averaged for knockout).
 
     Parameters
     ----------
@@ -70,41 +90,36 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
         A trained :class:`scdiffx_grn.ScDiffusionX` (or anything with its tensor API).
     mdata
         Paired MuData with the model's genes and peaks.
-    groupby
-        Cell label column; one network per group (``None``: all cells, ``cell_type="all"``).
     method
-        ``"attention"``, ``"integrated_gradients"`` or ``"knockout"``.
-    window, tss
-        Candidate window (bp) and TSS annotation (see :func:`scdiffx_grn.grn.read_tss`).
+        A method name (``"attention"``, ``"integrated_gradients"``, ``"knockout"``; see
+        :func:`show_methods`) or a :class:`Method` instance.
+    groupby
+        Cell label column (read with the one label lookup, :func:`scdiffx_grn._registry.labels`);
+        one network per group. ``None``: all cells, one group ``"all"`` in a column ``group``.
     candidates
-        Precomputed ``peak, gene[, distance]`` pairs (overrides ``tss``/``window``).
+        Precomputed ``peak, gene[, distance]`` pairs (overrides ``tss``/``window``), or the
+        ``uns`` key where :func:`peak_gene_candidates` stored them.
+    tss, window
+        TSS annotation (see :func:`scdiffx_grn.grn.read_tss`) and candidate window (bp).
     cell_types
         Restrict to these groups.
-    timesteps, layers, head_reduce, noise_atac
-        Attention options.
-    ig_baseline, ig_steps, ig_engine
-        Integrated-gradients options (see :func:`scdiffx_grn.grn.ig_scores`).
-    readout
-        Translation used by integrated gradients and knockout: ``"mean"`` (default) the
-        posterior mean (one denoiser call per cell for v / x0 / flow models; ``n_samples``
-        noises averaged in latent space for knockout), or ``"samples"``: a sampled trajectory
-        (``sampler``, ``translate_steps`` steps; ``n_samples`` samples averaged for knockout).
-        Epsilon-prediction models run a DDIM trajectory of ``translate_steps`` for ``"mean"``.
-        Knockout skips the cells where a peak is already closed (exactly 0 effect).
-    knockout_group, sampler, translate_steps, n_samples
-        Knockout / translation options (IG uses ``sampler`` and ``translate_steps`` too).
-    key_added
-        ``mdata.uns`` key of the result.
-    batch_size
-        Cells per batch.
     max_cells
         Subsample at most this many cells per group (``None``: all).
     min_cells
         Groups with fewer cells are skipped (with a log message).
+    batch_size
+        Cells per batch.
+    key_added
+        ``mdata.uns`` key of the result.
+    copy
+        ``False``: write into ``mdata`` and return ``None``; ``True``: leave ``mdata`` untouched
+        and return a modified copy.
     seed
         Seed of subsampling and noise.
-    copy
-        Return the table instead of ``None`` (it is stored either way).
+    **method_kwargs
+        Options of the chosen method (above). A keyword the method does not take (e.g.
+        ``timesteps`` with ``method="knockout"``) raises :class:`~scdiffx_grn.OptionError` naming
+        the valid ones.
 
     Notes
     -----
@@ -115,28 +130,33 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
 
     Returns
     -------
-    ``None`` (``copy=False``); ``mdata.uns[key_added]`` holds a DataFrame ``source (peak),
-    target (gene), weight, cell_type, distance, method, n_cells`` and, with several groups,
-    ``specificity``: the edge's |weight| divided by its type's mean |weight|, minus the mean of
-    that over the other types (:func:`scdiffx_grn.grn.type_specificity`). Rank by ``weight``
-    for a type's strongest links (mostly the same pairs in every type), by ``specificity`` for
-    the links that set the type apart.
+    ``None`` (``copy=False``) or the modified copy (``copy=True``). ``uns[key_added]`` holds
+    ``{"params": {...}, "network": df}`` with ``df`` columns ``source (peak), target (gene),
+    weight, <groupby>, distance, method, n_cells`` (the group column is named after
+    ``groupby``, ``group`` for ``groupby=None``) and, with several groups, ``specificity``: the
+    edge's |weight| divided by its group's mean |weight|, minus the mean of that over the other
+    groups (:func:`scdiffx_grn.grn.type_specificity`). Rank by ``weight`` for a group's strongest
+    links (mostly the same pairs in every group), by ``specificity`` for the links that set the
+    group apart. Read it with ``get.grn_df`` or :func:`network_table`.
+
+    Raises
+    ------
+    OptionError
+        An unknown method, a keyword of another method, or a bad option value.
+    MissingLabelError
+        ``groupby`` is not a label column, or ``cell_types`` names groups it does not hold.
     """
-    if method not in METHODS:
-        raise ScdxError(f"method must be one of {METHODS}, got {method!r}")
-    if readout not in ("mean", "samples"):
-        raise ScdxError(f"readout must be 'mean' or 'samples', got {readout!r}")
-    from ._metacells import obs_labels
-    from ._scores import (
-        attention_scores,
-        cond_for,
-        ig_scores,
-        knockout_scores,
-        model_inputs,
-    )
+    meth = get_method(method)
+    opts = meth.resolve(method_kwargs)
+    gcol = group_column_for(groupby)
+    if max_cells is not None and int(max_cells) < 1:
+        raise OptionError(f"max_cells must be a positive integer or None, got {max_cells!r}")
+    if int(batch_size) < 1:
+        raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
+    from ._scores import cond_for, model_inputs
 
     cand = _candidates(model, mdata, candidates, tss, window)
-    labels = obs_labels(mdata, groupby)
+    labels = _labels(mdata, groupby).to_numpy()
     groups = list(pd.unique(labels)) if cell_types is None else [str(c) for c in cell_types]
     missing = [g for g in groups if g not in set(labels)]
     if missing:
@@ -144,7 +164,7 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
     X_rna, X_atac = model_inputs(model, mdata)
     rng = np.random.default_rng(seed)
     parts = []
-    for g in progress(sorted(groups), desc=f"extract_grn[{method}]"):
+    for g in progress(sorted(groups), desc=f"extract_grn[{meth.name}]"):
         idx = np.flatnonzero(labels == g)
         if len(idx) < min_cells:
             logger.info("skipping cell type %r: %d cells < min_cells=%d", g, len(idx), min_cells)
@@ -152,34 +172,31 @@ def extract_grn(model, mdata, *, groupby: str | None = "cell_type", method: str 
         if max_cells is not None and len(idx) > max_cells:
             idx = np.sort(rng.choice(idx, max_cells, replace=False))
         cond = cond_for(model, mdata, idx)
-        Xr, Xa = X_rna[idx], X_atac[idx]
         names = np.asarray(mdata.obs_names)[idx]
-        if method == "attention":
-            w = attention_scores(model, Xr, Xa, cond, cand, timesteps=timesteps, layers=layers,
-                                 head_reduce=head_reduce, noise_atac=noise_atac, batch_size=batch_size, seed=seed)
-        elif method == "integrated_gradients":
-            w = ig_scores(model, Xa, cond, cand, baseline=ig_baseline, n_steps=ig_steps, sampler=sampler,
-                          engine=ig_engine, translate_steps=translate_steps, batch_size=batch_size, seed=seed,
-                          readout=readout, cell_names=names)
-        else:
-            w = knockout_scores(model, Xa, cond, cand, group=knockout_group, sampler=sampler,
-                                n_steps=translate_steps, n_samples=n_samples, batch_size=batch_size, seed=seed,
-                                readout=readout, cell_names=names)
+        w = meth(model, X_rna[idx], X_atac[idx], cond, cand, batch_size=batch_size, seed=seed, cell_names=names,
+                 **opts)
         df = pd.DataFrame({"source": cand["peak"].to_numpy(), "target": cand["gene"].to_numpy(),
-                           "weight": np.asarray(w, float), "cell_type": g})
+                           "weight": np.asarray(w, float), gcol: g})
         if "distance" in cand:
             df["distance"] = cand["distance"].to_numpy()
-        df["method"] = method
+        df["method"] = meth.name
         df["n_cells"] = len(idx)
         parts.append(df)
     if not parts:
         raise ScdxError(f"no group of {groupby!r} has at least min_cells={min_cells} cells")
     out = pd.concat(parts, ignore_index=True)
-    if out["cell_type"].nunique() > 1:
+    if out[gcol].nunique() > 1:
         # every type scores the same candidate pairs and types differ in overall scale: keep, per
         # edge, its type-scaled weight relative to the other types (see grn.type_specificity)
         from ._specific import add_specificity
 
-        out = add_specificity(out)
-    mdata.uns[key_added] = out
-    return out if copy else None
+        out = add_specificity(out, group=gcol)
+    tag(out, gcol)
+    params = {"method": meth.name, **opts, "groupby": groupby, "group_column": gcol,
+              "cell_types": cell_types, "max_cells": max_cells, "min_cells": min_cells, "batch_size": batch_size,
+              "seed": seed, "n_candidates": len(cand),
+              "candidates": candidates if isinstance(candidates, str) else None,
+              "window": window if candidates is None else None}
+    target = _store.target(mdata, copy)
+    _store.store(target, key_added, {"network": out}, params)
+    return _store.done(target, copy)

@@ -9,15 +9,23 @@ from __future__ import annotations
 import gzip
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, ScdxError, UnknownFeatureError, _fmt_items
+from .. import _store
+from .._errors import (
+    DataFileMissingError,
+    InputDataError,
+    OptionError,
+    ScdxError,
+    UnknownFeatureError,
+    _fmt_items,
+)
 
-__all__ = ["read_tss", "parse_peak_names", "peak_gene_candidates", "peaks_table"]
+__all__ = ["parse_peak_names", "peak_gene_candidates", "peaks_table", "read_tss"]
 
 _PEAK_RE = re.compile(r"^(?P<chrom>[^:_\-\s]+(?:_[^:_\-\s]+)*?)[:_\-](?P<start>\d+)[_\-](?P<end>\d+)$")
 
@@ -95,7 +103,7 @@ def read_tss(source, *, format: str | None = None, gene_types: Iterable[str] | N
         return _normalise_tss(source)
     path = Path(os.fspath(source))
     if not path.exists():
-        raise ScdxError(f"TSS annotation file not found: {path}")
+        raise DataFileMissingError(f"TSS annotation file not found: {path}")
     name = path.name.lower()
     if format is None:
         if ".gtf" in name or ".gff" in name:
@@ -143,7 +151,7 @@ def read_tss(source, *, format: str | None = None, gene_types: Iterable[str] | N
         out = pd.DataFrame({"gene": name, "chrom": df["chrom"], "tss": tss, "strand": df["strand"]})
         out = out[out["gene"].notna()]
     else:
-        raise ScdxError(f"unknown TSS format {format!r}; use 'bed', 'ensdb' or 'gtf'")
+        raise OptionError(f"unknown TSS format {format!r}; use 'bed', 'ensdb' or 'gtf'")
     return _normalise_tss(out)
 
 
@@ -188,7 +196,7 @@ def peaks_table(peaks) -> pd.DataFrame:
 
 
 def peak_gene_candidates(peaks_var, genes=None, tss_table=None, window: int = 150_000, *,
-                         key_added: str | None = None) -> pd.DataFrame:
+                         key_added: str | None = None, copy: bool = False):
     """Candidate peak -> gene pairs: peaks whose centre lies within ``window`` bp of a gene's TSS.
 
     Parameters
@@ -203,18 +211,29 @@ def peak_gene_candidates(peaks_var, genes=None, tss_table=None, window: int = 15
     window
         Maximal absolute distance (bp) between the peak centre and the TSS.
     key_added
-        With a MuData input, also store the table in ``mdata.uns[key_added]``.
+        With a MuData input: store the table instead of returning it, following the storage
+        contract of the ``tl`` functions: ``mdata.uns[key_added] = {"params": {...},
+        "candidates": df}`` (``tl.extract_grn(candidates=key_added)`` reads it). ``None``
+        (default): only return the table.
+    copy
+        With ``key_added``: ``False`` writes into ``mdata`` and returns ``None``; ``True`` leaves
+        ``mdata`` untouched and returns a modified copy.
 
     Returns
     -------
-    DataFrame ``peak, gene, distance`` (plus ``source``/``target`` aliases are not added; use
-    :func:`scdiffx_grn.grn.as_edges`). ``distance`` is peak centre minus TSS, multiplied by -1
-    for genes on the ``-`` strand (so negative = upstream). A gene with several TSSs keeps the
-    closest one. Only peaks and TSSs on the same chromosome are paired.
+    DataFrame ``peak, gene, distance`` (``source``/``target`` aliases are not added; use
+    :func:`scdiffx_grn.grn.as_edges`), or with a MuData and ``key_added``: ``None`` / the copy.
+    ``distance`` is peak centre minus TSS, multiplied by -1 for genes on the ``-`` strand (so
+    negative = upstream). A gene with several TSSs keeps the closest one. Only peaks and TSSs on
+    the same chromosome are paired.
     """
     mdata = peaks_var if _is_mudata(peaks_var) else None
+    if key_added is not None and mdata is None:
+        raise OptionError("key_added= needs a MuData input (the table is stored in its uns)")
     if tss_table is None:
         raise ScdxError("peak_gene_candidates needs a TSS annotation (tss_table=...; see grn.read_tss)")
+    if int(window) < 0:
+        raise OptionError(f"window must be >= 0 bp, got {window!r}")
     if genes is None and mdata is not None:
         genes = mdata.mod["rna"].var_names
     tss = read_tss(tss_table)
@@ -256,6 +275,9 @@ def peak_gene_candidates(peaks_var, genes=None, tss_table=None, window: int = 15
         out = (out.sort_values(["peak", "gene", "absd"], kind="stable")
                   .drop_duplicates(["peak", "gene"]).drop(columns="absd").reset_index(drop=True))
     out["distance"] = out["distance"].astype(np.int64)
-    if mdata is not None and key_added is not None:
-        mdata.uns[key_added] = out
-    return out
+    if key_added is None:
+        return out
+    target = _store.target(mdata, copy)
+    _store.store(target, key_added, {"candidates": out},
+                 {"window": window, "n_genes": None if genes is None else len(genes), "n_candidates": len(out)})
+    return _store.done(target, copy)

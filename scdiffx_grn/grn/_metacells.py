@@ -6,39 +6,49 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import InputDataError, MissingLabelError, UnknownFeatureError, _fmt_items
+from .._errors import InputDataError, OptionError, UnknownFeatureError, _fmt_items
+from .._registry import counts as _counts
+from .._registry import labels as _labels
+from .._registry import layer_matrix, log_normalize
 
-__all__ = ["metacells", "metacell_profiles", "get_counts", "obs_labels"]
+__all__ = ["get_counts", "group_labels", "metacell_profiles", "metacells"]
 
 
-def get_counts(adata, layer: str | None = "counts"):
-    """Raw counts of an AnnData (``layers[layer]`` if present, else ``X``) as CSR float32."""
-    X = adata.layers[layer] if (layer is not None and layer in adata.layers) else adata.X
-    X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
-    X = X.astype(np.float32)
+#: scale of the TF-IDF values before ``log1p`` in the ATAC LSI (Signac's ``log(1 + tf * idf * 1e4)``;
+#: a TF-IDF transform of binarised peaks, not a counts-per-10k normalisation of expression)
+_TFIDF_SCALE = 1e4
+
+
+def _csr(X) -> sp.csr_matrix:
+    if hasattr(X, "to_memory"):
+        X = X.to_memory()
+    X = (sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()).astype(np.float32)
     if X.nnz and not np.isfinite(X.data).all():
         raise InputDataError("the matrix holds NaN or inf values")
     return X
 
 
-def obs_labels(mdata, groupby: str | None) -> np.ndarray:
-    """Labels of the cells (``mdata.obs[groupby]`` or the rna modality's obs); ``None`` -> 'all'."""
-    n = mdata.n_obs
-    if groupby is None:
-        return np.full(n, "all", dtype=object)
-    for obs in (mdata.obs, mdata.mod["rna"].obs, mdata.mod["atac"].obs):
-        if groupby in obs.columns:
-            return obs[groupby].astype(str).to_numpy()
-    raise MissingLabelError(f"label column {groupby!r} is in neither mdata.obs nor the modalities' obs")
+def get_counts(adata, layer: str | None = "counts") -> sp.csr_matrix:
+    """Raw counts of an AnnData, ``layers[layer]`` (``None``: ``X``), as CSR float32.
+
+    A missing layer raises :class:`~scdiffx_grn.InputDataError` naming the layers there (no
+    silent fallback to ``X``; :func:`scdiffx_grn._registry.layer_matrix`).
+    """
+    return _csr(layer_matrix(adata, layer))
 
 
-def _lognorm(X: sp.csr_matrix, target: float = 1e4) -> sp.csr_matrix:
-    tot = np.asarray(X.sum(1)).ravel()
-    tot[tot == 0] = 1
-    Y = sp.diags((target / tot).astype(np.float32)) @ X
-    Y = Y.tocsr()
-    Y.data = np.log1p(Y.data)
-    return Y
+def _mod_counts(mdata, mod: str) -> sp.csr_matrix:
+    """Raw counts of modality ``mod`` (the layer registered by ``setup_mudata``, else ``counts``)."""
+    return _csr(_counts(mdata, mod))
+
+
+def group_labels(mdata, groupby: str | None) -> np.ndarray:
+    """Labels of the cells as an array (:func:`scdiffx_grn._registry.labels`); ``None`` -> ``"all"``."""
+    return _labels(mdata, groupby).to_numpy()
+
+
+#: earlier name, kept for callers outside grn (``eval.grn``); use ``_registry.labels``
+obs_labels = group_labels
 
 
 def metacells(mdata, groupby: str | None = "cell_type", n_metacells: int = 10, *, use: str = "rna",
@@ -65,18 +75,18 @@ def metacells(mdata, groupby: str | None = "cell_type", n_metacells: int = 10, *
     from sklearn.cluster import KMeans
     from sklearn.decomposition import TruncatedSVD
 
-    labels = obs_labels(mdata, groupby)
+    if use not in ("rna", "atac"):
+        raise OptionError(f"use must be 'rna' or 'atac', got {use!r}")
+    labels = group_labels(mdata, groupby)
     if use == "rna":
-        X = _lognorm(get_counts(mdata.mod["rna"]))
-    elif use == "atac":
-        B = get_counts(mdata.mod["atac"])
+        X = log_normalize(_mod_counts(mdata, "rna"))
+    else:
+        B = _mod_counts(mdata, "atac")
         B.data = (B.data > 0).astype(np.float32)
         idf = np.log1p(B.shape[0] / (1 + np.asarray(B.sum(0)).ravel())).astype(np.float32)
         tf = sp.diags(1 / np.maximum(np.asarray(B.sum(1)).ravel(), 1).astype(np.float32)) @ B
         X = (tf @ sp.diags(idf)).tocsr()
-        X.data = np.log1p(X.data * 1e4)
-    else:
-        raise InputDataError(f"use must be 'rna' or 'atac', got {use!r}")
+        X.data = np.log1p(X.data * _TFIDF_SCALE)
     k = max(1, min(n_comps, min(X.shape) - 1))
     emb = TruncatedSVD(n_components=k, random_state=seed).fit_transform(X) if k >= 1 and min(X.shape) > 1 \
         else np.asarray(X.todense())
@@ -124,13 +134,9 @@ def metacell_profiles(mdata, assignment: np.ndarray, *, genes=None, peaks=None):
 
     gpos, gnames = _sel(rna_ad, genes, "genes")
     ppos, pnames = _sel(atac_ad, peaks, "peaks")
-    R = get_counts(rna_ad)
-    tot = np.asarray(R.sum(1)).ravel()
-    pooled = P @ R[:, gpos]
-    pooled_tot = P @ tot
-    pooled_tot[pooled_tot == 0] = 1
-    rna = np.log1p(np.asarray(pooled.todense()) / pooled_tot[:, None] * 1e4)
-    A = get_counts(atac_ad)[:, ppos]
+    # log1p CP10k of the pooled counts (totals over every gene), then the genes asked for
+    rna = log_normalize(P @ _mod_counts(mdata, "rna"))[:, gpos].toarray()
+    A = _mod_counts(mdata, "atac")[:, ppos]
     A.data = (A.data > 0).astype(np.float32)
     n = np.asarray(P.sum(1)).ravel()
     atac = np.asarray((P @ A).todense()) / n[:, None]

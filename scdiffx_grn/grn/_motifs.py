@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._errors import DataFileMissingError, InputDataError, ScdxError, _fmt_items
+from .._errors import DataFileMissingError, InputDataError, OptionError, _fmt_items
 
 __all__ = ["Motif", "peak_sequences", "read_motifs", "scan_motifs"]
 
@@ -291,7 +291,7 @@ def read_motifs(path, *, fmt: str | None = None, motif2factors=None) -> list[Mot
             raise InputDataError(f"cannot tell the motif format of {p.name}; pass fmt= one of {list(FORMATS)}")
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
-        raise InputDataError(f"unknown motif format {fmt!r} for {p.name}; use one of {list(FORMATS)}")
+        raise OptionError(f"unknown motif format {fmt!r} for {p.name}; use one of {list(FORMATS)}")
     try:
         raw = {"jaspar": _parse_jaspar, "pfm": _parse_pfm, "json": _parse_json}[fmt](p)
     except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
@@ -438,10 +438,10 @@ def _background(background, base_counts: np.ndarray | None = None) -> np.ndarray
                 raise InputDataError("background='peaks': the peak sequences hold no A/C/G/T bases")
             sym = base_counts + base_counts[::-1]  # both strands are scanned: A = T, C = G
             return sym / sym.sum()
-        raise ScdxError(f"background must be 'uniform', 'peaks' or 4 frequencies (A, C, G, T), got {background!r}")
+        raise OptionError(f"background must be 'uniform', 'peaks' or 4 frequencies (A, C, G, T), got {background!r}")
     bg = np.asarray(background, dtype=np.float64)
     if bg.shape != (4,) or not np.isfinite(bg).all() or (bg <= 0).any():
-        raise ScdxError(f"background must be 4 positive frequencies (A, C, G, T), got {background!r}")
+        raise OptionError(f"background must be 4 positive frequencies (A, C, G, T), got {background!r}")
     return bg / bg.sum()
 
 
@@ -505,7 +505,7 @@ def _chunks(seqs, chunk_bp: int):
 
 
 def scan_motifs(peaks, fasta, motifs, *, pvalue: float = 1e-4, tfs=None, background="uniform",
-                pseudocount: float = 0.8, progress: bool = True) -> pd.DataFrame:
+                pseudocount: float = 0.8, progress: bool = True, organism: str | None = None) -> pd.DataFrame:
     """TF -> peak links from motif occurrences in the peak sequences.
 
     Each motif is turned into a log2-odds PSSM (Biopython: ``counts + pseudocount`` per base,
@@ -528,7 +528,10 @@ def scan_motifs(peaks, fasta, motifs, *, pvalue: float = 1e-4, tfs=None, backgro
         Per-position false-positive rate of the motif thresholds.
     tfs
         Keep only motifs bound by one of these TFs, compared case-insensitively (mouse ``Gata1``
-        matches human ``GATA1``); TFs are reported under the spelling given here.
+        matches human ``GATA1``); TFs are reported under the spelling given here. A reference
+        name (``"collectri"``, ``"dorothea"``, ``"trrust"``, ``"union"``) takes the one TF list,
+        :func:`scdiffx_grn.datasets.tf_list` (among the RNA genes when ``peaks`` is a MuData).
+        ``None``: every motif.
     background
         ``"uniform"``, ``"peaks"`` (base composition of the scanned peaks, made strand-symmetric)
         or 4 frequencies of ``A, C, G, T``. Used for the log-odds and the thresholds.
@@ -537,6 +540,8 @@ def scan_motifs(peaks, fasta, motifs, *, pvalue: float = 1e-4, tfs=None, backgro
         1, are first read as counts from 100 sites).
     progress
         Show a progress bar over the motifs (also subject to ``settings.progress``).
+    organism
+        Organism of a reference TF list (``None``: the data's ``uns["species"]``, else human).
 
     Returns
     -------
@@ -550,9 +555,9 @@ def scan_motifs(peaks, fasta, motifs, *, pvalue: float = 1e-4, tfs=None, backgro
     from .._settings import progress as _progress
 
     if not 0 < float(pvalue) < 1:
-        raise ScdxError(f"pvalue must be in (0, 1), got {pvalue!r}")
+        raise OptionError(f"pvalue must be in (0, 1), got {pvalue!r}")
     if not pseudocount >= 0:
-        raise ScdxError(f"pseudocount must be >= 0, got {pseudocount!r}")
+        raise OptionError(f"pseudocount must be >= 0, got {pseudocount!r}")
     bg = _background(background)  # validate before reading anything
     count_bases = bg is None
     if isinstance(motifs, (str, os.PathLike)):
@@ -564,7 +569,11 @@ def scan_motifs(peaks, fasta, motifs, *, pvalue: float = 1e-4, tfs=None, backgro
         raise InputDataError("motifs must be a motif file path or a list of Motif (see read_motifs)")
     # motif -> TFs to report
     if tfs is not None:
-        tfs = [tfs] if isinstance(tfs, str) else list(tfs)
+        from ._genomic import _is_mudata
+        from ._tf import resolve_tfs
+
+        genes = peaks.mod["rna"].var_names if _is_mudata(peaks) and "rna" in peaks.mod else None
+        tfs = resolve_tfs(tfs, genes, organism=organism, data=peaks)
         lookup: dict[str, str] = {}
         for t in map(str, tfs):
             lookup.setdefault(t.lower(), t)

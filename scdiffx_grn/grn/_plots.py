@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._errors import ScdxError
+from .._errors import OptionError, ScdxError
 from ._export import as_edges, grn_df
+from ._network import group_column
 
 __all__ = ["grn_network", "grn_specificity_heatmap"]
 
 
 def _save(fig, save):
     if save:
-        from .._io import atomic_path
         from pathlib import Path
+
+        from .._io import atomic_path
 
         p = Path(save)
         with atomic_path(p, suffix=p.suffix or ".png") as tmp:
@@ -49,10 +51,13 @@ def grn_network(df, cell_type=None, *, top_regulators: int = 5, top_targets: int
     import matplotlib.pyplot as plt
     import networkx as nx
 
+    if layout not in ("spring", "shell"):
+        raise OptionError(f"layout must be 'spring' or 'shell', got {layout!r}")
     d = grn_df(df, key=key, cell_type=cell_type)
-    if "cell_type" in d and d["cell_type"].nunique() > 1:
-        raise ScdxError(f"the network holds several cell types ({sorted(d['cell_type'].unique())[:5]}...); "
-                        "pass cell_type=")
+    gcol = group_column(d)
+    if gcol is not None and d[gcol].nunique() > 1:
+        raise ScdxError(f"the network holds several groups in {gcol!r} ({sorted(d[gcol].astype(str).unique())[:5]}"
+                        "...); pass cell_type=")
     if len(d) == 0:
         raise ScdxError("the network is empty")
     strength = d.assign(a=d["weight"].abs()).groupby("source")["a"].sum().sort_values(ascending=False)
@@ -88,7 +93,7 @@ def grn_network(df, cell_type=None, *, top_regulators: int = 5, top_targets: int
         handles.append(Line2D([], [], color="grey", lw=2, label="edge (unsigned)"))
     handles.append(Line2D([], [], color="0.4", lw=0.5, label="edge width ~ |weight|"))
     ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, bbox_to_anchor=(0.0, -0.02))
-    ct = cell_type if cell_type is not None else (d["cell_type"].iloc[0] if "cell_type" in d else "")
+    ct = cell_type if cell_type is not None else (d[gcol].iloc[0] if gcol is not None else "")
     ax.set_title(f"GRN {ct}: top {len(regs)} regulators")
     ax.axis("off")
     return _save(fig, save)
@@ -110,19 +115,20 @@ def grn_specificity_heatmap(df, *, top_k: int = 10, level: str = "source", key: 
     """
     import matplotlib.pyplot as plt
 
+    if level not in ("source", "edge"):
+        raise OptionError(f"level must be 'source' or 'edge', got {level!r}")
     d = as_edges(grn_df(df, key=key))
-    if "cell_type" not in d or d["cell_type"].nunique() < 2:
+    gcol = group_column(d)
+    if gcol is None or d[gcol].nunique() < 2:
         raise ScdxError("a specificity heatmap needs a network with at least two cell types")
     from ._specific import _type_scaled
 
-    d = d.assign(a=_type_scaled(d))
+    d = d.assign(a=_type_scaled(d, gcol))
     if level == "source":
         d["row"] = d["source"].astype(str)
-    elif level == "edge":
-        d["row"] = d["source"].astype(str) + " -> " + d["target"].astype(str)
     else:
-        raise ScdxError(f"level must be 'source' or 'edge', got {level!r}")
-    M = d.pivot_table(index="row", columns="cell_type", values="a", aggfunc="sum", fill_value=0.0)
+        d["row"] = d["source"].astype(str) + " -> " + d["target"].astype(str)
+    M = d.pivot_table(index="row", columns=gcol, values="a", aggfunc="sum", fill_value=0.0)
     Z = M.sub(M.mean(1), axis=0).div(M.std(1).replace(0, 1), axis=0)
     rows = []
     for ct in Z.columns:

@@ -47,21 +47,19 @@ def cond_for(model, mdata, idx: np.ndarray):
     return cell_conditions(model, mdata, idx)
 
 
-def _add_noise(model, z, noise, t):
-    """Forward-diffuse ``z`` to timestep ``t`` with the model's training schedule."""
-    try:
-        from ..model._schedulers import make_scheduler
+def forward_process(model):
+    """The forward (noising) process the model was trained with: a scheduler with ``add_noise(z0, noise, t)``
+    and ``timestep_dtype`` (integer timesteps for diffusion, model time for flow matching).
 
-        return make_scheduler("ddpm", model.config).add_noise(z, noise, t)
-    except ImportError:  # pragma: no cover - stand-in models
-        if hasattr(model, "add_noise"):
-            return model.add_noise(z, noise, t)
-        import torch
+    The model's pipeline's (``model.pipeline.training_scheduler``), or for a model without one
+    (a stand-in) the public :func:`scdiffx_grn.model.training_scheduler` of its config.
+    """
+    pipe = getattr(model, "pipeline", None)
+    if pipe is not None:
+        return pipe.training_scheduler
+    from ..model import training_scheduler
 
-        n = int(getattr(model.config, "n_train_timesteps", 1000))
-        betas = torch.linspace(1e-4 * 1000 / n, 0.02 * 1000 / n, n, dtype=torch.float64)
-        a = torch.cumprod(1 - betas, 0).to(z.device)[t.long()].to(z.dtype)[:, None]
-        return a.sqrt() * z + (1 - a).sqrt() * noise
+    return training_scheduler(model.config)
 
 
 # ------------------------------------------------------------------------------ saliency
@@ -114,16 +112,20 @@ def attention_matrix(model, X_rna, X_atac, cond, *, timesteps: Sequence[int] = (
                      noise_atac: bool = False, batch_size: int = 128, seed: int = 0) -> np.ndarray:
     """RNA <- ATAC cross-attention (n_tokens_rna x n_tokens_atac) averaged over cells/heads/layers/timesteps.
 
-    The RNA latent of each real cell is forward-diffused to each timestep (fixed seeded noise),
-    the ATAC latent is given clean (``t_atac = 0``, the translation setting) or noised with the
-    same timestep when ``noise_atac``; the denoiser's ``attn["rna_to_atac"]`` maps are reduced
-    over heads (``"mean"`` / ``"max"``), the selected layers, cells and timesteps.
+    The RNA latent of each real cell is forward-diffused to each timestep (fixed seeded noise)
+    with the model's own forward process (:func:`forward_process`: diffusion or flow matching;
+    timesteps are in model time, ``0..n_train_timesteps``), the ATAC latent is given clean
+    (``t_atac = 0``, the translation setting) or noised with the same timestep when
+    ``noise_atac``; the denoiser's ``attn["rna_to_atac"]`` maps are reduced over heads
+    (``"mean"`` / ``"max"``), the selected layers, cells and timesteps.
     """
     import torch
 
     n = X_rna.shape[0]
     acc, count = None, 0
     g = torch_generator(seed)
+    fp = forward_process(model)
+    as_t = int if fp.timestep_dtype == torch.long else float
     with eval_mode(model), torch.no_grad():
         for s in range(0, n, batch_size):
             rows = np.arange(s, min(n, s + batch_size))
@@ -132,12 +134,12 @@ def attention_matrix(model, X_rna, X_atac, cond, *, timesteps: Sequence[int] = (
             c = cond[rows] if cond is not None else None
             b = len(rows)
             for t in timesteps:
-                tt = torch.full((b,), int(t), dtype=torch.long, device=z_r.device)
+                tt = torch.full((b,), as_t(t), dtype=fp.timestep_dtype, device=z_r.device)
                 eps_r = torch.randn(z_r.shape, generator=g).to(z_r.device)
-                zr_t = _add_noise(model, z_r, eps_r, tt)
+                zr_t = fp.add_noise(z_r, eps_r, tt)
                 if noise_atac:
                     eps_a = torch.randn(z_a.shape, generator=g).to(z_a.device)
-                    za_t, ta = _add_noise(model, z_a, eps_a, tt), tt
+                    za_t, ta = fp.add_noise(z_a, eps_a, tt), tt
                 else:
                     za_t, ta = z_a, torch.zeros_like(tt)
                 _, _, attn = model.module.denoiser(zr_t, za_t, tt, ta, c, return_attention=True)

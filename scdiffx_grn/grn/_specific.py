@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._errors import ScdxError
+from .._errors import InputDataError, ScdxError
 from ._export import as_edges
+from ._network import group_column
 
 __all__ = ["type_specificity"]
 
 
 def type_specificity(df, *, top_k: int | None = None, column: str = "specificity",
-                     key: str = "grn") -> pd.DataFrame:
+                     key: str = "grn", groupby: str | None = None) -> pd.DataFrame:
     """Add a cell-type specificity score to a per-cell-type network, optionally selecting edges per type.
 
     A per-cell-type network scores the same candidate (source, target) pairs in every type, and
@@ -30,34 +31,41 @@ def type_specificity(df, *, top_k: int | None = None, column: str = "specificity
     Parameters
     ----------
     df
-        Tidy network ``source, target, weight, cell_type`` (or a MuData holding it under ``key``).
+        Tidy network ``source, target, weight, <group column>`` (or a MuData holding it under
+        ``key``; see :func:`scdiffx_grn.grn.network_table`).
     top_k
         Keep, per cell type, only the ``top_k`` edges with the highest specificity (edges
         selected per type; different types then keep different pairs).
     column
         Name of the added column.
+    groupby
+        The group column (``None``: the one the network was stored with, else ``cell_type``).
 
     Returns
     -------
-    The table with ``column`` added (sorted by cell type, then specificity, descending).
+    The table with ``column`` added (sorted by group, then specificity, descending).
     """
     from ._export import grn_df
 
     d = as_edges(grn_df(df, key=key)).copy()
-    if "cell_type" not in d or d["cell_type"].nunique() < 2:
-        raise ScdxError("type_specificity needs a network with at least two cell types (a cell_type column)")
-    d = add_specificity(d, column)
-    d = d.sort_values(["cell_type", column], ascending=[True, False], kind="stable")
+    gcol = groupby or group_column(d)
+    if gcol is None or gcol not in d or d[gcol].nunique() < 2:
+        raise ScdxError(f"type_specificity needs a network with at least two cell types (a "
+                        f"{gcol or 'cell_type'} column)")
+    d = add_specificity(d, column, group=gcol)
+    d = d.sort_values([gcol, column], ascending=[True, False], kind="stable")
     if top_k is not None:
-        d = d.groupby("cell_type", sort=False, observed=True).head(int(top_k))
+        d = d.groupby(gcol, sort=False, observed=True).head(int(top_k))
     return d.reset_index(drop=True)
 
 
-def add_specificity(d: pd.DataFrame, column: str = "specificity") -> pd.DataFrame:
-    """``d`` (row order kept) with the specificity column of :func:`type_specificity`."""
+def add_specificity(d: pd.DataFrame, column: str = "specificity", *, group: str = "cell_type") -> pd.DataFrame:
+    """``d`` (row order kept) with the specificity column of :func:`type_specificity` (groups in ``group``)."""
+    if group not in d:
+        raise InputDataError(f"the network has no group column {group!r} (columns: {list(d.columns)})")
     d = d.copy()
-    ct = d["cell_type"].astype(str)
-    s = _type_scaled(d)
+    ct = d[group].astype(str)
+    s = _type_scaled(d, group)
     edge = d["source"].astype(str) + "\t" + d["target"].astype(str)
     M = pd.DataFrame({"e": edge, "ct": ct, "s": s}).pivot_table(index="e", columns="ct", values="s",
                                                               aggfunc="max", fill_value=0.0)
@@ -70,7 +78,7 @@ def add_specificity(d: pd.DataFrame, column: str = "specificity") -> pd.DataFram
     return d
 
 
-def _type_scaled(d: pd.DataFrame) -> np.ndarray:
-    """|weight| divided by its cell type's mean |weight| (removes a per-type scale)."""
+def _type_scaled(d: pd.DataFrame, group: str = "cell_type") -> np.ndarray:
+    """|weight| divided by its group's mean |weight| (removes a per-type scale)."""
     a = d["weight"].abs().astype(float)
-    return (a / a.groupby(d["cell_type"].astype(str)).transform("mean").replace(0, 1.0)).to_numpy()
+    return (a / a.groupby(d[group].astype(str)).transform("mean").replace(0, 1.0)).to_numpy()

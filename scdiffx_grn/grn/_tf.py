@@ -5,11 +5,77 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, ScdxError, UnknownFeatureError, _fmt_items
+from .. import _store
+from .._errors import (
+    InputDataError,
+    OptionError,
+    ScdxError,
+    UnknownFeatureError,
+    _fmt_items,
+)
 from ._genomic import _is_mudata, parse_peak_names, peaks_table
+from ._network import GROUP_DEFAULT, group_column, network_table, tag
 
-__all__ = ["overlap_intervals", "tf_peak_links", "tf_peak_from_base_grn", "tf_peak_coaccessibility",
-           "tf_gene_network"]
+__all__ = [
+    "overlap_intervals",
+    "resolve_tfs",
+    "tf_gene_network",
+    "tf_peak_coaccessibility",
+    "tf_peak_from_base_grn",
+    "tf_peak_links",
+]
+
+#: reference names accepted for ``tfs=`` (the TFs of that reference, :func:`scdiffx_grn.datasets.tf_list`)
+TF_SOURCES = ("collectri", "dorothea", "trrust", "union")
+
+
+def _organism(data, organism: str | None) -> str:
+    """``organism``, else the data's ``uns["species"]`` / ``uns["genome"]``, else ``"human"``."""
+    from ..pp._genes import normalize_organism
+
+    if organism is not None:
+        return normalize_organism(organism)
+    uns = getattr(data, "uns", None) or {}
+    for k in ("species", "genome"):
+        if k in uns:
+            try:
+                return normalize_organism(str(uns[k]))
+            except ScdxError:
+                pass
+    return "human"
+
+
+def resolve_tfs(tfs, genes=None, *, organism: str | None = None, default: str | None = None,
+                data=None) -> list[str] | None:
+    """The TFs a grn function works with: the one TF list (:func:`scdiffx_grn.datasets.tf_list`) or the user's.
+
+    Parameters
+    ----------
+    tfs
+        A list of TF names (returned as strings, order kept, duplicates dropped), a reference
+        name (``"collectri"``, ``"dorothea"``, ``"trrust"``, ``"union"``: its TFs among
+        ``genes``, most targets first) or ``None`` (``default``).
+    genes
+        The data's genes (``None``: every TF of the reference).
+    organism
+        ``"human"`` or ``"mouse"`` (``None``: ``data``'s ``uns["species"]`` / ``uns["genome"]``,
+        else human).
+    default
+        Reference used for ``tfs=None`` (``None``: return ``None``, no restriction).
+    data
+        The MuData the TFs are for (for the organism).
+    """
+    if tfs is None:
+        if default is None:
+            return None
+        tfs = default
+    if isinstance(tfs, str) and tfs.lower() in TF_SOURCES:
+        from ..datasets import tf_list
+
+        return tf_list(genes, organism=_organism(data, organism), source=tfs.lower())
+    if isinstance(tfs, str):
+        tfs = [tfs]
+    return list(dict.fromkeys(str(t) for t in tfs))
 
 
 def overlap_intervals(a: pd.DataFrame, b: pd.DataFrame, *, min_overlap: int = 1) -> pd.DataFrame:
@@ -96,9 +162,9 @@ def tf_peak_from_base_grn(base_grn: pd.DataFrame, peaks, *, tfs=None, peak_col: 
     return out
 
 
-def tf_peak_coaccessibility(mdata, tfs, *, peaks=None, groupby: str | None = "cell_type",
+def tf_peak_coaccessibility(mdata, tfs=None, *, peaks=None, groupby: str | None = "cell_type",
                             n_metacells: int = 10, min_corr: float = 0.3, top_n: int | None = None,
-                            method: str = "pearson", seed: int = 0) -> pd.DataFrame:
+                            method: str = "pearson", seed: int = 0, organism: str | None = None) -> pd.DataFrame:
     """Fallback TF -> peak links without a motif table: TF expression vs peak accessibility.
 
     Correlates, across metacells, the expression of each TF with the accessibility of each
@@ -109,11 +175,17 @@ def tf_peak_coaccessibility(mdata, tfs, *, peaks=None, groupby: str | None = "ce
     mdata
         Paired MuData.
     tfs
-        TF gene names (those not in the RNA var are dropped; all missing raises).
+        TF gene names (those not in the RNA var are dropped; all missing raises), or a reference
+        name (see :func:`resolve_tfs`). ``None``: the CollecTRI TFs among the genes
+        (:func:`scdiffx_grn.datasets.tf_list`).
     peaks
         Restrict to these peaks (e.g. the candidate peaks of a peak -> gene table).
     min_corr, top_n
         Keep links with correlation >= ``min_corr`` (and at most ``top_n`` peaks per TF).
+    method
+        ``"pearson"`` or ``"spearman"``.
+    organism
+        Organism of the TF list (``None``: the data's ``uns["species"]``, else human).
 
     Returns
     -------
@@ -121,8 +193,11 @@ def tf_peak_coaccessibility(mdata, tfs, *, peaks=None, groupby: str | None = "ce
     """
     from ._metacells import metacell_profiles, metacells
 
+    if method not in ("pearson", "spearman"):
+        raise OptionError(f"method must be 'pearson' or 'spearman', got {method!r}")
     genes = mdata.mod["rna"].var_names
-    tfs = pd.Index(pd.unique([str(t) for t in tfs]))
+    tfs = resolve_tfs(tfs, genes, organism=organism, default="collectri", data=mdata)
+    tfs = pd.Index(list(dict.fromkeys(str(t) for t in tfs)))
     present = tfs[tfs.isin(genes)]
     if len(present) == 0:
         raise UnknownFeatureError(f"none of the TFs is a gene of the data: {_fmt_items(tfs)}")
@@ -152,7 +227,7 @@ def _corr_matrix(X: np.ndarray, Y: np.ndarray, method: str = "pearson") -> np.nd
     if method == "spearman":
         X, Y = _rank(X), _rank(Y)
     elif method != "pearson":
-        raise ScdxError(f"method must be 'pearson' or 'spearman', got {method!r}")
+        raise OptionError(f"method must be 'pearson' or 'spearman', got {method!r}")
     X = X - X.mean(0)
     Y = Y - Y.mean(0)
     nx = np.sqrt((X ** 2).sum(0))
@@ -195,7 +270,7 @@ def tf_peak_links(tf_peak, peaks=None, *, tfs=None) -> pd.DataFrame:
         raise InputDataError(f"tf_peak must be a DataFrame, got {type(tf_peak).__name__}")
     if "peak_id" in tf_peak.columns:
         if peaks is None:
-            raise ScdxError("mapping a base GRN needs the data's peaks (peaks=...)")
+            raise InputDataError("mapping a base GRN needs the data's peaks (peaks=...)")
         return tf_peak_from_base_grn(tf_peak, peaks, tfs=tfs)
     df = tf_peak
     if not {"tf", "peak"} <= set(df.columns):
@@ -218,13 +293,13 @@ def tf_peak_links(tf_peak, peaks=None, *, tfs=None) -> pd.DataFrame:
 
 
 def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str = "sum",
-                    sign: bool = True, corr_method: str = "spearman", tfs=None,
+                    sign: bool = True, corr_method: str = "spearman", tfs=None, organism: str | None = None,
                     peak_gene_key: str = "grn", key_added: str = "grn_tf", groupby: str | None = "cell_type",
                     n_metacells: int = 10, min_corr: float = 0.3, exclude_self: bool = True,
-                    seed: int = 0):
+                    seed: int = 0, copy: bool = False):
     """Combine peak -> gene scores with TF -> peak links into TF -> gene edges.
 
-    ``weight(TF, gene, cell type) = agg_{peaks p bound by TF} w_tf(TF, p) * w(p -> gene)``
+    ``weight(TF, gene, group) = agg_{peaks p bound by TF} w_tf(TF, p) * w(p -> gene)``
     with ``agg`` = sum or max over the peaks shared by the TF and the gene. When an expression
     table is given, each edge is signed by the correlation of TF and target expression across
     metacells (``sign`` column; ``weight`` becomes ``sign * |weight|``, ``corr`` is kept).
@@ -232,14 +307,14 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
     Parameters
     ----------
     peak_gene
-        A tidy peak -> gene table (``source``/``peak``, ``target``/``gene``, ``weight``,
-        optional ``cell_type``), or a MuData holding it in ``uns[peak_gene_key]``. With a MuData,
-        the metacell expression is computed from it, the result is stored in
-        ``mdata.uns[key_added]`` and ``None`` is returned.
+        A tidy peak -> gene table (``source``/``peak``, ``target``/``gene``, ``weight``, optional
+        group column), or a MuData holding one in ``uns[peak_gene_key]`` (see
+        :func:`network_table`). With a MuData, the metacell expression is computed from it and
+        the result stored in ``uns[key_added]`` (the storage contract: ``copy``).
     tf_peak
         TF -> peak links: a ``tf, peak`` DataFrame, a CellOracle-style base GRN (``peak_id``
-        + TF columns; mapped by overlap) or ``"coaccessibility"`` (needs a MuData and ``tfs``;
-        edges then carry ``evidence="coaccessibility"``).
+        + TF columns; mapped by overlap) or ``"coaccessibility"`` (needs a MuData; edges then
+        carry ``evidence="coaccessibility"``).
     expression
         Metacells x genes DataFrame used for the sign (``None`` and a DataFrame input: unsigned).
     aggregate
@@ -247,47 +322,74 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
     sign, corr_method
         Sign edges by ``"spearman"`` or ``"pearson"`` correlation of TF and target.
     tfs
-        Restrict to these TFs (required for ``"coaccessibility"``).
+        Restrict to these TFs: a list, or a reference name (``"collectri"``, ``"dorothea"``,
+        ``"trrust"``, ``"union"``: its TFs among the genes, :func:`scdiffx_grn.datasets.tf_list`).
+        ``None``: every TF of ``tf_peak``; for ``"coaccessibility"`` the CollecTRI TFs among the
+        genes.
+    organism
+        Organism of a reference TF list (``None``: the data's ``uns["species"]``, else human).
+    peak_gene_key, key_added
+        ``uns`` keys of the peak -> gene network read and of the result written (MuData input).
+    groupby
+        Label column of the metacells (sign, co-accessibility). The group column of the result
+        is the peak -> gene network's (e.g. ``cell_type``; ``group`` when it has none).
     exclude_self
         Drop TF -> itself edges.
+    copy
+        MuData input: ``False`` writes ``uns[key_added]`` and returns ``None``; ``True`` leaves the
+        MuData untouched and returns a modified copy.
 
     Returns
     -------
-    DataFrame ``source (TF), target (gene), weight, cell_type, n_peaks, evidence[, sign, corr]``
-    (or ``None`` with a MuData input).
+    DataFrame input: the DataFrame ``source (TF), target (gene), weight, <group>, n_peaks,
+    evidence[, sign, corr]``. MuData input: ``None`` or the copy; ``uns[key_added]`` holds
+    ``{"params": {...}, "network": df}``.
     """
+    if aggregate not in ("sum", "max"):
+        raise OptionError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
+    if corr_method not in ("pearson", "spearman"):
+        raise OptionError(f"corr_method must be 'pearson' or 'spearman', got {corr_method!r}")
     mdata = peak_gene if _is_mudata(peak_gene) else None
     if mdata is not None:
-        if peak_gene_key not in mdata.uns:
-            raise ScdxError(f"mdata.uns has no {peak_gene_key!r}; run tl.extract_grn first (or pass peak_gene_key)")
-        pg = _as_pg(mdata.uns[peak_gene_key])
+        pg_raw = network_table(mdata, peak_gene_key)
+        pg, gcol = _as_pg(pg_raw)
+        genes = mdata.mod["rna"].var_names
         if isinstance(tf_peak, str):
             if tf_peak != "coaccessibility":
-                raise ScdxError(f"tf_peak={tf_peak!r}: only 'coaccessibility' is accepted as a string")
-            if tfs is None:
-                raise ScdxError("tf_peak='coaccessibility' needs the list of TFs (tfs=...)")
-            tp = tf_peak_coaccessibility(mdata, tfs, peaks=pd.unique(pg["peak"]), groupby=groupby,
+                raise OptionError(f"tf_peak={tf_peak!r}: only 'coaccessibility' is accepted as a string")
+            tf_names = resolve_tfs(tfs, genes, organism=organism, default="collectri", data=mdata)
+            tp = tf_peak_coaccessibility(mdata, tf_names, peaks=pd.unique(pg["peak"]), groupby=groupby,
                                          n_metacells=n_metacells, min_corr=min_corr, seed=seed)
         else:
-            tp = tf_peak_links(tf_peak, mdata, tfs=tfs)
+            tf_names = resolve_tfs(tfs, genes, organism=organism, data=mdata)
+            tp = tf_peak_links(tf_peak, mdata, tfs=tf_names)
         if expression is None and sign:
             from ._metacells import metacell_profiles, metacells
 
             mc = metacells(mdata, groupby, n_metacells, seed=seed)
             expression, _, _ = metacell_profiles(mdata, mc, peaks=[])
-        out = _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self)
-        mdata.uns[key_added] = out
-        return None
+        out = _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self, gcol)
+        params = {"peak_gene_key": peak_gene_key, "tf_peak": tf_peak if isinstance(tf_peak, str) else
+                  f"<table {len(tp)} TF-peak links>", "aggregate": aggregate, "sign": sign,
+                  "corr_method": corr_method, "tfs": tf_names, "organism": organism, "groupby": groupby,
+                  "group_column": gcol, "n_metacells": n_metacells, "min_corr": min_corr,
+                  "exclude_self": exclude_self, "seed": seed}
+        target = _store.target(mdata, copy)
+        _store.store(target, key_added, {"network": out}, params)
+        return _store.done(target, copy)
     if tf_peak is None or isinstance(tf_peak, str):
-        raise ScdxError("with a DataFrame input, tf_peak must be a TF -> peak DataFrame")
-    pg = _as_pg(peak_gene)
-    tp = tf_peak_links(tf_peak, pd.unique(pg["peak"]) if "peak_id" in tf_peak.columns else None, tfs=tfs)
-    return _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self)
+        raise OptionError("with a DataFrame input, tf_peak must be a TF -> peak DataFrame")
+    pg, gcol = _as_pg(network_table(peak_gene))
+    tp = tf_peak_links(tf_peak, pd.unique(pg["peak"]) if "peak_id" in tf_peak.columns else None,
+                       tfs=resolve_tfs(tfs, organism=organism))
+    return _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self, gcol)
 
 
-def _as_pg(df) -> pd.DataFrame:
+def _as_pg(df) -> tuple[pd.DataFrame, str]:
+    """``peak, gene, weight, <group>`` of a peak -> gene table, and the group column name."""
     if not isinstance(df, pd.DataFrame):
         raise InputDataError(f"peak -> gene table must be a DataFrame, got {type(df).__name__}")
+    gcol = group_column(df) or GROUP_DEFAULT
     d = df.copy()
     if "peak" not in d:
         d["peak"] = d["source"] if "source" in d else None
@@ -297,14 +399,14 @@ def _as_pg(df) -> pd.DataFrame:
         raise InputDataError("peak -> gene table needs source/peak and target/gene columns")
     if "weight" not in d:
         d["weight"] = 1.0
-    if "cell_type" not in d:
-        d["cell_type"] = "all"
-    return d[["peak", "gene", "weight", "cell_type"]]
+    if gcol not in d:
+        d[gcol] = _store.GROUP_ALL
+    return d[["peak", "gene", "weight", gcol]], gcol
 
 
-def _combine(pg, tp, expression, aggregate, corr_method, exclude_self) -> pd.DataFrame:
+def _combine(pg, tp, expression, aggregate, corr_method, exclude_self, gcol: str = "cell_type") -> pd.DataFrame:
     if aggregate not in ("sum", "max"):
-        raise ScdxError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
+        raise OptionError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
     m = pg.merge(tp[["tf", "peak", "weight", "evidence"]].rename(columns={"weight": "w_tf"}), on="peak")
     if len(m) == 0:
         raise ScdxError("no peak is shared between the TF -> peak links and the peak -> gene table "
@@ -313,7 +415,7 @@ def _combine(pg, tp, expression, aggregate, corr_method, exclude_self) -> pd.Dat
     m["w"] = m["weight"] * m["w_tf"]
     if exclude_self:
         m = m[m["tf"] != m["gene"]]
-    g = m.groupby(["tf", "gene", "cell_type"], sort=False, observed=True)
+    g = m.groupby(["tf", "gene", gcol], sort=False, observed=True)
     if aggregate == "sum":
         agg = g.agg(weight=("w", "sum"), n_peaks=("peak", "nunique"), evidence=("evidence", "first"))
     else:
@@ -328,6 +430,6 @@ def _combine(pg, tp, expression, aggregate, corr_method, exclude_self) -> pd.Dat
         s[s == 0] = 1
         out["sign"] = s.astype(int)
         out["weight"] = out["sign"] * out["weight"].abs()
-    out = out.sort_values(["cell_type", "weight"], ascending=[True, False], key=None).reset_index(drop=True)
-    return out[["source", "target", "weight", "cell_type"] + [c for c in out.columns
-                                                             if c not in ("source", "target", "weight", "cell_type")]]
+    out = out.sort_values([gcol, "weight"], ascending=[True, False], key=None).reset_index(drop=True)
+    first = ["source", "target", "weight", gcol]
+    return tag(out[first + [c for c in out.columns if c not in first]], gcol)

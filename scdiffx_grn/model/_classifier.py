@@ -29,9 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._errors import CheckpointError, InputDataError, MissingLabelError, ScdxError, _fmt_items
+from .._errors import (
+    CheckpointError,
+    InputDataError,
+    MissingLabelError,
+    ScdxError,
+    _fmt_items,
+)
 from .._io import atomic_dir
+from .._registry import labels as registry_labels
+from ._guidance import ClassifierGuidance, Guidance, LabelGuidance
 from ._modules import timestep_embedding
+from ._schedulers import training_scheduler
 
 CLASSIFIER_FORMAT = 1
 
@@ -150,12 +159,6 @@ def load_classifier(path, *, device=None) -> LatentClassifier:
 
 
 # ----------------------------------------------------------------------------- training
-def _training_scheduler(model):
-    from ._schedulers import make_scheduler
-
-    return make_scheduler("euler" if model.config.objective == "flow" else "ddpm", model.config)
-
-
 def train_latent_classifier(model, mdata, label_key: str, *, modalities: Sequence[str] | None = None,
                             hidden: Sequence[int] = (256, 256), time_dim: int = 64, dropout: float = 0.1,
                             steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-4,
@@ -194,15 +197,13 @@ def train_latent_classifier(model, mdata, label_key: str, *, modalities: Sequenc
     LatentClassifier
         In eval mode on the model's device; ``history`` holds the loss every 50 steps.
     """
-    from ._model import _obs_labels
-
     model._require_fitted()
     cfg = model.config
     mods = list(cfg.modalities if modalities is None else modalities)
     bad = [m for m in mods if m not in cfg.modalities]
     if bad or not mods:
         raise ScdxError(f"classifier modalities {mods} must be a non-empty subset of the model's {cfg.modalities}")
-    labels = _obs_labels(mdata, label_key).astype(object)
+    labels = registry_labels(mdata, label_key, allow_missing=True)  # unlabelled cells are left out
     keep = ~pd.isna(labels).to_numpy()
     if split_key is not None:
         if split_key not in mdata.obs:
@@ -225,7 +226,7 @@ def train_latent_classifier(model, mdata, label_key: str, *, modalities: Sequenc
         clf = LatentClassifier(cfg.latent_dim, classes, label_key=label_key, modalities=mods, hidden=hidden,
                                time_dim=time_dim, dropout=dropout, objective=cfg.objective,
                                n_train_timesteps=cfg.n_train_timesteps).to(dev)
-    sched = _training_scheduler(model)
+    sched = training_scheduler(cfg)
     gen = torch.Generator().manual_seed(int(seed))
     counts = np.bincount(y.cpu().numpy(), minlength=len(classes)).astype(np.float64)
     w = torch.as_tensor((1.0 / counts)[y.cpu().numpy()] if balance else np.ones(len(y)), dtype=torch.float64)
@@ -284,9 +285,10 @@ def _target_weights(clf: LatentClassifier, target, n: int, device) -> torch.Tens
     return torch.as_tensor(np.ascontiguousarray(W), dtype=torch.float32, device=device)
 
 
-def classifier_guidance_hook(model, spec: Mapping[str, tuple], n: int, *, guidance_scale=1.0,
-                             guidance_mode: str = "joint"):
-    """Build ``generate``'s ``guidance_hook`` from ``{label_key: (classifier, target, scale)}``."""
+def classifier_guidance(model, spec: Mapping[str, tuple], n: int, *, guidance_scale=1.0,
+                        guidance_mode: str = "joint", base: Guidance | None = None) -> ClassifierGuidance:
+    """The :class:`~scdiffx_grn.model._guidance.ClassifierGuidance` of ``{label_key: (classifier, target, scale)}``
+    for a request of ``n`` cells, on top of label guidance (``guidance_scale`` / ``guidance_mode``) or ``base``."""
     cfg = model.config
     terms = []
     for key, item in spec.items():
@@ -301,28 +303,7 @@ def classifier_guidance_hook(model, spec: Mapping[str, tuple], n: int, *, guidan
                             f"does not fit this model (latent {cfg.latent_dim}, {cfg.objective}, {cfg.modalities})")
         clf.to(model.device).eval()
         terms.append((clf, _target_weights(clf, target, n, model.device), float(scale)))
-
-    def hook(start: int, stop: int):
-        def output_fn(x_r, x_a, t, cond, sched):
-            o_r, o_a = model._guided(x_r, x_a, t, t, cond, guidance_scale, guidance_mode)
-            with torch.enable_grad():
-                xr = x_r.detach().float().requires_grad_(True)
-                xa = x_a.detach().float().requires_grad_(True)
-                obj = 0.0
-                for clf, W, scale in terms:
-                    logp = torch.log_softmax(clf(clf.inputs(xr, xa), t).float(), -1)
-                    obj = obj + scale * (W[start:stop] * logp).sum()
-                g_r, g_a = torch.autograd.grad(obj, [xr, xa], allow_unused=True)
-            k = sched.guidance_coef(t, x_r)
-            if g_r is not None:
-                o_r = o_r - k * g_r
-            if g_a is not None and g_a.shape[1]:
-                o_a = o_a - k * g_a
-            return o_r, o_a
-
-        return output_fn
-
-    return hook
+    return ClassifierGuidance(terms, base if base is not None else LabelGuidance(guidance_scale, guidance_mode))
 
 
 def generate_with_classifier(model, classifier_guidance: Mapping[str, tuple], labels=None, **kwargs):

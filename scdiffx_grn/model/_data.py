@@ -17,7 +17,8 @@ file is opened); for out-of-core training keep the raw counts in ``X`` and regis
 
 Values are validated as they are read (finite; RNA non-negative integers; ATAC non-negative): bad
 values raise :class:`~scdiffx_grn.InputDataError` / :class:`~scdiffx_grn.NotCountsError` naming the
-cell and feature. In-memory matrices are checked once, up front.
+cell and feature. In-memory matrices are checked once, up front. A source over a model's registered layer is made
+by :func:`scdiffx_grn.model._access.row_source`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import InputDataError
+from .._errors import InputDataError, OptionError
 
-__all__ = ["RowSource", "row_source", "is_backed", "validate_matrix"]
+__all__ = ["RowSource", "is_backed", "validate_matrix"]
 
 SCAN_ROWS = 4096  # rows per (sparse) chunk when scanning / validating a backed matrix
 FIT_ROWS = 1024  # rows per dense block when encoding every training cell (Trainer._fit_latents)
@@ -133,7 +134,7 @@ class RowSource:
                  kind: str = "rna", name: str = "X", obs_names: Sequence | None = None,
                  var_names: Sequence | None = None):
         if kind not in ("rna", "atac"):
-            raise ValueError(f"kind must be 'rna' or 'atac', got {kind!r}")
+            raise OptionError(f"kind must be 'rna' or 'atac', got {kind!r}")
         self.kind, self.name = kind, name
         self.obs_names = None if obs_names is None else pd.Index(obs_names)
         self.var_names = None if var_names is None else pd.Index(var_names)
@@ -226,22 +227,3 @@ class RowSource:
             nnz[s:e] = np.asarray((B > 0).sum(1)).ravel()
         self._validated = True
         return sums, nnz
-
-
-def row_source(model, mdata, mod: str, order: np.ndarray | None = None, rows: np.ndarray | None = None) -> RowSource:
-    """A :class:`RowSource` over modality ``mod`` of ``mdata`` with the model's registered layer.
-
-    ``order`` maps the model's features onto the data's columns (from ``model._check_features``).
-    """
-    from ._model import _layer
-
-    if mod not in mdata.mod:
-        raise InputDataError(f"MuData has no modality {mod!r} (modalities: {list(mdata.mod)})")
-    adata = mdata.mod[mod]
-    layer = model.setup.get(f"{mod}_layer", "counts")
-    if layer is not None and layer not in adata.layers:
-        layer = None  # data prepared without a counts layer: use X
-    X = _layer(adata, layer)
-    where = f"layers[{layer!r}]" if layer is not None else "X"
-    return RowSource(X, order=order, rows=rows, kind=mod, name=f"{mod} {where}",
-                     obs_names=adata.obs_names, var_names=adata.var_names)

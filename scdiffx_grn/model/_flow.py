@@ -71,6 +71,10 @@ class _FlowScheduler:
         s = self._frac(t, like)
         return (s / (1 - s).clamp(min=1e-6)).clamp(max=MAX_GUIDANCE_RATIO)
 
+    def recon_guidance_coef(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Factor of reconstruction guidance (inpainting translation): the classifier-guidance factor."""
+        return self.guidance_coef(t, like)
+
     def loss_weight(self, t: torch.Tensor, kind: str = "none", gamma: float = 5.0) -> torch.Tensor:
         """Per-example loss weight: flow matching already weighs the clean-latent error by 1."""
         if kind not in ("none", "min_snr"):
@@ -84,6 +88,8 @@ class _FlowScheduler:
 
     #: the ODE samplers draw no noise during sampling
     stochastic = False
+    #: dtype of the timesteps the denoiser sees (model time, a float)
+    timestep_dtype = torch.float32
 
     # --- sampling -----------------------------------------------------------------------------
     def _grid(self, n: int) -> torch.Tensor:

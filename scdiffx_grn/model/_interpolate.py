@@ -21,6 +21,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import InputDataError, ScdxError
+from .._registry import labels as registry_labels
+from .._registry import layer_matrix, log_normalize
+from ._classifier import classifier_guidance
+from ._guidance import LabelGuidance, MixGuidance, WithConditions
 
 
 def _state_labels(model, state) -> dict[str, Any]:
@@ -68,8 +72,6 @@ def interpolate(model, state_a, state_b, weights: Sequence[float] = (0.0, 0.25, 
     import anndata as ad
     import mudata as md
 
-    from ._classifier import classifier_guidance_hook
-
     if sampler is None:
         sampler = "euler" if model.config.objective == "flow" else "dpm++"
     weights = [float(w) for w in weights]
@@ -85,28 +87,15 @@ def interpolate(model, state_a, state_b, weights: Sequence[float] = (0.0, 0.25, 
     for w in weights:
         if classifier is not None:
             lab = pd.DataFrame({k: [v] * n for k, v in dict(labels or {}).items()}, index=range(n)) if labels else base
-            hook = classifier_guidance_hook(model, {classifier.label_key: (classifier, {state_a: w, state_b: 1.0 - w},
-                                                                           scale)}, n,
-                                            guidance_scale=guidance_scale, guidance_mode=guidance_mode)
-        else:
+            guide = classifier_guidance(model, {classifier.label_key: (classifier, {state_a: w, state_b: 1.0 - w},
+                                                                       scale)}, n,
+                                        guidance_scale=guidance_scale, guidance_mode=guidance_mode)
+        else:  # w * out(x_t | a) + (1 - w) * out(x_t | b), each with label guidance
             lab = base
-
-            def hook(start, stop, w=w):
-                ca, cb = cond_a[start:stop], cond_b[start:stop]
-
-                def output_fn(x_r, x_a, t, cond, sched):
-                    if w == 0.0:
-                        return model._guided(x_r, x_a, t, t, cb, guidance_scale, guidance_mode)
-                    oa_r, oa_a = model._guided(x_r, x_a, t, t, ca, guidance_scale, guidance_mode)
-                    if w == 1.0:
-                        return oa_r, oa_a
-                    ob_r, ob_a = model._guided(x_r, x_a, t, t, cb, guidance_scale, guidance_mode)
-                    return w * oa_r + (1 - w) * ob_r, w * oa_a + (1 - w) * ob_a
-
-                return output_fn
-
+            cfg_guide = LabelGuidance(guidance_scale, guidance_mode)
+            guide = MixGuidance(WithConditions(cond_a, cfg_guide), WithConditions(cond_b, cfg_guide), w)
         g = model.generate(lab, sampler=sampler, n_steps=n_steps, seed=seed, guidance_scale=guidance_scale,
-                           guidance_mode=guidance_mode, guidance_hook=hook, **generate_kwargs)
+                           guidance_mode=guidance_mode, guidance=guide, **generate_kwargs)
         outs.append((w, g))
     mods = {}
     for mod in outs[0][1].mod:
@@ -129,9 +118,9 @@ def interpolate(model, state_a, state_b, weights: Sequence[float] = (0.0, 0.25, 
 
 
 def _lognorm(X) -> np.ndarray:
-    X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
-    lib = X.sum(1, keepdims=True)
-    return np.log1p(X / np.maximum(lib, 1) * 1e4)
+    """log1p CP10k (:func:`scdiffx_grn._registry.log_normalize`) as a dense array."""
+    X = log_normalize(X.to_memory() if hasattr(X, "to_memory") else X)
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
 
 
 def nearest_type_fractions(generated, reference, label_key: str = "cell_type", *, types: Sequence[str] | None = None,
@@ -161,12 +150,7 @@ def nearest_type_fractions(generated, reference, label_key: str = "cell_type", *
 
     gen = generated.mod["rna"] if hasattr(generated, "mod") else generated
     ref = reference.mod["rna"] if hasattr(reference, "mod") else reference
-    if label_key in ref.obs:
-        lab = ref.obs[label_key].astype(str).to_numpy()
-    elif hasattr(reference, "obs") and label_key in reference.obs:
-        lab = reference.obs[label_key].astype(str).to_numpy()
-    else:
-        raise InputDataError(f"reference has no obs column {label_key!r}")
+    lab = registry_labels(reference, label_key, adata=ref, what="reference").to_numpy()
     genes = pd.Index(gen.var_names.astype(str))
     have = pd.Index(ref.var_names.astype(str))
     if genes.difference(have).size:
@@ -174,8 +158,8 @@ def nearest_type_fractions(generated, reference, label_key: str = "cell_type", *
     sel = np.ones(ref.n_obs, dtype=bool) if types is None else np.isin(lab, [str(t) for t in types])
     if sel.sum() < k:
         raise InputDataError(f"only {sel.sum()} reference cells of types {types}")
-    Xr = ref.layers[layer] if layer is not None and layer in ref.layers else ref.X
-    Xg = gen.layers[layer] if layer is not None and layer in gen.layers else gen.X
+    Xr = layer_matrix(ref, layer, what="the reference's RNA")
+    Xg = layer_matrix(gen, layer, what="the generated RNA")
     Xr = _lognorm(Xr[np.flatnonzero(sel)][:, have.get_indexer(genes)])
     Xg = _lognorm(Xg)
     pca = PCA(n_components=min(n_pcs, Xr.shape[1], Xr.shape[0] - 1), random_state=seed).fit(Xr)

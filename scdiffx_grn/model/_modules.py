@@ -7,6 +7,8 @@
   labels; each block has self-attention within a modality and **Dual-Cross-Attention** (RNA tokens
   attend to ATAC tokens and ATAC tokens to RNA tokens), then an MLP.
 - :class:`ScDXModule`: holds the three plus the latent normalisation buffers.
+- Losses: the autoencoders' ``loss`` methods and :func:`diffusion_loss` (the denoiser's masked
+  regression loss, returned as a :class:`LossOutput`; also ``ScDXModule.diffusion_loss``).
 
 A *token* is a contiguous chunk of ``token_dim`` dimensions of a modality's normalised latent
 vector, linearly embedded to ``width`` plus a learned position embedding. Attention maps are
@@ -17,6 +19,7 @@ encoders' gradients (see :mod:`scdiffx_grn.grn`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -357,6 +360,57 @@ class DCADenoiser(nn.Module):
         return out_r, out_a
 
 
+# ----------------------------------------------------------------------------- losses
+@dataclass
+class LossOutput:
+    """A loss and its parts (as scvi-tools' ``LossOutput``).
+
+    Attributes
+    ----------
+    loss
+        The scalar to minimise (sum of the components).
+    components
+        Per-branch losses (``{"rna": ..., "atac": ...}``), scalar tensors.
+    n_examples
+        Per branch, how many examples contributed (the noised ones).
+    """
+
+    loss: torch.Tensor
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+    n_examples: dict[str, int] = field(default_factory=dict)
+
+
+def autoencoder_loss(rna_ae, atac_ae, cfg, counts, x_log, lib, x_bin) -> LossOutput:
+    """NB (RNA) and Bernoulli (ATAC, absent for single-modality models) negative log-likelihoods per
+    cell; ``loss`` divides each by its feature count so the two are on comparable scales."""
+    l_r, _ = rna_ae.loss(counts, x_log, lib)
+    l_a = atac_ae.loss(x_bin)[0] if atac_ae is not None else l_r.new_zeros(())
+    loss = l_r / max(1.0, float(cfg.n_genes)) + l_a / max(1.0, float(cfg.n_peaks))
+    return LossOutput(loss=loss, components={"rna": l_r, "atac": l_a},
+                      n_examples={"rna": int(counts.shape[0]), "atac": int(counts.shape[0]) if atac_ae is not None else 0})
+
+
+def diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, m_r, m_a, weighting: str = "none",
+                   gamma: float = 5.0) -> LossOutput:
+    """Masked denoising loss of both branches: mean over the noised (``m_*`` True) examples of the
+    per-example-weighted squared error of the scheduler's target (velocity, clean latent or noise).
+
+    ``o_*`` denoiser outputs, ``z_*`` clean latents, ``n_*`` noises, ``t_*`` timesteps of each
+    branch; ``weighting`` / ``gamma``: :meth:`loss_weight` of the scheduler. A branch with no
+    noised example (or zero width: single-modality models) contributes 0.
+    """
+    comps, counts = {}, {}
+    for name, o, z, n, t, m in (("rna", o_r, z_r, n_r, t_r, m_r), ("atac", o_a, z_a, n_a, t_a, m_a)):
+        if z.shape[1] == 0:
+            comps[name], counts[name] = o.new_zeros(()).float(), 0
+            continue
+        w = m.float() * sched.loss_weight(t, weighting, gamma).to(o.device)
+        err = ((o.float() - sched.target(z, n, t)) ** 2).mean(-1)
+        comps[name] = (err * w).sum() / m.float().sum().clamp(min=1)
+        counts[name] = int(m.sum())
+    return LossOutput(loss=comps["rna"] + comps["atac"], components=comps, n_examples=counts)
+
+
 # ----------------------------------------------------------------------------- whole module
 class ScDXModule(nn.Module):
     """Autoencoders + latent normalisation + denoiser. Tensors in, tensors out."""
@@ -410,3 +464,14 @@ class ScDXModule(nn.Module):
     def decode(self, modality: str, z_norm: torch.Tensor) -> torch.Tensor:
         ae = self._ae(modality)
         return ae.decode(self.denormalize(modality, z_norm))
+
+    # losses -----------------------------------------------------------------------------
+    def autoencoder_loss(self, counts, x_log, lib, x_bin) -> LossOutput:
+        """The autoencoders' loss (:func:`autoencoder_loss`)."""
+        return autoencoder_loss(self.rna_ae, self.atac_ae, self.cfg, counts, x_log, lib, x_bin)
+
+    @staticmethod
+    def diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, m_r, m_a, weighting: str = "none",
+                       gamma: float = 5.0) -> LossOutput:
+        """The denoiser's loss (:func:`diffusion_loss`)."""
+        return diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, m_r, m_a, weighting, gamma)

@@ -3,6 +3,9 @@
 Every scheduler has ``set_timesteps(n)``, a descending ``timesteps`` tensor and
 ``step(model_output, timestep, sample, generator=None) -> prev_sample``; training uses
 ``add_noise`` and ``target``. Randomness only comes from explicit ``torch.Generator`` objects.
+The forward process is public (``alpha_bar``, ``snr``, ``add_noise``, ``to_x0_eps``,
+``guidance_coef``, ``recon_guidance_coef``, ``timestep_dtype``): nothing outside the scheduler
+classes reads their private state.
 
 - :class:`DDPMScheduler`: ancestral sampling (strided when ``n < n_train_timesteps``).
 - :class:`DDIMScheduler`: deterministic for ``eta=0``.
@@ -43,14 +46,19 @@ class _Scheduler:
         self.alphas_cumprod = make_alphas_cumprod(self.num_train_timesteps, beta_schedule)
         self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
 
+    #: dtype of the timesteps the denoiser sees (integers for diffusion, model time for flow)
+    timestep_dtype = torch.long
+
     # --- training helpers -----------------------------------------------------------
-    def _abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``abar_t`` at timesteps ``t`` (B,), shaped to broadcast against ``like`` (B, ...) and in its
+        dtype / device; ``t < 0`` (clean data) gives 1."""
         a = self.alphas_cumprod.to(like.device)[t.long().clamp(min=0)]
         a = torch.where(t.to(like.device) < 0, torch.ones_like(a), a)
         return a.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a = self._abar(t, x0)
+        a = self.alpha_bar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -59,7 +67,7 @@ class _Scheduler:
             return noise
         if self.prediction_type == "x0":
             return x0
-        a = self._abar(t, x0)
+        a = self.alpha_bar(t, x0)
         return a.sqrt() * noise - (1 - a).sqrt() * x0
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:
@@ -105,15 +113,19 @@ class _Scheduler:
         ``sqrt(1 - abar)`` for epsilon prediction (Dhariwal & Nichol); ``sqrt((1 - abar) / abar)``
         for velocity prediction (the same change of the implied epsilon).
         """
-        a = self._abar(t, like)
+        a = self.alpha_bar(t, like)
         k = (1 - a).sqrt()
         if self.prediction_type == "x0":  # d x0 / d eps = -sqrt(1 - abar) / sqrt(abar)
             return -(1 - a) / a.sqrt()
         return k if self.prediction_type == "epsilon" else k / a.sqrt()
 
+    def recon_guidance_coef(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Factor of reconstruction guidance (inpainting translation): the noise level ``sqrt(1 - abar)``."""
+        return (1 - self.alpha_bar(t, like)).sqrt()
+
     def to_x0_eps(self, model_output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor):
         """Convert a model output at timestep ``t`` into (x0, eps) estimates."""
-        a = self._abar(t, sample)
+        a = self.alpha_bar(t, sample)
         if self.prediction_type == "epsilon":
             eps = model_output
             x0 = (sample - (1 - a).sqrt() * eps) / a.sqrt()
@@ -234,6 +246,17 @@ class DPMSolverMultistepScheduler(_Scheduler):
 
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
+
+
+def training_scheduler(cfg):
+    """The scheduler whose forward process (``add_noise``, ``target``, ``sample_training_timesteps``)
+    a model of config ``cfg`` was trained with: DDPM for diffusion, Euler for flow models."""
+    return make_scheduler("euler" if getattr(cfg, "objective", "diffusion") == "flow" else "ddpm", cfg)
+
+
+def deterministic_sampler(cfg) -> str:
+    """Name of the deterministic sampler of the posterior-mean readout: ``"ddim"`` (diffusion), ``"euler"`` (flow)."""
+    return "euler" if getattr(cfg, "objective", "diffusion") == "flow" else "ddim"
 
 
 def make_scheduler(name: str, cfg, **kwargs) -> _Scheduler:

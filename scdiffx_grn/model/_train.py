@@ -1,4 +1,7 @@
-"""Training: autoencoders, latent normalisation, denoiser (EMA, AdamW, clipping, bf16, DDP, resume).
+"""Training loop: autoencoders, latent normalisation, denoiser (EMA, AdamW, clipping, bf16, DDP, resume).
+
+The loop lives here; what each minibatch teaches (inputs, task masking, dropouts, timesteps, loss,
+EMA) is the :class:`~scdiffx_grn.model._trainingplan.TrainingPlan`.
 
 Multi-GPU / multi-node: launch the same script with ``torchrun --nproc_per_node=N``; the trainer
 sees ``WORLD_SIZE`` and wraps the trained networks in DistributedDataParallel (NCCL on CUDA, gloo
@@ -18,43 +21,27 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, InputDataError
+from .._errors import CheckpointError, InputDataError, MissingLabelError
 from .._io import atomic_path
+from .._registry import labels as registry_labels
 from .._settings import logger, progress
+from ._access import row_source
+from ._modules import autoencoder_loss
+from ._trainingplan import TrainingPlan
 
 CKPT_NAME = "last.ckpt"
 
 
 class _AELoss(nn.Module):
+    """The autoencoders' loss as an ``nn.Module`` (so that DDP can wrap it): ``(loss, nll_rna, nll_atac)``."""
+
     def __init__(self, module):
         super().__init__()
-        self.rna_ae, self.atac_ae = module.rna_ae, module.atac_ae
+        self.rna_ae, self.atac_ae, self.cfg = module.rna_ae, module.atac_ae, module.cfg
 
     def forward(self, counts, x_log, lib, x_bin):
-        l_r, _ = self.rna_ae.loss(counts, x_log, lib)
-        if self.atac_ae is None:  # single-modality (RNA-only) model
-            return l_r, l_r.new_zeros(())
-        l_a, _ = self.atac_ae.loss(x_bin)
-        return l_r, l_a
-
-
-def diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, m_r, m_a, weighting: str = "none",
-                   gamma: float = 5.0):
-    """Masked denoising loss of both branches: mean over the noised (``m_*`` True) examples of the
-    per-example-weighted squared error of the scheduler's target (velocity, clean latent or noise).
-
-    Returns ``(loss_rna, loss_atac)``; a branch with no noised example contributes 0.
-    """
-    out = []
-    for o, z, n, t, m in ((o_r, z_r, n_r, t_r, m_r), (o_a, z_a, n_a, t_a, m_a)):
-        d = z.shape[1]
-        if d == 0:
-            out.append(o.new_zeros(()).float())
-            continue
-        w = m.float() * sched.loss_weight(t, weighting, gamma).to(o.device)
-        err = ((o.float() - sched.target(z, n, t)) ** 2).mean(-1)
-        out.append((err * w).sum() / m.float().sum().clamp(min=1))
-    return out[0], out[1]
+        out = autoencoder_loss(self.rna_ae, self.atac_ae, self.cfg, counts, x_log, lib, x_bin)
+        return out.loss, out.components["rna"], out.components["atac"]
 
 
 def _estimate(phase: str, seconds: float, done: int, total: int, unit: str) -> None:
@@ -100,6 +87,7 @@ class Trainer:
         self.ckpt_every = max(1, int(checkpoint_every))
         self.compile = compile
         self.log_every = log_every
+        self.plan = TrainingPlan(model.module, model.config, ema_decay=ema_decay)
         self.rank, self.world = _dist()
         if self.world > 1 and torch.cuda.is_available():
             local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -115,8 +103,6 @@ class Trainer:
         mask = np.ones(mdata.n_obs, dtype=bool)
         if split_key is not None:
             if split_key not in mdata.obs:
-                from .._errors import MissingLabelError
-
                 raise MissingLabelError(f"split column {split_key!r} not in mdata.obs")
             mask = (mdata.obs[split_key].astype(str) == str(train_value)).to_numpy()
         idx = np.flatnonzero(mask)
@@ -125,8 +111,6 @@ class Trainer:
         # row sources serve dense minibatches from in-memory CSR or backed (on-disk) matrices:
         # the full matrix is never densified (see _data.py); one streamed pass validates the
         # values and gives the library sizes
-        from ._data import row_source
-
         rows = None if len(idx) == mdata.n_obs else idx
         self.rna = row_source(model, mdata, "rna", order["rna"], rows)
         self.atac = row_source(model, mdata, "atac", order["atac"], rows) if "atac" in mods else None
@@ -141,11 +125,7 @@ class Trainer:
         if (n_open == 0).all():
             raise InputDataError("no accessible peaks in any training cell")
         keys = model.config.label_keys
-        labs = {}
-        from ._model import _obs_labels
-
-        for k in keys:
-            labs[k] = _obs_labels(mdata, k).astype(str).to_numpy()[idx]
+        labs = {k: registry_labels(mdata, k).to_numpy()[idx] for k in keys}
         self.cond = model.condition_indices(labs, len(idx)).cpu() if keys else torch.zeros((len(idx), 0), dtype=torch.long)
         self.n = len(idx)
         # label frequencies (for generate(n_cells)) and log-normal library sizes per first label
@@ -170,13 +150,8 @@ class Trainer:
         self.m.lib_sigma.copy_(torch.as_tensor(sd, dtype=torch.float32))
 
     def _ae_batch(self, idx):
-        counts = torch.as_tensor(self.rna.dense(idx), device=self.dev)
-        lib = torch.as_tensor(self.lib[idx], device=self.dev)
-        x_log = torch.log1p(counts / lib[:, None] * 1e4)
-        if self.atac is None:  # single-modality model
-            return counts, x_log, lib, None
-        x_bin = torch.as_tensor((self.atac.dense(idx) > 0).astype(np.float32), device=self.dev)
-        return counts, x_log, lib, x_bin
+        atac = self.atac.dense(idx) if self.atac is not None else None  # None: single-modality model
+        return self.plan.ae_inputs(self.rna.dense(idx), self.lib[idx], atac, self.dev)
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt_path(self):
@@ -256,7 +231,6 @@ class Trainer:
             opt.load_state_dict(ck["opt"])
             self._set_rng_state(gen, ck["rng"])
             start = int(ck["epoch"])
-        n_pix = max(1.0, float(self.model.config.n_genes))
         bar = progress(range(start, epochs), desc="autoencoders", total=epochs, initial=start)
         t_run = time.perf_counter()
         for ep in bar:
@@ -271,9 +245,7 @@ class Trainer:
                     continue
                 idx = gidx[self.rank::self.world]
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
-                    l_r, l_a = net(*self._ae_batch(idx))
-                # per-feature scaling keeps the two likelihoods on comparable scales
-                loss = l_r / n_pix + l_a / max(1.0, float(self.model.config.n_peaks))
+                    loss, l_r, l_a = net(*self._ae_batch(idx))  # per-feature scaled NB + Bernoulli
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
@@ -298,10 +270,10 @@ class Trainer:
         m = self.m
         m.eval()
         zr, za = [], []
-        from . import _data
+        from ._data import FIT_ROWS  # read at call time (tests shrink it)
 
-        for s in range(0, self.n, _data.FIT_ROWS):  # streamed: one dense block at a time
-            idx = np.arange(s, min(self.n, s + _data.FIT_ROWS))
+        for s in range(0, self.n, FIT_ROWS):  # streamed: one dense block at a time
+            idx = np.arange(s, min(self.n, s + FIT_ROWS))
             counts, x_log, lib, x_bin = self._ae_batch(idx)
             zr.append(m.rna_ae.encode(x_log).float())
             # single-modality models: a zero-width ATAC latent flows through unchanged
@@ -314,18 +286,13 @@ class Trainer:
         self.z_atac = m.normalize("atac", za) if m.atac_ae is not None else za
 
     def _train_diffusion(self, steps, gen, ck, ae_epochs):
-        from ._schedulers import make_scheduler
-
-        m, cfg = self.m, self.model.config
+        m, plan = self.m, self.plan
         den = m.denoiser
         ema = copy.deepcopy(den).eval().requires_grad_(False)
         net = torch.compile(den) if self.compile else den
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
         opt = torch.optim.AdamW(den.parameters(), lr=self.lr, weight_decay=0.0)
-        flow = getattr(cfg, "objective", "diffusion") == "flow"
-        sched = make_scheduler("euler" if flow else "ddpm", cfg)  # only its add_noise / target are used
-        La = cfg.latent_dim if cfg.paired else 0
         start = 0
         if ck is not None:
             den.load_state_dict(ck["denoiser_raw"])
@@ -333,63 +300,24 @@ class Trainer:
             opt.load_state_dict(ck["opt"])
             self._set_rng_state(gen, ck["rng"])
             start = int(ck["step"])
-        T = cfg.n_train_timesteps
-        t_null = sched.posterior_mean_timestep  # the noisiest timestep: a null (unobserved) source
-        weighting = getattr(cfg, "loss_weighting", "none")
-        gamma = float(getattr(cfg, "min_snr_gamma", 5.0))
-        K = len(cfg.label_keys)
-        p_tr = float(cfg.translate_prob)
         cond_all = self.cond.to(self.dev)
         null = den.labels.null(1, self.dev)
+        sl = slice(self.rank, None, self.world)  # every rank draws the global batch, keeps its slice
         bar = progress(range(start, steps), desc="denoiser", total=steps, initial=start)
         run = 0.0
         t_run = time.perf_counter()
         for step in bar:
             den.train()
-            gidx = torch.randint(0, self.n, (self.batch_size,), generator=gen)
-            t = sched.sample_training_timesteps(self.batch_size, gen) if flow else torch.randint(0, T, (self.batch_size,), generator=gen)
-            mode = torch.rand(self.batch_size, generator=gen)
-            drop_each = torch.rand(self.batch_size, max(K, 1), generator=gen)[:, :K] < cfg.cond_dropout
-            u_all = torch.rand(self.batch_size, generator=gen)
-            if cfg.translate_cond_dropout is None:
-                drop_all = u_all < cfg.cond_dropout
-            else:  # conditional (translation) examples: mode < p_tr
-                drop_all = u_all < torch.where(mode < p_tr, float(cfg.translate_cond_dropout), float(cfg.cond_dropout))
-            noise = torch.randn(self.batch_size, cfg.latent_dim + La, generator=gen)
-            # null source: the observed modality of a translation example is fully noised, so the
-            # denoiser also learns p(target | labels) (classifier-free guidance over the source)
-            p_null = float(getattr(cfg, "source_dropout", 0.0))
-            null_src = (torch.rand(self.batch_size, generator=gen) < p_null) if p_null > 0 else \
-                torch.zeros(self.batch_size, dtype=torch.bool)
-            sl = slice(self.rank, None, self.world)
-            gidx, t, mode, drop_each, drop_all, noise, null_src = (
-                x[sl].to(self.dev) for x in (gidx, t, mode, drop_each, drop_all, noise, null_src))
-            z_r, z_a = self.z_rna[gidx], self.z_atac[gidx]
-            n_r, n_a = noise.split([cfg.latent_dim, La], -1)
-            rna_given = mode < p_tr / 2  # translation task atac <- rna: RNA clean
-            atac_given = (mode >= p_tr / 2) & (mode < p_tr)
-            t_src = torch.where(null_src, torch.full_like(t, t_null), torch.zeros_like(t))
-            t_r = torch.where(rna_given, t_src, t)
-            t_a = torch.where(atac_given, t_src, t)
-            x_r = torch.where((rna_given & ~null_src)[:, None], z_r, sched.add_noise(z_r, n_r, t_r))
-            x_a = torch.where((atac_given & ~null_src)[:, None], z_a, sched.add_noise(z_a, n_a, t_a))
-            cond = cond_all[gidx]
-            if K:
-                drop = drop_each | drop_all[:, None]
-                cond = torch.where(drop, null.expand_as(cond), cond)
+            draws = plan.draw(gen, self.batch_size, self.n).shard(sl, self.dev)
+            b = plan.batch(draws, self.z_rna, self.z_atac, cond_all, null)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
-                o_r, o_a = net(x_r, x_a, t_r, t_a, cond)
-            loss_r, loss_a = diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, ~rna_given, ~atac_given,
-                                            weighting, gamma)
-            loss = loss_r + loss_a
+                o_r, o_a = net(*b.inputs)
+            loss = plan.loss(o_r, o_a, b).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(den.parameters(), self.grad_clip)
             opt.step()
-            with torch.no_grad():
-                d = min(self.ema_decay, (1 + step) / (10 + step))
-                for pe, p in zip(ema.parameters(), den.parameters()):
-                    pe.lerp_(p.detach(), 1 - d)
+            plan.ema_update(ema, den, step)
             run += float(loss.detach())
             if step + 1 - start == 20 and steps - start > 40:
                 _estimate("denoiser", time.perf_counter() - t_run, 20, steps - start, "steps")

@@ -15,7 +15,7 @@ Public API (also re-exported as ``tl.perturb``, ``tl.screen``, ``get.perturbatio
 """
 
 from ._effects import bh_fdr, cell_effects_table, cell_stats, paired_stats, perturb, perturbation_df
-from ._engine import Edit, peak_knockout_effect, prepare_inputs, run_paired, sample_noise
+from ._engine import Edit, EngineInputs, EngineResult, peak_knockout_effect, prepare_inputs, run_paired
 from ._mean import cell_effects, changed_rows, iter_mean, run_mean
 from ._plots import screen_heatmap, volcano
 from ._screen import ScreenLock, load_screen, load_screen_effects, screen, summarise_effects
@@ -23,5 +23,6 @@ from ._spec import Perturbation, read_screen, resolve_targets
 
 __all__ = ["Perturbation", "read_screen", "resolve_targets", "perturb", "perturbation_df", "screen",
            "load_screen", "load_screen_effects", "summarise_effects", "peak_knockout_effect", "bh_fdr",
-           "paired_stats", "volcano", "screen_heatmap", "Edit", "prepare_inputs", "run_paired", "sample_noise",
-           "run_mean", "iter_mean", "cell_effects", "changed_rows", "cell_effects_table", "cell_stats", "ScreenLock"]
+           "paired_stats", "volcano", "screen_heatmap", "Edit", "EngineInputs", "EngineResult", "prepare_inputs",
+           "run_paired", "run_mean", "iter_mean", "cell_effects", "changed_rows", "cell_effects_table", "cell_stats",
+           "ScreenLock"]

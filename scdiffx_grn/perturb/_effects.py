@@ -7,16 +7,25 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, MissingLabelError, ScdxError
-from ._engine import Edit, EngineResult, model_features, prepare_inputs, run_paired
+from .._store import done as _done
+from .._store import store as _store_result
+from .._store import stored as _stored
+from .._store import target as _target
+from .._errors import InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
+from ._base import READOUTS, EngineResult, group_column, group_column_of
+from ._engine import Edit, model_features, prepare_inputs, run_paired
 from ._spec import Perturbation, resolve_targets
 
 __all__ = ["bh_fdr", "paired_stats", "effects_table", "state_table", "perturb", "perturbation_df",
-           "make_edit"]
+           "make_edit", "TABLES"]
+
+#: the tables of a ``tl.perturb`` result (``mdata.uns[key_added]``, beside ``"params"``)
+TABLES = ("effects", "state", "report")
 
 
-_EFFECT_COLS = ["perturbation", "cell_type", "feature", "readout", "effect", "se", "stat", "pval", "fdr",
-                "ctrl_mean", "pert_mean", "n_cells", "n_samples"]
+def _effect_cols(group_col: str) -> list[str]:
+    return ["perturbation", group_col, "feature", "readout", "effect", "se", "stat", "pval", "fdr",
+            "ctrl_mean", "pert_mean", "n_cells", "n_samples"]
 
 
 def bh_fdr(pvals: np.ndarray) -> np.ndarray:
@@ -85,17 +94,17 @@ def paired_stats(per_sample: np.ndarray, test: Literal["t", "wilcoxon"] = "t",
             stat[nz], p[nz] = r.statistic, r.pvalue
         stat, p = stat.reshape(mean.shape), p.reshape(mean.shape)
     else:
-        raise InputDataError(f"test must be 't' or 'wilcoxon', got {test!r}")
+        raise OptionError(f"test must be 't' or 'wilcoxon', got {test!r}")
     stat = np.where(zero, 0.0, stat)
     p = np.where(zero, 1.0, p)
     return mean, se, stat, p
 
 
 def effects_table(res: EngineResult, features: Sequence[str], *, test: str = "t",
-                  min_cells: int = 1, atol: float = 1e-5) -> pd.DataFrame:
+                  min_cells: int = 1, atol: float = 1e-5, group_col: str = "cell_type") -> pd.DataFrame:
     """Tidy per perturbation x group x feature effects from an :class:`EngineResult`.
 
-    Columns: ``perturbation, cell_type, feature, readout, effect`` (mean log-fold change of
+    Columns: ``perturbation, <group_col>, feature, readout, effect`` (mean log-fold change of
     log-normalised expression for an RNA readout, difference in accessibility probability for
     ATAC), ``se, stat, pval, fdr`` (BH across features within perturbation x cell type),
     ``ctrl_mean, pert_mean, n_cells, n_samples``. Features whose per-sample differences are all
@@ -109,7 +118,7 @@ def effects_table(res: EngineResult, features: Sequence[str], *, test: str = "t"
     instead: see :func:`cell_effects_table`.
     """
     if getattr(res, "stats", "samples") == "cells":
-        return cell_effects_table(res, features, min_cells=min_cells, atol=atol)
+        return cell_effects_table(res, features, min_cells=min_cells, atol=atol, group_col=group_col)
     features = np.asarray(features, dtype=object)
     frames = []
     for ei, name in enumerate(res.names):
@@ -121,11 +130,11 @@ def effects_table(res: EngineResult, features: Sequence[str], *, test: str = "t"
             ctrl = res.ctrl_sum[ei, :, gi, :].mean(axis=0) / nc
             mean, se, stat, p = paired_stats(per, test=test, atol=atol)
             frames.append(pd.DataFrame({
-                "perturbation": name, "cell_type": g, "feature": features, "readout": res.readout,
+                "perturbation": name, group_col: g, "feature": features, "readout": res.readout,
                 "effect": mean, "se": se, "stat": stat, "pval": p, "fdr": bh_fdr(p),
                 "ctrl_mean": ctrl, "pert_mean": ctrl + mean, "n_cells": nc, "n_samples": res.n_samples}))
     if not frames:
-        return pd.DataFrame(columns=_EFFECT_COLS)
+        return pd.DataFrame(columns=_effect_cols(group_col))
     out = pd.concat(frames, ignore_index=True)
     return out
 
@@ -161,7 +170,7 @@ def cell_stats(diff_sum: np.ndarray, diff_sq: np.ndarray, n: np.ndarray, absmax:
 
 
 def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells: int = 1,
-                       atol: float = 1e-5) -> pd.DataFrame:
+                       atol: float = 1e-5, group_col: str = "cell_type") -> pd.DataFrame:
     """Effects table of the posterior-mean engine: statistics over cells.
 
     For perturbation *e* and cell type *g*, ``d_c`` is cell *c*'s paired difference (edited -
@@ -181,7 +190,7 @@ def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells:
     nc = res.n_cells.astype(np.int64)
     keep = (nc >= max(min_cells, 1))  # E x G
     if not keep.any():
-        return pd.DataFrame(columns=_EFFECT_COLS + ["n_changed"])
+        return pd.DataFrame(columns=_effect_cols(group_col) + ["n_changed"])
     mean, se, stat, p = cell_stats(res.diff_sum[:, 0], res.diff_sq, nc[:, :, None], res.diff_absmax, atol=atol)
     ctrl = res.ctrl_sum[:, 0] / np.maximum(nc, 1)[:, :, None]
     ei, gi = np.nonzero(keep)
@@ -195,7 +204,7 @@ def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells:
     m = len(ei)
     out = pd.DataFrame({
         "perturbation": np.repeat(np.asarray(res.names, dtype=object)[ei], F),
-        "cell_type": np.repeat(np.asarray(res.group_names, dtype=object)[gi], F),
+        group_col: np.repeat(np.asarray(res.group_names, dtype=object)[gi], F),
         "feature": np.tile(features, m), "readout": res.readout,
         "effect": sel(mean), "se": sel(se), "stat": sel(stat), "pval": sel(p), "fdr": q.ravel(),
         "ctrl_mean": sel(ctrl), "pert_mean": sel(ctrl + mean),
@@ -214,10 +223,11 @@ def pca_basis(profiles: np.ndarray | None, n_comps: int = 20) -> np.ndarray | No
     return vt[:k].T
 
 
-def state_table(res: EngineResult, basis: np.ndarray | None = None) -> pd.DataFrame:
+def state_table(res: EngineResult, basis: np.ndarray | None = None, *,
+                group_col: str = "cell_type") -> pd.DataFrame:
     """Cell-state effects per perturbation x group.
 
-    Columns: ``latent_shift`` (L2 norm of the mean translated-latent difference, averaged over
+    Columns: ``perturbation, <group_col>``, ``latent_shift`` (L2 norm of the mean translated-latent difference, averaged over
     samples first), ``latent_shift_se``, ``pca_shift`` (L2 norm of the mean readout difference
     projected on the PCA of control translated profiles), ``frac_type_changed`` (fraction of
     cells whose nearest reference cell type changed), ``ctrl_type_match`` (fraction of control
@@ -240,7 +250,7 @@ def state_table(res: EngineResult, basis: np.ndarray | None = None) -> pd.DataFr
             if basis is not None:
                 md = res.diff_sum[ei, :, gi, :].mean(axis=0) / nc
                 pca_shift = float(np.linalg.norm(md @ basis))
-            row = {"perturbation": name, "cell_type": g, "latent_shift": latent_shift,
+            row = {"perturbation": name, group_col: g, "latent_shift": latent_shift,
                    "latent_shift_se": float(per_s_shift.std(ddof=1) / np.sqrt(len(per_s_shift)))
                    if len(per_s_shift) > 1 else np.nan,
                    "pca_shift": pca_shift, "n_cells": nc, "n_samples": res.n_samples}
@@ -261,7 +271,7 @@ def state_table(res: EngineResult, basis: np.ndarray | None = None) -> pd.DataFr
                 ctrl_frac = ctrl_counts / max(ctrl_counts.sum(), 1)
                 row["delta_frac_to_new_type"] = float(max(other[j], 0.0) - ctrl_frac[j]) if other[j] > 0 else 0.0
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["perturbation", group_col, "latent_shift", "n_cells"])
 
 
 # --------------------------------------------------------------------------- public tool
@@ -278,8 +288,8 @@ def _cell_mask(pert_cells: Any, labels: np.ndarray | None, n: int, groupby: str 
     names = [str(c) for c in arr]
     unknown = sorted(set(names) - set(labels))
     if unknown:
-        raise MissingLabelError(f"cell types {unknown} are not values of obs[{groupby!r}] "
-                                f"(known: {sorted(set(labels))[:20]})")
+        raise MissingLabelError(f"cell types {unknown} are not values of the {groupby!r} labels (known: "
+                                f"{sorted(set(labels))[:20]}); a type without cells cannot be perturbed")
     return np.isin(labels, names)
 
 
@@ -307,18 +317,25 @@ def _check_same_modality(perts: Sequence[Perturbation]) -> str:
 
 
 def check_engine(readout: str, test: str, n_noise: int) -> None:
-    """Validate the engine choice (``readout``, ``test``, ``n_noise``)."""
-    from ._engine import READOUTS
-
+    """Validate the engine choice (``readout``, ``test``, ``n_noise``); bad values raise :class:`OptionError`."""
     if readout not in READOUTS:
-        raise InputDataError(f"readout must be one of {READOUTS}, got {readout!r}")
+        raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
     if test not in ("t", "wilcoxon"):
-        raise InputDataError(f"test must be 't' or 'wilcoxon', got {test!r}")
+        raise OptionError(f"test must be 't' or 'wilcoxon', got {test!r}")
     if readout == "mean" and test != "t":
-        raise InputDataError("the posterior-mean engine (readout='mean') tests per-cell differences with a t-test "
-                             "from running sums; test='wilcoxon' needs readout='samples'")
-    if int(n_noise) < 1:
-        raise InputDataError(f"n_noise must be >= 1, got {n_noise}")
+        raise OptionError("the posterior-mean engine (readout='mean') tests per-cell differences with a t-test "
+                          "from running sums; test='wilcoxon' needs readout='samples'")
+    try:
+        ok = int(n_noise) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise OptionError(f"n_noise must be an integer >= 1, got {n_noise!r}")
+
+
+def check_on_unknown(on_unknown: str) -> None:
+    if on_unknown not in ("raise", "report"):
+        raise OptionError(f"on_unknown must be 'raise' or 'report', got {on_unknown!r}")
 
 
 def build_edits(model, inputs, perts: Sequence[Perturbation], resolved, groupby):
@@ -339,8 +356,14 @@ def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: s
                       translate_kwargs: dict | None = None, inputs=None, basis=None,
                       use_labels: bool = False, progress_bar: bool = False, readout: str = "mean",
                       n_noise: int = 1, batch_rows: int = 1024, skip_unchanged: bool = True) -> dict[str, Any]:
-    """Resolve, run and summarise several perturbations of one modality (engine + effects)."""
+    """Resolve, run and summarise several perturbations of one modality (engine + effects).
+
+    Returns a dict ``{"effects", "state", "report", "basis", "inputs"}``; the group column of the
+    effects and state tables is named after ``groupby`` (:func:`~._base.group_column`).
+    """
     check_engine(readout, test, n_noise)
+    check_on_unknown(on_unknown)
+    gcol = group_column(groupby)
     src = _check_same_modality(perts)
     genes, peaks = model_features(model)
     reports, resolved = [], []
@@ -354,8 +377,9 @@ def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: s
     edits, kept = build_edits(model, inputs, perts, resolved, groupby)
     readout_names = peaks if src == "rna" else genes
     if not edits:
-        empty = pd.DataFrame(columns=_EFFECT_COLS)
-        return {"effects": empty, "state": pd.DataFrame(), "report": report, "basis": basis, "inputs": inputs}
+        empty = pd.DataFrame(columns=_effect_cols(gcol))
+        return {"effects": empty, "state": pd.DataFrame(columns=["perturbation", gcol]), "report": report,
+                "basis": basis, "inputs": inputs}
     if readout == "mean":
         from ._mean import run_mean
 
@@ -366,10 +390,10 @@ def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: s
                          batch_targets=batch_targets, translate_kwargs=translate_kwargs, progress_bar=progress_bar)
     if basis is None:
         basis = pca_basis(res.ctrl_profiles, n_comps=n_pca)
-    eff = effects_table(res, readout_names, test=test)
-    state = state_table(res, basis)
+    eff = effects_table(res, readout_names, test=test, group_col=gcol)
+    state = state_table(res, basis, group_col=gcol)
     meta = pd.DataFrame([{**p.to_dict(), "targets": ";".join(p.targets)} for p in kept])
-    if len(meta):
+    if len(meta) and len(state):
         state = state.merge(meta[["name", "kind", "modality"]].rename(columns={"name": "perturbation"}),
                             on="perturbation", how="left")
     return {"effects": eff, "state": state, "report": report, "basis": basis, "inputs": inputs}
@@ -406,14 +430,19 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     model
         Trained :class:`~scdiffx_grn.ScDiffusionX` (or anything with its tensor API).
     mdata
-        Paired MuData with raw counts (``layers['counts']``) and ``obs[groupby]``.
+        Paired MuData with raw counts (the registered counts layer, ``layers['counts']`` by
+        default) and the ``groupby`` labels.
     perturbation
         A :class:`Perturbation`, a dict of its fields, or a list of them (same modality).
     key_added
-        Results go to ``mdata.uns[key_added]`` as a dict of DataFrames ``effects``, ``state``,
-        ``report``.
+        Results go to ``mdata.uns[key_added]``: a dict ``{"params", "effects", "state",
+        "report"}`` (the storage contract of every ``tl`` function, :mod:`scdiffx_grn._store`);
+        read the tables with :func:`perturbation_df` (``get.perturbation_df``).
     groupby
-        Cell-type column of ``mdata.obs`` (``None``: all cells as one group).
+        Cell-type label column (looked up by :func:`scdiffx_grn._registry.labels`: ``mdata.obs``,
+        then ``mdata.obs["rna:<groupby>"]``, then the modalities' obs); the group column of the
+        effects and state tables is named after it. ``None``: all cells as one group ``"all"``
+        in a column ``group``.
     tf_peaks
         TF -> peak table (columns ``tf``, ``peak``) for ``modality="tf"``.
     on_unknown
@@ -431,7 +460,8 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
         Condition the translation on the model's label columns (default ``False``: from the
         edited modality alone, so labels do not pin cells to their type).
     copy
-        Return the result dict instead of writing into ``mdata``.
+        ``True``: leave ``mdata`` untouched and return a modified copy holding the result;
+        ``False`` (default): write into ``mdata`` and return ``None``.
     readout
         ``"mean"`` (posterior-mean engine, default) or ``"samples"`` (sampled engine).
     n_noise
@@ -445,29 +475,63 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
 
     Returns
     -------
-    dict or None
-        ``{"effects", "state", "report"}`` when ``copy=True``.
+    MuData or None
+        The modified copy when ``copy=True``, else ``None``.
+
+    Raises
+    ------
+    OptionError
+        For a bad ``readout``, ``test``, ``on_unknown``, ``n_noise`` or a ``groupby`` whose name
+        collides with a table column.
+    MissingLabelError
+        When ``groupby`` is not a label column, has unlabelled cells, or ``cells`` names a type
+        without cells.
+    UnknownFeatureError
+        For unknown targets (``on_unknown="raise"``).
     """
     if isinstance(perturbation, dict):
-        perturbation = Perturbation(**perturbation)
+        perturbation = _from_dict(perturbation)
     perts = [perturbation] if isinstance(perturbation, Perturbation) else list(perturbation)
     if not perts:
         raise InputDataError("no perturbation given")
     names = [p.name for p in perts]
     if len(set(names)) != len(names):
         raise InputDataError(f"perturbation names must be unique, got {names}")
+    check_engine(readout, test, n_noise)
+    check_on_unknown(on_unknown)
+    group_column(groupby)  # a colliding name raises before any work
     out = run_perturbations(model, mdata, perts, groupby=groupby, tf_peaks=tf_peaks, on_unknown=on_unknown,
                             seed=seed, test=test, batch_size=batch_size, batch_targets=batch_targets,
                             translate_kwargs=translate_kwargs, use_labels=use_labels, readout=readout,
                             n_noise=n_noise, batch_rows=batch_rows, skip_unchanged=skip_unchanged)
-    result = {"effects": out["effects"], "state": out["state"], "report": out["report"],
-              "params": {"seed": seed, "test": test, "groupby": groupby, "use_labels": use_labels,
-                         "readout": readout, "n_noise": int(n_noise) if readout == "mean" else None,
-                         "perturbations": [p.to_dict() for p in perts]}}
-    if copy:
-        return result
-    mdata.uns[key_added] = result
-    return None
+    params = {"groupby": groupby, "seed": seed, "test": test, "use_labels": use_labels, "readout": readout,
+              "n_noise": int(n_noise) if readout == "mean" else None, "on_unknown": on_unknown,
+              "skip_unchanged": skip_unchanged, "translate_kwargs": dict(translate_kwargs or {}),
+              # keyed by name (anndata cannot write a list of dicts)
+              "perturbations": {p.name: p.to_dict() for p in perts}}
+    target = _target(mdata, copy)  # the copy is made after the run: a failed run copies nothing
+    _store_result(target, key_added, {t: out[t] for t in TABLES}, params)
+    return _done(target, copy)
+
+
+def _from_dict(d: dict) -> Perturbation:
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(Perturbation)}
+    unknown = sorted(set(map(str, d)) - known)
+    if unknown:
+        raise OptionError(f"unknown perturbation field(s) {unknown}; known: {sorted(known - {'meta'})}")
+    return Perturbation(**d)
+
+
+def _result_tables(mdata_or_result, key: str) -> dict:
+    """The result dict of :func:`perturb`: from ``uns[key]`` of a MuData, or the (legacy) dict itself."""
+    if isinstance(mdata_or_result, dict):
+        return mdata_or_result
+    if not hasattr(mdata_or_result, "uns"):
+        raise InputDataError(f"expected a MuData holding a perturbation result (or the result dict), got "
+                             f"{type(mdata_or_result).__name__}")
+    return _stored(mdata_or_result, key, what="perturbation result", hint=f"tl.perturb(..., key_added={key!r})")
 
 
 def perturbation_df(mdata_or_result, key: str = "perturbation", *, target: str | Sequence[str] | None = None,
@@ -478,33 +542,35 @@ def perturbation_df(mdata_or_result, key: str = "perturbation", *, target: str |
     Parameters
     ----------
     mdata_or_result
-        MuData with ``uns[key]`` from :func:`perturb`, or the result dict itself.
+        MuData with ``uns[key]`` from :func:`perturb` (``copy=False``, or the copy it returned),
+        or a result dict ``{"effects", "state", "report"}`` (what ``perturb(copy=True)``
+        returned before it returned a MuData).
     key
         ``uns`` key.
     target
         Keep these perturbation names.
     cell_type
-        Keep these cell types.
+        Keep these groups (values of the group column, which is named after ``groupby``).
     fdr
         Keep rows with ``fdr <= fdr`` (effects table only).
     table
         ``"effects"`` (default), ``"state"`` or ``"report"``.
     """
-    res = mdata_or_result
-    if not isinstance(res, dict):
-        if key not in res.uns:
-            raise MissingLabelError(f"no perturbation result under mdata.uns[{key!r}]; run tl.perturb first")
-        res = res.uns[key]
+    if table not in TABLES:
+        raise OptionError(f"table must be one of {TABLES}, got {table!r}")
+    res = _result_tables(mdata_or_result, key)
     if table not in res:
-        raise ScdxError(f"result has no {table!r} table (has {sorted(res)})")
+        raise ScdxError(f"the perturbation result holds no {table!r} table (it holds "
+                        f"{_fmt_items(k for k in res if k != 'params')})")
     df = res[table]
     if not isinstance(df, pd.DataFrame):
         df = pd.DataFrame(df)
     df = df.copy()
     if target is not None and "perturbation" in df:
         df = df[df["perturbation"].isin([target] if isinstance(target, str) else list(target))]
-    if cell_type is not None and "cell_type" in df:
-        df = df[df["cell_type"].isin([cell_type] if isinstance(cell_type, str) else list(cell_type))]
+    gcol = group_column_of(df)
+    if cell_type is not None and gcol is not None:
+        df = df[df[gcol].astype(str).isin([cell_type] if isinstance(cell_type, str) else list(map(str, cell_type)))]
     if fdr is not None:
         if "fdr" not in df:
             raise ScdxError(f"the {table!r} table has no fdr column")

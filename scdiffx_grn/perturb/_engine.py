@@ -23,13 +23,12 @@ Only per-group sums are accumulated (``samples x groups x features`` per perturb
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, MissingLabelError, _fmt_items
+from .._errors import InputDataError, OptionError, _fmt_items
 from .._modelio import (
     Edit,
     PairedBatch,
@@ -42,27 +41,21 @@ from .._modelio import (
     latent_dim,
     model_features,
     other_modality,
-    sample_noise,
+)
+from .._registry import labels as registry_labels
+from ._base import (
+    READOUTS,
+    EngineInputs,
+    EngineResult,
+    cell_names,
+    engine_autocast,
+    group_column,
+    nearest,
+    noise_dim,
 )
 
-READOUTS = ("mean", "samples")
-
-__all__ = ["Edit", "EngineResult", "run_paired", "prepare_inputs", "model_features",
-           "peak_knockout_effect", "sample_noise"]
-
-
-@dataclass
-class EngineInputs:
-    """Everything the engine needs, in the model's feature order (see :func:`prepare_inputs`)."""
-
-    src: str
-    X: Any
-    cond: Any
-    groups: np.ndarray
-    group_names: list[str]
-    centroids: Any = None
-    centroid_names: list[str] = field(default_factory=list)
-    cell_names: np.ndarray | None = None
+__all__ = ["Edit", "EngineInputs", "EngineResult", "READOUTS", "run_paired", "prepare_inputs", "model_features",
+           "peak_knockout_effect"]
 
 
 def prepare_inputs(model, mdata, src: str, *, groupby: str | None = "cell_type",
@@ -79,7 +72,8 @@ def prepare_inputs(model, mdata, src: str, *, groupby: str | None = "cell_type",
     src
         Edited modality (``"rna"`` or ``"atac"``).
     groupby
-        Column of ``mdata.obs`` with cell types (``None``: one group ``"all"``).
+        Label column with cell types, looked up by :func:`scdiffx_grn._registry.labels` (``mdata.obs``,
+        then ``mdata.obs["rna:<groupby>"]``, then the modalities' obs; ``None``: one group ``"all"``).
     cells
         Boolean mask of cells to use (``None``: all).
     use_labels
@@ -98,13 +92,9 @@ def prepare_inputs(model, mdata, src: str, *, groupby: str | None = "cell_type",
         raise InputDataError(f"cell mask has shape {mask.shape}, expected ({n},)")
     rows = np.flatnonzero(mask)
     X = feature_matrix(model, mdata, src)[rows]
-    obs = mdata.obs
-    if groupby is None:
-        labels_all = np.array(["all"] * n, dtype=object)
-    else:
-        if groupby not in obs.columns:
-            raise MissingLabelError(f"groupby column {groupby!r} is not in mdata.obs (columns: {list(obs.columns)})")
-        labels_all = obs[groupby].astype(str).to_numpy()
+    # the registry's one label lookup (mdata.obs, then "rna:<key>", then the modalities' obs); a
+    # missing column or unlabelled cells raise MissingLabelError naming them
+    labels_all = registry_labels(mdata, groupby).to_numpy(dtype=object)
     labels = labels_all[rows]
     group_names = sorted(pd.unique(labels).tolist())
     gpos = {g: i for i, g in enumerate(group_names)}
@@ -134,63 +124,6 @@ def prepare_inputs(model, mdata, src: str, *, groupby: str | None = "cell_type",
 
 
 # --------------------------------------------------------------------------- engine
-@dataclass
-class EngineResult:
-    """Per-group sums accumulated by :func:`run_paired`.
-
-    Arrays are numpy; ``S`` samples, ``G`` groups, ``F`` readout features, ``d`` latent size,
-    ``K`` reference cell types.
-
-    Attributes
-    ----------
-    names
-        Perturbation names (order of the first axis of per-edit arrays).
-    diff_sum, ctrl_sum
-        (E, S, G, F) sums over perturbed cells of (perturbed - control) readout and of control.
-    n_cells
-        (E, G) number of perturbed cells per group.
-    zdiff_sum
-        (E, S, G, d) sums of translated-latent differences.
-    type_changed
-        (E, S, G) number of cells whose nearest reference type changed.
-    new_type
-        (E, S, G, K) nearest reference type counts of perturbed cells.
-    ctrl_type
-        (S, G, K) nearest reference type counts of control cells (all cells).
-    ctrl_profiles
-        (n_pca_cells, F) control readout averaged over samples, for a PCA basis.
-    """
-
-    names: list[str]
-    readout: str
-    group_names: list[str]
-    centroid_names: list[str]
-    diff_sum: np.ndarray
-    ctrl_sum: np.ndarray
-    n_cells: np.ndarray
-    zdiff_sum: np.ndarray
-    type_changed: np.ndarray
-    new_type: np.ndarray
-    ctrl_type: np.ndarray
-    ctrl_profiles: np.ndarray | None
-    n_samples: int
-    #: ``"samples"`` (sampled engine: tests over noise samples) or ``"cells"`` (posterior-mean
-    #: engine: tests over cells, with the fields below)
-    stats: str = "samples"
-    #: (E, G, F) sums over perturbed cells of squared differences (posterior-mean engine)
-    diff_sq: np.ndarray | None = None
-    #: (E, G, F) maximum |difference| over perturbed cells (posterior-mean engine)
-    diff_absmax: np.ndarray | None = None
-    #: (E, G) cells whose input the edit changed (the others were skipped: difference 0)
-    n_changed: np.ndarray | None = None
-
-
-def _nearest(z, centroids):
-    import torch
-
-    return torch.cdist(z.float(), centroids.to(z.device).float()).argmin(dim=1)
-
-
 def run_paired(
     model,
     inputs: EngineInputs,
@@ -236,12 +169,11 @@ def run_paired(
     import torch
 
     from .._settings import progress
-    from ._mean import _cell_names, engine_autocast, noise_dim
 
     translate_kwargs = dict(translate_kwargs or {})
     if translate_kwargs.get("readout", "samples") != "samples":
-        raise InputDataError(f"translate_kwargs readout={translate_kwargs['readout']!r}: run_paired is the sampled "
-                             "engine (readout='samples'); the posterior-mean engine is run_mean")
+        raise OptionError(f"translate_kwargs readout={translate_kwargs['readout']!r}: run_paired is the sampled "
+                          "engine (readout='samples'); the posterior-mean engine is run_mean")
     translate_kwargs["readout"] = "samples"
 
     src = inputs.src
@@ -269,7 +201,7 @@ def run_paired(
 
     cell_batches = [np.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
     it = progress(cell_batches, desc="perturb", disable=not progress_bar) if progress_bar else cell_batches
-    names = _cell_names(inputs, n)
+    names = cell_names(inputs, n)
     with eval_mode(model), torch.inference_mode(), engine_autocast(model):
         for rows in it:
             rows_t = torch.as_tensor(rows)
@@ -289,7 +221,7 @@ def run_paired(
                     zdiff_sum = torch.zeros(E, S, G, zt.shape[1])
                     ctrl_prof = torch.zeros(len(pca_rows), F)
                 if cent is not None:
-                    t_ctrl = _nearest(zt, cent)
+                    t_ctrl = nearest(zt, cent)
                     ctrl_type[s].index_put_((gb, t_ctrl), torch.ones(len(rows), dtype=torch.long), accumulate=True)
                 sel = [i for i, r in enumerate(rows) if r in pca_pos]
                 if sel:
@@ -304,7 +236,7 @@ def run_paired(
                 outs, _ = pb.edited([edits[ei] for ei in chunk], loc)
                 for s, (zt, y) in enumerate(outs):
                     zc, yc_all = pb.ctrl[s]
-                    t_p = _nearest(zt, cent) if cent is not None else None
+                    t_p = nearest(zt, cent) if cent is not None else None
                     off = 0
                     for ei, li in zip(chunk, loc):
                         k = len(li)
@@ -316,7 +248,7 @@ def run_paired(
                         zdiff_sum[ei, s].index_add_(0, g, zt[off:off + k] - zc[li])
                         if t_p is not None:
                             tp = t_p[off:off + k]
-                            tc = _nearest(zc[li], cent)
+                            tc = nearest(zc[li], cent)
                             type_changed[ei, s].index_add_(0, g, (tp != tc).long())
                             new_type[ei, s].index_put_((g, tp), torch.ones(k, dtype=torch.long), accumulate=True)
                         off += k
@@ -377,7 +309,7 @@ def peak_knockout_effect(
     cells
         Boolean mask of cells (MuData input only).
     groupby
-        Report per group of this obs column (MuData input only); default: all cells pooled.
+        Report per group of this label column (MuData input only); default: all cells pooled.
     readout, n_noise, batch_rows
         ``"mean"`` (default: posterior-mean engine, ``n_noise`` noises, ``batch_rows`` rows per
         call) or ``"samples"`` (sampled engine, ``n_samples``, ``batch_size``, ``batch_targets``).
@@ -385,15 +317,26 @@ def peak_knockout_effect(
     Returns
     -------
     pandas.DataFrame
-        Columns ``peak, gene, cell_type, effect, se``: one row per peak x gene (x group).
+        Columns ``peak, gene, <groupby>, effect, se`` (the group column is named after ``groupby``;
+        ``group``, holding ``"all"`` or the dict's ``groups``, when ``groupby`` is ``None``): one row
+        per peak x gene (x group).
     """
     from .._errors import UnknownFeatureError
 
+    if kind not in ("close", "open"):
+        raise OptionError(f"kind must be 'close' or 'open', got {kind!r}")
+    if readout not in READOUTS:
+        raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
+    gcol = group_column(groupby)
     mgenes, mpeaks = model_features(model)
     ppos = {p: i for i, p in enumerate(mpeaks)}
     bad = [p for p in peaks if str(p) not in ppos]
     if bad:
         raise UnknownFeatureError(f"peaks not among the model's peaks: {_fmt_items(bad)}")
+    gpos = {g: i for i, g in enumerate(mgenes)}
+    bad = [] if genes is None else [g for g in genes if str(g) not in gpos]
+    if bad:
+        raise UnknownFeatureError(f"genes not among the model's genes: {_fmt_items(bad)}")
     if isinstance(mdata_or_tensors, dict):
         X = mdata_or_tensors["atac"]
         labels = mdata_or_tensors.get("groups")
@@ -405,9 +348,7 @@ def peak_knockout_effect(
     else:
         inputs = prepare_inputs(model, mdata_or_tensors, "atac", groupby=groupby, cells=cells, centroids=False)
     edits = [Edit(name=str(p), idx=np.array([ppos[str(p)]]), kind=kind) for p in peaks]
-    gsel = np.arange(len(mgenes)) if genes is None else np.array([mgenes.index(g) for g in genes])
-    if readout not in READOUTS:
-        raise InputDataError(f"readout must be one of {READOUTS}, got {readout!r}")
+    gsel = np.arange(len(mgenes)) if genes is None else np.array([gpos[str(g)] for g in genes], dtype=np.int64)
     if readout == "mean":
         from ._mean import run_mean
 
@@ -427,5 +368,5 @@ def peak_knockout_effect(
     return pd.DataFrame({
         "peak": np.repeat(res.names, G * F),
         "gene": np.tile(np.asarray(mgenes)[gsel], E * G),
-        "cell_type": np.tile(np.repeat(res.group_names, F), E),
+        gcol: np.tile(np.repeat(res.group_names, F), E),
         "effect": eff.ravel(), "se": se.ravel()})

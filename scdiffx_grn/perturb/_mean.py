@@ -32,46 +32,21 @@ perturbation x cell type (see :func:`~scdiffx_grn.perturb._effects.effects_table
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Iterator, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from .._errors import InputDataError
+from .._errors import InputDataError, OptionError
 from .._modelio import Edit, cell_noise, dense_rows, eval_mode, other_modality
 from .._modelio import readout as _readout
+from ._base import EngineResult, cell_names, engine_autocast, nearest, noise_dim
 
+# noise_dim / engine_autocast are re-exported here for callers of this module (grn._scores)
 __all__ = ["iter_mean", "run_mean", "changed_rows", "cell_effects", "noise_dim", "engine_autocast"]
 
 
 # --------------------------------------------------------------------------- helpers
-def noise_dim(model, latent: int) -> int:
-    """Noise width passed to ``translate_latent``: ``2 latent`` for ScDiffusionX (as ``model.translate``), else ``latent``."""
-    try:
-        from ..model import ScDiffusionX
-    except ImportError:  # stand-in installs without the model package
-        return latent
-    return 2 * latent if isinstance(model, ScDiffusionX) else latent
-
-
-def engine_autocast(model, enabled: bool | None = None):
-    """bf16 autocast on CUDA (``enabled=None``: on for CUDA models); a no-op on CPU (float32)."""
-    import torch
-
-    dev = getattr(model, "device", None)
-    dev = torch.device(dev) if dev is not None else torch.device("cpu")
-    on = (dev.type == "cuda") if enabled is None else (bool(enabled) and dev.type == "cuda")
-    return torch.autocast("cuda", dtype=torch.bfloat16) if on else nullcontext()
-
-
-def _cell_names(inputs, n: int) -> np.ndarray:
-    names = getattr(inputs, "cell_names", None)
-    if names is None:
-        return np.array([str(i) for i in range(n)], dtype=object)
-    return np.asarray(names).astype(str)
-
-
 def changed_rows(X, edit: Edit, mask: np.ndarray | None = None, Xc=None) -> np.ndarray:
     """Rows of ``X`` (cells x features, raw) whose input the edit changes (within ``mask``).
 
@@ -161,16 +136,14 @@ def iter_mean(
     """
     import torch
 
-    from ._engine import EngineResult, _nearest
-
     kw = dict(translate_kwargs or {})
     if kw.get("readout", "mean") != "mean":
-        raise InputDataError(f"translate_kwargs readout={kw['readout']!r} conflicts with the posterior-mean engine; "
-                             "use readout='samples' for the sampled engine")
+        raise OptionError(f"translate_kwargs readout={kw['readout']!r} conflicts with the posterior-mean engine; "
+                          "use readout='samples' for the sampled engine")
     kw["readout"] = "mean"
     K = int(n_noise)
     if K < 1:
-        raise InputDataError(f"n_noise must be >= 1, got {n_noise}")
+        raise OptionError(f"n_noise must be >= 1, got {n_noise}")
     src, tgt = inputs.src, other_modality(inputs.src)
     X = inputs.X
     n = X.shape[0]
@@ -178,7 +151,7 @@ def iter_mean(
         raise InputDataError("no cells to perturb")
     G, E = len(inputs.group_names), len(edits)
     KC = len(inputs.centroid_names)
-    names = _cell_names(inputs, n)
+    names = cell_names(inputs, n)
     groups_np = np.asarray(inputs.groups, dtype=np.int64)
     masks = [None if e.cell_mask is None else np.asarray(e.cell_mask, bool) for e in edits]
     for e, m in zip(edits, masks):
@@ -264,7 +237,7 @@ def iter_mean(
                 z_ctrl[s:s + len(rows)] = zb
                 gb = groups_t[s:s + len(rows)]
                 if cent is not None:
-                    tb = _nearest(zb, cent)
+                    tb = nearest(zb, cent)
                     t_ctrl[s:s + len(rows)] = tb
                     ctrl_type.index_put_((gb, tb), torch.ones(len(rows), dtype=torch.long, device=dev), accumulate=True)
                 for mi, m in enumerate(uniq_masks):
@@ -350,7 +323,7 @@ def iter_mean(
             d = read(ze) - read(zc)
             zd = ze - zc
             g_all = groups_t[ct]
-            tp = _nearest(ze, cent) if cent is not None else None
+            tp = nearest(ze, cent) if cent is not None else None
             for ei, a, b in bounds:
                 acc = inflight[ei]
                 g = g_all[a:b]
@@ -407,8 +380,6 @@ def iter_mean(
 
 def run_mean(model, inputs, edits: Sequence[Edit], **kwargs):
     """All edits of :func:`iter_mean` collected into one ``EngineResult`` (``E`` edits, ``S = 1``)."""
-    from ._engine import EngineResult
-
     it = iter_mean(model, inputs, edits, **kwargs)
     _, ctrl = next(it)
     parts = {ei: r for ei, r in it}

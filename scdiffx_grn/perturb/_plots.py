@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError
+from .._errors import InputDataError, OptionError
+from ._base import group_column_of
 
 __all__ = ["volcano", "screen_heatmap"]
 
@@ -28,7 +29,8 @@ def volcano(df_or_mdata, target: str | None = None, cell_type: str | None = None
     df_or_mdata
         Effects table (``get.perturbation_df``) or a MuData with ``uns[key]``.
     target, cell_type
-        Which perturbation and cell type (may be omitted when the table holds only one).
+        Which perturbation and group (a value of the table's group column, which is named after
+        ``groupby``; either may be omitted when the table holds only one).
     alpha
         Points with ``fdr <= alpha`` are highlighted (red up, blue down).
     n_labels
@@ -42,10 +44,15 @@ def volcano(df_or_mdata, target: str | None = None, cell_type: str | None = None
 
     from ._effects import perturbation_df
 
+    if use not in ("pval", "fdr"):
+        raise OptionError(f"use must be 'pval' or 'fdr', got {use!r}")
     df = df_or_mdata if isinstance(df_or_mdata, pd.DataFrame) else perturbation_df(df_or_mdata, key)
-    for col, val in (("perturbation", target), ("cell_type", cell_type)):
+    gcol = group_column_of(df)
+    for col, val in (("perturbation", target), (gcol, cell_type)):
+        if col is None:
+            continue
         if val is not None:
-            df = df[df[col] == val]
+            df = df[df[col].astype(str) == str(val)]
         elif col in df and df[col].nunique() > 1:
             raise InputDataError(f"the table holds several {col} values {sorted(df[col].unique())[:10]}; pick one")
     if df.empty:
@@ -69,7 +76,7 @@ def volcano(df_or_mdata, target: str | None = None, cell_type: str | None = None
     ax.set_xlabel("mean log-fold change" if readout == "rna" else "difference in accessibility")
     ax.set_ylabel(f"-log10 {use}")
     name = df["perturbation"].iloc[0] if "perturbation" in df else ""
-    ct = df["cell_type"].iloc[0] if "cell_type" in df else ""
+    ct = df[gcol].iloc[0] if gcol is not None and gcol in df else ""
     ax.set_title(f"{name} in {ct}", fontsize=9)
     ax.axvline(0, c="0.5", lw=0.5)
     return _save(fig, save)
@@ -82,7 +89,8 @@ def screen_heatmap(summary: pd.DataFrame, value: str = "n_sig", *, max_targets: 
     Parameters
     ----------
     summary
-        From :func:`~scdiffx_grn.tl.screen` / ``load_screen``.
+        From :func:`~scdiffx_grn.tl.screen` / ``load_screen`` (columns: the groups of its group
+        column, named after the screen's ``groupby``).
     value
         A numeric column (``n_sig``, ``latent_shift``, ``pca_shift``, ``frac_type_changed``...).
     max_targets
@@ -91,8 +99,11 @@ def screen_heatmap(summary: pd.DataFrame, value: str = "n_sig", *, max_targets: 
     import matplotlib.pyplot as plt
 
     if value not in summary.columns:
-        raise InputDataError(f"summary has no column {value!r}; columns: {list(summary.columns)}")
-    mat = summary.pivot_table(index="perturbation", columns="cell_type", values=value, aggfunc="mean")
+        raise OptionError(f"summary has no column {value!r}; columns: {list(summary.columns)}")
+    gcol = group_column_of(summary)
+    if gcol is None:
+        raise InputDataError(f"summary has no group column after 'perturbation' (columns: {list(summary.columns)})")
+    mat = summary.pivot_table(index="perturbation", columns=gcol, values=value, aggfunc="mean")
     if len(mat) > max_targets:
         mat = mat.loc[mat.max(axis=1).sort_values(ascending=False).index[:max_targets]]
     if ax is None:
@@ -102,7 +113,7 @@ def screen_heatmap(summary: pd.DataFrame, value: str = "n_sig", *, max_targets: 
     im = ax.imshow(mat.to_numpy(float), aspect="auto", cmap=cmap)
     ax.set_xticks(range(mat.shape[1]), mat.columns, rotation=90, fontsize=10)
     ax.set_yticks(range(mat.shape[0]), mat.index, fontsize=9)
-    ax.set_xlabel("cell type")
+    ax.set_xlabel(gcol.replace("_", " "))
     ax.set_ylabel("perturbation")
     fig.colorbar(im, ax=ax, label=value, shrink=0.7)
     return _save(fig, save)

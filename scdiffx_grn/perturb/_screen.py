@@ -12,9 +12,11 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .._errors import CheckpointError, InputDataError, ScdxError
+from .._errors import CheckpointError, InputDataError, OptionError, ScdxError
 from .._io import atomic_path, atomic_write_json
+from .._registry import labels
 from .._settings import logger, progress
+from ._base import group_column, group_column_of
 from ._effects import run_perturbations
 from ._engine import model_features, prepare_inputs
 from ._spec import Perturbation, tf_peak_map
@@ -34,16 +36,18 @@ def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, 
                       n_top: int = 5, min_effect: float = 0.0) -> pd.DataFrame:
     """Per perturbation x cell type summary of an effects table (and state table).
 
-    Columns: ``perturbation, cell_type, n_features, n_sig, n_up, n_down, top_up, top_down``
+    Columns: ``perturbation, <group>, n_features, n_sig, n_up, n_down, top_up, top_down``
+    (``<group>``: the effects table's group column, named after the ``groupby`` of the run)
     (``;``-joined significant features with the largest positive / negative effects),
     ``max_abs_effect`` plus the state columns (``latent_shift``, ``pca_shift``,
     ``frac_type_changed``, ``top_new_type``...). A feature is significant when
     ``fdr <= alpha`` and ``|effect| >= min_effect``.
     """
     rows = []
+    gcol = group_column_of(effects) or "cell_type"
     if len(effects):
         c1, u1 = pd.factorize(effects["perturbation"], sort=False)
-        c2, u2 = pd.factorize(effects["cell_type"], sort=False)
+        c2, u2 = pd.factorize(effects[gcol], sort=False)
         codes, ukey = pd.factorize(c1.astype(np.int64) * max(len(u2), 1) + c2, sort=False)
         uniq = [(u1[k // max(len(u2), 1)], u2[k % max(len(u2), 1)]) for k in ukey]
         order = np.argsort(codes, kind="stable")
@@ -63,7 +67,7 @@ def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, 
             down = np.flatnonzero(sig & (eff < 0))
             top_up = up[np.argsort(-eff[up], kind="stable")[:n_top]]  # nlargest(keep="first")
             top_down = down[np.argsort(eff[down], kind="stable")[:n_top]]
-            rows.append({"perturbation": pert, "cell_type": ct, "n_features": len(ix), "n_sig": int(sig.sum()),
+            rows.append({"perturbation": pert, gcol: ct, "n_features": len(ix), "n_sig": int(sig.sum()),
                          "n_up": len(up), "n_down": len(down),
                          "top_up": ";".join(map(str, feat_all[ix][top_up])),
                          "top_down": ";".join(map(str, feat_all[ix][top_down])),
@@ -71,30 +75,34 @@ def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, 
     summ = pd.DataFrame(rows)
     if state is not None and len(state) and len(summ):
         cols = [c for c in state.columns if c not in ("n_samples",)]
-        summ = summ.merge(state[cols], on=["perturbation", "cell_type"], how="left")
+        summ = summ.merge(state[cols], on=["perturbation", gcol], how="left")
     return summ
 
 
 def _all_tfs(modality: str, genes: Sequence[str], tf_peaks, tfs, organism: str | None) -> list[str]:
+    """The targets of ``targets="all_tfs"``: ``tfs``, else the TFs of ``tf_peaks``, else CollecTRI's TFs
+    (:func:`scdiffx_grn.datasets.tf_list`), matched case-insensitively to the model's genes and
+    returned in the genes' spelling, alphabetically."""
     if tfs is not None:
         return [str(t) for t in tfs]
     if modality == "tf":
         if tf_peaks is None:
             raise InputDataError("targets='all_tfs' with modality='tf' needs a TF -> peak table (tf_peaks=)")
         return sorted(tf_peak_map(tf_peaks))
-    if tf_peaks is not None:
-        cand = set(tf_peak_map(tf_peaks))
-    else:
-        try:
-            from .. import datasets
+    from ..datasets import tf_list
 
-            net = datasets.collectri(organism or "human")
-        except Exception as err:
-            raise InputDataError("targets='all_tfs' needs a TF list: pass tfs=, tf_peaks=, or make "
-                                 f"datasets.collectri({organism!r}) available ({err})") from err
-        cand = set(map(str, net["source"]))
-    gset = {g.upper(): g for g in genes}
-    return sorted({gset[t.upper()] for t in cand if t.upper() in gset})
+    if tf_peaks is not None:  # the TFs of the table (their peaks are no genes: min_targets=0 keeps every TF)
+        tmap = tf_peak_map(tf_peaks)
+        net = pd.DataFrame({"source": [t for t, ps in tmap.items() for _ in ps],
+                            "target": [p for ps in tmap.values() for p in ps]})
+        return tf_list(genes, network=net, order="name")
+    try:
+        return tf_list(genes, organism=organism or "human", source="collectri", order="name")
+    except OptionError:
+        raise
+    except Exception as err:
+        raise InputDataError("targets='all_tfs' needs a TF list: pass tfs=, tf_peaks=, or make "
+                             f"datasets.collectri({organism!r}) available ({err})") from err
 
 
 def _read_done(out: Path) -> dict[str, str]:
@@ -237,7 +245,8 @@ def screen(
     groupby
         Cell-type column.
     out_dir
-        Directory for results: ``effects/<target>.parquet`` and ``summary/<target>.parquet`` for
+        Directory for results (the group column of every table is named after ``groupby``,
+        ``group`` when it is ``None``): ``effects/<target>.parquet`` and ``summary/<target>.parquet`` for
         each finished target (written atomically), then ``done.json`` (atomic) naming the finished
         targets; ``report.parquet`` lists unknown targets; ``summary.parquet`` is the final
         concatenation. ``None`` keeps everything in memory. The directory is locked while the
@@ -277,9 +286,16 @@ def screen(
         Summary per target x cell type (see :func:`summarise_effects`), also in
         ``out_dir/summary.parquet``; the report of unknown targets is in ``.attrs["report"]``.
     """
-    from ._effects import check_engine
+    from ._effects import check_engine, check_on_unknown
 
     check_engine(readout, test, n_noise)
+    check_on_unknown(on_unknown)
+    group_column(groupby)  # a name colliding with a table column raises before any work
+    labels(mdata, groupby)  # a missing label column (or unlabelled cells) raises before out_dir is touched
+    if keep_effects not in ("all", "significant", "none"):
+        raise OptionError(f"keep_effects must be 'all', 'significant' or 'none', got {keep_effects!r}")
+    if not isinstance(batch_targets, (int, np.integer)) or batch_targets < 1:
+        raise OptionError(f"batch_targets must be an integer >= 1, got {batch_targets!r}")
     genes, peaks = model_features(model)
     if isinstance(targets, str):
         if targets == "all_genes":
@@ -289,12 +305,10 @@ def screen(
         elif targets == "all_tfs":
             targets = _all_tfs(modality, genes, tf_peaks, tfs, organism)
         else:
-            raise InputDataError(f"targets must be a list, 'all_tfs', 'all_genes' or 'all_peaks', got {targets!r}")
+            raise OptionError(f"targets must be a list, 'all_tfs', 'all_genes' or 'all_peaks', got {targets!r}")
     targets = list(dict.fromkeys(str(t) for t in targets))
     if not targets:
         raise InputDataError("the screen has no targets")
-    if batch_targets < 1:
-        raise InputDataError(f"batch_targets must be >= 1, got {batch_targets}")
     perts = [Perturbation([t], kind=kind, modality=modality, factor=factor, n_samples=n_samples, name=t)
              for t in targets]
     config = {"kind": kind, "modality": modality, "factor": perts[0].factor, "groupby": groupby,
@@ -326,6 +340,7 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
     from ._effects import build_edits, cell_effects_table, pca_basis, state_table
     from ._spec import resolve_targets
 
+    gcol = group_column(groupby)
     done: dict[str, str] = {}
     if out is not None:
         cfg_file = out / _CONFIG
@@ -404,8 +419,8 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
                 basis = pca_basis(ctrl.ctrl_profiles)
                 for ei, res in it:
                     p = kept[ei]
-                    e = cell_effects_table(res, readout_names)
-                    st = state_table(res, basis)
+                    e = cell_effects_table(res, readout_names, group_col=gcol)
+                    st = state_table(res, basis, group_col=gcol)
                     if len(st):
                         st["kind"], st["modality"] = meta[p.name]
                     emit(p, e, st, bar)

@@ -9,7 +9,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, ScdxError, UnknownFeatureError, _fmt_items
+from .._errors import InputDataError, OptionError, ScdxError, UnknownFeatureError, _fmt_items
 
 __all__ = ["Perturbation", "read_screen", "resolve_targets", "KINDS", "MODALITIES"]
 
@@ -81,12 +81,12 @@ class Perturbation:
         self.kind = str(self.kind).lower()
         self.modality = str(self.modality).lower()
         if self.kind not in KINDS:
-            raise InputDataError(f"kind must be one of {KINDS}, got {self.kind!r}")
+            raise OptionError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.modality not in MODALITIES:
-            raise InputDataError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+            raise OptionError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         allowed = _RNA_KINDS if self.modality == "rna" else _ATAC_KINDS
         if self.kind not in allowed:
-            raise InputDataError(
+            raise OptionError(
                 f"kind {self.kind!r} does not apply to modality {self.modality!r}; use one of {sorted(allowed)}"
                 + (" (peaks and TF motif peaks are 'close'd or 'open'ed)" if self.modality != "rna" else
                    " (genes are knocked out, knocked down or over-expressed)"))
@@ -95,22 +95,22 @@ class Perturbation:
         if self.factor is not None:
             self.factor = float(self.factor)
             if not np.isfinite(self.factor):
-                raise InputDataError(f"factor must be finite, got {self.factor}")
+                raise OptionError(f"factor must be finite, got {self.factor}")
         if self.kind == "knockdown" and not (0.0 <= self.factor < 1.0):
-            raise InputDataError(f"a knockdown factor must be in [0, 1), got {self.factor}")
+            raise OptionError(f"a knockdown factor must be in [0, 1), got {self.factor}")
         if self.kind == "overexpress":
             if self.overexpress_mode not in ("factor", "quantile"):
-                raise InputDataError(f"overexpress_mode must be 'factor' or 'quantile', got {self.overexpress_mode!r}")
+                raise OptionError(f"overexpress_mode must be 'factor' or 'quantile', got {self.overexpress_mode!r}")
             if self.overexpress_mode == "factor" and not self.factor > 1.0:
-                raise InputDataError(f"an over-expression fold must be > 1, got {self.factor}")
+                raise OptionError(f"an over-expression fold must be > 1, got {self.factor}")
             if not 0.0 < float(self.quantile) <= 1.0:
-                raise InputDataError(f"quantile must be in (0, 1], got {self.quantile}")
+                raise OptionError(f"quantile must be in (0, 1], got {self.quantile}")
         try:
             self.n_samples = int(self.n_samples)
         except (TypeError, ValueError) as err:
-            raise InputDataError(f"n_samples must be an integer, got {self.n_samples!r}") from err
+            raise OptionError(f"n_samples must be an integer, got {self.n_samples!r}") from err
         if self.n_samples < 1:
-            raise InputDataError(f"n_samples must be >= 1, got {self.n_samples}")
+            raise OptionError(f"n_samples must be >= 1, got {self.n_samples}")
         if isinstance(self.cells, str):
             self.cells = [self.cells]
         elif self.cells is not None and not isinstance(self.cells, (list, tuple, np.ndarray, pd.Series)):
@@ -172,8 +172,9 @@ def read_screen(path: str | os.PathLike, **defaults: Any) -> list[Perturbation]:
 
     Raises
     ------
-    InputDataError
-        If the file is malformed; the message names the entry (row number) at fault.
+    InputDataError, OptionError
+        If the file is malformed (an unknown field or option value: ``OptionError``); the message
+        names the entry (row number) at fault.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -195,7 +196,7 @@ def read_screen(path: str | os.PathLike, **defaults: Any) -> list[Perturbation]:
         df.columns = [c.strip() for c in df.columns]
         entries = [{k: v for k, v in row.items() if v != ""} for row in df.to_dict("records")]
     else:
-        raise InputDataError(f"{path}: screen files must be .yaml/.yml or .csv/.tsv, got {ext!r}")
+        raise OptionError(f"{path}: screen files must be .yaml/.yml or .csv/.tsv, got {ext!r}")
     known = {"targets", "target", "kind", "modality", "factor", "cells", "n_samples", "name",
              "overexpress_mode", "quantile"}
     out = []
@@ -207,7 +208,7 @@ def read_screen(path: str | os.PathLike, **defaults: Any) -> list[Perturbation]:
         entry = {**defaults, **entry}
         unknown = sorted(set(entry) - known)
         if unknown:
-            raise InputDataError(f"{path}: entry {i} has unknown fields {unknown}; known: {sorted(known)}")
+            raise OptionError(f"{path}: entry {i} has unknown fields {unknown}; known: {sorted(known)}")
         if "target" in entry:
             entry["targets"] = entry.pop("target")
         if "targets" not in entry:
@@ -220,11 +221,11 @@ def read_screen(path: str | os.PathLike, **defaults: Any) -> list[Perturbation]:
                 try:
                     entry[key] = typ(float(entry[key])) if typ is int else typ(entry[key])
                 except ValueError as err:
-                    raise InputDataError(f"{path}: entry {i}: {key}={entry[key]!r} is not a number") from err
+                    raise OptionError(f"{path}: entry {i}: {key}={entry[key]!r} is not a number") from err
         try:
             out.append(Perturbation(**entry))
-        except InputDataError as err:
-            raise InputDataError(f"{path}: entry {i}: {err}") from err
+        except ScdxError as err:  # the same type (InputDataError, OptionError), naming the entry
+            raise type(err)(f"{path}: entry {i}: {err}") from err
     return out
 
 
@@ -271,7 +272,7 @@ def resolve_targets(
         One row per target: ``perturbation, target, modality, status, n_features, reason``.
     """
     if on_unknown not in ("raise", "report"):
-        raise InputDataError(f"on_unknown must be 'raise' or 'report', got {on_unknown!r}")
+        raise OptionError(f"on_unknown must be 'raise' or 'report', got {on_unknown!r}")
     rows, idx = [], []
     if pert.modality == "tf":
         if tf_peaks is None:

@@ -1,4 +1,9 @@
-"""Preprocessing of paired RNA + ATAC data (scanpy style: in place, ``copy=True`` returns a copy).
+"""Preprocessing of paired RNA + ATAC data (scanpy style).
+
+Every function that changes its input takes ``copy``: ``copy=False`` (default) modifies the data
+in place and returns ``None``; ``copy=True`` leaves the input untouched and returns a modified
+copy. Layers are read with :func:`scdiffx_grn._registry.layer_matrix`: a missing layer raises
+(naming the layers there) instead of silently using ``X``; ``layer=None`` reads ``X``.
 
 - :func:`parse_peaks`: peak names -> ``var["chrom", "start", "end"]``
 - :func:`qc`: paired cell filtering and feature filtering
@@ -9,10 +14,11 @@
 - :func:`stratified_subsample`: proportional subsample indices
 - :func:`match_case`: human / mouse gene symbol case
 - :func:`check_counts`, :func:`check_finite`, :func:`check_labels`, :func:`check_paired`,
-  :func:`is_counts`: input checks raising the package's typed errors
+  :func:`is_counts` (the registry's one count detector): input checks raising the package's typed errors
 """
 
-from .._validate import check_counts, check_finite, check_labels, check_paired, is_counts
+from .._registry import is_counts
+from .._validate import check_counts, check_finite, check_labels, check_paired
 from ._atac import binarize, lsi, tfidf
 from ._genes import match_case, normalize_organism
 from ._peaks import filter_peaks, parse_peaks

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from .._errors import InputDataError
 from .._settings import settings
+from .._store import store
 from .._validate import check_finite
 from ._utils import get_matrix, is_mudata, open_modality, set_matrix
 
@@ -37,7 +38,7 @@ def binarize(data, *, layer: str | None = None, threshold: float = 0.0, key_adde
     key_added
         Write the result to ``layers[key_added]``; by default it replaces X.
     copy
-        Return a modified copy instead of working in place.
+        ``True``: return a modified copy, the input untouched; ``False``: modify in place, return ``None``.
 
     Returns
     -------
@@ -45,7 +46,7 @@ def binarize(data, *, layer: str | None = None, threshold: float = 0.0, key_adde
         The copy when ``copy=True``.
     """
     data, adata = open_modality(data, "atac", copy)
-    X = get_matrix(adata, layer)
+    X = get_matrix(adata, layer, what="the ATAC data")
     check_finite(X, f"binarize input ({layer or 'X'})")
     out = _binary(X, threshold)
     set_matrix(adata, out, key_added)
@@ -92,7 +93,7 @@ def tfidf(data, *, layer: str | None = None, scale_factor: float = 1e4, log_tf: 
     key_added
         Write the result to ``layers[key_added]``; by default it replaces X.
     copy
-        Return a modified copy instead of working in place.
+        ``True``: return a modified copy, the input untouched; ``False``: modify in place, return ``None``.
 
     Returns
     -------
@@ -100,7 +101,7 @@ def tfidf(data, *, layer: str | None = None, scale_factor: float = 1e4, log_tf: 
         The copy when ``copy=True``.
     """
     data, adata = open_modality(data, "atac", copy)
-    X = get_matrix(adata, layer)
+    X = get_matrix(adata, layer, what="the ATAC data")
     check_finite(X, f"tfidf input ({layer or 'X'})")
     out = _tfidf_matrix(X, scale_factor, log_tf, log_idf)
     set_matrix(adata, out, key_added)
@@ -112,7 +113,7 @@ def lsi(data, n_comps: int = 50, *, layer: str | None = None, use_tfidf: bool = 
     """Latent semantic indexing: truncated SVD of (TF-IDF transformed) accessibility.
 
     Writes ``obsm[key_added]`` (cells x ``n_comps``, the SVD scores), ``varm["LSI"]`` (peak
-    loadings) and ``uns["lsi"]`` (``variance_ratio``, ``n_comps``). For a MuData the
+    loadings) and ``uns["lsi"]`` (``variance_ratio``, ``n_comps``, ``params``). For a MuData the
     scores also go to ``mdata.obsm[key_added]``. The first component usually tracks
     sequencing depth; drop it downstream if needed.
 
@@ -132,7 +133,7 @@ def lsi(data, n_comps: int = 50, *, layer: str | None = None, use_tfidf: bool = 
     seed
         Random seed of the randomized SVD (``None`` -> ``settings.seed``).
     copy
-        Return a modified copy instead of working in place.
+        ``True``: return a modified copy, the input untouched; ``False``: modify in place, return ``None``.
 
     Returns
     -------
@@ -147,7 +148,7 @@ def lsi(data, n_comps: int = 50, *, layer: str | None = None, use_tfidf: bool = 
     from sklearn.decomposition import TruncatedSVD
 
     data, adata = open_modality(data, "atac", copy)
-    X = get_matrix(adata, layer)
+    X = get_matrix(adata, layer, what="the ATAC data")
     check_finite(X, f"lsi input ({layer or 'X'})")
     M = _tfidf_matrix(X, 1e4, False, False) if use_tfidf else X
     k = int(min(n_comps, min(adata.shape) - 1))
@@ -157,7 +158,9 @@ def lsi(data, n_comps: int = 50, *, layer: str | None = None, use_tfidf: bool = 
     Z = svd.fit_transform(M).astype(np.float32)
     adata.obsm[key_added] = Z
     adata.varm["LSI"] = svd.components_.T.astype(np.float32)
-    adata.uns["lsi"] = {"variance_ratio": svd.explained_variance_ratio_, "n_comps": k}
+    store(adata, "lsi", {"variance_ratio": svd.explained_variance_ratio_, "n_comps": k},
+          {"n_comps": n_comps, "layer": layer, "use_tfidf": use_tfidf, "key_added": key_added,
+           "seed": settings.seed if seed is None else seed})
     if is_mudata(data):
         data.obsm[key_added] = Z
     return data if copy else None

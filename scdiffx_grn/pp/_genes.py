@@ -8,7 +8,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError
+from .._errors import OptionError
 
 __all__ = ["match_case", "normalize_organism"]
 
@@ -32,7 +32,7 @@ def normalize_organism(organism: str) -> str:
 
     Raises
     ------
-    InputDataError
+    OptionError
         For any other organism.
     """
     o = str(organism).strip().lower()
@@ -40,7 +40,7 @@ def normalize_organism(organism: str) -> str:
         return "human"
     if o in _MOUSE:
         return "mouse"
-    raise InputDataError(f"unknown organism {organism!r}; use 'human' or 'mouse'")
+    raise OptionError(f"unknown organism {organism!r}; use 'human' or 'mouse'")
 
 
 def _one(g: str, org: str) -> str:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .._errors import InputDataError, _fmt_items
 from .._settings import logger
-from ._utils import counts_or_x, nnz_per_col, open_modality, update
+from ._utils import get_matrix, nnz_per_col, open_modality, update
 
 __all__ = ["parse_peaks", "filter_peaks"]
 
@@ -40,7 +40,7 @@ def parse_peaks(data, *, copy: bool = False):
     data
         AnnData of peaks, or a MuData (its ``"atac"`` modality is used).
     copy
-        Return a modified copy instead of working in place.
+        ``True``: return a modified copy, the input untouched; ``False``: modify in place, return ``None``.
 
     Returns
     -------
@@ -89,13 +89,14 @@ def filter_peaks(data, *, min_frac: float = 0.01, top_n: int | None = None, laye
         Then keep only the ``top_n`` most frequently open peaks (original order is kept;
         ties are broken by position).
     layer
-        Layer to count from (falls back to X when absent).
+        Layer to count from (``None``: ``X``); a missing layer raises
+        :class:`~scdiffx_grn.InputDataError` naming the layers there.
     cells
         Count open fractions on these cells only (boolean mask over the cells, e.g.
         ``mdata.obs["split"] == "train"``): select peaks on training cells so that held-out cells
         do not shape the model's features. Default: all cells.
     copy
-        Return a filtered copy instead of working in place.
+        ``True``: return a filtered copy, the input untouched; ``False``: filter in place, return ``None``.
 
     Returns
     -------
@@ -108,7 +109,7 @@ def filter_peaks(data, *, min_frac: float = 0.01, top_n: int | None = None, laye
         When no peak passes.
     """
     data, adata = open_modality(data, "atac", copy)
-    X = counts_or_x(adata, layer)
+    X = get_matrix(adata, layer, what="the ATAC data")
     if cells is not None:
         mask = np.asarray(cells, dtype=bool)
         if mask.shape != (adata.n_obs,):

@@ -7,12 +7,16 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError
+from .._errors import InputDataError, OptionError
+from .._registry import labels, log_normalize
 from .._settings import logger
+from .._store import store
 from .._validate import check_counts
-from ._utils import counts_or_x, nnz_per_col, nnz_per_row, open_modality, sum_rows, update
+from ._utils import get_matrix, nnz_per_col, nnz_per_row, open_modality, sum_rows, update
 
 __all__ = ["qc", "highly_variable_genes"]
+
+_HVG_FLAVORS = ("seurat_v3", "seurat", "cell_ranger")
 
 
 def qc(mdata, *, min_genes: int = 10, min_peaks: int = 10, min_cells_gene: int = 3, min_cells_peak: int = 3,
@@ -38,9 +42,10 @@ def qc(mdata, *, min_genes: int = 10, min_peaks: int = 10, min_cells_gene: int =
     min_cells_peak
         Keep peaks open in at least this many kept cells.
     layer
-        Layer holding counts (falls back to X).
+        Layer holding counts in both modalities (``None``: ``X``); a missing layer raises
+        :class:`~scdiffx_grn.InputDataError` naming the layers there.
     copy
-        Return a filtered copy instead of working in place.
+        ``True``: return a filtered copy, the input untouched; ``False``: filter in place, return ``None``.
 
     Returns
     -------
@@ -58,7 +63,8 @@ def qc(mdata, *, min_genes: int = 10, min_peaks: int = 10, min_cells_gene: int =
     if copy:
         mdata = mdata.copy()
     rna, atac = mdata.mod["rna"], mdata.mod["atac"]
-    Xr, Xa = counts_or_x(rna, layer), counts_or_x(atac, layer)
+    Xr = get_matrix(rna, layer, what="modality 'rna'")
+    Xa = get_matrix(atac, layer, what="modality 'atac'")
     metrics = pd.DataFrame({
         "n_genes": nnz_per_row(Xr), "n_peaks": nnz_per_row(Xa),
         "total_counts_rna": sum_rows(Xr), "total_counts_atac": sum_rows(Xa),
@@ -84,7 +90,7 @@ def qc(mdata, *, min_genes: int = 10, min_peaks: int = 10, min_cells_gene: int =
             a._inplace_subset_obs(keep)
     feats = {}
     for name, a, mn in (("genes", rna, min_cells_gene), ("peaks", atac, min_cells_peak)):
-        nc = nnz_per_col(counts_or_x(a, layer))
+        nc = nnz_per_col(get_matrix(a, layer))
         a.var["n_cells"] = nc
         fk = nc >= mn
         if not fk.any():
@@ -154,13 +160,14 @@ def highly_variable_genes(data, n_top_genes: int = 2000, *, flavor: str = "seura
         ``"seurat_v3"`` (counts), ``"seurat"`` or ``"cell_ranger"`` (on log-normalised counts).
         Only ``"seurat_v3"`` (and its fallback) needs no scanpy normalisation.
     layer
-        Layer with raw counts (falls back to X).
+        Layer with raw counts (``None``: ``X``); a missing layer raises
+        :class:`~scdiffx_grn.InputDataError` naming the layers there.
     batch_key
         Optional obs column: select genes variable within batches.
     subset
         Keep only the highly variable genes.
     copy
-        Return a modified copy instead of working in place.
+        ``True``: return a modified copy, the input untouched; ``False``: modify in place, return ``None``.
 
     Returns
     -------
@@ -171,14 +178,21 @@ def highly_variable_genes(data, n_top_genes: int = 2000, *, flavor: str = "seura
     ------
     NotCountsError
         When the counts matrix is not raw counts.
+    OptionError
+        For an unknown ``flavor``.
     """
     import scanpy as sc
 
+    if flavor not in _HVG_FLAVORS:
+        raise OptionError(f"flavor must be one of {_HVG_FLAVORS}, got {flavor!r}")
     data, adata = open_modality(data, "rna", copy)
-    X = counts_or_x(adata, layer)
+    X = get_matrix(adata, layer, what="the RNA data")
     check_counts(X, "highly_variable_genes input")
     n_top = int(min(n_top_genes, adata.n_vars))
-    tmp = sc.AnnData(X.copy(), obs=adata.obs[[batch_key]] if batch_key else None)
+    obs = None
+    if batch_key:  # the registry's label lookup (MuData obs, "rna:<key>", the modality's obs)
+        obs = pd.DataFrame({batch_key: labels(data, batch_key, adata=adata).to_numpy()}, index=adata.obs_names)
+    tmp = sc.AnnData(X.copy(), obs=obs)
     tmp.var_names = adata.var_names
     used = flavor
     res = None
@@ -197,15 +211,16 @@ def highly_variable_genes(data, n_top_genes: int = 2000, *, flavor: str = "seura
             if res is None:
                 res = _seurat_v3_poly(X, n_top)
         if res is None:
-            sc.pp.normalize_total(tmp, target_sum=1e4)
-            sc.pp.log1p(tmp)
+            tmp.X = log_normalize(tmp.X)  # the package's one log1p-CP10k
+            tmp.uns["log1p"] = {"base": None}
             res = sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor=used, batch_key=batch_key, inplace=False)
     res.index = adata.var_names
     for c in res.columns:
         adata.var[c] = res[c].to_numpy()
     if n_top >= adata.n_vars:
         adata.var["highly_variable"] = True
-    adata.uns["hvg"] = {"flavor": used, "n_top_genes": n_top}
+    store(adata, "hvg", {"flavor": used, "n_top_genes": n_top},
+          {"n_top_genes": n_top_genes, "flavor": flavor, "layer": layer, "batch_key": batch_key, "subset": subset})
     logger.info("highly_variable_genes: %d genes marked (flavor %s)", int(adata.var["highly_variable"].sum()), used)
     if subset:
         adata._inplace_subset_var(adata.var["highly_variable"].to_numpy().astype(bool))

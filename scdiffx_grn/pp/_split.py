@@ -7,9 +7,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError
+from .._errors import InputDataError, OptionError
+from .._registry import labels
 from .._settings import settings
-from .._validate import check_labels
 from ._utils import is_mudata
 
 __all__ = ["split_cells", "stratified_subsample"]
@@ -88,12 +88,13 @@ def split_cells(data, fractions: Sequence[float] = (0.8, 0.1, 0.1), *, seed: int
     seed
         Random seed (``None`` -> ``settings.seed``).
     stratify
-        obs column to stratify on, or ``None``.
+        Label column to stratify on (looked up by :func:`scdiffx_grn._registry.labels`:
+        ``obs``, then ``obs["rna:<key>"]``, then the modalities' obs), or ``None``.
     key_added
         obs column receiving the categorical ``train``/``val``/``test`` labels (written to
         ``mdata.obs`` and to every modality's obs).
     copy
-        Return a modified copy instead of working in place.
+        ``True``: return a modified copy, the input untouched; ``False``: modify in place, return ``None``.
 
     Returns
     -------
@@ -102,20 +103,19 @@ def split_cells(data, fractions: Sequence[float] = (0.8, 0.1, 0.1), *, seed: int
 
     Raises
     ------
-    InputDataError
+    OptionError
         For invalid fractions.
     MissingLabelError
-        When ``stratify`` is not an obs column or has NaN.
+        When ``stratify`` is not a label column or has NaN.
     """
     fr = np.asarray(fractions, dtype=float)
     if fr.ndim != 1 or len(fr) not in (2, 3) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
-        raise InputDataError(f"fractions must be 2 or 3 non-negative numbers summing to 1, got {tuple(fractions)}")
+        raise OptionError(f"fractions must be 2 or 3 non-negative numbers summing to 1, got {tuple(fractions)}")
+    if stratify is not None:  # checked (missing column, NaN labels) before any copy
+        groups = pd.Series(labels(data, stratify).to_numpy())
     if copy:
         data = data.copy()
-    if stratify is not None:
-        check_labels(data, [stratify])
-        groups = pd.Series(data.obs[stratify].astype(str).to_numpy())
-    else:
+    if stratify is None:
         groups = pd.Series(np.zeros(data.n_obs, dtype=int)).astype(str)
     rng = np.random.default_rng(settings.seed if seed is None else seed)
     out = np.empty(data.n_obs, dtype=object)

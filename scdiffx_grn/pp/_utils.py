@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._errors import InputDataError, _fmt_items
+from .._registry import layer_matrix
+from .._registry import modality as _modality
 
 
 def is_mudata(data) -> bool:
@@ -19,11 +20,7 @@ def is_mudata(data) -> bool:
 
 def modality(data, name: str):
     """The AnnData of modality ``name`` of a MuData, or ``data`` itself for an AnnData."""
-    if is_mudata(data):
-        if name not in data.mod:
-            raise InputDataError(f"MuData has no modality {name!r}; it has {_fmt_items(data.mod)}")
-        return data.mod[name]
-    return data
+    return _modality(data, name)
 
 
 def open_modality(data, name: str, copy: bool):
@@ -41,20 +38,9 @@ def set_matrix(adata, X, key_added: str | None) -> None:
         adata.X = X
 
 
-def get_matrix(adata, layer: str | None):
-    """``adata.layers[layer]`` or ``adata.X`` with a clear error when the layer is missing."""
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise InputDataError(f"layer {layer!r} not found; layers: {_fmt_items(adata.layers.keys()) or '(none)'}")
-    return adata.layers[layer]
-
-
-def counts_or_x(adata, layer: str | None = "counts"):
-    """Return the ``layer`` matrix if present, else X."""
-    if layer is not None and layer in adata.layers:
-        return adata.layers[layer]
-    return adata.X
+def get_matrix(adata, layer: str | None, what: str | None = None):
+    """``adata.layers[layer]`` (``None``: ``adata.X``); a missing layer raises (the registry's message)."""
+    return layer_matrix(adata, layer, what=what)
 
 
 def nnz_per_col(X) -> np.ndarray:

@@ -23,7 +23,10 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ScdxError
+from .._registry import counts as registry_counts
+from .._registry import labels
 from .._settings import logger
+from .._store import stored, stored_table
 from ._html import Report
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "default_model_path", "SECTIONS"]
@@ -38,13 +41,18 @@ def default_model_path() -> Path:
     -------
     pathlib.Path
         ``$SCDX_DEMO_MODEL`` when set; else the checkpoint shipped inside the package
-        (``ScDiffusionX.load_pretrained("mouse_mop_demo")``), which works from any folder and
-        any install.
+        (:func:`scdiffx_grn.model.pretrained_path`, package data ``scdiffx_grn/pretrained/``), which
+        works from any folder and any install (editable or not).
+
+    Raises
+    ------
+    CheckpointError
+        When the shipped checkpoint is missing from this install.
     """
     env = os.environ.get("SCDX_DEMO_MODEL")
     if env:
         return Path(env)
-    from ..model._model import pretrained_path
+    from ..model import pretrained_path
 
     return pretrained_path("mouse_mop_demo")
 
@@ -154,14 +162,32 @@ def _check_out(out: Path, overwrite: bool) -> None:
     check_output_dir(out, overwrite=overwrite, known=REPORT_FILES, what="report")
 
 
-def _dorothea_tfs(genes, organism: str = "mouse") -> list[str]:
-    """TFs of DoRothEA (A-C) among ``genes``, most targets first."""
-    from .. import datasets
+def _demo_tfs(genes, organism: str = "mouse") -> list[str]:
+    """TFs of DoRothEA (A-C) among ``genes`` with a target there, most targets first (the one TF list,
+    :func:`scdiffx_grn.datasets.tf_list`)."""
+    from ..datasets import tf_list
 
-    net = datasets.dorothea(organism, levels="ABC")
-    gset = set(map(str, genes))
-    sizes = net[net["target"].isin(gset)].groupby("source").size().sort_values(ascending=False, kind="stable")
-    return [t for t in sizes.index if t in gset]
+    return tf_list(genes, organism=organism, source="dorothea", levels="ABC", min_targets=1)
+
+
+def _group_col(df: pd.DataFrame, groupby: str) -> str:
+    """The group column of a stored network / table: named after ``groupby`` (the storage contract),
+    ``cell_type`` in tables written before it."""
+    return groupby if groupby in df.columns else "cell_type"
+
+
+def _result_table(returned, data, key: str, table: str) -> pd.DataFrame:
+    """A ``tl`` function's result table: what it returned when a table, else ``data.uns[key]``
+    (``_store``: ``{"params", table, ...}``, or a bare DataFrame of earlier versions)."""
+    if isinstance(returned, pd.DataFrame):
+        return returned
+    res = stored(data, key)
+    if table in res or "table" in res:
+        return stored_table(data, key, table)
+    frames = [v for k, v in res.items() if k != "params" and isinstance(v, pd.DataFrame)]
+    if len(frames) == 1:
+        return frames[0]
+    return stored_table(data, key, table)  # raises, naming what uns[key] holds
 
 
 def _load_inputs(cfg: DemoConfig, sec):
@@ -180,18 +206,18 @@ def _load_inputs(cfg: DemoConfig, sec):
         full, source = cfg.data, "MuData given"
     keys = list(model.config.label_keys)
     groupby = keys[0] if keys else None
-    if groupby is None or groupby not in full.obs:
-        raise ScdxError(f"the demo needs a model conditioned on a cell label present in the data "
-                        f"(model labels {keys}, data obs {list(full.obs.columns)[:10]})")
+    if groupby is None:
+        raise ScdxError("the demo needs a model conditioned on a cell label (this model is unconditional)")
+    labels(full, groupby, what="demo data")  # a missing label column raises, naming the ones there
     # the split analyses/train_model.py used (seed 0, stratified): translation uses held-out cells
     if "split" not in full.obs:
         pp.split_cells(full, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby, key_added="split")
     full = model.subset_to_model(full)
     n = min(cfg.n_cells, full.n_obs)
-    idx = np.sort(pp.stratified_subsample(full.obs[groupby].astype(str).to_numpy(), n, seed=cfg.seed)) \
+    idx = np.sort(pp.stratified_subsample(labels(full, groupby).to_numpy(), n, seed=cfg.seed)) \
         if n < full.n_obs else np.arange(full.n_obs)
     mdata = full[idx].copy()
-    test = np.flatnonzero((full.obs["split"].astype(str) != "train").to_numpy())
+    test = np.flatnonzero((labels(full, "split").to_numpy() != "train"))
     if len(test) == 0:
         test = np.arange(full.n_obs)
     rng = np.random.default_rng(cfg.seed)
@@ -212,8 +238,8 @@ def _data_section(sec, cfg, model, mdata, groupby, source, path) -> None:
     import scipy.sparse as sp
 
     rna, atac = mdata.mod["rna"], mdata.mod["atac"]
-    Xr = rna.layers["counts"] if "counts" in rna.layers else rna.X
-    Xa = atac.layers["counts"] if "counts" in atac.layers else atac.X
+    Xr, Xa = registry_counts(mdata, "rna"), registry_counts(mdata, "atac")  # the registered counts layers
+    groups = labels(mdata, groupby)
     umi = np.asarray(Xr.sum(1)).ravel()
     npk = np.asarray((Xa > 0).sum(1)).ravel()
     nnz_r = Xr.nnz if sp.issparse(Xr) else int(np.count_nonzero(Xr))
@@ -223,10 +249,10 @@ def _data_section(sec, cfg, model, mdata, groupby, source, path) -> None:
         "quantity": ["cells", "genes", "peaks", "cell types", "median UMIs / cell", "median open peaks / cell",
                      "RNA non-zero fraction"],
         "value": [f"{mdata.n_obs:,}", f"{rna.n_vars:,}", f"{atac.n_vars:,}",
-                  str(mdata.obs[groupby].nunique()), f"{np.median(umi):.0f}", f"{np.median(npk):.0f}",
+                  str(groups.nunique()), f"{np.median(umi):.0f}", f"{np.median(npk):.0f}",
                   f"{nnz_r / max(1, Xr.shape[0] * Xr.shape[1]):.3f}"]})
     sec.table(summ, "Data summary", name="data_summary")
-    counts = mdata.obs[groupby].astype(str).value_counts().rename_axis(groupby).reset_index(name="cells")
+    counts = groups.value_counts().rename_axis(groupby).reset_index(name="cells")
     sec.table(counts, f"Cells per {groupby}", name="cell_types", max_rows=40)
     c = model.config
     mrows = [("checkpoint", str(path)), ("labels", ", ".join(c.label_keys) or "(none)"),
@@ -262,10 +288,10 @@ def _generation_section(sec, cfg, model, mdata, groupby, state) -> None:
 
     n = min(cfg.n_generate or mdata.n_obs, mdata.n_obs)
     rng = np.random.default_rng(cfg.seed)
-    labels = mdata.obs[groupby].astype(str).to_numpy()
-    labels = labels[np.sort(rng.choice(len(labels), n, replace=n > len(labels)))]
+    labs = labels(mdata, groupby).to_numpy()
+    labs = labs[np.sort(rng.choice(len(labs), n, replace=n > len(labs)))]
     t = time.perf_counter()
-    gen = model.generate({groupby: labels}, sampler="dpm++", n_steps=cfg.n_steps, guidance_scale=2.0, seed=cfg.seed)
+    gen = model.generate({groupby: labs}, sampler="dpm++", n_steps=cfg.n_steps, guidance_scale=2.0, seed=cfg.seed)
     dt = time.perf_counter() - t
     state["generated"] = gen
     sec.text(f"Generated {gen.n_obs:,} paired cells with the {groupby} composition of the real cells "
@@ -273,7 +299,7 @@ def _generation_section(sec, cfg, model, mdata, groupby, state) -> None:
     for mod in ("rna", "atac"):
         real = mdata.mod[mod]
         g = gen.mod[mod]
-        g.obs[groupby] = g.obs[groupby].astype(str) if groupby in g.obs else labels
+        g.obs[groupby] = labels(gen, groupby, adata=g).to_numpy()  # generate writes the labels it was given
         fig = ev.umap_real_vs_generated(real, g, groupby=groupby, modality=mod, basis=cfg.basis, seed=cfg.seed)
         sec.figure(fig, f"{mod.upper()}: real vs generated ({cfg.basis.upper()})", name=f"umap_{mod}", dpi=cfg.dpi)
     tabs = []
@@ -339,19 +365,20 @@ def _grn_section(sec, cfg, model, mdata, groupby, state) -> None:
     tss = grn.read_tss(datasets.tss_annotation(cfg.genome))
     tl.extract_grn(model, mdata, groupby=groupby, method="attention", tss=tss, cell_types=types,
                    max_cells=cfg.grn_cells, seed=cfg.seed, key_added="grn")
-    pg = mdata.uns["grn"]
+    pg = stored_table(mdata, "grn", "network")  # uns["grn"] = {"params", "network"} (or a bare table)
     sec.text(f"Peak -> gene scores (Dual-Cross-Attention x encoder saliency) for the {len(types)} largest cell "
              f"types ({', '.join(types)}), {cfg.grn_cells} cells each; candidates within 150 kb of a TSS. "
              "TF -> peak links from TF expression / peak accessibility co-variation across metacells "
              "(DoRothEA TFs among the genes).")
-    tfs = _dorothea_tfs(mdata.mod["rna"].var_names)
+    tfs = _demo_tfs(mdata.mod["rna"].var_names)
     state["tfs"] = tfs
     tl.tf_gene_network(mdata, "coaccessibility", tfs=tfs, groupby=groupby, key_added="grn_tf", seed=cfg.seed)
-    net = mdata.uns["grn_tf"]
+    net = stored_table(mdata, "grn_tf", "network")
     state["grn_tf"] = net
-    stats = (pg.groupby("cell_type").size().rename("peak->gene edges").to_frame()
-             .join(net.groupby("cell_type").size().rename("TF->gene edges"), how="outer")
-             .join(net.groupby("cell_type")["source"].nunique().rename("TFs"), how="outer")
+    pc, nc = _group_col(pg, groupby), _group_col(net, groupby)
+    stats = (pg.groupby(pc).size().rename("peak->gene edges").rename_axis(groupby).to_frame()
+             .join(net.groupby(nc).size().rename("TF->gene edges").rename_axis(groupby), how="outer")
+             .join(net.groupby(nc)["source"].nunique().rename("TFs").rename_axis(groupby), how="outer")
              .fillna(0).astype(int).reset_index())
     sec.table(stats, "Network sizes per cell type", name="grn_sizes")
     ct = types[0]
@@ -360,7 +387,7 @@ def _grn_section(sec, cfg, model, mdata, groupby, state) -> None:
     fig = pl.grn_specificity_heatmap(net, top_k=5, level="source")
     sec.figure(fig, "Cell-type specificity of TFs (z-scored out-degree)", name="grn_specificity", dpi=cfg.dpi)
     top = net.reindex(net["weight"].abs().sort_values(ascending=False).index).head(15)
-    cols = [c for c in ("cell_type", "source", "target", "weight", "n_peaks", "corr") if c in top.columns]
+    cols = [c for c in (nc, "source", "target", "weight", "n_peaks", "corr") if c in top.columns]
     sec.table(top[cols], "Strongest TF -> gene edges", name="grn_top_edges")
     sec.text("What these networks are and are not: ranked hypotheses of cis-regulatory links (a peak near a "
              "gene whose translated expression depends on it, through the model) and of TF -> gene links (a TF "
@@ -375,13 +402,13 @@ def _screen_section(sec, cfg, model, mdata, groupby, state, workdir: Path) -> No
     from .._settings import settings
     from ..perturb import load_screen_effects
 
-    tfs = state.get("tfs") or _dorothea_tfs(mdata.mod["rna"].var_names)
+    tfs = state.get("tfs") or _demo_tfs(mdata.mod["rna"].var_names)
     targets = tfs[: cfg.n_tfs]
     if not targets:
         raise ScdxError("no DoRothEA TF among the model's genes: nothing to screen")
     sdir = workdir / "screen"
     types = state["types"]
-    obs = mdata.obs[groupby].astype(str)
+    obs = labels(mdata, groupby)
     rng = np.random.default_rng(cfg.seed)
     idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(obs == t), min(cfg.screen_cells, int((obs == t).sum())),
                                              replace=False) for t in types]))
@@ -396,7 +423,8 @@ def _screen_section(sec, cfg, model, mdata, groupby, state, workdir: Path) -> No
     value = "n_sig" if "n_sig" in summary and summary["n_sig"].max() > 0 else "latent_shift"
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * summary["cell_type"].nunique(), 1.4 + 0.4 * len(targets)))
+    gcol = groupby  # the screen's tables name their group column after groupby
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * summary[gcol].nunique(), 1.4 + 0.4 * len(targets)))
     pl.screen_heatmap(summary, value=value, ax=ax)
     sec.figure(fig, f"Screen summary: {value} per TF x cell type", name="screen_heatmap", dpi=cfg.dpi)
     eff = load_screen_effects(sdir)
@@ -404,8 +432,8 @@ def _screen_section(sec, cfg, model, mdata, groupby, state, workdir: Path) -> No
         eff = pd.concat(eff.values(), ignore_index=True)
     best = summary.sort_values([value], ascending=False).iloc[0]
     tcol = "perturbation"
-    fig = pl.volcano(eff, target=str(best[tcol]), cell_type=str(best["cell_type"]))
-    sec.figure(fig, f"Volcano: {best[tcol]} knockout in {best['cell_type']} (accessibility effect per peak)",
+    fig = pl.volcano(eff, target=str(best[tcol]), cell_type=str(best[gcol]))
+    sec.figure(fig, f"Volcano: {best[tcol]} knockout in {best[gcol]} (accessibility effect per peak)",
                name="volcano", dpi=cfg.dpi)
     if "n_sig" not in summary or summary["n_sig"].max() == 0:
         sec.text("No peak passes FDR 0.05 in this screen. That is expected here and not a failure of the "
@@ -414,7 +442,7 @@ def _screen_section(sec, cfg, model, mdata, groupby, state, workdir: Path) -> No
                  "spread, the demo screens few cells per type, and the false-discovery correction runs over "
                  "every peak. Screens over all cells of a type, or edits of several genes at once, give the "
                  "test more power; latent_shift and frac_type_changed rank targets without a threshold.")
-    cols = [c for c in (tcol, "cell_type", "n_sig", "n_up", "n_down", "latent_shift", "frac_type_changed",
+    cols = [c for c in (tcol, gcol, "n_sig", "n_up", "n_down", "latent_shift", "frac_type_changed",
                         "top_up", "top_down") if c in summary.columns]
     sec.table(summary.sort_values(value, ascending=False)[cols], "Screen summary (top rows)", name="screen_summary",
               max_rows=15)
@@ -424,15 +452,16 @@ def _biomarker_section(sec, cfg, model, mdata, groupby, state) -> None:
     from .. import pl, tl
 
     tl.regulator_activity(mdata, "dorothea", organism="mouse", groupby=groupby, key_added="regulators")
-    grn_key = "grn_tf" if "grn_tf" in mdata.uns else None
-    tab = tl.rank_biomarkers(mdata, groupby, grn_key=grn_key, reference="dorothea", organism="mouse",
+    # the TF -> gene network of the GRN section, as a table (uns["grn_tf"] new-style or a bare DataFrame)
+    grn_net = stored_table(mdata, "grn_tf", "network") if "grn_tf" in mdata.uns else None
+    ret = tl.rank_biomarkers(mdata, groupby, grn_key=grn_net, reference="dorothea", organism="mouse",
                              activity_key="regulators", peak_top=200, key_added="biomarkers")
+    tab = _result_table(ret, mdata, "biomarkers", "biomarkers")
     sec.text("TF activity per cell (decoupler ulm on DoRothEA A-C), then genes, peaks and TFs ranked per cell "
              "type by specificity, model importance (the TF -> gene network above), reference agreement "
              "and activity.")
     fig = pl.regulator_dotplot(mdata, key="regulators", top_k=3)
     sec.figure(fig, "Top regulators per cell type (DoRothEA activity)", name="regulator_dotplot", dpi=cfg.dpi)
-    tab = pd.DataFrame(tab)
     for kind, n in (("tf", 2), ("gene", 2)):
         sub = tab[tab["kind"] == kind].sort_values([groupby, "rank"]).groupby(groupby, observed=True).head(n)
         cols = [c for c in (groupby, "feature", "rank", "combined_score", "specificity", "logfc", "padj",
@@ -487,7 +516,7 @@ def run_demo(cfg: DemoConfig | None = None, **kwargs) -> DemoResult:
     with output_dir(out, overwrite=cfg.overwrite, known=REPORT_FILES, what="report") as tmp:
         with rep.section("data", "1. Data and model") as sec:
             model, mdata, held, groupby, source, path = _load_inputs(cfg, sec)
-            state["types"] = list(mdata.obs[groupby].astype(str).value_counts().index[: cfg.n_cell_types])
+            state["types"] = list(labels(mdata, groupby).value_counts().index[: cfg.n_cell_types])
             rep.meta["model"] = str(path)
             rep.meta["cells"] = f"{mdata.n_obs:,} (seed {cfg.seed}); sampler steps {cfg.n_steps}"
             _data_section(sec, cfg, model, mdata, groupby, source, path)

@@ -1,0 +1,115 @@
+"""Leaf helpers shared by the evaluation modules (imports nothing else from ``eval``).
+
+Every read goes through :mod:`scdiffx_grn._registry`: labels with :func:`~scdiffx_grn._registry.labels`
+(one precedence), raw counts with :func:`~scdiffx_grn._registry.layer_matrix` (a missing layer
+raises; no fallback to ``X``), counts detected with :func:`~scdiffx_grn._registry.is_counts` and
+log1p-CP10k with :func:`~scdiffx_grn._registry.log_normalize`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._errors import InputDataError, OptionError, _fmt_items
+from .._registry import TARGET_SUM, log_normalize
+from .._registry import counts as _counts
+from .._registry import is_counts as _is_counts
+from .._registry import labels as _labels
+from .._registry import layer_matrix as _layer_matrix
+from .._registry import registry as _registry
+
+__all__ = ["is_adata", "to_csr", "is_counts", "lognormalise", "binarise", "matrix", "counts_layer", "counts_of",
+           "group_labels", "check_option", "DIRECTIONS", "MODALITIES"]
+
+#: translation directions -> (source, target)
+DIRECTIONS = {"atac->rna": ("atac", "rna"), "rna->atac": ("rna", "atac")}
+MODALITIES = ("rna", "atac")
+
+is_counts = _is_counts
+
+
+def check_option(name: str, value, allowed: Sequence) -> None:
+    """Raise :class:`~scdiffx_grn.OptionError` when ``value`` is not one of ``allowed`` (naming them)."""
+    if value not in allowed:
+        raise OptionError(f"{name} must be one of {_fmt_items(allowed)}, got {value!r}")
+
+
+def is_adata(x) -> bool:
+    return hasattr(x, "obs") and hasattr(x, "var") and hasattr(x, "X")
+
+
+def to_csr(X) -> sp.csr_matrix:
+    if hasattr(X, "to_memory"):
+        X = X.to_memory()
+    if sp.issparse(X):
+        return sp.csr_matrix(X, dtype=np.float32)
+    return sp.csr_matrix(np.asarray(X, dtype=np.float32))
+
+
+def matrix(x, layer: str | None, *, what: str = "data"):
+    """The values of ``x``: ``layers[layer]`` (``None``: ``X``) of an AnnData, or the array itself.
+
+    A missing layer raises naming the layers there (:func:`scdiffx_grn._registry.layer_matrix`).
+    """
+    if is_adata(x):
+        return _layer_matrix(x, layer, what=what)
+    return x
+
+
+def counts_layer(data, mod: str) -> str | None:
+    """The layer holding raw counts of modality ``mod``: the registered one, else ``"counts"``."""
+    reg = _registry(data, required=False)
+    return reg.layer(mod) if reg is not None else "counts"
+
+
+def counts_of(data, mod: str):
+    """Raw counts of modality ``mod`` of a MuData (or of an AnnData): :func:`scdiffx_grn._registry.counts`."""
+    return _counts(data, mod)
+
+
+def group_labels(data, key: str | None, *, adata=None, what: str = "data") -> np.ndarray:
+    """Labels ``key`` of the cells (of ``adata`` when given) as strings; ``None``: every cell ``"all"``.
+
+    The one lookup of :func:`scdiffx_grn._registry.labels` (a missing column raises
+    :class:`~scdiffx_grn.MissingLabelError` naming the columns there).
+    """
+    if key is None:
+        n = adata.n_obs if adata is not None else data.n_obs
+        return np.full(n, "all", dtype=object)
+    return _labels(data, key, adata=adata, what=what).to_numpy()
+
+
+def lognormalise(X, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
+    """``log1p`` of counts normalised to ``target_sum`` per cell (over all columns given), as CSR.
+
+    Counts are detected with :func:`scdiffx_grn._registry.is_counts` and normalised with
+    :func:`scdiffx_grn._registry.log_normalize` (float32); non-count input is returned as it is
+    (taken as already log-normalised); negative values raise.
+    """
+    X = to_csr(X)
+    if not is_counts(X):
+        if X.nnz and X.data.min() < 0:
+            raise InputDataError("expression values are neither counts nor log-normalised (negative values)")
+        return X
+    return log_normalize(X, target_sum)
+
+
+def binarise(X, *, seed: int = 0) -> sp.csr_matrix:
+    """Binary accessibility: counts > 0, or Bernoulli draws (seeded) from probabilities in [0, 1]."""
+    X = to_csr(X)
+    if is_counts(X):
+        B = X.copy()
+        B.data = (B.data > 0).astype(np.float32)
+        B.eliminate_zeros()
+        return B
+    if X.nnz and (X.data.min() < 0 or X.data.max() > 1):
+        raise InputDataError("ATAC values are neither counts nor probabilities in [0, 1]")
+    rng = np.random.default_rng(seed)
+    B = X.copy()
+    B.data = (rng.random(B.data.shape[0]) < B.data).astype(np.float32)
+    B.eliminate_zeros()
+    return B

@@ -1,0 +1,72 @@
+"""The tensor-level model API used by GRN extraction and perturbation, as a ``typing.Protocol``.
+
+``scdiffx_grn.grn``, ``scdiffx_grn.perturb`` and ``scdiffx_grn._modelio`` talk to a model only
+through these members (``docs/ARCHITECTURE.md``, "Tensor-level API"), so any object providing them
+(e.g. a small deterministic stand-in in the tests) can be scored or perturbed.
+:class:`~scdiffx_grn.ScDiffusionX` implements it; ``isinstance(obj, TranslationModel)`` checks
+that the members exist (not their signatures).
+
+Optional members, read with ``getattr`` when present: ``module`` (a ``torch.nn.Module`` put in
+eval mode while scoring; ``module.denoiser(z_rna, z_atac, t_rna, t_atac, cond,
+return_attention=True)`` for attention scores) and ``setup`` (the registry dict: the layers
+holding the raw inputs; default ``"counts"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["TranslationModel", "ModelConfigLike"]
+
+
+@runtime_checkable
+class ModelConfigLike(Protocol):
+    """The config fields the tensor API's users read."""
+
+    label_keys: Sequence[str]  # label columns the model is conditioned on (cell type first)
+    latent_dim: int  # size of each modality's normalised latent
+    token_dim: int  # latent dimensions per denoiser token (attention scores)
+
+
+@runtime_checkable
+class TranslationModel(Protocol):
+    """A model that encodes, decodes and translates single cells at the tensor level (all on ``device``)."""
+
+    #: the model's genes and peaks, in its feature order (the columns of ``rna_tensor`` / ``atac_tensor`` inputs)
+    rna_var_names: Sequence[str]
+    atac_var_names: Sequence[str]
+    #: hyper-parameters (see :class:`ModelConfigLike`)
+    config: Any
+
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` its tensors live on."""
+
+    def rna_tensor(self, X) -> Any:
+        """Encoder input (B, n_genes) from raw RNA counts in the model's gene order (log1p CP10k)."""
+
+    def atac_tensor(self, X) -> Any:
+        """Encoder input (B, n_peaks) from ATAC counts or binary values in the model's peak order (binarised)."""
+
+    def encode(self, modality: str, x_input) -> Any:
+        """Normalised latent (B, latent_dim) of ``"rna"`` / ``"atac"`` encoder inputs (differentiable)."""
+
+    def decode_rna(self, z) -> Any:
+        """Expression proportions (B, n_genes), rows summing to 1, from a normalised RNA latent."""
+
+    def decode_atac(self, z) -> Any:
+        """Accessibility probabilities (B, n_peaks) from a normalised ATAC latent."""
+
+    def condition_indices(self, labels: Mapping[str, Any] | None, n: int | None = None) -> Any:
+        """Label indices (n, n_label_keys) (LongTensor); missing keys / ``None`` values get the null label."""
+
+    def translate_latent(self, z_src, direction: str, cond, noise, **kwargs) -> Any:
+        """Target latents (B, latent_dim) of normalised source latents; ``direction`` ``"atac->rna"`` or
+        ``"rna->atac"``, ``cond`` label indices or ``None``, ``noise`` (B, latent_dim) or (B, 2 latent_dim).
+
+        Deterministic given ``noise`` (two calls with the same noise on edited and unedited inputs
+        are a paired control) and differentiable when gradients are enabled. Keywords:
+        ``readout`` (``"mean"``: posterior mean; ``"samples"``), ``sampler``, ``n_steps``,
+        ``guidance_scale``, ``source_guidance``.
+        """

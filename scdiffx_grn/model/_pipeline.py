@@ -1,0 +1,196 @@
+"""Sampling pipeline (diffusers-style): schedulers, guidance and the reverse-time loops.
+
+A :class:`DiffusionPipeline` wraps a trained :class:`~scdiffx_grn.model._modules.ScDXModule` and
+its config. It knows nothing about AnnData: latents and label indices in, latents out.
+
+- :meth:`DiffusionPipeline.sample_joint`: both modalities generated from noise;
+- :meth:`DiffusionPipeline.sample_translation`: one modality observed (given clean, or noised
+  for inpainting), the other generated;
+- :meth:`DiffusionPipeline.translate_latent`: the tensor-level translation of the model
+  (posterior-mean readout in one denoiser call, or a sampled trajectory).
+
+Each step asks a guidance object (:mod:`~scdiffx_grn.model._guidance`) for the model output;
+the default is :class:`~scdiffx_grn.model._guidance.LabelGuidance` (classifier-free guidance over
+the labels). Timesteps are integers for diffusion and floats (model time) for flow models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from .._errors import OptionError
+from ._guidance import (
+    Guidance,
+    LabelGuidance,
+    PipelineState,
+    ReconstructionGuidance,
+    SourceGuidance,
+)
+from ._schedulers import deterministic_sampler, make_scheduler, training_scheduler
+
+__all__ = ["DiffusionPipeline", "DIRECTIONS", "READOUTS", "METHODS"]
+
+DIRECTIONS = ("atac->rna", "rna->atac")
+READOUTS = ("mean", "samples")
+METHODS = ("conditional", "inpaint")
+
+
+class DiffusionPipeline:
+    """Samplers of a trained module.
+
+    Parameters
+    ----------
+    module
+        The :class:`~scdiffx_grn.model._modules.ScDXModule` (its ``denoiser`` is used).
+    config
+        Its resolved :class:`~scdiffx_grn.model.ModelConfig`.
+    """
+
+    def __init__(self, module, config):
+        self.module, self.config = module, config
+        self._train_sched = None
+
+    # ------------------------------------------------------------------ schedulers
+    def scheduler(self, name: str):
+        """A fresh sampler by name (``"ddpm"``, ``"ddim"``, ``"dpm++"``; flow: ``"euler"``, ``"heun"``)."""
+        return make_scheduler(name, self.config)
+
+    @property
+    def training_scheduler(self):
+        """The forward process the model was trained with (``add_noise``, ``target``, ``alpha_bar``...)."""
+        if self._train_sched is None:
+            self._train_sched = training_scheduler(self.config)
+        return self._train_sched
+
+    def add_noise(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Forward-diffuse normalised latents ``z0`` to timesteps ``t`` (model time for flow models)."""
+        return self.training_scheduler.add_noise(z0, noise, t)
+
+    def timesteps(self, value, n: int, device=None) -> torch.Tensor:
+        """``n`` copies of timestep ``value`` in the dtype the denoiser is trained with."""
+        sched = self.training_scheduler
+        return torch.full((n,), value, dtype=sched.timestep_dtype, device=device)
+
+    # ------------------------------------------------------------------ denoiser
+    def null_labels(self, n: int, device) -> torch.Tensor:
+        """The 'no label' condition (n, n_label_keys)."""
+        return self.module.denoiser.labels.null(n, device)
+
+    def denoise(self, z_r, z_a, t_r, t_a, cond):
+        """Raw denoiser outputs (float32) of both branches (bf16 autocast on CUDA)."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=z_r.device.type == "cuda"):
+            o_r, o_a = self.module.denoiser(z_r, z_a, t_r, t_a, cond)
+        return o_r.float(), o_a.float()
+
+    # ------------------------------------------------------------------ loops
+    def sample_joint(self, cond: torch.Tensor, noise_r: torch.Tensor, noise_a: torch.Tensor, *, sampler: str = "dpm++",
+                     n_steps: int = 20, guidance: Guidance | None = None, generator=None,
+                     rows: slice = slice(None)):
+        """Generate both modalities of one batch from noise; returns ``(z_rna, z_atac)``.
+
+        ``rows``: the rows of the whole request this batch holds (for per-cell guidance targets).
+        """
+        guidance = LabelGuidance() if guidance is None else guidance
+        sched = self.scheduler(sampler)
+        sched.set_timesteps(n_steps, device=cond.device)
+        b = cond.shape[0]
+        x_r, x_a = noise_r, noise_a
+        for t in sched.timesteps:
+            tt = t.reshape(1).to(cond.device).expand(b).clone()
+            o_r, o_a = guidance(self, PipelineState(x_r, x_a, tt, tt, cond, sched, rows=rows))
+            # two schedulers would keep separate multistep states: stack the branches instead
+            x = sched.step(torch.cat([o_r, o_a], -1), t, torch.cat([x_r, x_a], -1), generator)
+            x_r, x_a = x.split([x_r.shape[1], x_a.shape[1]], -1)
+        return x_r, x_a
+
+    def sample_translation(self, direction: str, cond: torch.Tensor, noise_r: torch.Tensor, noise_a: torch.Tensor,
+                           z_src: torch.Tensor, *, sampler: str = "ddim", n_steps: int = 50,
+                           guidance: Guidance | None = None, method: str = "conditional", generator=None,
+                           step_noise: torch.Tensor | None = None):
+        """Generate the target modality of one batch given the observed source latent ``z_src``.
+
+        ``method="conditional"``: the source is given clean (timestep 0); ``"inpaint"``: it is
+        noised to the current timestep with the source-side noise. The target starts from its
+        noise (``noise_a`` for ``"rna->atac"``). ``step_noise`` (n_steps, B, latent_dim): the
+        per-step noise of stochastic samplers. Returns ``(z_rna, z_atac)``.
+        """
+        guidance = LabelGuidance() if guidance is None else guidance
+        sched = self.scheduler(sampler)
+        sched.set_timesteps(n_steps, device=cond.device)
+        b = cond.shape[0]
+        zero = torch.zeros(b, dtype=torch.long, device=cond.device)
+        src_is_rna = direction == "rna->atac"
+        x = noise_a if src_is_rna else noise_r
+        noise_src = noise_r if src_is_rna else noise_a  # inpainting and the null source
+        if not getattr(sched, "stochastic", False):
+            step_noise = None
+        source = "rna" if src_is_rna else "atac"
+        for i, t in enumerate(sched.timesteps):
+            tt = t.reshape(1).to(cond.device).expand(b).clone()
+            if method == "conditional":
+                src, t_src = z_src, zero
+            elif method == "inpaint":
+                src, t_src = sched.add_noise(z_src, noise_src, tt), tt
+            else:
+                raise OptionError(f"translation method must be one of {METHODS}, got {method!r}")
+            st = (PipelineState(src, x, t_src, tt, cond, sched) if src_is_rna
+                  else PipelineState(x, src, tt, t_src, cond, sched))
+            o_r, o_a = guidance(self, st.replace(source=source, null_source=noise_src, z_source=z_src))
+            o_tgt = o_a if src_is_rna else o_r
+            x = sched.step(o_tgt, t, x, generator, **({"noise": step_noise[i]} if step_noise is not None else {}))
+        return (z_src, x) if src_is_rna else (x, z_src)
+
+    # ------------------------------------------------------------------ translation
+    def translation_guidance(self, *, guidance_scale: float | Mapping[str, float] = 1.0, guidance_mode: str = "joint",
+                             source_guidance: float = 1.0, method: str = "conditional",
+                             recon_guidance: float = 0.0) -> Guidance:
+        """The guidance of a translation: label CFG inside source CFG, or reconstruction guidance (inpainting)."""
+        base = LabelGuidance(guidance_scale, guidance_mode)
+        if recon_guidance and method == "inpaint":
+            return ReconstructionGuidance(float(recon_guidance), base)
+        return SourceGuidance(float(source_guidance), base)
+
+    def translate_latent(self, z_src: torch.Tensor, direction: str, cond: torch.Tensor | None, noise: torch.Tensor,
+                         *, readout: str = "mean", sampler: str = "ddim", n_steps: int = 50, guidance_scale=1.0,
+                         guidance_mode: str = "joint", source_guidance: float = 1.0, method: str = "conditional",
+                         recon_guidance: float = 0.0, generator=None, step_noise=None) -> torch.Tensor:
+        """Target latents of normalised source latents (see :meth:`ScDiffusionX.translate_latent`)."""
+        if direction not in DIRECTIONS:
+            raise OptionError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if readout not in READOUTS:
+            raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if cond is None:
+            cond = self.null_labels(z_src.shape[0], z_src.device)
+        L = z_src.shape[1]
+        if noise.shape[1] == 2 * L:
+            noise, noise_src = noise[:, :L], noise[:, L:]
+        elif noise.shape[1] == L:
+            noise_src = noise.flip(-1)
+        else:
+            raise OptionError(f"noise must have latent_dim ({L}) or 2 x latent_dim columns, got {noise.shape[1]}")
+        src_is_rna = direction == "rna->atac"
+        if readout == "mean" and self.config.prediction != "epsilon":
+            # the clean-latent estimate from pure noise at the noisiest timestep: E[z_tgt | z_src, labels]
+            # (the source is given clean: conditional, whatever ``method`` says)
+            sched = self.scheduler(deterministic_sampler(self.config))
+            tt = torch.full((z_src.shape[0],), sched.posterior_mean_timestep, device=z_src.device,
+                            dtype=sched.timestep_dtype)
+            zero = torch.zeros_like(tt)
+            st = (PipelineState(z_src, noise, zero, tt, cond, sched) if src_is_rna
+                  else PipelineState(noise, z_src, tt, zero, cond, sched))
+            guide = SourceGuidance(float(source_guidance), LabelGuidance(guidance_scale, guidance_mode))
+            o_r, o_a = guide(self, st.replace(source="rna" if src_is_rna else "atac", null_source=noise_src,
+                                              z_source=z_src))
+            return sched.to_x0_eps(o_a if src_is_rna else o_r, noise, tt)[0]
+        if readout == "mean":  # epsilon model: a deterministic trajectory
+            sampler = deterministic_sampler(self.config)
+        guidance = self.translation_guidance(guidance_scale=guidance_scale, guidance_mode=guidance_mode,
+                                             source_guidance=source_guidance, method=method,
+                                             recon_guidance=recon_guidance)
+        nr, na = (noise_src, noise) if src_is_rna else (noise, noise_src)
+        z_r, z_a = self.sample_translation(direction, cond, nr, na, z_src, sampler=sampler, n_steps=n_steps,
+                                           guidance=guidance, method=method, generator=generator,
+                                           step_noise=step_noise)
+        return z_a if src_is_rna else z_r

@@ -1,0 +1,132 @@
+"""Cell-level translation and latents: MuData in, AnnData / arrays out.
+
+:func:`translate` is :meth:`ScDiffusionX.translate` (documented there): it streams the source
+modality in batches (:func:`~scdiffx_grn.model._access.row_source`), gives each cell noise keyed
+by its obs name (:func:`~scdiffx_grn._modelio.cell_noise`) and calls the tensor-level
+``model.translate_latent``. :func:`get_latent` encodes one modality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._errors import InputDataError, OptionError, ScdxError
+from ._access import check_features, labels_for, row_source
+from ._pipeline import DIRECTIONS, READOUTS
+from ._schedulers import make_scheduler
+
+__all__ = ["translate", "get_latent"]
+
+
+def _readout(readout, n_samples, n_noise, method):
+    if readout is None:
+        readout = "samples" if (n_samples is not None or method != "conditional") else "mean"
+    if readout not in READOUTS:
+        raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
+    if readout == "samples":
+        n_samples = 10 if n_samples is None else int(n_samples)
+        if n_samples < 1:
+            raise OptionError(f"n_samples must be >= 1, got {n_samples}")
+    elif method != "conditional":
+        raise ScdxError(f"method={method!r} needs readout='samples' (the mean readout is conditional)")
+    if int(n_noise) < 1:
+        raise OptionError(f"n_noise must be >= 1, got {n_noise}")
+    return readout, n_samples
+
+
+@torch.no_grad()
+def translate(model, mdata, direction: str = "atac->rna", *, readout=None, n_samples=None, n_noise: int = 4,
+              sampler: str = "ddim", n_steps: int = 50, seed: int = 0, labels=None, guidance_scale: float = 1.0,
+              source_guidance: float = 1.0, method: str = "conditional", recon_guidance: float = 0.0,
+              batch_size: int = 512, return_samples: bool = False):
+    """:meth:`ScDiffusionX.translate` (see there)."""
+    import anndata as ad
+
+    from .._modelio import cell_noise
+    from .._settings import progress
+
+    if direction not in DIRECTIONS:
+        raise OptionError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    model._require_paired("translation")
+    readout, n_samples = _readout(readout, n_samples, n_noise, method)
+    model._require_fitted()
+    src = "atac" if direction == "atac->rna" else "rna"
+    tgt_names = model.rna_var_names if src == "atac" else model.atac_var_names
+    order = check_features(model, mdata, (src,))[src]
+    X = row_source(model, mdata, src, order)  # streamed in batches, validated as read
+    n = X.n_obs
+    if n == 0:
+        raise InputDataError("no cells to translate")
+    names = np.asarray(mdata.mod[src].obs_names.astype(str))
+    lab = labels_for(model, mdata, labels)
+    dev = model.device
+    cond_all = model.condition_indices(lab, n) if lab is not None else model.pipeline.null_labels(n, dev)
+    L = model.config.latent_dim
+    model.module.eval()
+    f_in = model.rna_tensor if src == "rna" else model.atac_tensor
+    decode = (lambda z: torch.log1p(1e4 * model.decode_rna(z))) if src == "atac" else model.decode_atac
+    K = int(n_noise) if readout == "mean" else n_samples
+    n_f = len(tgt_names)
+    z_out = np.empty((n, L), dtype=np.float32)
+    y_out = np.empty((n, n_f), dtype=np.float32)
+    std = np.empty((n, n_f), dtype=np.float32) if readout == "samples" else None
+    samples = np.empty((n_samples, n, n_f), dtype=np.float32) if (readout == "samples" and return_samples) else None
+    kw = dict(readout=readout, sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
+              source_guidance=source_guidance, method=method, recon_guidance=recon_guidance)
+    stochastic = readout == "samples" and getattr(make_scheduler(sampler, model.config), "stochastic", False)
+    bar = progress(total=n * K, desc=f"translate {direction} ({readout})", unit="cell")
+    for s, e, B in X.batches(batch_size):
+        z_src = model.encode(src, f_in(B))
+        zs, ys = [], []
+        for k in range(K):
+            noise = cell_noise(names[s:e], 2 * L, seed, k, device=dev)
+            step_noise = (cell_noise(names[s:e], n_steps * L, seed, k, stream=1, device=dev)
+                          .view(e - s, n_steps, L).transpose(0, 1) if stochastic else None)
+            z_t = model.translate_latent(z_src, direction, cond_all[s:e], noise, step_noise=step_noise, **kw)
+            zs.append(z_t.float())
+            if readout == "samples":
+                ys.append(decode(z_t).float().cpu().numpy())
+            bar.update(e - s)
+        z_mean = torch.stack(zs).mean(0)
+        z_out[s:e] = z_mean.cpu().numpy()
+        y_out[s:e] = decode(z_mean).float().cpu().numpy()
+        if readout == "samples":
+            Y = np.stack(ys)
+            std[s:e] = Y.std(0)
+            if samples is not None:
+                samples[:, s:e] = Y
+    bar.close()
+    obs = pd.DataFrame(index=pd.Index(names))
+    if lab is not None:
+        for c in lab.columns:
+            obs[c] = pd.Categorical(lab[c].astype(str).to_numpy())
+    res = ad.AnnData(X=y_out, obs=obs, var=pd.DataFrame(index=tgt_names))
+    res.obsm["latent"] = z_out
+    if std is not None:
+        res.layers["std"] = std
+    res.uns["translation"] = {"direction": direction, "readout": readout, "n_noise": int(n_noise),
+                              "n_samples": int(n_samples or 0), "sampler": sampler, "n_steps": int(n_steps),
+                              "seed": int(seed), "method": method, "guidance_scale": float(guidance_scale),
+                              "source_guidance": float(source_guidance),
+                              "values": "log1p(1e4*rho)" if src == "atac" else "probability"}
+    if samples is not None:
+        res.uns["samples"] = samples
+    return res
+
+
+@torch.no_grad()
+def get_latent(model, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
+    """:meth:`ScDiffusionX.get_latent` (see there)."""
+    model._require_fitted()
+    if modality not in model.config.modalities:
+        raise ScdxError(f"this model has no {modality!r} modality (modalities={model.config.modalities})")
+    order = check_features(model, mdata, (modality,))[modality]
+    X = row_source(model, mdata, modality, order)  # streamed in batches, validated as read
+    model.module.eval()
+    f = model.rna_tensor if modality == "rna" else model.atac_tensor
+    out = np.empty((X.n_obs, int(model.config.latent_dim)), dtype=np.float32)  # zero cells: (0, latent_dim)
+    for s, e, B in X.batches(batch_size):
+        out[s:e] = model.encode(modality, f(B)).float().cpu().numpy()
+    return out

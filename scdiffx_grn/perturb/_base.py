@@ -1,0 +1,160 @@
+"""Pieces shared by both perturbation engines (a leaf module: it imports no other ``perturb`` module).
+
+- :class:`EngineInputs` (made by :func:`~scdiffx_grn.perturb.prepare_inputs`) and
+  :class:`EngineResult` (returned by :func:`~scdiffx_grn.perturb.run_paired`,
+  :func:`~scdiffx_grn.perturb.run_mean` / :func:`~scdiffx_grn.perturb.iter_mean`);
+- :func:`noise_dim`, :func:`engine_autocast`, :func:`cell_names`, :func:`nearest`: engine helpers;
+- :func:`group_column` / :func:`group_column_of`: the name of the cell-group column of every
+  perturbation table (named after ``groupby``, as every ``tl`` result; see :mod:`scdiffx_grn._store`).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import OptionError
+
+__all__ = ["READOUTS", "EngineInputs", "EngineResult", "noise_dim", "engine_autocast", "cell_names", "nearest",
+           "group_column", "group_column_of", "RESERVED_COLUMNS"]
+
+READOUTS = ("mean", "samples")
+
+#: the group column when ``groupby=None`` (its single value is ``"all"``, ``_store.GROUP_ALL``)
+NO_GROUPBY_COLUMN = "group"
+
+#: columns of the effects / state / summary tables (a ``groupby`` column cannot take these names)
+RESERVED_COLUMNS = frozenset({
+    "perturbation", "feature", "readout", "effect", "se", "stat", "pval", "fdr", "ctrl_mean", "pert_mean",
+    "n_cells", "n_samples", "n_changed", "latent_shift", "latent_shift_se", "pca_shift", "frac_type_changed",
+    "ctrl_type_match", "top_new_type", "frac_to_new_type", "delta_frac_to_new_type", "kind", "modality",
+    "n_features", "n_sig", "n_up", "n_down", "top_up", "top_down", "max_abs_effect", "target", "status",
+    "reason", "peak", "gene"})
+
+
+def group_column(groupby: str | None) -> str:
+    """Name of the cell-group column of perturbation tables: ``groupby`` itself (``None``: ``"group"``).
+
+    Raises :class:`~scdiffx_grn.OptionError` when ``groupby`` would collide with another column.
+    """
+    if groupby is None:
+        return NO_GROUPBY_COLUMN
+    g = str(groupby)
+    if g in RESERVED_COLUMNS:
+        raise OptionError(f"groupby={g!r} collides with a column of the perturbation tables; rename the obs "
+                          f"column (reserved names: {sorted(RESERVED_COLUMNS)})")
+    return g
+
+
+def group_column_of(df, default: str = "cell_type") -> str | None:
+    """The group column of a perturbation table (effects, state, screen summary).
+
+    It is the column right after ``perturbation`` (where every table of this package puts it);
+    tables written by older versions name it ``cell_type``. ``None`` when there is none.
+    """
+    cols = [str(c) for c in getattr(df, "columns", [])]
+    if len(cols) > 1 and cols[0] == "perturbation" and cols[1] not in RESERVED_COLUMNS:
+        return cols[1]
+    return default if default in cols else None
+
+
+@dataclass
+class EngineInputs:
+    """Everything the engine needs, in the model's feature order (see :func:`prepare_inputs`)."""
+
+    src: str
+    X: Any
+    cond: Any
+    groups: np.ndarray
+    group_names: list[str]
+    centroids: Any = None
+    centroid_names: list[str] = field(default_factory=list)
+    cell_names: np.ndarray | None = None
+
+
+@dataclass
+class EngineResult:
+    """Per-group sums accumulated by the engines.
+
+    Arrays are numpy; ``S`` samples, ``G`` groups, ``F`` readout features, ``d`` latent size,
+    ``K`` reference cell types.
+
+    Attributes
+    ----------
+    names
+        Perturbation names (order of the first axis of per-edit arrays).
+    diff_sum, ctrl_sum
+        (E, S, G, F) sums over perturbed cells of (perturbed - control) readout and of control.
+    n_cells
+        (E, G) number of perturbed cells per group.
+    zdiff_sum
+        (E, S, G, d) sums of translated-latent differences.
+    type_changed
+        (E, S, G) number of cells whose nearest reference type changed.
+    new_type
+        (E, S, G, K) nearest reference type counts of perturbed cells.
+    ctrl_type
+        (S, G, K) nearest reference type counts of control cells (all cells).
+    ctrl_profiles
+        (n_pca_cells, F) control readout averaged over samples, for a PCA basis.
+    """
+
+    names: list[str]
+    readout: str
+    group_names: list[str]
+    centroid_names: list[str]
+    diff_sum: np.ndarray
+    ctrl_sum: np.ndarray
+    n_cells: np.ndarray
+    zdiff_sum: np.ndarray
+    type_changed: np.ndarray
+    new_type: np.ndarray
+    ctrl_type: np.ndarray
+    ctrl_profiles: np.ndarray | None
+    n_samples: int
+    #: ``"samples"`` (sampled engine: tests over noise samples) or ``"cells"`` (posterior-mean
+    #: engine: tests over cells, with the fields below)
+    stats: str = "samples"
+    #: (E, G, F) sums over perturbed cells of squared differences (posterior-mean engine)
+    diff_sq: np.ndarray | None = None
+    #: (E, G, F) maximum |difference| over perturbed cells (posterior-mean engine)
+    diff_absmax: np.ndarray | None = None
+    #: (E, G) cells whose input the edit changed (the others were skipped: difference 0)
+    n_changed: np.ndarray | None = None
+
+
+def nearest(z, centroids):
+    """Index of the nearest centroid of each row of ``z`` (Euclidean)."""
+    import torch
+
+    return torch.cdist(z.float(), centroids.to(z.device).float()).argmin(dim=1)
+
+
+def noise_dim(model, latent: int) -> int:
+    """Noise width passed to ``translate_latent``: ``2 latent`` for ScDiffusionX (as ``model.translate``), else ``latent``."""
+    try:
+        from ..model import ScDiffusionX
+    except ImportError:  # stand-in installs without the model package
+        return latent
+    return 2 * latent if isinstance(model, ScDiffusionX) else latent
+
+
+def engine_autocast(model, enabled: bool | None = None):
+    """bf16 autocast on CUDA (``enabled=None``: on for CUDA models); a no-op on CPU (float32)."""
+    import torch
+
+    dev = getattr(model, "device", None)
+    dev = torch.device(dev) if dev is not None else torch.device("cpu")
+    on = (dev.type == "cuda") if enabled is None else (bool(enabled) and dev.type == "cuda")
+    return torch.autocast("cuda", dtype=torch.bfloat16) if on else nullcontext()
+
+
+def cell_names(inputs, n: int) -> np.ndarray:
+    """The obs names of the engine's cells (row numbers when the inputs carry none): the noise keys."""
+    names = getattr(inputs, "cell_names", None)
+    if names is None:
+        return np.array([str(i) for i in range(n)], dtype=object)
+    return np.asarray(names).astype(str)
