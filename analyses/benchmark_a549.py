@@ -224,7 +224,7 @@ def run_mouse(model_path=None, *, n_cells=2000, n_types=4, n_samples=3, n_steps=
     Y = pd.DataFrame(lognorm(mdata.mod["rna"][:, genes].layers["counts"]), columns=genes)
     ct = mdata.obs["cell_type"].astype(str).to_numpy()
     means = Y.groupby(ct).mean()
-    tfs = sorted(set(datasets.dorothea("mouse", levels="ABC")["source"]) & set(genes))
+    tfs = datasets.tf_list(genes, organism="mouse", source="dorothea", levels="ABC", order="name")
     types = pd.Series(ct).value_counts().index[:n_types]
     rows = []
     rng = np.random.default_rng(seed)

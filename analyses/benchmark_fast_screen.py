@@ -63,9 +63,7 @@ def _setup(model_path: str, n_cells: int | None, force_v: bool = False):
 def _tfs(genes) -> list[str]:
     from scdiffx_grn import datasets
 
-    net = datasets.dorothea("mouse", levels="ABC")
-    gset = set(genes)
-    return [t for t in net.groupby("source").size().sort_values(ascending=False).index if t in gset]
+    return datasets.tf_list(genes, organism="mouse", source="dorothea", levels="ABC", count_in="network")
 
 
 def _median_spearman(a, b, keep) -> tuple[float, int]:

@@ -44,10 +44,7 @@ def _md(df) -> str:
 def _tfs(genes: list[str]) -> list[str]:
     from scdiffx_grn import datasets
 
-    net = datasets.dorothea("mouse", levels="ABC")
-    gset = set(genes)
-    srcs = net.groupby("source").size().sort_values(ascending=False)
-    return [t for t in srcs.index if t in gset]
+    return datasets.tf_list(genes, organism="mouse", source="dorothea", levels="ABC", count_in="network")
 
 
 def train_tiny(mdata, *, ae_epochs: int = 5, diffusion_steps: int = 300, seed: int = 0, device: str | None = None):

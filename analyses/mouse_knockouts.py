@@ -88,8 +88,9 @@ def main(model_path: str = "models/mouse_mop_demo", out_dir: str = "results/mous
     D = pd.DataFrame((C > 0).astype(float), columns=genes)
     ct = mdata.obs["cell_type"].astype(str).to_numpy()
     means, detect = Y.groupby(ct).mean(), D.groupby(ct).mean()
-    tf_all = set(datasets.dorothea("mouse", levels="ABCDE")["source"]) | set(datasets.trrust("mouse")["source"])
-    tfs = sorted(set(datasets.dorothea("mouse", levels="ABC")["source"]) & set(genes))
+    tf_all = set(datasets.tf_list(organism="mouse", source="dorothea", levels="ABCDE")) | set(
+        datasets.tf_list(organism="mouse", source="trrust"))
+    tfs = datasets.tf_list(genes, organism="mouse", source="dorothea", levels="ABC", order="name")
     pool = [g for g in genes if g not in tf_all]
     types = list(pd.Series(ct).value_counts().index[:n_types])
     perts, meta = [], []

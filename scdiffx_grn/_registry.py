@@ -33,6 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._errors import FeatureMismatchError, InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
+from ._validate import is_counts  # the one count detector (in the leaf module; re-exported here)
 
 __all__ = ["REGISTRY_KEY", "Registry", "setup_mudata", "registry", "modality", "layer_matrix", "counts", "labels",
            "label_frame", "is_counts", "log_normalize", "log_expression", "feature_columns", "fingerprint",
@@ -192,26 +193,6 @@ def label_frame(data, keys: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({k: labels(data, k) for k in keys}, index=data.obs_names.astype(str))
 
 
-def is_counts(X) -> bool:
-    """Whether ``X`` holds only finite, non-negative whole numbers (raw counts).
-
-    The one count detector of the package. An empty matrix is counts (nothing contradicts it);
-    a boolean matrix is counts (binary accessibility).
-    """
-    from ._validate import _values_and_positions
-
-    data, _ = _values_and_positions(X)
-    if data.size == 0 or data.dtype.kind == "b":
-        return True
-    if data.dtype.kind in "iu":
-        return bool((data >= 0).all())
-    if data.dtype.kind not in "f":
-        return False
-    if not np.isfinite(data).all():
-        return False
-    return bool((data >= 0).all() and (data == np.round(data)).all())
-
-
 def log_normalize(X, target_sum: float = TARGET_SUM):
     """``log1p(target_sum * x / total)`` per cell (row): the one log-normalisation of the package.
 
@@ -301,7 +282,7 @@ def setup_mudata(mdata, *, labels: Sequence[str] | str | None = ("cell_type",), 
     BarcodeMismatchError, NotCountsError, MissingLabelError, InputDataError, OptionError
     """
     from ._validate import check_paired
-    from .model._data import validate_matrix
+    from ._matrix import validate_matrix
 
     if not _is_mudata(mdata):
         raise InputDataError(f"setup_mudata needs a MuData, got {type(mdata).__name__}; build one with "
@@ -337,14 +318,3 @@ def setup_mudata(mdata, *, labels: Sequence[str] | str | None = ("cell_type",), 
     mdata.uns[REGISTRY_KEY] = d
     return reg
 
-
-def _jsonable(v: Any):
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    return str(v)

@@ -4,10 +4,8 @@ These helpers raise the typed errors of :mod:`scdiffx_grn._errors` with messages
 name what is wrong and where (an example value and its cell / feature position), so a
 user can find the problem in their data. They are re-exported by :mod:`scdiffx_grn.pp`.
 
-``is_counts`` is the registry's one count detector (:func:`scdiffx_grn._registry.is_counts`),
-re-exported here for the callers of this module. The registry imports this module (its
-``_values_and_positions``, ``check_paired``), so the re-export is resolved on first access
-(module ``__getattr__``) rather than by an import statement: this module stays a leaf.
+``is_counts`` is the package's one count detector; the registry (:mod:`scdiffx_grn._registry`)
+re-exports it, and every package reads it from there.
 """
 
 from __future__ import annotations
@@ -86,12 +84,22 @@ def check_finite(X, name: str = "X", *, obs_names: Sequence | None = None,
         )
 
 
-def __getattr__(name: str):
-    if name == "is_counts":  # the one count detector lives in the registry
-        import importlib
+def is_counts(X) -> bool:
+    """Whether ``X`` holds only finite, non-negative whole numbers (raw counts).
 
-        return importlib.import_module("scdiffx_grn._registry").is_counts
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    The one count detector of the package. An empty matrix is counts (nothing contradicts it);
+    a boolean matrix is counts (binary accessibility).
+    """
+    data, _ = _values_and_positions(X)
+    if data.size == 0 or data.dtype.kind == "b":
+        return True
+    if data.dtype.kind in "iu":
+        return bool((data >= 0).all())
+    if data.dtype.kind not in "f":
+        return False
+    if not np.isfinite(data).all():
+        return False
+    return bool((data >= 0).all() and (data == np.round(data)).all())
 
 
 def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,

@@ -59,6 +59,23 @@ def test_no_import_cycles():
     assert not cycles, f"import cycles: {cycles}"
 
 
+def test_packages_are_layered():
+    """Between sub-packages too: the registry and the leaf modules import no analysis package, and
+    no two packages import each other."""
+    g = import_graph()
+
+    def top(m: str) -> str:
+        parts = m.split(".")
+        return parts[1] if len(parts) > 1 else "scdiffx_grn"
+
+    h = nx.DiGraph((top(a), top(b)) for a, b in g.edges if top(a) != top(b))
+    cycles = [sorted(c) for c in nx.strongly_connected_components(h) if len(c) > 1]
+    assert not cycles, f"package-level import cycles: {cycles}"
+    for leaf in ("_errors", "_validate", "_matrix", "_registry", "_store", "_io", "_settings"):
+        allowed = {"_errors", "_validate", "_matrix", "_settings"}
+        assert set(h.successors(leaf)) <= allowed if leaf in h else True, (leaf, sorted(h.successors(leaf)))
+
+
 def test_the_cycle_check_can_fail(tmp_path):
     g = nx.DiGraph([("a", "b"), ("b", "a")])
     assert [c for c in nx.strongly_connected_components(g) if len(c) > 1]
@@ -106,3 +123,39 @@ def test_one_count_detector_and_one_label_lookup():
 def test_no_source_tree_relative_paths():
     hits = _code_lines(r"__file__\)\.(resolve\(\)\.)?parents\[[1-9]")
     assert not hits, "paths relative to the source tree break non-editable installs:\n" + "\n".join(hits)
+
+
+def test_installed_copy_finds_its_data_from_any_folder(tmp_path):
+    """A non-editable install (the wheel's files, nothing of the source tree) loads the shipped
+    checkpoint and the embedded data from an unrelated working folder."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("setuptools")
+    pytest.importorskip("wheel")
+    import shutil
+
+    src = tmp_path / "src"  # a clean copy: no stale build/ folder can leak into the wheel
+    shutil.copytree(ROOT, src / "scdiffx_grn", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT.parent / f, src / f)
+    wheels = tmp_path / "wheels"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(wheels)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site),
+                        *map(str, wheels.glob("*.whl"))], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    code = ("import scdiffx_grn, pathlib; from scdiffx_grn import ScDiffusionX, datasets;"
+            "assert pathlib.Path(scdiffx_grn.__file__).is_relative_to(pathlib.Path(r'%s'));"
+            "m = ScDiffusionX.load_pretrained('mouse_mop_demo'); d = datasets.mouse_mop(n_cells=50, seed=0);"
+            "from scdiffx_grn.report._demo import default_model_path; assert 'site' in str(default_model_path());"
+            "print(m.config.latent_dim, d.n_obs)") % site
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "SCDX_PROGRESS": "0"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[-1] == "50"

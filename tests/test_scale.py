@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from scdiffx_grn import InputDataError, NotCountsError, ScDiffusionX, settings
+from scdiffx_grn import _matrix
 from scdiffx_grn.model import _data
 from scdiffx_grn.model._data import RowSource
 
@@ -68,30 +69,33 @@ def test_backed_values_are_validated_naming_the_cell(tmp_path, monkeypatch):
     a.var_names = [f"g{i}" for i in range(5)]
     a.write_h5ad(tmp_path / "x.h5ad")
     b = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
+    monkeypatch.setattr(_matrix, "SCAN_ROWS", 8)
     monkeypatch.setattr(_data, "SCAN_ROWS", 8)
     with pytest.raises(NotCountsError, match=r"c33.*g2"):
-        _data.validate_matrix(b.X, "rna X", "rna", obs_names=b.obs_names, var_names=b.var_names)
+        _matrix.validate_matrix(b.X, "rna X", "rna", obs_names=b.obs_names, var_names=b.var_names)
     with pytest.raises(NotCountsError, match="c33"):
         RowSource(b.X, kind="rna", obs_names=b.obs_names, var_names=b.var_names).scan()
     X[33, 2] = -1
     with pytest.raises(InputDataError, match=r"negative.*c33.*g2"):
-        _data.validate_matrix(sp.csr_matrix(X), "atac X", "atac", obs_names=b.obs_names, var_names=b.var_names)
+        _matrix.validate_matrix(sp.csr_matrix(X), "atac X", "atac", obs_names=b.obs_names, var_names=b.var_names)
 
 
 def test_backed_training_equals_in_memory_and_never_densifies(tmp_path, monkeypatch):
     m = build_mdata()
     mb = _write_backed(m, tmp_path)
-    assert mb.mod["rna"].isbacked and _data.is_backed(mb.mod["rna"].X)
+    assert mb.mod["rna"].isbacked and _matrix.is_backed(mb.mod["rna"].X)
+    monkeypatch.setattr(_matrix, "SCAN_ROWS", 16)
     monkeypatch.setattr(_data, "SCAN_ROWS", 16)
     monkeypatch.setattr(_data, "FIT_ROWS", 16)
     biggest = []
-    real = _data._read_rows
+    real = _matrix._read_rows
 
     def spy(X, rows):
         biggest.append(len(rows))
         return real(X, rows)
 
-    monkeypatch.setattr(_data, "_read_rows", spy)
+    monkeypatch.setattr(_matrix, "_read_rows", spy)  # validation (setup_mudata)
+    monkeypatch.setattr(_data, "_read_rows", spy)  # row sources (training)
     ScDiffusionX.setup_mudata(mb, labels=["cell_type"], rna_layer=None, atac_layer=None)
     ScDiffusionX.setup_mudata(m, labels=["cell_type"])
     models = []

@@ -30,7 +30,9 @@ def _subsample_pair(rna, atac, n_cells: int | None, seed: int, label: str | None
         return rna, atac
     from ..pp._split import stratified_subsample
 
-    labels = rna.obs[label].to_numpy() if label and label in rna.obs else None
+    from .._registry import labels as obs_labels
+
+    labels = obs_labels(rna, label).to_numpy() if label and label in rna.obs else None  # unstratified without
     if labels is None:
         labels = np.zeros(rna.n_obs)
     idx = stratified_subsample(labels, int(n_cells), seed=seed)

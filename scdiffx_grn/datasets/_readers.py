@@ -18,7 +18,8 @@ import scipy.sparse as sp
 
 from .._errors import BarcodeMismatchError, InputDataError, OptionError, _fmt_items
 from .._settings import logger
-from .._validate import check_counts, check_finite, check_labels, is_counts
+from .._registry import is_counts
+from .._validate import check_counts, check_finite, check_labels
 
 __all__ = ["read_multiome", "make_mudata"]
 

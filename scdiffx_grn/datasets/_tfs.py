@@ -15,7 +15,7 @@ _SOURCES = ("collectri", "dorothea", "trrust", "union")
 
 def tf_list(genes: Sequence[str] | None = None, *, organism: str = "human", source: str = "collectri",
             levels: str | Iterable[str] = "ABC", network: pd.DataFrame | None = None,
-            order: str = "targets", min_targets: int = 0) -> list[str]:
+            order: str = "targets", min_targets: int = 0, count_in: str = "genes") -> list[str]:
     """Transcription factors of a reference network, optionally restricted to ``genes``.
 
     Parameters
@@ -34,7 +34,10 @@ def tf_list(genes: Sequence[str] | None = None, *, organism: str = "human", sour
         ``"targets"``: most targets first (targets counted among ``genes`` when given; ties by
         name), ``"name"``: alphabetical.
     min_targets
-        Keep TFs with at least this many targets (among ``genes`` when given).
+        Keep TFs with at least this many targets (counted as ``count_in`` says).
+    count_in
+        ``"genes"``: targets are counted among ``genes`` (when given); ``"network"``: all the
+        TF's targets in the network.
 
     Returns
     -------
@@ -42,6 +45,8 @@ def tf_list(genes: Sequence[str] | None = None, *, organism: str = "human", sour
     """
     from ._refdb import collectri, dorothea, trrust
 
+    if count_in not in ("genes", "network"):
+        raise OptionError(f"count_in must be 'genes' or 'network', got {count_in!r}")
     if order not in ("targets", "name"):
         raise OptionError(f"order must be 'targets' or 'name', got {order!r}")
     if network is None:
@@ -53,7 +58,13 @@ def tf_list(genes: Sequence[str] | None = None, *, organism: str = "human", sour
         nets = [read[s]() for s in (("collectri", "dorothea", "trrust") if source == "union" else (source,))]
         network = pd.concat([n[["source", "target"]] for n in nets], ignore_index=True)
     net = network[["source", "target"]].astype(str)
-    if genes is not None:
+    if genes is not None and count_in == "network":
+        spell = {}
+        for g in map(str, genes):
+            spell.setdefault(g.upper(), g)
+        n_targets = net.drop_duplicates().assign(source=net["source"].str.upper().map(spell)).dropna(subset=["source"])
+        tfs = set(n_targets["source"])
+    elif genes is not None:
         spell = {}
         for g in map(str, genes):
             spell.setdefault(g.upper(), g)

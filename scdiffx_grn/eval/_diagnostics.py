@@ -40,7 +40,7 @@ def _latent_errors(model, part, src: str, tgt: str, perm: np.ndarray, t_high: in
     import torch
 
     from .._modelio import cell_noise
-    from ..model._schedulers import make_scheduler
+    from ..model import make_scheduler
 
     if getattr(model.config, "objective", "diffusion") == "flow":
         return {}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import _store
+import scdiffx_grn._store as _store
 from .._errors import MissingLabelError, OptionError, ScdxError, _fmt_items
 from .._registry import labels as _labels
 from .._settings import logger, progress

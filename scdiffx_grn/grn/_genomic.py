@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import _store
+import scdiffx_grn._store as _store
 from .._errors import (
     DataFileMissingError,
     InputDataError,

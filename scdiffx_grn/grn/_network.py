@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from .. import _store
+import scdiffx_grn._store as _store
 from .._errors import InputDataError, OptionError, ScdxError, _fmt_items
 
 __all__ = ["GROUP_DEFAULT", "RESERVED_COLUMNS", "group_column", "network_table"]

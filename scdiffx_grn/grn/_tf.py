@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import _store
+import scdiffx_grn._store as _store
 from .._errors import (
     InputDataError,
     OptionError,

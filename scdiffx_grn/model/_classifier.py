@@ -206,9 +206,8 @@ def train_latent_classifier(model, mdata, label_key: str, *, modalities: Sequenc
     labels = registry_labels(mdata, label_key, allow_missing=True)  # unlabelled cells are left out
     keep = ~pd.isna(labels).to_numpy()
     if split_key is not None:
-        if split_key not in mdata.obs:
-            raise MissingLabelError(f"split column {split_key!r} not in mdata.obs")
-        keep &= (mdata.obs[split_key].astype(str) == str(train_value)).to_numpy()
+        split = registry_labels(mdata, split_key, what="data (split column)").to_numpy()
+        keep &= (split == str(train_value))
     idx = np.flatnonzero(keep)
     if len(idx) < 2:
         raise InputDataError(f"only {len(idx)} labelled training cells for {label_key!r}")

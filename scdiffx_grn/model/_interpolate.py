@@ -124,7 +124,7 @@ def _lognorm(X) -> np.ndarray:
 
 
 def nearest_type_fractions(generated, reference, label_key: str = "cell_type", *, types: Sequence[str] | None = None,
-                           n_pcs: int = 30, k: int = 15, groupby: str = "interpolation_weight",
+                           n_pcs: int = 30, k: int = 15, groupby: str | None = "interpolation_weight",
                            layer: str | None = "counts", seed: int = 0) -> pd.DataFrame:
     """Fraction of generated cells whose nearest real type is each type, per ``groupby`` value.
 
@@ -140,6 +140,9 @@ def nearest_type_fractions(generated, reference, label_key: str = "cell_type", *
         Reference obs column with the cell types.
     types
         Restrict the reference (and so the classifier) to these types (default: all).
+
+    groupby
+        Generated-cell obs column to group by (``None``: all cells one group ``"all"``).
 
     Returns
     -------
@@ -165,9 +168,9 @@ def nearest_type_fractions(generated, reference, label_key: str = "cell_type", *
     pca = PCA(n_components=min(n_pcs, Xr.shape[1], Xr.shape[0] - 1), random_state=seed).fit(Xr)
     knn = KNeighborsClassifier(n_neighbors=k).fit(pca.transform(Xr), lab[sel])
     pred = knn.predict(pca.transform(Xg))
-    grp = gen.obs[groupby].to_numpy() if groupby in gen.obs else (
-        generated.obs[groupby].to_numpy() if hasattr(generated, "obs") and groupby in generated.obs
-        else np.zeros(gen.n_obs))
+    grp = registry_labels(generated, groupby, adata=gen, what="generated data")
+    num = pd.to_numeric(grp, errors="coerce")
+    grp = num.to_numpy() if num.notna().all() else grp.to_numpy()  # weights stay numbers (sorted as such)
     tab = pd.crosstab(pd.Series(grp, name=groupby), pd.Series(pred, name="nearest_type"), normalize="index")
     cols = sorted(set(lab[sel]))
     return tab.reindex(columns=cols, fill_value=0.0).sort_index()

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, InputDataError, MissingLabelError
+from .._errors import CheckpointError, InputDataError
 from .._io import atomic_path
 from .._registry import labels as registry_labels
 from .._settings import logger, progress
@@ -102,9 +102,8 @@ class Trainer:
         order = model._check_features(mdata, mods)
         mask = np.ones(mdata.n_obs, dtype=bool)
         if split_key is not None:
-            if split_key not in mdata.obs:
-                raise MissingLabelError(f"split column {split_key!r} not in mdata.obs")
-            mask = (mdata.obs[split_key].astype(str) == str(train_value)).to_numpy()
+            split = registry_labels(mdata, split_key, what="data (split column)").to_numpy()
+            mask = (split == str(train_value))
         idx = np.flatnonzero(mask)
         if len(idx) < 2:
             raise InputDataError(f"only {len(idx)} training cells (split {split_key!r} == {train_value!r})")
