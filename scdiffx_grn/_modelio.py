@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._errors import FeatureMismatchError, InputDataError, MissingLabelError
-from ._registry import MODALITIES, Registry, feature_columns, layer_matrix, registry
+from ._registry import MODALITIES, feature_columns, input_layer, layer_matrix
 from ._registry import labels as registry_labels
 
 __all__ = ["model_features", "label_keys", "feature_layer", "feature_matrix", "model_inputs", "dense_rows",
@@ -55,21 +55,11 @@ def label_keys(model) -> list[str]:
 
 
 def feature_layer(model, mod: str, mdata=None) -> str | None:
-    """Layer of modality ``mod`` holding the model's raw inputs (``None``: ``X``).
-
-    With ``mdata`` registered by ``setup_mudata``: the layer registered for that data. Otherwise
-    the layer the model was registered with (``model.setup``, the registry dict; legacy
-    ``{mod}_layer`` keys are read too); a model without ``setup`` (a stand-in) uses its
-    ``{mod}_layer`` attribute or ``"counts"``.
-    """
-    data_reg = registry(mdata, required=False) if mdata is not None else None
-    if data_reg is not None:
-        return data_reg.layer(mod)
-    reg = getattr(model, "setup", None)
-    if isinstance(reg, dict) and reg:
-        return Registry.from_dict(reg).layer(mod)
-    v = getattr(model, f"{mod}_layer", None)
-    return v if isinstance(v, str) else "counts"
+    """Layer of modality ``mod`` holding the model's raw inputs (``None``: ``X``):
+    :func:`scdiffx_grn._registry.input_layer` with the model's registry (``model.setup``), or, for a
+    stand-in without one, its ``{mod}_layer`` attribute."""
+    setup = getattr(model, "setup", None)
+    return input_layer(mdata, mod, setup if isinstance(setup, dict) and setup else model)
 
 
 def feature_matrix(model, mdata, mod: str, *, sparse: bool = False, error: type = FeatureMismatchError):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ from ._errors import FeatureMismatchError, InputDataError, MissingLabelError, Op
 from ._validate import is_counts  # the one count detector (in the leaf module; re-exported here)
 
 __all__ = ["REGISTRY_KEY", "Registry", "setup_mudata", "registry", "modality", "layer_matrix", "counts", "labels",
-           "label_frame", "is_counts", "log_normalize", "log_expression", "feature_columns", "fingerprint",
+           "label_frame", "input_layer", "is_counts", "log_normalize", "log_expression", "feature_columns", "fingerprint",
            "MODALITIES"]
 
 #: where :func:`setup_mudata` stores the registry
@@ -104,6 +104,24 @@ def modality(data, mod: str):
     if not hasattr(data, "obs"):
         raise InputDataError(f"expected a MuData or AnnData, got {type(data).__name__}")
     return data
+
+
+def input_layer(data, mod: str, trained=None) -> str | None:
+    """Layer of ``data``'s modality ``mod`` holding a model's raw inputs (``None``: ``X``).
+
+    The one rule: the layer registered on ``data`` (:func:`setup_mudata`), else the layer the model
+    was registered with (``trained``: its registry dict, or an object with ``{mod}_layer``), else
+    ``"counts"``.
+    """
+    reg = registry(data, required=False) if data is not None else None
+    if reg is not None:
+        return reg.layer(mod)
+    if isinstance(trained, Registry):
+        return trained.layer(mod)
+    if isinstance(trained, dict) and trained:
+        return Registry.from_dict(trained).layer(mod)
+    v = getattr(trained, f"{mod}_layer", None) if trained is not None and not isinstance(trained, dict) else None
+    return v if isinstance(v, str) else "counts"
 
 
 def layer_matrix(adata, layer: str | None, *, what: str | None = None):

@@ -8,10 +8,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 N_CELLS, N_TYPES, N_GENES, N_PEAKS = 300, 3, 60, 120  # datasets.toy_multiome defaults
 N_MARKER_GENES, N_MARKER_PEAKS = 8, 20  # per cell type

@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .._errors import InputDataError, OptionError, _fmt_items
+from .._errors import OptionError, _fmt_items
 from ..pp._genes import match_case, normalize_organism
 from ._manifest import data_path
 
@@ -98,7 +98,7 @@ def dorothea(organism: str = "human", levels: str | Iterable[str] = "ABC", *, ve
 
     Raises
     ------
-    InputDataError
+    OptionError
         For confidence levels outside A-E.
     """
     org = normalize_organism(organism)
@@ -259,7 +259,7 @@ def tss_annotation(genome: str = "mm10", *, verify: bool = True) -> pd.DataFrame
 
     Raises
     ------
-    InputDataError
+    OptionError
         For other genomes.
     """
     names = {"mm10": "mm10_tss", "hg38": "hg38_tss"}

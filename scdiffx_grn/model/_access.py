@@ -21,7 +21,7 @@ from .._errors import (
     OptionError,
     _fmt_items,
 )
-from .._registry import Registry, feature_columns, layer_matrix, registry
+from .._registry import feature_columns, input_layer, layer_matrix
 from .._registry import labels as registry_labels
 from ._data import RowSource, validate_matrix
 
@@ -40,15 +40,12 @@ def as_csr(X) -> sp.csr_matrix:
 
 def model_layer(model, mod: str) -> str | None:
     """Layer of modality ``mod`` the model was registered with (``None``: ``X``; default ``"counts"``)."""
-    setup = getattr(model, "setup", None)
-    return Registry.from_dict(setup if isinstance(setup, Mapping) else {}).layer(mod)
+    return input_layer(None, mod, getattr(model, "setup", None) or {})
 
 
 def data_layer(model, mdata, mod: str) -> str | None:
-    """Layer of ``mdata``'s modality ``mod`` holding the raw counts: the data's own registration
-    (``setup_mudata`` on this data), else the layer the model was registered with."""
-    reg = registry(mdata, required=False)
-    return reg.layer(mod) if reg is not None else model_layer(model, mod)
+    """Layer of ``mdata``'s modality ``mod`` holding the raw counts (:func:`scdiffx_grn._registry.input_layer`)."""
+    return input_layer(mdata, mod, getattr(model, "setup", None) or {})
 
 
 def _layer_of(model, mdata, mod: str):
