@@ -160,8 +160,7 @@ def counts(data, mod: str = "rna", *, layer: str | None | type(...) = ...):
     """
     adata = modality(data, mod)
     if layer is ...:
-        reg = registry(data, required=False)
-        layer = reg.layer(mod) if reg is not None else "counts"
+        layer = input_layer(data, mod)
     return layer_matrix(adata, layer, what=f"modality {mod!r}")
 
 
@@ -242,8 +241,7 @@ def log_expression(data, mod: str = "rna", *, layer: str | None | type(...) = ..
     """
     adata = modality(data, mod)
     if layer is ...:
-        reg = registry(data, required=False)
-        cl = reg.layer(mod) if reg is not None else "counts"
+        cl = input_layer(data, mod)
         X = adata.X
         if X is not None and not is_counts(X):
             pass

@@ -19,7 +19,7 @@ from .._registry import counts as _counts
 from .._registry import is_counts as _is_counts
 from .._registry import labels as _labels
 from .._registry import layer_matrix as _layer_matrix
-from .._registry import registry as _registry
+from .._registry import input_layer
 
 __all__ = ["is_adata", "to_csr", "is_counts", "lognormalise", "binarise", "matrix", "counts_layer", "counts_of",
            "group_labels", "check_option", "DIRECTIONS", "MODALITIES"]
@@ -61,8 +61,7 @@ def matrix(x, layer: str | None, *, what: str = "data"):
 
 def counts_layer(data, mod: str) -> str | None:
     """The layer holding raw counts of modality ``mod``: the registered one, else ``"counts"``."""
-    reg = _registry(data, required=False)
-    return reg.layer(mod) if reg is not None else "counts"
+    return input_layer(data, mod)
 
 
 def counts_of(data, mod: str):
