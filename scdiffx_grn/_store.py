@@ -21,10 +21,30 @@ import pandas as pd
 
 from ._errors import ScdxError, _fmt_items
 
-__all__ = ["target", "store", "done", "stored", "stored_table", "stored_params", "jsonable", "GROUP_ALL"]
+__all__ = ["target", "store", "done", "stored", "stored_table", "stored_params", "jsonable", "group_column_name",
+           "GROUP_ALL", "GROUP_NONE"]
 
 #: the group column value when ``groupby=None`` (every cell one group)
 GROUP_ALL = "all"
+#: the group column's name when ``groupby=None``
+GROUP_NONE = "group"
+
+
+def group_column_name(groupby: str | None, reserved=(), *, what: str = "result") -> str:
+    """Name of a result's cell-group column: ``groupby`` itself (``None``: ``"group"``).
+
+    ``reserved``: the result table's other column names; a ``groupby`` equal to one raises
+    :class:`~scdiffx_grn.OptionError` (before any work, so callers check it first).
+    """
+    from ._errors import OptionError
+
+    if groupby is None:
+        return GROUP_NONE
+    g = str(groupby)
+    if g in reserved:
+        raise OptionError(f"groupby={g!r} collides with a column of the {what} tables; rename the obs column "
+                          f"(reserved names: {_fmt_items(sorted(reserved), 40)})")
+    return g
 
 
 def target(data, copy: bool):

@@ -451,7 +451,7 @@ def test_group_column_named_after_groupby():
     grn.extract_grn(model, mdata, groupby=None, key_added="all", **kw)
     one = grn.network_table(mdata, "all")
     assert set(one["group"]) == {"all"} and "specificity" not in one and one["n_cells"].iloc[0] == 10
-    with pytest.raises(OptionError, match="clashes"):
+    with pytest.raises(OptionError, match="collides with a column of the network"):
         mdata.obs["weight"] = lineage
         grn.extract_grn(model, mdata, groupby="weight", **kw)
     with pytest.raises(MissingLabelError, match="nolabel"):

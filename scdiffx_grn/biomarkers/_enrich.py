@@ -6,7 +6,7 @@ import pandas as pd
 
 from .._errors import InputDataError, OptionError, _fmt_items
 from .._settings import logger
-from .._store import done, store, target
+from .._store import done, group_column_name, store, target
 from ._refs import gene_sets as _resolve_sets
 from ._utils import de_table, group_labels, lognorm_adata, stored_result
 
@@ -89,7 +89,7 @@ def enrichment(ranking, gene_sets="hallmark", *, organism: str = "mouse", groupb
 
     sets = _resolve_sets(gene_sets, organism)
     rks = _rankings(ranking, groupby, layer)
-    gname = groupby if groupby else "group"  # the result's group column
+    gname = group_column_name(groupby or None)  # the result's group column
     out = []
     for g, r in rks.items():
         r = pd.to_numeric(r, errors="coerce").dropna()

@@ -25,7 +25,7 @@ from .._errors import InputDataError, OptionError, ScdxError, _fmt_items
 __all__ = ["GROUP_DEFAULT", "RESERVED_COLUMNS", "group_column", "network_table"]
 
 #: group column of a network made with ``groupby=None`` (every cell one group, value ``"all"``)
-GROUP_DEFAULT = "group"
+GROUP_DEFAULT = _store.GROUP_NONE
 #: column names of a network table that a ``groupby`` column may not take
 RESERVED_COLUMNS = ("source", "target", "weight", "distance", "method", "n_cells", "specificity", "peak", "gene",
                     "tf", "n_peaks", "evidence", "sign", "corr")
@@ -33,14 +33,8 @@ _TABLES = ("network", "candidates")
 
 
 def group_column_for(groupby: str | None) -> str:
-    """Name of the group column of a network made with ``groupby`` (``None`` -> ``"group"``)."""
-    if groupby is None:
-        return GROUP_DEFAULT
-    g = str(groupby)
-    if g in RESERVED_COLUMNS:
-        raise OptionError(f"groupby={g!r} clashes with a column of the network table; rename the label column "
-                          f"(reserved: {_fmt_items(RESERVED_COLUMNS, 20)})")
-    return g
+    """Name of the group column of a network made with ``groupby`` (:func:`scdiffx_grn._store.group_column_name`)."""
+    return _store.group_column_name(groupby, RESERVED_COLUMNS, what="network")
 
 
 def group_column(df: pd.DataFrame, params: Mapping | None = None) -> str | None:

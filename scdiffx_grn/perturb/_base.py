@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import OptionError
+from .._store import GROUP_NONE, group_column_name
 
 __all__ = ["READOUTS", "EngineInputs", "EngineResult", "noise_dim", "engine_autocast", "cell_names", "nearest",
            "group_column", "group_column_of", "RESERVED_COLUMNS"]
@@ -24,7 +24,7 @@ __all__ = ["READOUTS", "EngineInputs", "EngineResult", "noise_dim", "engine_auto
 READOUTS = ("mean", "samples")
 
 #: the group column when ``groupby=None`` (its single value is ``"all"``, ``_store.GROUP_ALL``)
-NO_GROUPBY_COLUMN = "group"
+NO_GROUPBY_COLUMN = GROUP_NONE
 
 #: columns of the effects / state / summary tables (a ``groupby`` column cannot take these names)
 RESERVED_COLUMNS = frozenset({
@@ -36,17 +36,11 @@ RESERVED_COLUMNS = frozenset({
 
 
 def group_column(groupby: str | None) -> str:
-    """Name of the cell-group column of perturbation tables: ``groupby`` itself (``None``: ``"group"``).
+    """Name of the cell-group column of perturbation tables (:func:`scdiffx_grn._store.group_column_name`).
 
     Raises :class:`~scdiffx_grn.OptionError` when ``groupby`` would collide with another column.
     """
-    if groupby is None:
-        return NO_GROUPBY_COLUMN
-    g = str(groupby)
-    if g in RESERVED_COLUMNS:
-        raise OptionError(f"groupby={g!r} collides with a column of the perturbation tables; rename the obs "
-                          f"column (reserved names: {sorted(RESERVED_COLUMNS)})")
-    return g
+    return group_column_name(groupby, RESERVED_COLUMNS, what="perturbation")
 
 
 def group_column_of(df, default: str = "cell_type") -> str | None:
