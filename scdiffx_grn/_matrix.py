@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from ._errors import InputDataError
 
-__all__ = ["SCAN_ROWS", "is_backed", "validate_matrix", "read_rows"]
+__all__ = ["SCAN_ROWS", "is_backed", "validate_matrix"]
 
 SCAN_ROWS = 4096  # rows per (sparse) chunk when scanning / validating a backed matrix
 
@@ -90,6 +90,3 @@ def _read_rows(X, sorted_rows: np.ndarray):
     if not sp.issparse(out):
         out = np.asarray(out)
     return out
-
-
-read_rows = _read_rows

@@ -36,7 +36,7 @@ from ._errors import FeatureMismatchError, InputDataError, MissingLabelError, Op
 from ._validate import is_counts  # the one count detector (in the leaf module; re-exported here)
 
 __all__ = ["REGISTRY_KEY", "Registry", "setup_mudata", "registry", "modality", "layer_matrix", "counts", "labels",
-           "label_frame", "input_layer", "is_counts", "log_normalize", "log_expression", "feature_columns", "fingerprint",
+           "input_layer", "is_counts", "log_normalize", "log_expression", "feature_columns", "fingerprint",
            "MODALITIES"]
 
 #: where :func:`setup_mudata` stores the registry
@@ -202,12 +202,7 @@ def labels(data, key: str | None, *, adata=None, what: str = "data", allow_missi
                             f"available: {_fmt_items(dict.fromkeys(cols), limit=20) or '(none)'}")
 
 
-_label_series = labels
-
-
-def label_frame(data, keys: Sequence[str]) -> pd.DataFrame:
-    """Several label columns (see :func:`labels`) as one DataFrame."""
-    return pd.DataFrame({k: labels(data, k) for k in keys}, index=data.obs_names.astype(str))
+_label_series = labels  # setup_mudata's parameter `labels` shadows the function there
 
 
 def log_normalize(X, target_sum: float = TARGET_SUM):

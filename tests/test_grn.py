@@ -283,7 +283,23 @@ class _StandInModule:
         return z_r, z_a, {"rna_to_atac": [A, A], "atac_to_rna": [A, A], "rna_self": [], "atac_self": []}
 
 
-class StandInModel:
+class StandInInputs:
+    """The model inputs of the stand-ins: log1p CP10k RNA (the library's transform), binary ATAC."""
+
+    def rna_tensor(self, X):
+        import torch
+
+        from scdiffx_grn._registry import log_normalize
+
+        return log_normalize(torch.as_tensor(np.asarray(X), dtype=torch.float32))
+
+    def atac_tensor(self, X):
+        import torch
+
+        return (torch.as_tensor(np.asarray(X), dtype=torch.float32) > 0).float()
+
+
+class StandInModel(StandInInputs):
     def __init__(self, mdata, latent=8, token_dim=2):
         from types import SimpleNamespace
 
@@ -300,17 +316,6 @@ class StandInModel:
         self.atac_var_names = list(mdata["atac"].var_names)
         self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
         self.device = torch.device("cpu")
-
-    def rna_tensor(self, X):
-        import torch
-
-        x = torch.as_tensor(np.asarray(X), dtype=torch.float32)
-        return torch.log1p(x / x.sum(-1, keepdim=True).clamp(min=1) * 1e4)
-
-    def atac_tensor(self, X):
-        import torch
-
-        return (torch.as_tensor(np.asarray(X), dtype=torch.float32) > 0).float()
 
     def encode(self, modality, x):
         return x @ (self.module.Wr_enc if modality == "rna" else self.module.Wa)

@@ -29,6 +29,8 @@ an unlinked (uniform) or a transposed map must not.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -37,6 +39,9 @@ import pytest
 
 from scdiffx_grn import datasets, grn, settings
 from scdiffx_grn.eval.grn import ranking_metrics
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_grn import StandInInputs  # noqa: E402
 
 settings.progress = False
 
@@ -126,7 +131,7 @@ class _PlantedAttentionModule:
         return z_r, z_a, {"rna_to_atac": [A, A], "atac_to_rna": [A, A], "rna_self": [], "atac_self": []}
 
 
-class _PlantedAttentionModel:
+class _PlantedAttentionModel(StandInInputs):
     def __init__(self, mdata, attention, n_tokens=6, token_dim=2):
         import torch
 
@@ -139,17 +144,6 @@ class _PlantedAttentionModel:
         self.atac_var_names = list(mdata["atac"].var_names)
         self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
         self.device = torch.device("cpu")
-
-    def rna_tensor(self, X):
-        import torch
-
-        x = torch.as_tensor(np.asarray(X), dtype=torch.float32)
-        return torch.log1p(x / x.sum(-1, keepdim=True).clamp(min=1) * 1e4)
-
-    def atac_tensor(self, X):
-        import torch
-
-        return (torch.as_tensor(np.asarray(X), dtype=torch.float32) > 0).float()
 
     def encode(self, modality, x):
         return x @ (self.module.Wr if modality == "rna" else self.module.Wa)

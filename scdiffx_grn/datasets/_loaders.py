@@ -32,7 +32,8 @@ def _subsample_pair(rna, atac, n_cells: int | None, seed: int, label: str | None
 
     from .._registry import labels as obs_labels
 
-    labels = obs_labels(rna, label).to_numpy() if label and label in rna.obs else None  # unstratified without
+    # stratified by the label when the data has it, else a plain random subsample
+    labels = obs_labels(rna, label).to_numpy() if label and label in rna.obs else None
     if labels is None:
         labels = np.zeros(rna.n_obs)
     idx = stratified_subsample(labels, int(n_cells), seed=seed)

@@ -47,10 +47,6 @@ def group_labels(mdata, groupby: str | None) -> np.ndarray:
     return _labels(mdata, groupby).to_numpy()
 
 
-#: earlier name, kept for callers outside grn (``eval.grn``); use ``_registry.labels``
-obs_labels = group_labels
-
-
 def metacells(mdata, groupby: str | None = "cell_type", n_metacells: int = 10, *, use: str = "rna",
               n_comps: int = 20, min_cells: int = 5, seed: int = 0) -> np.ndarray:
     """Assign cells to metacells: k-means on a PCA (RNA) or LSI (ATAC) embedding within each group.

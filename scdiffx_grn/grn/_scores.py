@@ -210,7 +210,7 @@ def _names(cell_names, n: int) -> np.ndarray:
 
 def _noise(model, names, seed: int, sample: int = 0):
     """Per-cell noise keyed by obs name (:func:`~scdiffx_grn._modelio.cell_noise`), the width ``translate`` uses."""
-    from ..perturb._mean import noise_dim
+    from ..perturb._base import noise_dim
 
     latent = int(model.config.latent_dim)
     return cell_noise(names, noise_dim(model, latent), seed, sample)

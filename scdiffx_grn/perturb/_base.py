@@ -16,15 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .._store import GROUP_NONE, group_column_name
+from .._store import group_column_name
 
 __all__ = ["READOUTS", "EngineInputs", "EngineResult", "noise_dim", "engine_autocast", "cell_names", "nearest",
            "group_column", "group_column_of", "RESERVED_COLUMNS"]
 
 READOUTS = ("mean", "samples")
-
-#: the group column when ``groupby=None`` (its single value is ``"all"``, ``_store.GROUP_ALL``)
-NO_GROUPBY_COLUMN = GROUP_NONE
 
 #: columns of the effects / state / summary tables (a ``groupby`` column cannot take these names)
 RESERVED_COLUMNS = frozenset({

@@ -42,8 +42,7 @@ from .._modelio import Edit, cell_noise, dense_rows, eval_mode, other_modality
 from .._modelio import readout as _readout
 from ._base import EngineResult, cell_names, engine_autocast, nearest, noise_dim
 
-# noise_dim / engine_autocast are re-exported here for callers of this module (grn._scores)
-__all__ = ["iter_mean", "run_mean", "changed_rows", "cell_effects", "noise_dim", "engine_autocast"]
+__all__ = ["iter_mean", "run_mean", "changed_rows", "cell_effects"]
 
 
 # --------------------------------------------------------------------------- helpers
