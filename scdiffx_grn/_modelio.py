@@ -31,7 +31,8 @@ from ._registry import MODALITIES, feature_columns, input_layer, layer_matrix
 from ._registry import labels as registry_labels
 
 __all__ = ["model_features", "label_keys", "feature_layer", "feature_matrix", "model_inputs", "dense_rows",
-           "cell_conditions", "latent_dim", "cell_noise", "cell_keys", "torch_generator", "eval_mode",
+           "cell_conditions", "latent_dim", "cell_noise", "cell_keys", "subsample_by_name", "torch_generator",
+           "eval_mode",
            "other_modality", "readout", "translate", "Edit", "PairedBatch"]
 
 
@@ -150,6 +151,20 @@ def cell_keys(names, seed: int, sample: int = 0, stream: int = 0) -> np.ndarray:
     pre = f"{int(seed)}:{int(sample)}:{int(stream)}:".encode()
     return np.array([int.from_bytes(hashlib.blake2b(pre + str(n).encode(), digest_size=8).digest(), "little")
                      >> 1 for n in names], dtype=np.int64)
+
+
+def subsample_by_name(names, k: int, seed: int, stream: int = 0) -> np.ndarray:
+    """Positions (sorted) of ``k`` of the cells ``names``, chosen by their :func:`cell_keys`.
+
+    A cell is kept or not by its own name and the seed only (the ``k`` smallest keys), so the
+    choice within a group does not depend on the row order, on other groups or on which
+    groups were asked for. ``k >= len(names)`` keeps every cell.
+    """
+    names = np.asarray(names)
+    if int(k) >= len(names):
+        return np.arange(len(names))
+    keys = cell_keys(names, seed, 0, stream)
+    return np.sort(np.argsort(keys, kind="stable")[:int(k)])
 
 
 def cell_noise(names, dim: int, seed: int, sample: int = 0, *, stream: int = 0, device=None):

@@ -575,3 +575,23 @@ def test_peak_set_enrichment_planted(tmp_path):
         egrn.peak_set_enrichment({"net": imp}, mem, {"a": "C"})
     with pytest.raises(ScdxError, match="reduce"):
         egrn.peak_importance(pd.DataFrame(rows), reduce="mean")
+
+
+def test_extract_grn_group_invariant_to_other_groups():
+    """A group's subsample is chosen by cell name and seed: its network does not depend on which other
+    groups run (cell_types=) nor on the row order."""
+    mdata, cand, _ = _planted_mdata(n_cells=150)
+    model = StandInModel(mdata)
+    kw = dict(method="knockout", candidates=cand, max_cells=12, batch_size=16, seed=4, copy=True)
+    cols = ["source", "target", "weight", "distance", "method", "n_cells"]
+    full = grn.network_table(grn.extract_grn(model, mdata, **kw), "grn")
+    perm = np.random.default_rng(0).permutation(mdata.n_obs)
+    shuffled = grn.network_table(grn.extract_grn(model, mdata[perm].copy(), **kw), "grn")
+    for g in ("T0", "T1", "T2"):
+        one = grn.network_table(grn.extract_grn(model, mdata, cell_types=[g], **kw), "grn")
+        part = full[full.cell_type == g].reset_index(drop=True)
+        assert part["n_cells"].iloc[0] == 12
+        pd.testing.assert_frame_equal(one[cols].reset_index(drop=True), part[cols])
+        pd.testing.assert_frame_equal(shuffled[shuffled.cell_type == g][cols].reset_index(drop=True), part[cols])
+    other = grn.network_table(grn.extract_grn(model, mdata, **{**kw, "seed": 5}), "grn")
+    assert not np.array_equal(other["weight"], full["weight"])  # the seed does choose the cells

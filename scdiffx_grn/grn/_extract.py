@@ -13,6 +13,7 @@ import pandas as pd
 
 import scdiffx_grn._store as _store
 from .._errors import MissingLabelError, OptionError, ScdxError, _fmt_items
+from .._modelio import subsample_by_name
 from .._registry import labels as _labels
 from .._settings import logger, progress
 from ._genomic import peak_gene_candidates
@@ -20,6 +21,8 @@ from ._methods import METHODS, Method, get_method
 from ._network import group_column_for, network_table, tag
 
 __all__ = ["METHODS", "extract_grn"]
+
+_SUBSAMPLE_STREAM = 17  # cell_keys stream of the per-group subsampling (apart from the noise streams)
 
 
 def _candidates(model, mdata, candidates, tss, window):
@@ -104,7 +107,9 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
     cell_types
         Restrict to these groups.
     max_cells
-        Subsample at most this many cells per group (``None``: all).
+        Subsample at most this many cells per group (``None``: all), chosen by cell name and
+        ``seed`` (:func:`~scdiffx_grn._modelio.subsample_by_name`): a group's cells, and so its
+        network, do not depend on the other groups, on ``cell_types`` or on the row order.
     min_cells
         Groups with fewer cells are skipped (with a log message).
     batch_size
@@ -162,15 +167,15 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
     if missing:
         raise MissingLabelError(f"cell types not in {groupby!r}: {_fmt_items(missing)}")
     X_rna, X_atac = model_inputs(model, mdata)
-    rng = np.random.default_rng(seed)
+    obs_names = np.asarray(mdata.obs_names.astype(str))
     parts = []
     for g in progress(sorted(groups), desc=f"extract_grn[{meth.name}]"):
         idx = np.flatnonzero(labels == g)
         if len(idx) < min_cells:
             logger.info("skipping cell type %r: %d cells < min_cells=%d", g, len(idx), min_cells)
             continue
-        if max_cells is not None and len(idx) > max_cells:
-            idx = np.sort(rng.choice(idx, max_cells, replace=False))
+        if max_cells is not None and len(idx) > max_cells:  # by cell name: a group's cells never depend on others
+            idx = idx[subsample_by_name(obs_names[idx], max_cells, seed, stream=_SUBSAMPLE_STREAM)]
         cond = cond_for(model, mdata, idx)
         names = np.asarray(mdata.obs_names)[idx]
         w = meth(model, X_rna[idx], X_atac[idx], cond, cand, batch_size=batch_size, seed=seed, cell_names=names,
