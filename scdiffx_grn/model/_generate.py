@@ -8,6 +8,7 @@ likelihoods (:func:`draw_counts`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -17,10 +18,18 @@ import torch
 from .._errors import InputDataError, OptionError, ScdxError
 from ._guidance import Guidance, HookGuidance, LabelGuidance
 
-__all__ = ["generate", "label_frame", "draw_counts", "STEP_SEED_STRIDE"]
+__all__ = ["generate", "label_frame", "draw_counts", "STEP_NOISE_STREAM"]
 
-#: the step noise of the batch starting at cell ``s`` comes from a generator seeded by ``seed * STRIDE + s``
-STEP_SEED_STRIDE = 1_000_003
+#: the noise of step ``k`` of stochastic samplers (ddpm) for generated cell ``i`` is
+#: ``cell_noise(["gen_<i>"], width, seed, sample=k, stream=STEP_NOISE_STREAM)``: keyed by the cell, not its batch
+STEP_NOISE_STREAM = 3
+
+
+def _step_noise(names, width: int, seed: int, device, step: int) -> torch.Tensor:
+    """Noise of sampler step ``step`` for the generated cells ``names`` (see :data:`STEP_NOISE_STREAM`)."""
+    from .._modelio import cell_noise
+
+    return cell_noise(names, width, seed, step, stream=STEP_NOISE_STREAM, device=device)
 
 
 def _label_freqs(model) -> pd.DataFrame:
@@ -113,19 +122,22 @@ def generate(model, labels=None, *, n_cells=None, sampler="dpm++", n_steps=20, g
     guide = _guidance(model, n, guidance_scale, guidance_mode, classifier_guidance, guidance_hook, guidance)
     model.module.eval()
     dev, pipe = model.device, model.pipeline
+    stochastic = getattr(pipe.scheduler(sampler), "stochastic", False)
+    names = np.array([f"gen_{i}" for i in range(n)])  # the obs names of the generated cells
     rhos, probs = [], []
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
-        step_gen = torch.Generator(device=dev).manual_seed(int(seed) * STEP_SEED_STRIDE + s)
+        # ddpm's step noise is keyed by cell, step and seed: the same for any batch size
+        step_noise = partial(_step_noise, names[s:e], noise.shape[1], seed, dev) if stochastic else None
         z_r, z_a = pipe.sample_joint(cond_all[s:e], noise[s:e, :L].to(dev), noise[s:e, L:].to(dev), sampler=sampler,
-                                     n_steps=n_steps, guidance=guide, generator=step_gen, rows=slice(s, e))
+                                     n_steps=n_steps, guidance=guide, rows=slice(s, e), step_noise=step_noise)
         rhos.append(model.decode_rna(z_r).cpu().numpy())
         probs.append(model.decode_atac(z_a).cpu().numpy() if paired else np.zeros((e - s, 0), np.float32))
     rho, prob = np.concatenate(rhos), np.concatenate(probs)
     c0 = cond_all[:, 0].cpu().numpy() if model.config.label_keys else np.zeros(n, dtype=int)
     counts, peaks, lib = draw_counts(model.module, rho, prob, c0, rng, sample_counts)
     obs = lab.astype(str).copy()
-    obs.index = [f"gen_{i}" for i in range(n)]
+    obs.index = names
     rna = ad.AnnData(X=sp.csr_matrix(counts), obs=obs.copy(), var=pd.DataFrame(index=model.rna_var_names))
     rna.layers["counts"] = rna.X.copy()
     rna.obs["library_size"] = lib

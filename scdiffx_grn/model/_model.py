@@ -326,7 +326,11 @@ class ScDiffusionX:
             Classifier-free guidance: one scale for all labels (``"joint"``), or a dict
             ``{label: scale}`` with ``"additive"`` guidance (sum of per-label guidance terms).
         seed
-            Seeds the latent noise, library sizes and count sampling.
+            Seeds the latent noise, library sizes and count sampling. A cell's noise (the
+            per-step noise of ``"ddpm"`` too: keyed by the cell's index and ``seed``) does not
+            depend on ``batch_size``: any batch size gives the same cells.
+        batch_size
+            Cells per sampler batch (memory only).
         sample_counts
             Sample RNA counts from the negative binomial and peaks from the Bernoulli (else the
             means / rounded probabilities).

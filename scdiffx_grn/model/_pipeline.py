@@ -87,21 +87,28 @@ class DiffusionPipeline:
     # ------------------------------------------------------------------ loops
     def sample_joint(self, cond: torch.Tensor, noise_r: torch.Tensor, noise_a: torch.Tensor, *, sampler: str = "dpm++",
                      n_steps: int = 20, guidance: Guidance | None = None, generator=None,
-                     rows: slice = slice(None)):
+                     rows: slice = slice(None), step_noise: torch.Tensor | None = None):
         """Generate both modalities of one batch from noise; returns ``(z_rna, z_atac)``.
 
         ``rows``: the rows of the whole request this batch holds (for per-cell guidance targets).
+        ``step_noise``: the per-step noise of stochastic samplers, a tensor (len(timesteps), B,
+        rna + atac latent width) or a function of the step index giving its (B, width) noise
+        (else it is drawn from ``generator``, which ties it to the batch).
         """
         guidance = LabelGuidance() if guidance is None else guidance
         sched = self.scheduler(sampler)
         sched.set_timesteps(n_steps, device=cond.device)
+        if not getattr(sched, "stochastic", False):
+            step_noise = None
         b = cond.shape[0]
         x_r, x_a = noise_r, noise_a
-        for t in sched.timesteps:
+        for i, t in enumerate(sched.timesteps):
             tt = t.reshape(1).to(cond.device).expand(b).clone()
             o_r, o_a = guidance(self, PipelineState(x_r, x_a, tt, tt, cond, sched, rows=rows))
             # two schedulers would keep separate multistep states: stack the branches instead
-            x = sched.step(torch.cat([o_r, o_a], -1), t, torch.cat([x_r, x_a], -1), generator)
+            x = sched.step(torch.cat([o_r, o_a], -1), t, torch.cat([x_r, x_a], -1), generator,
+                           **({} if step_noise is None else
+                              {"noise": step_noise(i) if callable(step_noise) else step_noise[i]}))
             x_r, x_a = x.split([x_r.shape[1], x_a.shape[1]], -1)
         return x_r, x_a
 
