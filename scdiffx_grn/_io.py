@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 from ._errors import OutputError
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_dir", "restore_orphaned_dir",
-           "check_writable", "check_output_file", "check_output_dir", "output_dir"]
+           "check_writable", "check_output_file", "check_output_dir", "output_dir", "check_not_input"]
 
 
 @contextlib.contextmanager
@@ -337,6 +337,61 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, known:
                               f"{_fmt_items(top, 5)}); choose another folder, or pass {option} to write the results "
                               "beside these files (they are kept)")
     check_writable(p)
+
+
+def _input_files(path: Path, limit: int = 10_000) -> list[Path]:
+    """``path`` and, for a folder (a model folder, a 10x matrix folder), the files under it."""
+    out = [path]
+    if path.is_dir():
+        for root, _dirs, files in os.walk(path):
+            out += [Path(root) / f for f in files]
+            if len(out) > limit:
+                break
+    return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file or folder: the same resolved path (symlinks followed),
+    or, where both exist, the same inode (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_input(outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Before the work: refuse an output that would write onto one of the command's own inputs.
+
+    ``outputs`` and ``inputs`` map an option name (e.g. ``"--out"``, ``"--rna"``) to a path, a
+    list of paths or ``None``. An output conflicts with an input when it is the same file or
+    folder (paths resolved, symlinks followed, hard links compared by inode), when the output is
+    one of the files of an input folder (a model folder), or when the output (a folder) holds an
+    input file. Inputs that do not exist (built-in names) are ignored. With or without
+    ``overwrite``, a conflict raises :class:`~scdiffx_grn.OutputError` naming both, before
+    anything is read or written.
+    """
+    def paths(v) -> list[tuple[str, Path]]:  # (as given, absolute)
+        vals = v if isinstance(v, (list, tuple)) else [v]
+        return [(str(x), Path(os.path.abspath(x))) for x in vals if x is not None and str(x) != ""]
+
+    ins = [(opt, given, p, f) for opt, v in inputs.items() for given, p in paths(v) if p.exists()
+           for f in _input_files(p)]
+    for out_opt, v in outputs.items():
+        for out_given, out in paths(v):
+            real_out = os.path.realpath(out).rstrip(os.sep) + os.sep
+            for in_opt, given, p, f in ins:
+                if os.path.realpath(f).startswith(real_out):
+                    what = f"is a folder holding the input {in_opt} {given!r}" if f == p else \
+                        f"is a folder holding {str(f)!r}, a file of the input {in_opt} {given!r}"
+                elif _same(out, f):
+                    what = f"would overwrite the input {in_opt} {given!r}" if f == p else \
+                        f"would overwrite {str(f)!r}, a file of the input {in_opt} {given!r}"
+                else:
+                    continue
+                raise OutputError(f"output {out_opt} {out_given!r} {what}; an output never replaces an input: "
+                                  f"choose another {out_opt}")
 
 
 @contextlib.contextmanager

@@ -148,6 +148,7 @@ def _command(fn: Callable) -> Callable:
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
         try:
+            _check_outputs_are_not_inputs(kwargs)
             return fn(*args, **kwargs)
         except (ScdxError, OSError) as e:  # OSError: unreadable input, disk full, ...
             if debug:
@@ -164,6 +165,32 @@ def _command(fn: Callable) -> Callable:
             raise typer.Exit(EXIT_INPUT_ERROR) from None
 
     return wrapper
+
+
+# the options of the commands that name what they read and what they write: no command writes onto one of
+# its own inputs (checked for every command before it starts, with or without --overwrite)
+_INPUT_OPTIONS = {"data": "--data", "rna": "--rna", "atac": "--atac", "model": "--model", "config": "--config",
+                  "tss": "--tss", "fasta": "--fasta", "motifs": "--motifs", "tf_prior": "--tf-prior",
+                  "grn_file": "--grn", "gene_sets": "--gene-sets", "targets": "--target"}
+_OUTPUT_OPTIONS = {"out": "--out", "metrics": "--metrics", "checkpoint_dir": "--checkpoint-dir"}
+
+
+def _check_outputs_are_not_inputs(kwargs: dict[str, Any]) -> None:
+    """Refuse an --out (--metrics, --checkpoint-dir) that is, or holds, one of the command's inputs
+    (:func:`scdiffx_grn._io.check_not_input`)."""
+    from ._io import check_not_input
+
+    inputs: dict[str, Any] = {}
+    for name, opt in _INPUT_OPTIONS.items():
+        v = kwargs.get(name)
+        if name == "targets":  # --target @FILE reads FILE
+            v = [str(t)[1:] for t in (v or []) if str(t).startswith("@")]
+        elif name == "model" and v and not Path(v).exists():  # a shipped checkpoint by name
+            from .model._checkpoint import PRETRAINED, pretrained_path
+
+            v = pretrained_path(v) if v in PRETRAINED else None
+        inputs[opt] = v
+    check_not_input({opt: kwargs.get(name) for name, opt in _OUTPUT_OPTIONS.items()}, inputs)
 
 
 def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cells: int | None = None,

@@ -218,6 +218,91 @@ def test_translate_use_labels_without_label_column(files, trained, tmp_path):
     assert not (tmp_path / "p.h5ad").exists()
 
 
+# ----------------------------------------------------------------------------- an output never replaces an input
+def _digests(*paths):
+    """sha256 of every file under ``paths`` (files or folders)."""
+    import hashlib
+
+    out = {}
+    for p in paths:
+        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())):
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("how", ["same", "symlinked_input", "symlinked_output", "hard_link", "metrics"])
+def test_translate_never_writes_onto_its_input(files, trained, tmp_path, overwrite, how):
+    rna, atac = tmp_path / "rna.h5ad", tmp_path / "atac.h5ad"
+    for f in (rna, atac):
+        f.write_bytes((files / f.name).read_bytes())
+    before = _digests(rna, atac)
+    given, out, extra = rna, rna, []
+    if how == "symlinked_input":
+        given = tmp_path / "link.h5ad"
+        given.symlink_to(rna)
+    elif how == "symlinked_output":
+        out = tmp_path / "link.h5ad"
+        out.symlink_to(rna)
+    elif how == "hard_link":
+        out = tmp_path / "hard.h5ad"
+        os.link(rna, out)
+    elif how == "metrics":
+        out, extra = tmp_path / "pred.h5ad", ["--metrics", atac]
+    args = ["translate", "-m", trained, "--rna", given, "--atac", atac, "-o", out, "--n-cells", "20",
+            "--device", "cpu", *extra] + (["--overwrite"] if overwrite else [])
+    line = _one_line_error(_run(args))
+    assert ("--atac" if how == "metrics" else "--rna") in line and "choose another" in line, line
+    assert _digests(rna, atac) == before  # the raw counts are byte-identical
+    assert not (tmp_path / "pred.h5ad").exists()
+
+
+def _refused_cases(files, model, proj):
+    data = proj / "syn.h5mu"
+    tss = ["--tss", files / "tss.bed", "--max-cells", "8", "--tf", "Gene0,Gene1"]
+    return {
+        "grn_onto_model_folder": (["grn", "-m", model, "--data", data, *tss, "-o", model], "--model"),
+        "grn_around_data": (["grn", "-m", model, "--data", data, *tss, "-o", proj, "--overwrite"], "--data"),
+        "grn_onto_tss": (["grn", "-m", model, "--data", data, *tss, "-o", files / "tss.bed"], "--tss"),
+        "biomarkers_around_data": (["biomarkers", "--data", data, "-o", proj, "--overwrite"], "--data"),
+        "evaluate_onto_model": (["evaluate", "-m", model, "--data", data, "-o", model, "--overwrite",
+                                 "--n-steps", "2", "--no-baselines"], "--model"),
+        "screen_around_targets": (["screen", "-m", model, "--data", files / "syn.h5mu", "-t", f"@{proj / 't.txt'}",
+                                   "-o", proj, "--overwrite"], "--target"),
+        "train_around_data": (["train", "--data", data, "-o", proj, "--overwrite", "--ae-epochs", "1",
+                               "--diffusion-steps", "2"], "--data"),
+        "generate_onto_model_file": (["generate", "-m", model, "-o", model / "model.pt", "--overwrite",
+                                      "-n", "3", "--n-steps", "2"], "--model"),
+        "generate_onto_config": (["generate", "-m", model, "--config", proj / "c.json", "-o", proj / "c.json",
+                                  "--overwrite"], "--config"),
+        "demo_onto_model": (["demo", "-m", model, "-o", model, "--overwrite", "--section", "generation"], "--model"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "grn_onto_model_folder", "grn_around_data", "grn_onto_tss", "biomarkers_around_data", "evaluate_onto_model",
+    "screen_around_targets", "train_around_data", "generate_onto_model_file", "generate_onto_config",
+    "demo_onto_model"])
+def test_writers_never_write_onto_or_around_their_inputs(files, trained, tmp_path, case):
+    """Every writer refuses an output that is one of its inputs, a file of an input folder (the model),
+    or a folder holding an input, with or without --overwrite; the inputs stay byte-identical."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "syn.h5mu").write_bytes((files / "syn.h5mu").read_bytes())
+    (proj / "t.txt").write_text("Gene1\n")
+    (proj / "c.json").write_text('{"n_steps": 2, "n_cells": 3}')
+    args, opt = _refused_cases(files, model, proj)[case]
+    before = _digests(model, proj, files / "tss.bed")
+    line = _one_line_error(_run(args))
+    assert opt in line and "choose another --out" in line, line
+    assert _digests(model, proj, files / "tss.bed") == before
+    assert sorted(p.name for p in proj.iterdir()) == ["c.json", "syn.h5mu", "t.txt"]
+
+
 # ----------------------------------------------------------------------------- permissions, OS errors
 def test_outputs_follow_the_umask(tmp_path):
     old = os.umask(0o022)
