@@ -356,8 +356,6 @@ MODEL_FILES = ("model.pt", "config.json", "rna_var_names.txt", "atac_var_names.t
 GRN_FILES = ("peak_gene.csv", "tf_gene.csv", "tf_gene.graphml", "tf_gene.*.graphml", "tf_specificity.png")
 BIOMARKER_FILES = ("biomarkers.csv", "regulators.csv", "regulator_dotplot.png", "enrichment.csv")
 EVAL_FILES = ("report.md", "table.csv", "summary.csv", "comparison.csv")
-SCREEN_FILES = ("done.json", "config.json", "report.parquet", "summary.parquet", "summary.csv", "heatmap.png",
-                "effects/*.parquet", "summary/*.parquet", "screen.lock")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Write into an existing folder that scdiffx-grn did not "
                             "create (its other files are kept; files of the same name are refused).")
 
@@ -721,14 +719,19 @@ def screen(
     """Run an in-silico perturbation screen (one target at a time) and summarise it per cell type."""
     from . import pl, tl
     from ._errors import UnknownFeatureError, _fmt_items
-    from ._io import check_output_dir
+    from ._io import check_output_dir, check_writable
     from ._settings import settings
+    from .perturb._screen import SCREEN_FILES, is_screen_dir
 
     _threads()
     _use_agg()
     existed = out.exists()
-    check_output_dir(out, overwrite=overwrite, known=SCREEN_FILES, what="screen folder")
-    if out.is_dir() and not (out / "done.json").exists():  # --overwrite into a folder that is not a screen
+    ours = is_screen_dir(out)  # a screen started here (finished or killed): resumed without --overwrite
+    if ours:
+        check_writable(out)
+    else:
+        check_output_dir(out, overwrite=overwrite, known=SCREEN_FILES, what="screen folder")
+    if out.is_dir() and not ours and not (out / "done.json").exists():  # --overwrite into a folder not a screen
         clash = [n for n in ("config.json", "report.parquet", "summary.parquet", "summary.csv", "heatmap.png",
                              "effects", "summary") if (out / n).exists()]
         if clash:

@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import anndata as ad
 import mudata as md
@@ -518,6 +519,35 @@ def test_screen_refuses_a_users_folder(files, trained, project):
     assert "--overwrite" in line
     _user_files_intact(project, files)
     assert not (project / "done.json").exists()
+
+
+def test_screen_killed_before_its_first_target_resumes_without_overwrite(files, trained, tmp_path):
+    """kill -9 of `screen` once it has started writing its folder: the rerun of the same command resumes
+    there without --overwrite and gives the results of an uninterrupted run."""
+    import signal
+    import time
+
+    out, ref = tmp_path / "s_kill", tmp_path / "s_ref"
+    genes = ",".join(f"Gene{i}" for i in range(60))
+    args = ["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", genes, "--device", "cpu"]
+    env = {**os.environ, "SCDX_PROGRESS": "0", "SCDX_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(scdiffx_grn.__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "scdiffx_grn.cli", *map(str, args), "-o", str(out)], env=env)
+    try:
+        t0 = time.time()
+        while proc.poll() is None and time.time() - t0 < 300 and not (out / "config.json").exists():
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the screen ended before it could be interrupted"
+    assert (out / "screen.lock").exists() and not (out / "summary.csv").exists()
+    res = _run(args + ["-o", out])
+    assert res.exit_code == 0, res.output
+    assert not (out / "screen.lock").exists()
+    assert _run(args + ["-o", ref]).exit_code == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), pd.read_csv(ref / "summary.csv"))
 
 
 # ----------------------------------------------------------------------------- feature names, barcodes

@@ -369,6 +369,74 @@ def test_screen_resume_after_kill(tmp_path, mdata):
                show_progress=False)
 
 
+def test_screen_resumes_from_every_interrupted_state(model, mdata, tmp_path):
+    """Each state a kill can leave (lock only; lock + settings; + empty index and report; some targets
+    finished with temporary files of interrupted atomic writes) is recognised as a screen folder and
+    resumed to the result of an uninterrupted run, leaving no temporary file behind."""
+    from scdiffx_grn.perturb._screen import is_screen_dir
+
+    targets = _screen_targets()[:5]
+    kw = dict(kind="close", modality="atac", show_progress=False)
+    full = tmp_path / "full"
+    ref = screen(model, mdata, targets, out_dir=full, **kw)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid is no longer running: the lock of a killed run
+    lock = json.dumps({"pid": gone.pid, "host": os.uname().nodename, "started": "then", "argv": "killed"})
+    done = json.loads((full / "done.json").read_text())["done"]
+    two = {t: done[t] for t in targets[:2]}
+    base = {"screen.lock": lock}
+    cfg = {**base, "config.json": (full / "config.json").read_text()}
+    idx = {**cfg, "done.json": '{"done": {}}', "report.parquet": (full / "report.parquet").read_bytes()}
+    part = {**idx, "done.json": json.dumps({"done": two}), ".done.json.k2j4x8a1.tmp": '{"do',
+            f"effects/.{two[targets[1]]}.parquet.a8x2kq0z.tmp": b"PAR1 half",
+            **{f"{d}/{stem}.parquet": (full / d / f"{stem}.parquet").read_bytes()
+               for stem in two.values() for d in ("effects", "summary")}}
+    for name, state in {"lock": base, "lock_config": cfg, "index": idx, "partial": part}.items():
+        out = tmp_path / name
+        for f, content in state.items():
+            (out / f).parent.mkdir(parents=True, exist_ok=True)
+            (out / f).write_bytes(content if isinstance(content, bytes) else content.encode())
+        assert is_screen_dir(out), name
+        summ = screen(model, mdata, targets, out_dir=out, **kw)
+        pd.testing.assert_frame_equal(summ, ref, obj=name)
+        assert not [p.name for p in out.rglob("*") if p.name.endswith(".tmp")], name
+        assert not (out / "screen.lock").exists()
+    # a folder of the user's is not one
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}')
+    assert not is_screen_dir(tmp_path / "mine")
+    (full / "notes.txt").write_text("mine")
+    assert not is_screen_dir(full)
+
+
+def test_screen_recomputes_a_damaged_result_file(model, mdata, tmp_path):
+    """A truncated, garbled or missing per-target file of a finished target is recomputed on resume with a
+    warning naming it (not a pyarrow traceback); the result equals the uninterrupted run's."""
+    targets = _screen_targets()[:5]
+    kw = dict(kind="close", modality="atac", show_progress=False)
+    out = tmp_path / "scr"
+    ref = screen(model, mdata, targets, out_dir=out, **kw)
+    ref_eff = load_screen_effects(out)
+    done = json.loads((out / "done.json").read_text())["done"]
+    truncated = out / "effects" / f"{done[targets[0]]}.parquet"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    (out / "summary" / f"{done[targets[1]]}.parquet").write_bytes(b"not a parquet file")
+    (out / "summary" / f"{done[targets[2]]}.parquet").unlink()
+    kept = out / "effects" / f"{done[targets[3]]}.parquet"
+    stamp = kept.stat().st_mtime_ns
+    with pytest.warns(UserWarning, match="3 finished target.*recomputed") as rec:
+        again = screen(model, mdata, targets, out_dir=out, **kw)
+    msg = str(rec[0].message)
+    assert all(t in msg for t in targets[:3]) and targets[3] not in msg
+    pd.testing.assert_frame_equal(again, ref)
+    pd.testing.assert_frame_equal(load_screen_effects(out), ref_eff)
+    assert kept.stat().st_mtime_ns == stamp  # intact targets are not recomputed
+    # the readers name a damaged file and the way out
+    truncated.write_bytes(b"PAR1")
+    with pytest.raises(CheckpointError, match=r"effects of 'chr1-0-50'.*damaged.*rerun the screen"):
+        load_screen_effects(out)
+
+
 # --------------------------------------------------------------------------- real tiny model
 def test_real_tiny_model_paired_and_sign(tmp_path):
     model_mod = pytest.importorskip("scdiffx_grn.model")

@@ -21,10 +21,92 @@ from ._effects import run_perturbations
 from ._engine import model_features, prepare_inputs
 from ._spec import Perturbation, tf_peak_map
 
-__all__ = ["screen", "load_screen", "load_screen_effects", "summarise_effects", "ScreenLock"]
+__all__ = ["screen", "load_screen", "load_screen_effects", "summarise_effects", "ScreenLock", "is_screen_dir",
+           "SCREEN_FILES"]
 
 _DONE = "done.json"
 _CONFIG = "config.json"
+
+#: the files of a screen folder (glob patterns): the screen's own, and the command line's summary.csv and heatmap.png
+SCREEN_FILES = ("done.json", "config.json", "report.parquet", "summary.parquet", "summary.csv", "heatmap.png",
+                "effects/*.parquet", "summary/*.parquet", "screen.lock")
+#: temporary files of its atomic writes (``_io.atomic_path``: ``.<name>.<random><suffix>``) that a kill leaves
+_SCREEN_TMP = tuple(f"{d}.{b}.*" for d, b in ((p[:p.rfind("/") + 1], p[p.rfind("/") + 1:]) for p in SCREEN_FILES))
+_CONFIG_KEYS = {"kind", "modality", "seed", "n_cells"}  # keys every screen's config.json holds
+
+
+def _is_screen_config(path: Path) -> bool:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and _CONFIG_KEYS <= set(cfg)
+
+
+def is_screen_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder a screen started, finished or not (resumable without overwriting).
+
+    It holds the screen's lock (``screen.lock``), its index (``done.json``) or its settings
+    (``config.json`` of a screen), and only files a screen writes (:data:`SCREEN_FILES`), the
+    temporary files of atomic writes a killed run leaves included. The screen writes its lock,
+    then its settings, then its index, before any result: a run killed at any point leaves a
+    folder recognised here (or an empty one).
+    """
+    import fnmatch
+
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    if not ((p / ScreenLock.NAME).is_file() or (p / _DONE).is_file() or _is_screen_config(p / _CONFIG)):
+        return False
+    pats = SCREEN_FILES + _SCREEN_TMP
+    for root, dirs, files in os.walk(p):
+        for f in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = Path(os.path.relpath(os.path.join(root, f), p)).as_posix()
+            if not any(fnmatch.fnmatchcase(rel, pat) for pat in pats):
+                return False
+    return True
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporary files of the screen's atomic writes that a killed run left (under the lock)."""
+    import fnmatch
+
+    for d, names in ((out, (_DONE, _CONFIG, "report.parquet", "summary.parquet")), (out / "effects", ("*",)),
+                     (out / "summary", ("*",))):
+        if not d.is_dir():
+            continue
+        for f in d.iterdir():
+            if f.is_file() and any(fnmatch.fnmatchcase(f.name, f".{n}.*") and f.name.endswith(".tmp")
+                                   for n in names):
+                f.unlink(missing_ok=True)
+
+
+def _read_result(path: Path, what: str) -> pd.DataFrame:
+    """A per-target result file; an unreadable one raises :class:`CheckpointError` naming it."""
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"the screen's {what} file {path} is missing; rerun the screen (same settings) to "
+                              "recompute it") from None
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise CheckpointError(f"the screen's {what} file {path} is damaged ({' '.join(str(err).split())[:120]}); "
+                              "rerun the screen (same settings) to recompute it") from None
+
+
+def _damaged(out: Path, stem: str) -> str | None:
+    """Why the result files of a finished target cannot be used (``None``: they can): the summary
+    is read whole, the (larger) effects file down to its parquet footer."""
+    import pyarrow.parquet as pq
+
+    for path, full in ((out / "summary" / f"{stem}.parquet", True), (out / "effects" / f"{stem}.parquet", False)):
+        try:
+            pq.read_table(path) if full else pq.read_metadata(path)
+        except FileNotFoundError:
+            return f"{path} is missing"
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+            return f"{path} is damaged ({' '.join(str(err).split())[:120]})"
+    return None
 
 
 def _stem(target: str) -> str:
@@ -155,7 +237,7 @@ class ScreenLock:
                 "argv": " ".join(sys.argv)[:300]}
         for attempt in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(info)
             except FileExistsError:
                 other = self._read()
                 pid, host = other.get("pid"), other.get("host")
@@ -172,12 +254,27 @@ class ScreenLock:
                     f"{other.get('started')}, command {other.get('argv')!r}); two screens on one directory would "
                     f"lose each other's targets. Wait for it to finish, use another out_dir, or delete "
                     f"{self.path} if that run is gone") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(info, fh)
             self.held = True
             self._pid = info["pid"]
             return self
         raise CheckpointError(f"could not lock {self.path}")  # pragma: no cover
+
+    def _create(self, info: dict) -> None:
+        """Create the lock file with its content in one step (a hard link of a complete temporary
+        file), so that a kill never leaves an empty lock; ``FileExistsError`` when it exists."""
+        tmp = self.path.with_name(f".{self.NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(info))
+        try:
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(info, fh)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self.held:
@@ -353,9 +450,19 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
                 raise CheckpointError(f"screen in {out} was run with other settings {diff}; "
                                       "use another out_dir or resume=False")
             done = _read_done(out)
+        _remove_leftovers(out)
         atomic_write_json(cfg_file, config)
-        if not resume:
+        if not resume or not (out / _DONE).exists():  # the index exists before any result
             atomic_write_json(out / _DONE, {"done": {}})
+        bad = {t: why for t, why in ((t, _damaged(out, stem)) for t, stem in done.items()) if why}
+        if bad:
+            import warnings
+
+            warnings.warn(f"screen: {len(bad)} finished target(s) have unusable result files and are recomputed: "
+                          + "; ".join(f"{t!r}: {why}" for t, why in list(bad.items())[:5])
+                          + (" ..." if len(bad) > 5 else ""), UserWarning, stacklevel=3)
+            done = {t: stem for t, stem in done.items() if t not in bad}
+            atomic_write_json(out / _DONE, {"done": done})
     # unknown targets: resolved up front so they are reported, never silently skipped
     reports, runnable, resolved = [], [], {}
     for p in perts:
@@ -456,7 +563,7 @@ def load_screen(out_dir: str | os.PathLike, targets: Sequence[str] | None = None
     if not done and not (out / _DONE).exists():
         raise CheckpointError(f"{out} is not a screen directory (no {_DONE})")
     names = [t for t in (targets if targets is not None else done) if t in done]
-    frames = [pd.read_parquet(out / "summary" / f"{done[t]}.parquet") for t in names]
+    frames = [_read_result(out / "summary" / f"{done[t]}.parquet", f"summary of {t!r}") for t in names]
     summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if _write:
         with atomic_path(out / "summary.parquet") as tmp:
@@ -474,5 +581,5 @@ def load_screen_effects(out_dir: str | os.PathLike, target: str | Sequence[str] 
     missing = [t for t in names if t not in done]
     if missing:
         raise ScdxError(f"targets not finished in {out}: {missing[:10]}")
-    frames = [pd.read_parquet(out / "effects" / f"{done[t]}.parquet") for t in names]
+    frames = [_read_result(out / "effects" / f"{done[t]}.parquet", f"effects of {t!r}") for t in names]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
