@@ -348,10 +348,13 @@ def screen(
         targets; ``report.parquet`` lists unknown targets; ``summary.parquet`` is the final
         concatenation. ``None`` keeps everything in memory. The directory is locked while the
         screen runs (``screen.lock``): a second screen on it raises :class:`CheckpointError`
-        naming the running one.
+        naming the running one. The lock, ``config.json`` and ``done.json`` are written before
+        any result, so a run killed at any point leaves a folder that :func:`is_screen_dir`
+        recognises and a rerun resumes.
     resume
         Skip targets listed in ``done.json`` (their files are never rewritten). The screen's
-        settings must match ``config.json``. ``False`` starts over.
+        settings must match ``config.json``. A finished target whose result files are missing
+        or damaged is recomputed, with a warning naming them. ``False`` starts over.
     readout
         ``"mean"`` (default): the posterior-mean engine (one denoiser call per changed cell,
         unchanged cells skipped exactly, statistics over cells; see
