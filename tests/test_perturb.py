@@ -435,6 +435,9 @@ def test_screen_recomputes_a_damaged_result_file(model, mdata, tmp_path):
     truncated.write_bytes(b"PAR1")
     with pytest.raises(CheckpointError, match=r"effects of 'chr1-0-50'.*damaged.*rerun the screen"):
         load_screen_effects(out)
+    (out / "config.json").write_text('{"kind": ')  # the settings cannot be compared: named, not a JSON traceback
+    with pytest.raises(CheckpointError, match=r"settings .*config.json are damaged"):
+        screen(model, mdata, targets, out_dir=out, **kw)
 
 
 # --------------------------------------------------------------------------- real tiny model

@@ -445,7 +445,14 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
     if out is not None:
         cfg_file = out / _CONFIG
         if resume and cfg_file.exists():
-            old = json.loads(cfg_file.read_text())
+            try:
+                old = json.loads(cfg_file.read_text())
+                if not isinstance(old, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as err:
+                raise CheckpointError(f"the screen settings {cfg_file} are damaged ({err}): the finished targets "
+                                      "cannot be checked against this run; use another out_dir or resume=False "
+                                      "(--no-resume)") from None
             old.setdefault("readout", "samples")  # screens written before the posterior-mean engine
             old.setdefault("n_noise", None)
             diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(config)).items() if old.get(k) != v}
