@@ -282,6 +282,53 @@ def test_generation_baselines_shapes_and_memorisation(data):
     assert not d2["is_copy"].any() and 0.2 < d2["closer_to_train"].mean() < 0.8
 
 
+class _ShapeDependentPCA:
+    """A PCA projection computed like a BLAS that picks its float32 kernel by matrix shape (as
+    OpenBLAS does per CPU type and thread count): few rows are summed feature by feature in
+    reverse order, many rows by the library's matmul. Both are legitimate float32 results."""
+
+    def __init__(self, pca):
+        self.pca, self.mean_, self.components_ = pca, pca.mean_, pca.components_
+
+    def transform(self, F):
+        Xc = (np.asarray(F, dtype=np.float32) - self.mean_).astype(np.float32)
+        if len(Xc) >= 64:
+            return self.pca.transform(F)
+        acc = np.zeros((len(Xc), len(self.components_)), np.float32)
+        for i in range(Xc.shape[1] - 1, -1, -1):
+            acc += Xc[:, i:i + 1] * self.components_[:, i][None, :]
+        return acc
+
+
+def test_memorisation_copies_flagged_whatever_the_float32_kernel(data):
+    """An exact copy of a training cell is a copy on any CPU: the tolerance is the projection's
+    rounding bound (from the embedding dtype's eps and the cell's norm), not a constant."""
+    train, test = data
+    fs = ev.FeatureSpace("rna").fit(test["rna"])
+    assert fs.transform(train["rna"]).dtype == np.float32
+    # the bound holds for every summation order of the float32 projection
+    E, err = fs.transform_with_error(train["rna"])
+    F = fs.features(train["rna"]).toarray()
+    Xc = F - fs.pca_.mean_
+    exact = Xc.astype(np.float64) @ fs.pca_.components_.T.astype(np.float64)
+    reverse = _ShapeDependentPCA(fs.pca_).transform(F[:32])
+    for other, rows in ((exact, slice(None)), (exact.astype(np.float32), slice(None)), (reverse, slice(0, 32))):
+        assert (np.linalg.norm(E[rows] - other, axis=1) <= err[rows]).all()
+    # copies projected by another kernel than their source cells are still copies
+    fs.pca_ = _ShapeDependentPCA(fs.pca_)
+    res = ev.ResampleBaseline().fit(train).generate({"cell_type": ["T0"] * 10 + ["T1"] * 10}, seed=0)["rna"]
+    d = ev.memorisation_distance(res, train["rna"], test["rna"], feature_space=fs, balance=False)
+    assert (d["d_train_all"] > 0).any()  # the two kernels do round differently
+    assert d["is_copy"].all()
+    # a cell one count away from a training cell is not a copy
+    near = res.copy()
+    X = near.layers["counts"].toarray()
+    X[np.arange(len(X)), X.argmax(1)] += 1
+    near.X = sp.csr_matrix(X)
+    d = ev.memorisation_distance(near, train["rna"], test["rna"], feature_space=fs, balance=False)
+    assert not d["is_copy"].any() and (d["d_train_all"] < 0.2 * d["d_test"]).all()
+
+
 class _RandomTranslator(ev.KNNTranslator):
     """Floor: a random training cell's target."""
 
