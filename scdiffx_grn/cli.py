@@ -850,8 +850,11 @@ def evaluate(
     data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
     n_cells: int | None = NCellsOpt,
     split_key: str = typer.Option("split", help="obs column of the train / test split (created with seed 0, "
-                                  "80/10/10 stratified, when absent)."),
+                                  "80/10/10 stratified, when absent), for a model that carries no split."),
     test_value: str = typer.Option("test", help="Value of --split-key marking held-out cells."),
+    model_split: bool = typer.Option(True, help="Evaluate on the split the model was trained with when it "
+                                     "carries one (its held-out cells that are in the data); "
+                                     "--no-model-split uses --split-key, only for data the model never saw."),
     groupby: str = typer.Option("cell_type", help="Cell-type column."),
     task: list[str] = typer.Option(["generation", "translation"], "--task", help="generation and/or translation."),
     n_samples: int = typer.Option(1, help="Translation samples per cell."),
@@ -871,14 +874,18 @@ def evaluate(
     check_output_dir(out, overwrite=overwrite, known=EVAL_FILES, what="evaluation folder")
     m = _load_model(model, device)
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
-    if not _has_label(mdata, split_key):
+    stored = ev.model_split(m, mdata) if model_split else None
+    if stored is not None:
+        _info(f"held-out cells: the {int((stored == 'test').sum()):,} of the model's "
+              f"{len(m.setup['split']['test_cells']):,} stored test cells that are in the data")
+    elif not _has_label(mdata, split_key):
         pp.split_cells(mdata, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby if _has_label(mdata, groupby)
                        else None, key_added=split_key)
     mdata = _prepare_for_model(m, mdata)
     tab = ev.evaluate_model(m, mdata, split_key=split_key, test_value=test_value, groupby=groupby, seeds=(seed,),
                             n_samples=n_samples, generate_kwargs={"n_steps": n_steps},
                             translate_kwargs={"n_steps": n_steps}, baselines=baselines,
-                            tasks=tuple(_split_list(task)))
+                            tasks=tuple(_split_list(task)), use_model_split=model_split)
     with output_dir(out, overwrite=overwrite, known=EVAL_FILES, what="evaluation folder") as tmp:
         ev.write_report(tab, tmp, title=f"Evaluation of {model}")
     _info(f"{len(tab):,} metric values")

@@ -215,6 +215,42 @@ def test_screen_and_evaluate_commands(files, trained, tmp_path):
     assert (ev / "table.csv").exists() and (ev / "report.md").exists()
 
 
+def _with_split(trained, out, test_cells):
+    """A copy of the trained model that carries a stored split with these test cells."""
+    import shutil
+
+    shutil.copytree(trained, out)
+    meta = json.loads((out / "config.json").read_text())
+    meta["setup"]["split"] = {"key": "split", "seed": 0, "test_cells": list(test_cells), "val_cells": []}
+    (out / "config.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_evaluate_uses_the_models_stored_split(files, trained, tmp_path):
+    """--n-cells subsamples; a fresh split of the subsample would hold the model's training cells."""
+    import mudata as md
+
+    names = md.read_h5mu(files / "syn.h5mu").obs_names
+    m = _with_split(trained, tmp_path / "m", names[::10])
+    ev = tmp_path / "ev"
+    res = _run(["evaluate", "-m", m, "--data", files / "syn.h5mu", "-o", ev, "--n-steps", "2", "--n-cells", "150",
+                "--no-baselines", "--task", "translation", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    import re
+
+    n_held = re.search(r"held-out cells: the (\d+) of the model's 30 stored test cells", res.stderr)
+    assert n_held and 5 < int(n_held.group(1)) < 30, res.stderr
+    # a model whose held-out cells are not in the data: refused, naming the split and --no-model-split
+    m2 = _with_split(trained, tmp_path / "m2", ["not_a_cell_1", "not_a_cell_2"])
+    res = _run(["evaluate", "-m", m2, "--data", files / "syn.h5mu", "-o", tmp_path / "ev2", "--n-steps", "2",
+                "--no-baselines", "--task", "translation", "--device", "cpu"])
+    line = _one_line_error(res)
+    assert "2 test cells" in line and "--no-model-split" in line
+    res = _run(["evaluate", "-m", m2, "--data", files / "syn.h5mu", "-o", tmp_path / "ev3", "--n-steps", "2",
+                "--no-baselines", "--task", "translation", "--device", "cpu", "--no-model-split"])
+    assert res.exit_code == 0, res.output
+
+
 def test_biomarkers_command(tmp_path):
     import pandas as pd
 

@@ -414,6 +414,43 @@ def test_evaluate_model_report_and_plots(data, tmp_path):
     plt.close("all")
 
 
+class _SplitModel(_FakeModel):
+    """A model that carries the split it was trained with and records the cells it translates."""
+
+    def __init__(self, train, test_cells, val_cells=()):
+        super().__init__(train)
+        self.setup = {"split": {"key": "split", "seed": 0, "test_cells": list(test_cells),
+                                "val_cells": list(val_cells)}}
+        self.seen = []
+
+    def translate(self, mdata, **kw):
+        self.seen.append(list(mdata.obs_names))
+        return super().translate(mdata, **kw)
+
+
+def test_evaluate_model_uses_the_models_stored_split(data):
+    """A fresh split of the data (e.g. of a subsample) would score the model on its training cells."""
+    train, test = data
+    md = mudata.concat([train, test])
+    md.obs["cell_type"] = list(train.obs["cell_type"]) + list(test.obs["cell_type"])
+    # the data's own split marks 30 of the model's training cells as test cells
+    md.obs["split"] = ["test" if i % 4 == 0 else "train" for i in range(md.n_obs)]
+    stored_test, stored_val = list(test.obs_names[::2]), list(test.obs_names[1::2][:10])
+    model = _SplitModel(train, stored_test, stored_val)
+    assert (ev.model_split(model, md) == "test").sum() == len(stored_test)
+    ev.evaluate_model(model, md, seeds=(0,), tasks=("translation",), baselines=False)
+    assert model.seen and all(sorted(s) == sorted(stored_test) for s in model.seen)
+    # val cells are held out too (neither test nor the baselines' training cells)
+    assert ev.model_split(model, md)[md.obs_names.isin(stored_val)].tolist() == ["val"] * len(stored_val)
+    # data holding none of the model's test cells: refused, naming the split and the way out
+    with pytest.raises(InputDataError, match=r"carries the split.*60 test cells.*use_model_split=False"):
+        ev.evaluate_model(model, train, seeds=(0,), tasks=("translation",), baselines=False)
+    # the data's split, when asked for
+    model.seen.clear()
+    ev.evaluate_model(model, md, seeds=(0,), tasks=("translation",), baselines=False, use_model_split=False)
+    assert sorted(model.seen[0]) == sorted(md.obs_names[md.obs["split"] == "test"])
+
+
 def test_grn_is_lazy():
     import subprocess
     import sys

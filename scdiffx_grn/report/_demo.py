@@ -209,8 +209,14 @@ def _load_inputs(cfg: DemoConfig, sec):
     if groupby is None:
         raise ScdxError("the demo needs a model conditioned on a cell label (this model is unconditional)")
     labels(full, groupby, what="demo data")  # a missing label column raises, naming the ones there
-    # the split analyses/train_model.py used (seed 0, stratified): translation uses held-out cells
-    if "split" not in full.obs:
+    # the split the model carries (else the one analyses/train_model.py used: seed 0, stratified):
+    # translation uses held-out cells
+    from ..eval import model_split
+
+    stored = model_split(model, full)
+    if stored is not None:
+        full.obs["split"] = stored
+    elif "split" not in full.obs:
         pp.split_cells(full, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby, key_added="split")
     full = model.subset_to_model(full)
     n = min(cfg.n_cells, full.n_obs)
