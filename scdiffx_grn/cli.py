@@ -875,10 +875,10 @@ def evaluate(
     m = _load_model(model, device)
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
     stored = ev.model_split(m, mdata) if model_split else None
-    if stored is not None:
+    if stored is not None and (stored == "test").any():  # (none: evaluate_model refuses, naming the split)
         _info(f"held-out cells: the {int((stored == 'test').sum()):,} of the model's "
               f"{len(m.setup['split']['test_cells']):,} stored test cells that are in the data")
-    elif not _has_label(mdata, split_key):
+    elif stored is None and not _has_label(mdata, split_key):
         pp.split_cells(mdata, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby if _has_label(mdata, groupby)
                        else None, key_added=split_key)
     mdata = _prepare_for_model(m, mdata)
