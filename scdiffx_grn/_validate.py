@@ -17,10 +17,70 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._errors import InputDataError, MissingLabelError, NotCountsError, _fmt_items
+from ._errors import InputDataError, MissingLabelError, NotCountsError, OptionError, _fmt_items
 
 __all__ = ["check_counts", "check_finite", "check_labels", "check_paired", "check_unique_barcodes",
-           "feature_mismatch_hint", "map_peak_names", "peak_key"]
+           "feature_mismatch_hint", "map_peak_names", "peak_key",
+           "check_range", "check_probability", "check_fraction", "check_count", "check_positive"]
+
+
+# ------------------------------------------------------------------------------------------------
+# option values: one set of range checks, used by the library (the CLI gets them through it)
+# ------------------------------------------------------------------------------------------------
+def _number(name: str, value, integer: bool):
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        raise OptionError(f"{name} must be a{'n integer' if integer else ' number'}, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{name} must be a{'n integer' if integer else ' number'}, got {value!r}") from None
+    if not np.isfinite(x):
+        raise OptionError(f"{name} must be finite, got {value!r}")
+    if integer:
+        if x != round(x):
+            raise OptionError(f"{name} must be a whole number, got {value!r}")
+        return int(round(x))
+    return x
+
+
+def check_range(name: str, value, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, integer: bool = False):
+    """Return ``value`` (as ``int`` / ``float``) or raise :class:`~scdiffx_grn.OptionError` naming the
+    option, the value and the valid range (``low`` / ``high``: ``None`` for no bound; ``*_open``:
+    the bound itself is excluded). NaN, inf, booleans and non-numbers are refused."""
+    x = _number(name, value, integer)
+    bad_low = low is not None and (x <= low if low_open else x < low)
+    bad_high = high is not None and (x >= high if high_open else x > high)
+    if bad_low or bad_high:
+        if low is not None and high is not None:
+            rng = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            rng = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            rng = f"{'<' if high_open else '<='} {high:g}"
+        kind = "an integer " if integer else ""
+        raise OptionError(f"{name} must be {kind}{rng}, got {value!r}")
+    return x
+
+
+def check_probability(name: str, value) -> float:
+    """A significance level / probability threshold: in (0, 1) (0 and 1 call nothing / everything)."""
+    return check_range(name, value, 0.0, 1.0, low_open=True, high_open=True)
+
+
+def check_fraction(name: str, value, *, high_open: bool = False) -> float:
+    """A fraction of cells / features: in [0, 1] (``high_open``: [0, 1))."""
+    return check_range(name, value, 0.0, 1.0, high_open=high_open)
+
+
+def check_count(name: str, value, minimum: int = 0) -> int:
+    """A whole number of cells / samples / steps / items, >= ``minimum``."""
+    return check_range(name, value, minimum, None, integer=True)
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
+    """A finite number > 0 (``allow_zero``: >= 0): a scale, a width, an effect-size floor."""
+    return check_range(name, value, 0.0, None, low_open=not allow_zero)
 
 
 def _values_and_positions(X) -> tuple[np.ndarray, Any]:

@@ -168,8 +168,13 @@ def _command(fn: Callable) -> Callable:
 
 def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cells: int | None = None,
                 seed: int = 0, groupby: str | None = "cell_type", required: bool = True):
-    """Read the paired input given by --data or --rna/--atac."""
+    """Read the paired input given by --data or --rna/--atac (``n_cells``: a subsample; more cells than
+    the data holds is capped, with a warning naming the cap)."""
     from . import datasets
+    from ._validate import check_count
+
+    if n_cells is not None:
+        n_cells = check_count("--n-cells", n_cells, 1)
 
     if data is not None and (rna is not None or atac is not None):
         raise OptionError("give either --data or --rna/--atac, not both")
@@ -181,7 +186,9 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
         raise OptionError("no input data: give --data FILE.h5mu (or a built-in name: "
                           f"{', '.join(BUILTIN_DATA)}) or --rna X.h5ad --atac Y.h5ad")
     if data is not None and data in BUILTIN_DATA and not Path(data).exists():
-        return getattr(datasets, data)(n_cells=n_cells, seed=seed)
+        mdata = getattr(datasets, data)(n_cells=n_cells, seed=seed)
+        _warn_n_cells_cap(n_cells, mdata.n_obs, data)
+        return mdata
     if data is not None:
         mdata = datasets.read_multiome(data)
     else:
@@ -191,6 +198,7 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
 
                 raise DataFileMissingError(f"file {str(p)!r} does not exist")
         mdata = datasets.read_multiome(rna=str(rna), atac=str(atac))
+    _warn_n_cells_cap(n_cells, mdata.n_obs, data or f"{rna} / {atac}")
     if n_cells is not None and n_cells < mdata.n_obs:
         import numpy as np
 
@@ -203,6 +211,11 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
             idx = np.sort(np.random.default_rng(seed).choice(mdata.n_obs, n_cells, replace=False))
         mdata = mdata[idx].copy()
     return mdata
+
+
+def _warn_n_cells_cap(n_cells: int | None, n_obs: int, what) -> None:
+    if n_cells is not None and n_cells > n_obs:
+        _info(f"warning: --n-cells {n_cells:,} is more than the {n_obs:,} cells of {what}: using all {n_obs:,}")
 
 
 def _has_label(mdata, key: str | None) -> bool:

@@ -165,6 +165,37 @@ def test_unknown_gene_target_in_screen(files, trained, tmp_path):
     assert "NotAGene" in line
 
 
+def test_out_of_range_options_are_one_line_errors(files, trained, tmp_path):
+    """--alpha 2 called every peak significant; --n-cells -5 was numpy's traceback."""
+    line = _one_line_error(_run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1",
+                                 "-o", tmp_path / "scr", "--alpha", "2"]))
+    assert "alpha must be in (0, 1), got 2" in line
+    assert not (tmp_path / "scr").exists()
+    for cmd in (["screen", "-m", trained, "-t", "Gene1", "-o", tmp_path / "scr2"],
+                ["evaluate", "-m", trained, "-o", tmp_path / "ev"],
+                ["biomarkers", "-o", tmp_path / "bm"]):
+        line = _one_line_error(_run(cmd + ["--data", files / "syn.h5mu", "--n-cells", "-5"]))
+        assert "--n-cells must be an integer >= 1, got -5" in line
+
+
+def test_n_cells_above_the_data_says_so(files, trained, tmp_path):
+    res = _run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1", "-o", tmp_path / "scr",
+                "--n-cells", "1000000000", "--n-steps", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "--n-cells 1,000,000,000 is more than the 300 cells" in res.stderr and "using all 300" in res.stderr
+
+
+def test_input_that_is_not_hdf5_is_one_line_error(files, trained, tmp_path):
+    bad = tmp_path / "notafile.h5mu"
+    bad.write_text("not a MuData\n")
+    line = _one_line_error(_run(["biomarkers", "-d", bad, "-o", tmp_path / "bm"]))
+    assert "notafile.h5mu' is not an HDF5 file: expected an .h5mu file" in line
+    (tmp_path / "r.h5ad").write_bytes(b"")
+    line = _one_line_error(_run(["translate", "-m", trained, "--rna", tmp_path / "r.h5ad", "--atac",
+                                 files / "atac.h5ad", "-o", tmp_path / "x.h5ad"]))
+    assert "r.h5ad' is an empty file: expected an .h5ad file" in line
+
+
 def test_bad_usage_and_config(files, trained, tmp_path):
     # both --data and --rna
     _one_line_error(_run(["translate", "-m", trained, "--data", files / "syn.h5mu", "--rna", files / "rna.h5ad",

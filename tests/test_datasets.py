@@ -290,6 +290,34 @@ def test_read_multiome_bad_inputs(tmp_path):
         datasets.read_multiome()
 
 
+def test_files_that_are_not_hdf5_or_not_the_format_named(tmp_path):
+    """A text file, an empty file or an .h5ad renamed .h5mu: a one-line InputDataError naming the file
+    and the format expected (was: mudata's / h5py's traceback)."""
+    import anndata as ad
+
+    txt = tmp_path / "notafile.h5mu"
+    txt.write_text("hello\n")
+    with pytest.raises(InputDataError, match=r"'.*notafile\.h5mu' is not an HDF5 file: expected an \.h5mu file"):
+        datasets.read_multiome(txt)
+    (tmp_path / "empty.h5mu").write_bytes(b"")
+    with pytest.raises(InputDataError, match="is an empty file: expected an .h5mu"):
+        datasets.read_multiome(tmp_path / "empty.h5mu")
+    ad.AnnData(np.ones((3, 2), np.float32)).write_h5ad(tmp_path / "one.h5ad")
+    shutil.copy(tmp_path / "one.h5ad", tmp_path / "renamed.h5mu")
+    with pytest.raises(InputDataError, match=r"renamed\.h5mu' is an HDF5 file but not an \.h5mu file"):
+        datasets.read_multiome(tmp_path / "renamed.h5mu")
+    (tmp_path / "bad.h5ad").write_text("x")
+    with pytest.raises(InputDataError, match=r"bad\.h5ad' is not an HDF5 file: expected an \.h5ad file"):
+        datasets.read_multiome(rna=tmp_path / "bad.h5ad", atac=tmp_path / "one.h5ad")
+    (tmp_path / "bad.h5").write_text("x")
+    with pytest.raises(InputDataError, match=r"bad\.h5' is not an HDF5 file: expected a 10x \.h5"):
+        datasets.read_multiome(tmp_path / "bad.h5")
+    for case in (txt, tmp_path / "renamed.h5mu"):
+        with pytest.raises(InputDataError) as e:
+            datasets.read_multiome(case)
+        assert "\n" not in str(e.value)
+
+
 # --------------------------------------------------------------------------- loaders
 def test_mouse_mop_full():
     m = datasets.mouse_mop()
