@@ -172,6 +172,10 @@ def test_enrichment_planted_set_top_nes():
     assert top["term"].iat[0] == "PLANTED" and top["nes"].iat[0] > 1
     with pytest.raises(InputDataError, match="no gene set"):
         tl.enrichment(rank, {"X": ["a", "b", "c", "d", "e", "f"]}, permutation_num=10)
+    for kw, match in (({"permutation_num": 0}, "permutation_num must be an integer >= 1, got 0"),
+                      ({"min_size": 10, "max_size": 5}, r"max_size \(5\) must be >= min_size \(10\)")):
+        with pytest.raises(OptionError, match=match):
+            tl.enrichment(rank, sets, **kw)
 
 
 def test_enrichment_hallmark_mouse_case(mouse):

@@ -451,6 +451,21 @@ def test_evaluate_model_uses_the_models_stored_split(data):
     assert sorted(model.seen[0]) == sorted(md.obs_names[md.obs["split"] == "test"])
 
 
+
+@pytest.mark.parametrize("kwargs, match", [({"n_samples": 0}, "n_samples must be an integer >= 1, got 0"),
+                                           ({"n_cells": -5}, "n_cells must be an integer >= 1, got -5"),
+                                           ({"seeds": (-1,)}, "seeds must be an integer >= 0, got -1")])
+def test_evaluate_option_ranges(data, kwargs, match):
+    train, test = data
+    md = mudata.concat([train, test])
+    md.obs["split"] = ["train"] * train.n_obs + ["test"] * test.n_obs
+    with pytest.raises(OptionError, match=match):
+        ev.evaluate_model(_FakeModel(train), md, baselines=False, **kwargs)
+    if "n_cells" in kwargs:
+        with pytest.raises(OptionError, match=match):
+            ev.evaluate_generation(test["rna"], train["rna"], seeds=(0,), metrics=["mmd"], **kwargs)
+
+
 def test_grn_is_lazy():
     import subprocess
     import sys

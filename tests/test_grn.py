@@ -207,6 +207,9 @@ def test_tf_gene_network_and_export_roundtrip(tmp_path):
     G = grn.to_networkx(net, cell_type="T1")
     assert G["X"]["A"]["weight"] == pytest.approx(3.0)
     assert grn.grn_df(net, cell_type="T2", top_k=1).shape[0] == 1
+    for bad in (0, -1, 2.5):  # was: head(-1) silently dropped the last edge of each type
+        with pytest.raises(OptionError, match="top_k must be"):
+            grn.grn_df(net, top_k=bad)
 
 
 # ----------------------------------------------------------------------------- model-free recovery

@@ -214,6 +214,10 @@ def evaluate_generation(real, generated, *, groupby: str | None = "cell_type", m
     pct = [m for m in (PER_CELL_TYPE_METRICS if per_cell_type_metrics is None else per_cell_type_metrics)
            if m in metrics]
     check_option("modality", modality, MODALITIES)
+    if n_cells is not None:
+        from .._validate import check_count
+
+        check_count("n_cells", n_cells, 1)
     if feature_space is None:
         feature_space = FeatureSpace(modality, layer="counts" if layer is ... else layer).fit(real)
     elif feature_space.modality != modality:
@@ -600,7 +604,14 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
         ``method, task, modality, metric, cell_type, seed, value``; summarise with
         :func:`scdiffx_grn.eval.summarise`.
     """
+    from .._validate import check_count
+
     check_option("feature_space_fit", feature_space_fit, ("train", "test"))
+    check_count("n_samples", n_samples, 1)
+    if n_cells is not None:
+        check_count("n_cells", n_cells, 1)
+    for s in seeds:
+        check_count("seeds", s)
     stored = model_split(model, mdata) if use_model_split else None
     if stored is not None:
         n_stored = len(model.setup["split"]["test_cells"])

@@ -507,6 +507,11 @@ def run_demo(cfg: DemoConfig | None = None, **kwargs) -> DemoResult:
     unknown = sorted(set(cfg.sections) - set(SECTIONS))
     if unknown:
         raise ScdxError(f"unknown demo section(s) {unknown}; known: {list(SECTIONS)}")
+    from .._validate import check_count
+
+    for k in ("n_cells", "n_generate", "n_translate", "n_steps", "n_tfs", "n_cell_types", "grn_cells",
+              "screen_cells", "n_samples", "dpi"):
+        check_count(k, getattr(cfg, k), 1)
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
