@@ -162,8 +162,11 @@ def is_counts(X) -> bool:
     return bool((data >= 0).all() and (data == np.round(data)).all())
 
 
+_COUNTS_FIX = "pass the raw count matrix (e.g. layers['counts'])"
+
+
 def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,
-                 var_names: Sequence | None = None) -> None:
+                 var_names: Sequence | None = None, fix: str = _COUNTS_FIX) -> None:
     """Raise :class:`~scdiffx_grn.NotCountsError` unless ``X`` holds raw counts.
 
     Raw counts are finite, non-negative whole numbers (in any numeric dtype).
@@ -176,6 +179,9 @@ def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,
         What ``X`` is, used in the message.
     obs_names, var_names
         Optional row / column names, so the message names the cell and feature.
+    fix
+        What the user should do, ending the message (the caller knows what helps: a reader can
+        load other values with ``require_counts=False``, a model cannot use them).
 
     Raises
     ------
@@ -194,8 +200,7 @@ def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,
         i = int(np.flatnonzero(neg)[0])
         raise NotCountsError(
             f"{name} is not raw counts: {int(neg.sum())} negative values, e.g. {data[i].item()!r} at "
-            f"{_name_pos(where(i), obs_names, var_names)}. Pass the raw count matrix "
-            "(e.g. layers['counts']), not scaled or centred data."
+            f"{_name_pos(where(i), obs_names, var_names)}: it looks scaled or centred; {fix}."
         )
     if data.dtype.kind == "f":
         frac = data != np.round(data)
@@ -204,8 +209,7 @@ def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,
             raise NotCountsError(
                 f"{name} is not raw counts: {int(frac.sum())} of {data.size} stored values are "
                 f"not integers, e.g. {float(data[i])!r} at {_name_pos(where(i), obs_names, var_names)}. "
-                "It looks normalised or log-transformed; pass the raw count matrix "
-                "(e.g. layers['counts']) or load with require_counts=False."
+                f"It looks normalised or log-transformed; {fix}."
             )
 
 

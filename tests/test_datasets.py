@@ -211,6 +211,22 @@ def test_not_counts_and_require_counts_false():
     assert "counts" not in m.mod["rna"].layers and "counts" in m.mod["atac"].layers
 
 
+def test_after_require_counts_false_the_advice_is_not_require_counts_false():
+    """Loaded with require_counts=False, tools that need counts said 'load with require_counts=False'."""
+    from scdiffx_grn import NotCountsError, ScDiffusionX, pp
+
+    r, a = _pair(counts=False)
+    with pytest.raises(NotCountsError, match="or load with require_counts=False"):  # the reader: it helps
+        datasets.make_mudata(r, a)
+    m = datasets.make_mudata(r, a, require_counts=False)
+    with pytest.raises(NotCountsError, match=r"the model needs raw RNA counts.*require_counts=False, cannot be used") as e:
+        ScDiffusionX.setup_mudata(m, labels=[], rna_layer=None)
+    assert "or load with require_counts=False" not in str(e.value)
+    with pytest.raises(NotCountsError, match="every flavour normalises it itself") as e:
+        pp.highly_variable_genes(m, layer=None)
+    assert "require_counts" not in str(e.value)
+
+
 def test_counts_taken_from_layer():
     r, a = _pair()
     r.layers["counts"] = r.X.copy()

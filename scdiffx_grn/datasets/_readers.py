@@ -45,12 +45,16 @@ def _as_float_csr(X) -> sp.csr_matrix:
     return out
 
 
+# a reader can load other values (tools that need counts then refuse them, saying so)
+_READER_COUNTS_FIX = "pass the raw count matrix (e.g. layers['counts']) or load with require_counts=False"
+
+
 def _find_counts(adata, modality: str, source: str, require_counts: bool) -> str:
     """Put raw counts into ``adata.layers['counts']``; return 'counts' or 'normalised'."""
     if "counts" in adata.layers:
         if require_counts:
             check_counts(adata.layers["counts"], f"{source}: {modality} layers['counts']",
-                         obs_names=adata.obs_names, var_names=adata.var_names)
+                         obs_names=adata.obs_names, var_names=adata.var_names, fix=_READER_COUNTS_FIX)
         elif not is_counts(adata.layers["counts"]):
             return "normalised"
         adata.layers["counts"] = _as_float_csr(adata.layers["counts"])
@@ -60,7 +64,7 @@ def _find_counts(adata, modality: str, source: str, require_counts: bool) -> str
         return "counts"
     if require_counts:
         check_counts(adata.X, f"{source}: {modality} X (no layers['counts'])",
-                     obs_names=adata.obs_names, var_names=adata.var_names)
+                     obs_names=adata.obs_names, var_names=adata.var_names, fix=_READER_COUNTS_FIX)
     check_finite(adata.X, f"{source}: {modality} X", obs_names=adata.obs_names, var_names=adata.var_names)
     return "normalised"
 
