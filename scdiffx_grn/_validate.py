@@ -21,7 +21,8 @@ from ._errors import InputDataError, MissingLabelError, NotCountsError, OptionEr
 
 __all__ = ["check_counts", "check_finite", "check_labels", "check_paired", "check_unique_barcodes",
            "feature_mismatch_hint", "map_peak_names", "peak_key",
-           "check_range", "check_probability", "check_fraction", "check_count", "check_positive"]
+           "check_range", "check_probability", "check_fraction", "check_count", "check_positive",
+           "symbol_case_hint"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,3 +389,36 @@ def feature_mismatch_hint(missing, data_names, modality: str) -> str:
             hints.append(f"the data's peak names (e.g. {data[0]!r}) are not chrom-start-end coordinates like the "
                          f"model's ({missing[0]!r})")
     return (" Hint: " + "; ".join(hints) + ".") if hints else ""
+
+
+_GENOME_OF = {"mouse": "mm10", "human": "hg38"}  # the built-in TSS annotations
+
+
+def _symbol_style(names) -> str:
+    up = np.mean([s.isupper() for s in list(names)[:2000]]) if len(names) else 0.0
+    return "human" if up > 0.7 else ("mouse" if up < 0.3 else "mixed")
+
+
+def symbol_case_hint(reference, genes, what: str, fix: str) -> str:
+    """A hint when the gene symbols of a reference (a network's targets, a TSS annotation) match the
+    data's ``genes`` far better ignoring case: the reference is of another organism (human ``STAT3``
+    vs mouse ``Stat3``) or spells symbols in another case. ``what`` names the reference's owner
+    (``"the network's"``); ``fix`` says what to do, with ``{org}`` standing for the data's organism
+    (``"use the network of the data's organism (organism={org!r})"``) and ``{genome}`` for its
+    built-in genome (mm10 / hg38). Returns ``""`` when there is nothing to say."""
+    ref = pd.Index(pd.unique(np.asarray(list(reference), dtype=str)))
+    genes = pd.Index(np.asarray(list(genes), dtype=str))
+    exact = int(ref.isin(genes).sum())
+    low = ref.str.lower().isin(genes.str.lower())
+    n_ci = int(low.sum())
+    if n_ci < max(2 * exact, exact + 10):
+        return ""
+    gset = set(genes)
+    ex_r = next((t for t in ref[low] if t not in gset), ref[low][0])
+    ex_g = genes[genes.str.lower() == ex_r.lower()][0]
+    sr, sg = _symbol_style(ref), _symbol_style(genes)
+    if {sr, sg} == {"human", "mouse"}:
+        org = f"{what} symbols look {sr} (e.g. {ex_r!r}), the data's {sg} (e.g. {ex_g!r}): " + fix.format(org=sg, genome=_GENOME_OF.get(sg))
+    else:
+        org = f"the symbols differ in case ({what} {ex_r!r} vs the data's {ex_g!r}): check the organism"
+    return f" {n_ci:,} of {what} {len(ref):,} genes are data genes ignoring case, {exact:,} exactly; {org}."

@@ -64,6 +64,9 @@ _CLI_HINTS = (
      "Fix the barcodes, or keep only the shared cells (in Python: datasets.read_multiome(..., join='inner')) "
      "and write them to one .h5mu for --data."),
     ("pass overwrite=True to replace it", "pass --overwrite to replace it"),
+    ("Lower tmin, or use a network with more of the data's genes.",
+     "Use a --reference network with more of the data's genes (in Python, tl.regulator_activity(..., tmin=...) "
+     "lowers the minimum regulon size)."),
 )
 
 
@@ -190,6 +193,15 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
         _warn_n_cells_cap(n_cells, mdata.n_obs, data)
         return mdata
     if data is not None:
+        if not Path(data).exists():
+            import difflib
+
+            from ._errors import DataFileMissingError
+
+            near = difflib.get_close_matches(data, BUILTIN_DATA, n=1, cutoff=0.6)
+            raise DataFileMissingError(
+                f"--data {data!r}: no such file, and not a built-in data set name (built-in: "
+                f"{', '.join(BUILTIN_DATA)})" + (f"; did you mean {near[0]!r}?" if near else ""))
         mdata = datasets.read_multiome(data)
     else:
         for p in (rna, atac):

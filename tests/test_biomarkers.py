@@ -157,6 +157,23 @@ def test_regulons_are_gene_names_not_characters():
         tl.aucell(ad.AnnData(np.ones((3, 3))), {"x": "Plp1"})
 
 
+def test_network_of_another_organism_is_named():
+    """biomarkers --organism human on mouse data said 'Lower tmin' (not a CLI option)."""
+    from scdiffx_grn.biomarkers._utils import prepare_net
+
+    genes = [f"Gene{i}" for i in range(60)]  # mouse-style symbols
+    net = pd.DataFrame({"source": np.repeat(["TFA", "TFB"], 30), "target": [g.upper() for g in genes]})
+    with pytest.raises(UnknownFeatureError, match=r"look human \(e\.g\. 'GENE0'\), the data's mouse.*organism='mouse'"):
+        prepare_net(net, genes)
+    net.loc[0, "target"] = "Gene0"  # one exact overlap: too few targets per source
+    with pytest.raises(InputDataError, match=r"tmin=5.*60 of the network's 60 genes are data genes ignoring case, 1 "
+                                             r"exactly.*--organism mouse") as e:
+        prepare_net(net, genes)
+    assert "Lower tmin" not in str(e.value)
+    with pytest.raises(InputDataError, match="Lower tmin, or use a network"):  # same organism, small regulons
+        prepare_net(net.assign(target=genes), genes, tmin=31)
+
+
 # --------------------------------------------------------------------------- gseapy
 def test_enrichment_planted_set_top_nes():
     genes = [f"G{i}" for i in range(200)]

@@ -196,6 +196,21 @@ def test_input_that_is_not_hdf5_is_one_line_error(files, trained, tmp_path):
     assert "r.h5ad' is an empty file: expected an .h5ad file" in line
 
 
+def test_unknown_data_name_lists_the_built_in_ones(tmp_path):
+    line = _one_line_error(_run(["biomarkers", "-d", "mouse_mopp", "-o", tmp_path / "bm"]))
+    assert "not a built-in data set name (built-in: mouse_mop, bmmc); did you mean 'mouse_mop'?" in line
+
+
+def test_python_only_advice_is_given_in_command_line_terms():
+    from scdiffx_grn.cli import _one_line
+    from scdiffx_grn import InputDataError
+
+    line = _one_line(InputDataError("no source of the network 'x' has >= tmin=5 targets among the data genes "
+                                    "(3 edges overlap; largest regulon 2 targets). Lower tmin, or use a network "
+                                    "with more of the data's genes."))
+    assert "Lower tmin" not in line and "--reference" in line
+
+
 def test_bad_usage_and_config(files, trained, tmp_path):
     # both --data and --rna
     _one_line_error(_run(["translate", "-m", trained, "--data", files / "syn.h5mu", "--rna", files / "rna.h5ad",

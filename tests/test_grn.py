@@ -386,6 +386,22 @@ def test_extract_grn_standin(method):
         grn.extract_grn(model, mdata, method="nope", candidates=cand)
 
 
+def test_tss_of_another_genome_is_named():
+    """An hg38 TSS table on mouse data said 'no candidate pair' with no hint of the genome."""
+    mdata, _, _ = _planted_mdata(n_cells=30)
+    model = StandInModel(mdata)
+    genes = list(mdata.mod["rna"].var_names)
+    human = pd.DataFrame({"gene": [g.upper() for g in genes], "chrom": "chr1",
+                          "tss": [100_000 * (i + 1) for i in range(len(genes))], "strand": "+"})
+    with pytest.raises(UnknownFeatureError, match=r"look human \(e\.g\. 'G0'\), the data's mouse.*--genome mm10"):
+        grn.peak_gene_candidates(mdata, tss_table=human)
+    mdata.uns["genome"] = "mm10"
+    far = human.assign(gene=genes, chrom="chr2")  # right genes, coordinates of another assembly
+    with pytest.raises(ScdxError, match=r"no peak lies within 1,000 bp.*30 of the 30 genes are in the TSS annotation; "
+                                        r"check that it is of the peaks' genome assembly.*genome is 'mm10'"):
+        grn.extract_grn(model, mdata, tss=far, window=1000)
+
+
 def test_extract_grn_method_keywords_checked():
     mdata, cand, _ = _planted_mdata(n_cells=60)
     model = StandInModel(mdata)
