@@ -37,6 +37,8 @@ from scdiffx_grn.perturb import (  # noqa: E402
     volcano,
 )
 
+from conftest import float32_tol  # noqa: E402
+
 N_GENES, N_PEAKS, LATENT = 12, 16, 8
 TYPES = ("A", "B", "C")
 
@@ -237,8 +239,11 @@ def test_batching_invariance(model, mdata):
              for i in range(5)]
     a = perturb(model, mdata, perts, batch_size=7, batch_targets=1, copy=True).uns["perturbation"]
     b = perturb(model, mdata, perts, batch_size=64, batch_targets=8, copy=True).uns["perturbation"]
-    np.testing.assert_allclose(a["effects"]["effect"], b["effects"]["effect"], atol=1e-6)
-    np.testing.assert_allclose(a["state"]["latent_shift"], b["state"]["latent_shift"], atol=1e-6)
+    # batches change only the order of float32 sums (encode, decode: N_GENES + N_PEAKS + LATENT terms)
+    n_terms = N_GENES + N_PEAKS + LATENT
+    for col, table in (("effect", "effects"), ("latent_shift", "state")):
+        ref = b[table][col].to_numpy()
+        np.testing.assert_allclose(a[table][col], ref, rtol=0, atol=float32_tol(ref, n_terms))
     c = perturb(model, mdata, perts, seed=1, copy=True).uns["perturbation"]
     assert not np.allclose(a["effects"]["effect"], c["effects"]["effect"])
 
