@@ -64,6 +64,8 @@ _CLI_HINTS = (
      "Fix the barcodes, or keep only the shared cells (in Python: datasets.read_multiome(..., join='inner')) "
      "and write them to one .h5mu for --data."),
     ("pass overwrite=True to replace it", "pass --overwrite to replace it"),
+    ("pass on_unknown='report' to skip them (they are listed in the report)",
+     "pass --on-unknown report to skip them (they are listed in report.parquet)"),
     ("Lower tmin, or use a network with more of the data's genes.",
      "Use a --reference network with more of the data's genes (in Python, tl.regulator_activity(..., tmin=...) "
      "lowers the minimum regulon size)."),
@@ -781,7 +783,7 @@ def screen(
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
-        if on_unknown == "raise" and "--on-unknown" not in str(e):
+        if on_unknown == "raise" and "on-unknown" not in str(e) and "on_unknown=" not in str(e):
             raise UnknownFeatureError(f"{e}; fix the targets, or pass --on-unknown report to skip unknown ones "
                                       "(they are listed in report.parquet)") from None
         raise

@@ -202,13 +202,16 @@ def test_unknown_data_name_lists_the_built_in_ones(tmp_path):
 
 
 def test_python_only_advice_is_given_in_command_line_terms():
+    from scdiffx_grn import InputDataError, UnknownFeatureError
     from scdiffx_grn.cli import _one_line
-    from scdiffx_grn import InputDataError
 
     line = _one_line(InputDataError("no source of the network 'x' has >= tmin=5 targets among the data genes "
                                     "(3 edges overlap; largest regulon 2 targets). Lower tmin, or use a network "
                                     "with more of the data's genes."))
     assert "Lower tmin" not in line and "--reference" in line
+    line = _one_line(UnknownFeatureError("unknown TF target(s) 'X': not among the TF -> peak table; fix them, or "
+                                         "pass on_unknown='report' to skip them (they are listed in the report)"))
+    assert "on_unknown=" not in line and "pass --on-unknown report to skip them" in line
 
 
 def test_bad_usage_and_config(files, trained, tmp_path):
