@@ -33,12 +33,18 @@ def is_backed(X) -> bool:
     return mod.startswith(("h5py", "zarr", "anndata"))
 
 
+# the model's likelihood is on counts: loading other values (require_counts=False) does not make them usable
+MODEL_COUNTS_FIX = ("the model needs raw RNA counts: pass them (e.g. in layers['counts'], registered with "
+                    "setup_mudata(rna_layer=...)); normalised values, e.g. loaded with require_counts=False, "
+                    "cannot be used here")
+
+
 def _check_block(B, kind: str, name: str, obs_names=None, var_names=None) -> None:
     """Validate one block of rows (sparse or dense, data order: before any column reorder)."""
     from ._validate import check_counts, check_finite
 
     if kind == "rna":
-        check_counts(B, name, obs_names=obs_names, var_names=var_names)
+        check_counts(B, name, obs_names=obs_names, var_names=var_names, fix=MODEL_COUNTS_FIX)
         return
     check_finite(B, name, obs_names=obs_names, var_names=var_names)
     if sp.issparse(B):

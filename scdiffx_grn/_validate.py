@@ -17,10 +17,71 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._errors import InputDataError, MissingLabelError, NotCountsError, _fmt_items
+from ._errors import InputDataError, MissingLabelError, NotCountsError, OptionError, _fmt_items
 
 __all__ = ["check_counts", "check_finite", "check_labels", "check_paired", "check_unique_barcodes",
-           "feature_mismatch_hint", "map_peak_names", "peak_key"]
+           "feature_mismatch_hint", "map_peak_names", "peak_key",
+           "check_range", "check_probability", "check_fraction", "check_count", "check_positive",
+           "symbol_case_hint"]
+
+
+# ------------------------------------------------------------------------------------------------
+# option values: one set of range checks, used by the library (the CLI gets them through it)
+# ------------------------------------------------------------------------------------------------
+def _number(name: str, value, integer: bool):
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        raise OptionError(f"{name} must be a{'n integer' if integer else ' number'}, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{name} must be a{'n integer' if integer else ' number'}, got {value!r}") from None
+    if not np.isfinite(x):
+        raise OptionError(f"{name} must be finite, got {value!r}")
+    if integer:
+        if x != round(x):
+            raise OptionError(f"{name} must be a whole number, got {value!r}")
+        return int(round(x))
+    return x
+
+
+def check_range(name: str, value, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False, integer: bool = False):
+    """Return ``value`` (as ``int`` / ``float``) or raise :class:`~scdiffx_grn.OptionError` naming the
+    option, the value and the valid range (``low`` / ``high``: ``None`` for no bound; ``*_open``:
+    the bound itself is excluded). NaN, inf, booleans and non-numbers are refused."""
+    x = _number(name, value, integer)
+    bad_low = low is not None and (x <= low if low_open else x < low)
+    bad_high = high is not None and (x >= high if high_open else x > high)
+    if bad_low or bad_high:
+        if low is not None and high is not None:
+            rng = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            rng = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            rng = f"{'<' if high_open else '<='} {high:g}"
+        kind = "an integer " if integer else ""
+        raise OptionError(f"{name} must be {kind}{rng}, got {value!r}")
+    return x
+
+
+def check_probability(name: str, value) -> float:
+    """A significance level / probability threshold: in (0, 1) (0 and 1 call nothing / everything)."""
+    return check_range(name, value, 0.0, 1.0, low_open=True, high_open=True)
+
+
+def check_fraction(name: str, value, *, high_open: bool = False) -> float:
+    """A fraction of cells / features: in [0, 1] (``high_open``: [0, 1))."""
+    return check_range(name, value, 0.0, 1.0, high_open=high_open)
+
+
+def check_count(name: str, value, minimum: int = 0) -> int:
+    """A whole number of cells / samples / steps / items, >= ``minimum``."""
+    return check_range(name, value, minimum, None, integer=True)
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
+    """A finite number > 0 (``allow_zero``: >= 0): a scale, a width, an effect-size floor."""
+    return check_range(name, value, 0.0, None, low_open=not allow_zero)
 
 
 def _values_and_positions(X) -> tuple[np.ndarray, Any]:
@@ -102,8 +163,11 @@ def is_counts(X) -> bool:
     return bool((data >= 0).all() and (data == np.round(data)).all())
 
 
+_COUNTS_FIX = "pass the raw count matrix (e.g. layers['counts'])"
+
+
 def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,
-                 var_names: Sequence | None = None) -> None:
+                 var_names: Sequence | None = None, fix: str = _COUNTS_FIX) -> None:
     """Raise :class:`~scdiffx_grn.NotCountsError` unless ``X`` holds raw counts.
 
     Raw counts are finite, non-negative whole numbers (in any numeric dtype).
@@ -116,6 +180,9 @@ def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,
         What ``X`` is, used in the message.
     obs_names, var_names
         Optional row / column names, so the message names the cell and feature.
+    fix
+        What the user should do, ending the message (the caller knows what helps: a reader can
+        load other values with ``require_counts=False``, a model cannot use them).
 
     Raises
     ------
@@ -134,8 +201,7 @@ def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,
         i = int(np.flatnonzero(neg)[0])
         raise NotCountsError(
             f"{name} is not raw counts: {int(neg.sum())} negative values, e.g. {data[i].item()!r} at "
-            f"{_name_pos(where(i), obs_names, var_names)}. Pass the raw count matrix "
-            "(e.g. layers['counts']), not scaled or centred data."
+            f"{_name_pos(where(i), obs_names, var_names)}: it looks scaled or centred; {fix}."
         )
     if data.dtype.kind == "f":
         frac = data != np.round(data)
@@ -144,8 +210,7 @@ def check_counts(X, name: str = "X", *, obs_names: Sequence | None = None,
             raise NotCountsError(
                 f"{name} is not raw counts: {int(frac.sum())} of {data.size} stored values are "
                 f"not integers, e.g. {float(data[i])!r} at {_name_pos(where(i), obs_names, var_names)}. "
-                "It looks normalised or log-transformed; pass the raw count matrix "
-                "(e.g. layers['counts']) or load with require_counts=False."
+                f"It looks normalised or log-transformed; {fix}."
             )
 
 
@@ -324,3 +389,36 @@ def feature_mismatch_hint(missing, data_names, modality: str) -> str:
             hints.append(f"the data's peak names (e.g. {data[0]!r}) are not chrom-start-end coordinates like the "
                          f"model's ({missing[0]!r})")
     return (" Hint: " + "; ".join(hints) + ".") if hints else ""
+
+
+_GENOME_OF = {"mouse": "mm10", "human": "hg38"}  # the built-in TSS annotations
+
+
+def _symbol_style(names) -> str:
+    up = np.mean([s.isupper() for s in list(names)[:2000]]) if len(names) else 0.0
+    return "human" if up > 0.7 else ("mouse" if up < 0.3 else "mixed")
+
+
+def symbol_case_hint(reference, genes, what: str, fix: str) -> str:
+    """A hint when the gene symbols of a reference (a network's targets, a TSS annotation) match the
+    data's ``genes`` far better ignoring case: the reference is of another organism (human ``STAT3``
+    vs mouse ``Stat3``) or spells symbols in another case. ``what`` names the reference's owner
+    (``"the network's"``); ``fix`` says what to do, with ``{org}`` standing for the data's organism
+    (``"use the network of the data's organism (organism={org!r})"``) and ``{genome}`` for its
+    built-in genome (mm10 / hg38). Returns ``""`` when there is nothing to say."""
+    ref = pd.Index(pd.unique(np.asarray(list(reference), dtype=str)))
+    genes = pd.Index(np.asarray(list(genes), dtype=str))
+    exact = int(ref.isin(genes).sum())
+    low = ref.str.lower().isin(genes.str.lower())
+    n_ci = int(low.sum())
+    if n_ci < max(2 * exact, exact + 10):
+        return ""
+    gset = set(genes)
+    ex_r = next((t for t in ref[low] if t not in gset), ref[low][0])
+    ex_g = genes[genes.str.lower() == ex_r.lower()][0]
+    sr, sg = _symbol_style(ref), _symbol_style(genes)
+    if {sr, sg} == {"human", "mouse"}:
+        org = f"{what} symbols look {sr} (e.g. {ex_r!r}), the data's {sg} (e.g. {ex_g!r}): " + fix.format(org=sg, genome=_GENOME_OF.get(sg))
+    else:
+        org = f"the symbols differ in case ({what} {ex_r!r} vs the data's {ex_g!r}): check the organism"
+    return f" {n_ci:,} of {what} {len(ref):,} genes are data genes ignoring case, {exact:,} exactly; {org}."

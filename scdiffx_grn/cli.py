@@ -64,6 +64,11 @@ _CLI_HINTS = (
      "Fix the barcodes, or keep only the shared cells (in Python: datasets.read_multiome(..., join='inner')) "
      "and write them to one .h5mu for --data."),
     ("pass overwrite=True to replace it", "pass --overwrite to replace it"),
+    ("pass on_unknown='report' to skip them (they are listed in the report)",
+     "pass --on-unknown report to skip them (they are listed in report.parquet)"),
+    ("Lower tmin, or use a network with more of the data's genes.",
+     "Use a --reference network with more of the data's genes (in Python, tl.regulator_activity(..., tmin=...) "
+     "lowers the minimum regulon size)."),
 )
 
 
@@ -195,8 +200,13 @@ def _check_outputs_are_not_inputs(kwargs: dict[str, Any]) -> None:
 
 def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cells: int | None = None,
                 seed: int = 0, groupby: str | None = "cell_type", required: bool = True):
-    """Read the paired input given by --data or --rna/--atac."""
+    """Read the paired input given by --data or --rna/--atac (``n_cells``: a subsample; more cells than
+    the data holds is capped, with a warning naming the cap)."""
     from . import datasets
+    from ._validate import check_count
+
+    if n_cells is not None:
+        n_cells = check_count("--n-cells", n_cells, 1)
 
     if data is not None and (rna is not None or atac is not None):
         raise OptionError("give either --data or --rna/--atac, not both")
@@ -208,8 +218,19 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
         raise OptionError("no input data: give --data FILE.h5mu (or a built-in name: "
                           f"{', '.join(BUILTIN_DATA)}) or --rna X.h5ad --atac Y.h5ad")
     if data is not None and data in BUILTIN_DATA and not Path(data).exists():
-        return getattr(datasets, data)(n_cells=n_cells, seed=seed)
+        mdata = getattr(datasets, data)(n_cells=n_cells, seed=seed)
+        _warn_n_cells_cap(n_cells, mdata.n_obs, data)
+        return mdata
     if data is not None:
+        if not Path(data).exists():
+            import difflib
+
+            from ._errors import DataFileMissingError
+
+            near = difflib.get_close_matches(data, BUILTIN_DATA, n=1, cutoff=0.6)
+            raise DataFileMissingError(
+                f"--data {data!r}: no such file, and not a built-in data set name (built-in: "
+                f"{', '.join(BUILTIN_DATA)})" + (f"; did you mean {near[0]!r}?" if near else ""))
         mdata = datasets.read_multiome(data)
     else:
         for p in (rna, atac):
@@ -218,6 +239,7 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
 
                 raise DataFileMissingError(f"file {str(p)!r} does not exist")
         mdata = datasets.read_multiome(rna=str(rna), atac=str(atac))
+    _warn_n_cells_cap(n_cells, mdata.n_obs, data or f"{rna} / {atac}")
     if n_cells is not None and n_cells < mdata.n_obs:
         import numpy as np
 
@@ -230,6 +252,11 @@ def _load_mdata(data: str | None, rna: Path | None, atac: Path | None, *, n_cell
             idx = np.sort(np.random.default_rng(seed).choice(mdata.n_obs, n_cells, replace=False))
         mdata = mdata[idx].copy()
     return mdata
+
+
+def _warn_n_cells_cap(n_cells: int | None, n_obs: int, what) -> None:
+    if n_cells is not None and n_cells > n_obs:
+        _info(f"warning: --n-cells {n_cells:,} is more than the {n_obs:,} cells of {what}: using all {n_obs:,}")
 
 
 def _has_label(mdata, key: str | None) -> bool:
@@ -786,7 +813,7 @@ def screen(
             import shutil
 
             shutil.rmtree(out, ignore_errors=True)
-        if on_unknown == "raise" and "--on-unknown" not in str(e):
+        if on_unknown == "raise" and "on-unknown" not in str(e) and "on_unknown=" not in str(e):
             raise UnknownFeatureError(f"{e}; fix the targets, or pass --on-unknown report to skip unknown ones "
                                       "(they are listed in report.parquet)") from None
         raise
@@ -880,8 +907,11 @@ def evaluate(
     data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
     n_cells: int | None = NCellsOpt,
     split_key: str = typer.Option("split", help="obs column of the train / test split (created with seed 0, "
-                                  "80/10/10 stratified, when absent)."),
+                                  "80/10/10 stratified, when absent), for a model that carries no split."),
     test_value: str = typer.Option("test", help="Value of --split-key marking held-out cells."),
+    model_split: bool = typer.Option(True, help="Evaluate on the split the model was trained with when it "
+                                     "carries one (its held-out cells that are in the data); "
+                                     "--no-model-split uses --split-key, only for data the model never saw."),
     groupby: str = typer.Option("cell_type", help="Cell-type column."),
     task: list[str] = typer.Option(["generation", "translation"], "--task", help="generation and/or translation."),
     n_samples: int = typer.Option(1, help="Translation samples per cell."),
@@ -901,14 +931,18 @@ def evaluate(
     check_output_dir(out, overwrite=overwrite, known=EVAL_FILES, what="evaluation folder")
     m = _load_model(model, device)
     mdata = _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby)
-    if not _has_label(mdata, split_key):
+    stored = ev.model_split(m, mdata) if model_split else None
+    if stored is not None and (stored == "test").any():  # (none: evaluate_model refuses, naming the split)
+        _info(f"held-out cells: the {int((stored == 'test').sum()):,} of the model's "
+              f"{len(m.setup['split']['test_cells']):,} stored test cells that are in the data")
+    elif stored is None and not _has_label(mdata, split_key):
         pp.split_cells(mdata, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby if _has_label(mdata, groupby)
                        else None, key_added=split_key)
     mdata = _prepare_for_model(m, mdata)
     tab = ev.evaluate_model(m, mdata, split_key=split_key, test_value=test_value, groupby=groupby, seeds=(seed,),
                             n_samples=n_samples, generate_kwargs={"n_steps": n_steps},
                             translate_kwargs={"n_steps": n_steps}, baselines=baselines,
-                            tasks=tuple(_split_list(task)))
+                            tasks=tuple(_split_list(task)), use_model_split=model_split)
     with output_dir(out, overwrite=overwrite, known=EVAL_FILES, what="evaluation folder") as tmp:
         ev.write_report(tab, tmp, title=f"Evaluation of {model}")
     _info(f"{len(tab):,} metric values")

@@ -15,6 +15,22 @@ N_MARKER_GENES, N_MARKER_PEAKS = 8, 20  # per cell type
 N_PLANTED = 10
 
 
+def float32_tol(ref, n_terms: int) -> float:
+    """Absolute tolerance between two float32 computations of ``ref`` that differ only in the order
+    of their sums (batch size, BLAS / torch kernel for the CPU, thread count).
+
+    Twice Higham's bound on an ``n_terms``-term float32 sum, ``gamma_n = n u / (1 - n u)`` with
+    ``u = eps / 2`` (one bound per result), at the scale of the largest ``|ref|``: derived from the
+    dtype, so it does not depend on the machine the tests were written on. ``n_terms``: the longest
+    chain of float32 sums behind one value (e.g. the summed lengths of the matrix products).
+    """
+    import numpy as np
+
+    u = float(np.finfo(np.float32).eps) / 2
+    gamma = n_terms * u / (1 - n_terms * u)
+    return 2 * gamma * max(float(np.max(np.abs(np.asarray(ref, dtype=float)))), float(np.finfo(np.float32).tiny))
+
+
 def write_synthetic_files(d, seed: int = 0):
     """Write the synthetic paired data as ``syn.h5mu``, ``rna.h5ad`` and ``atac.h5ad`` in folder ``d``; returns it."""
     m = make_synthetic_mdata(seed)

@@ -22,6 +22,7 @@ from scdiffx_grn import (
     InputDataError,
     MissingLabelError,
     NotCountsError,
+    OptionError,
     ScDiffusionX,
     ScdxError,
     UnknownFeatureError,
@@ -308,6 +309,31 @@ def test_translate_bad_labels(model, data):
 def test_generate_zero_cells(model, labels, n_cells):
     with pytest.raises(InputDataError, match="zero cells|>= 0"):
         model.generate(labels, n_cells=n_cells, n_steps=2)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"ae_epochs": -1}, "ae_epochs must be an integer >= 0, got -1"),  # was: accepted, trained nothing
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),  # was: range() traceback
+    ({"lr": -1.0}, "lr must be > 0, got -1.0"),  # was: torch's ValueError
+    ({"ae_lr": float("nan")}, "ae_lr must be finite"),
+    ({"ema_decay": 1.5}, r"ema_decay must be in \[0, 1\), got 1.5"),
+    ({"diffusion_steps": 2.5}, "diffusion_steps must be a whole number"),
+])
+def test_train_option_ranges(data, kwargs, match):
+    mdl = ScDiffusionX(data, seed=0, **TINY)
+    with pytest.raises(OptionError, match=match):
+        mdl.train(**{"ae_epochs": 0, "diffusion_steps": 0, "device": "cpu", **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"guidance_scale": -3.0}, "guidance_scale must be >= 0, got -3.0"),  # was: accepted
+    ({"guidance_scale": float("nan")}, "guidance_scale must be finite"),  # was: numpy 'lam value too large'
+    ({"guidance_scale": {"cell_type": -1.0}, "guidance_mode": "additive"}, "guidance_scale must be >= 0"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+])
+def test_generate_option_ranges(model, kwargs, match):
+    with pytest.raises(OptionError, match=match):
+        model.generate({"cell_type": ["A"] * 3}, n_steps=2, **kwargs)
 
 
 def test_zero_cells_translate_and_latent(model, data):

@@ -157,6 +157,23 @@ def test_regulons_are_gene_names_not_characters():
         tl.aucell(ad.AnnData(np.ones((3, 3))), {"x": "Plp1"})
 
 
+def test_network_of_another_organism_is_named():
+    """biomarkers --organism human on mouse data said 'Lower tmin' (not a CLI option)."""
+    from scdiffx_grn.biomarkers._utils import prepare_net
+
+    genes = [f"Gene{i}" for i in range(60)]  # mouse-style symbols
+    net = pd.DataFrame({"source": np.repeat(["TFA", "TFB"], 30), "target": [g.upper() for g in genes]})
+    with pytest.raises(UnknownFeatureError, match=r"look human \(e\.g\. 'GENE0'\), the data's mouse.*organism='mouse'"):
+        prepare_net(net, genes)
+    net.loc[0, "target"] = "Gene0"  # one exact overlap: too few targets per source
+    with pytest.raises(InputDataError, match=r"tmin=5.*60 of the network's 60 genes are data genes ignoring case, 1 "
+                                             r"exactly.*--organism mouse") as e:
+        prepare_net(net, genes)
+    assert "Lower tmin" not in str(e.value)
+    with pytest.raises(InputDataError, match="Lower tmin, or use a network"):  # same organism, small regulons
+        prepare_net(net.assign(target=genes), genes, tmin=31)
+
+
 # --------------------------------------------------------------------------- gseapy
 def test_enrichment_planted_set_top_nes():
     genes = [f"G{i}" for i in range(200)]
@@ -172,6 +189,10 @@ def test_enrichment_planted_set_top_nes():
     assert top["term"].iat[0] == "PLANTED" and top["nes"].iat[0] > 1
     with pytest.raises(InputDataError, match="no gene set"):
         tl.enrichment(rank, {"X": ["a", "b", "c", "d", "e", "f"]}, permutation_num=10)
+    for kw, match in (({"permutation_num": 0}, "permutation_num must be an integer >= 1, got 0"),
+                      ({"min_size": 10, "max_size": 5}, r"max_size \(5\) must be >= min_size \(10\)")):
+        with pytest.raises(OptionError, match=match):
+            tl.enrichment(rank, sets, **kw)
 
 
 def test_enrichment_hallmark_mouse_case(mouse):

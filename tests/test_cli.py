@@ -165,6 +165,55 @@ def test_unknown_gene_target_in_screen(files, trained, tmp_path):
     assert "NotAGene" in line
 
 
+def test_out_of_range_options_are_one_line_errors(files, trained, tmp_path):
+    """--alpha 2 called every peak significant; --n-cells -5 was numpy's traceback."""
+    line = _one_line_error(_run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1",
+                                 "-o", tmp_path / "scr", "--alpha", "2"]))
+    assert "alpha must be in (0, 1), got 2" in line
+    assert not (tmp_path / "scr").exists()
+    for cmd in (["screen", "-m", trained, "-t", "Gene1", "-o", tmp_path / "scr2"],
+                ["evaluate", "-m", trained, "-o", tmp_path / "ev"],
+                ["biomarkers", "-o", tmp_path / "bm"]):
+        line = _one_line_error(_run(cmd + ["--data", files / "syn.h5mu", "--n-cells", "-5"]))
+        assert "--n-cells must be an integer >= 1, got -5" in line
+
+
+def test_n_cells_above_the_data_says_so(files, trained, tmp_path):
+    res = _run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1", "-o", tmp_path / "scr",
+                "--n-cells", "1000000000", "--n-steps", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "--n-cells 1,000,000,000 is more than the 300 cells" in res.stderr and "using all 300" in res.stderr
+
+
+def test_input_that_is_not_hdf5_is_one_line_error(files, trained, tmp_path):
+    bad = tmp_path / "notafile.h5mu"
+    bad.write_text("not a MuData\n")
+    line = _one_line_error(_run(["biomarkers", "-d", bad, "-o", tmp_path / "bm"]))
+    assert "notafile.h5mu' is not an HDF5 file: expected an .h5mu file" in line
+    (tmp_path / "r.h5ad").write_bytes(b"")
+    line = _one_line_error(_run(["translate", "-m", trained, "--rna", tmp_path / "r.h5ad", "--atac",
+                                 files / "atac.h5ad", "-o", tmp_path / "x.h5ad"]))
+    assert "r.h5ad' is an empty file: expected an .h5ad file" in line
+
+
+def test_unknown_data_name_lists_the_built_in_ones(tmp_path):
+    line = _one_line_error(_run(["biomarkers", "-d", "mouse_mopp", "-o", tmp_path / "bm"]))
+    assert "not a built-in data set name (built-in: mouse_mop, bmmc); did you mean 'mouse_mop'?" in line
+
+
+def test_python_only_advice_is_given_in_command_line_terms():
+    from scdiffx_grn import InputDataError, UnknownFeatureError
+    from scdiffx_grn.cli import _one_line
+
+    line = _one_line(InputDataError("no source of the network 'x' has >= tmin=5 targets among the data genes "
+                                    "(3 edges overlap; largest regulon 2 targets). Lower tmin, or use a network "
+                                    "with more of the data's genes."))
+    assert "Lower tmin" not in line and "--reference" in line
+    line = _one_line(UnknownFeatureError("unknown TF target(s) 'X': not among the TF -> peak table; fix them, or "
+                                         "pass on_unknown='report' to skip them (they are listed in the report)"))
+    assert "on_unknown=" not in line and "pass --on-unknown report to skip them" in line
+
+
 def test_bad_usage_and_config(files, trained, tmp_path):
     # both --data and --rna
     _one_line_error(_run(["translate", "-m", trained, "--data", files / "syn.h5mu", "--rna", files / "rna.h5ad",
@@ -213,6 +262,42 @@ def test_screen_and_evaluate_commands(files, trained, tmp_path):
                 "--no-baselines", "--task", "translation"])
     assert res.exit_code == 0, res.output
     assert (ev / "table.csv").exists() and (ev / "report.md").exists()
+
+
+def _with_split(trained, out, test_cells):
+    """A copy of the trained model that carries a stored split with these test cells."""
+    import shutil
+
+    shutil.copytree(trained, out)
+    meta = json.loads((out / "config.json").read_text())
+    meta["setup"]["split"] = {"key": "split", "seed": 0, "test_cells": list(test_cells), "val_cells": []}
+    (out / "config.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_evaluate_uses_the_models_stored_split(files, trained, tmp_path):
+    """--n-cells subsamples; a fresh split of the subsample would hold the model's training cells."""
+    import mudata as md
+
+    names = md.read_h5mu(files / "syn.h5mu").obs_names
+    m = _with_split(trained, tmp_path / "m", names[::10])
+    ev = tmp_path / "ev"
+    res = _run(["evaluate", "-m", m, "--data", files / "syn.h5mu", "-o", ev, "--n-steps", "2", "--n-cells", "150",
+                "--no-baselines", "--task", "translation", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    import re
+
+    n_held = re.search(r"held-out cells: the (\d+) of the model's 30 stored test cells", res.stderr)
+    assert n_held and 5 < int(n_held.group(1)) < 30, res.stderr
+    # a model whose held-out cells are not in the data: refused, naming the split and --no-model-split
+    m2 = _with_split(trained, tmp_path / "m2", ["not_a_cell_1", "not_a_cell_2"])
+    res = _run(["evaluate", "-m", m2, "--data", files / "syn.h5mu", "-o", tmp_path / "ev2", "--n-steps", "2",
+                "--no-baselines", "--task", "translation", "--device", "cpu"])
+    line = _one_line_error(res)
+    assert "2 test cells" in line and "--no-model-split" in line
+    res = _run(["evaluate", "-m", m2, "--data", files / "syn.h5mu", "-o", tmp_path / "ev3", "--n-steps", "2",
+                "--no-baselines", "--task", "translation", "--device", "cpu", "--no-model-split"])
+    assert res.exit_code == 0, res.output
 
 
 def test_biomarkers_command(tmp_path):

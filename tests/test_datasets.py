@@ -211,6 +211,22 @@ def test_not_counts_and_require_counts_false():
     assert "counts" not in m.mod["rna"].layers and "counts" in m.mod["atac"].layers
 
 
+def test_after_require_counts_false_the_advice_is_not_require_counts_false():
+    """Loaded with require_counts=False, tools that need counts said 'load with require_counts=False'."""
+    from scdiffx_grn import NotCountsError, ScDiffusionX, pp
+
+    r, a = _pair(counts=False)
+    with pytest.raises(NotCountsError, match="or load with require_counts=False"):  # the reader: it helps
+        datasets.make_mudata(r, a)
+    m = datasets.make_mudata(r, a, require_counts=False)
+    with pytest.raises(NotCountsError, match=r"the model needs raw RNA counts.*require_counts=False, cannot be used") as e:
+        ScDiffusionX.setup_mudata(m, labels=[], rna_layer=None)
+    assert "or load with require_counts=False" not in str(e.value)
+    with pytest.raises(NotCountsError, match="every flavour normalises it itself") as e:
+        pp.highly_variable_genes(m, layer=None)
+    assert "require_counts" not in str(e.value)
+
+
 def test_counts_taken_from_layer():
     r, a = _pair()
     r.layers["counts"] = r.X.copy()
@@ -288,6 +304,34 @@ def test_read_multiome_bad_inputs(tmp_path):
         datasets.read_multiome(tmp_path / "x.csv")
     with pytest.raises(InputDataError, match="rna= and atac="):
         datasets.read_multiome()
+
+
+def test_files_that_are_not_hdf5_or_not_the_format_named(tmp_path):
+    """A text file, an empty file or an .h5ad renamed .h5mu: a one-line InputDataError naming the file
+    and the format expected (was: mudata's / h5py's traceback)."""
+    import anndata as ad
+
+    txt = tmp_path / "notafile.h5mu"
+    txt.write_text("hello\n")
+    with pytest.raises(InputDataError, match=r"'.*notafile\.h5mu' is not an HDF5 file: expected an \.h5mu file"):
+        datasets.read_multiome(txt)
+    (tmp_path / "empty.h5mu").write_bytes(b"")
+    with pytest.raises(InputDataError, match="is an empty file: expected an .h5mu"):
+        datasets.read_multiome(tmp_path / "empty.h5mu")
+    ad.AnnData(np.ones((3, 2), np.float32)).write_h5ad(tmp_path / "one.h5ad")
+    shutil.copy(tmp_path / "one.h5ad", tmp_path / "renamed.h5mu")
+    with pytest.raises(InputDataError, match=r"renamed\.h5mu' is an HDF5 file but not an \.h5mu file"):
+        datasets.read_multiome(tmp_path / "renamed.h5mu")
+    (tmp_path / "bad.h5ad").write_text("x")
+    with pytest.raises(InputDataError, match=r"bad\.h5ad' is not an HDF5 file: expected an \.h5ad file"):
+        datasets.read_multiome(rna=tmp_path / "bad.h5ad", atac=tmp_path / "one.h5ad")
+    (tmp_path / "bad.h5").write_text("x")
+    with pytest.raises(InputDataError, match=r"bad\.h5' is not an HDF5 file: expected a 10x \.h5"):
+        datasets.read_multiome(tmp_path / "bad.h5")
+    for case in (txt, tmp_path / "renamed.h5mu"):
+        with pytest.raises(InputDataError) as e:
+            datasets.read_multiome(case)
+        assert "\n" not in str(e.value)
 
 
 # --------------------------------------------------------------------------- loaders

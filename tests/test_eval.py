@@ -282,6 +282,53 @@ def test_generation_baselines_shapes_and_memorisation(data):
     assert not d2["is_copy"].any() and 0.2 < d2["closer_to_train"].mean() < 0.8
 
 
+class _ShapeDependentPCA:
+    """A PCA projection computed like a BLAS that picks its float32 kernel by matrix shape (as
+    OpenBLAS does per CPU type and thread count): few rows are summed feature by feature in
+    reverse order, many rows by the library's matmul. Both are legitimate float32 results."""
+
+    def __init__(self, pca):
+        self.pca, self.mean_, self.components_ = pca, pca.mean_, pca.components_
+
+    def transform(self, F):
+        Xc = (np.asarray(F, dtype=np.float32) - self.mean_).astype(np.float32)
+        if len(Xc) >= 64:
+            return self.pca.transform(F)
+        acc = np.zeros((len(Xc), len(self.components_)), np.float32)
+        for i in range(Xc.shape[1] - 1, -1, -1):
+            acc += Xc[:, i:i + 1] * self.components_[:, i][None, :]
+        return acc
+
+
+def test_memorisation_copies_flagged_whatever_the_float32_kernel(data):
+    """An exact copy of a training cell is a copy on any CPU: the tolerance is the projection's
+    rounding bound (from the embedding dtype's eps and the cell's norm), not a constant."""
+    train, test = data
+    fs = ev.FeatureSpace("rna").fit(test["rna"])
+    assert fs.transform(train["rna"]).dtype == np.float32
+    # the bound holds for every summation order of the float32 projection
+    E, err = fs.transform_with_error(train["rna"])
+    F = fs.features(train["rna"]).toarray()
+    Xc = F - fs.pca_.mean_
+    exact = Xc.astype(np.float64) @ fs.pca_.components_.T.astype(np.float64)
+    reverse = _ShapeDependentPCA(fs.pca_).transform(F[:32])
+    for other, rows in ((exact, slice(None)), (exact.astype(np.float32), slice(None)), (reverse, slice(0, 32))):
+        assert (np.linalg.norm(E[rows] - other, axis=1) <= err[rows]).all()
+    # copies projected by another kernel than their source cells are still copies
+    fs.pca_ = _ShapeDependentPCA(fs.pca_)
+    res = ev.ResampleBaseline().fit(train).generate({"cell_type": ["T0"] * 10 + ["T1"] * 10}, seed=0)["rna"]
+    d = ev.memorisation_distance(res, train["rna"], test["rna"], feature_space=fs, balance=False)
+    assert (d["d_train_all"] > 0).any()  # the two kernels do round differently
+    assert d["is_copy"].all()
+    # a cell one count away from a training cell is not a copy
+    near = res.copy()
+    X = near.layers["counts"].toarray()
+    X[np.arange(len(X)), X.argmax(1)] += 1
+    near.X = sp.csr_matrix(X)
+    d = ev.memorisation_distance(near, train["rna"], test["rna"], feature_space=fs, balance=False)
+    assert not d["is_copy"].any() and (d["d_train_all"] < 0.2 * d["d_test"]).all()
+
+
 class _RandomTranslator(ev.KNNTranslator):
     """Floor: a random training cell's target."""
 
@@ -365,6 +412,58 @@ def test_evaluate_model_report_and_plots(data, tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+class _SplitModel(_FakeModel):
+    """A model that carries the split it was trained with and records the cells it translates."""
+
+    def __init__(self, train, test_cells, val_cells=()):
+        super().__init__(train)
+        self.setup = {"split": {"key": "split", "seed": 0, "test_cells": list(test_cells),
+                                "val_cells": list(val_cells)}}
+        self.seen = []
+
+    def translate(self, mdata, **kw):
+        self.seen.append(list(mdata.obs_names))
+        return super().translate(mdata, **kw)
+
+
+def test_evaluate_model_uses_the_models_stored_split(data):
+    """A fresh split of the data (e.g. of a subsample) would score the model on its training cells."""
+    train, test = data
+    md = mudata.concat([train, test])
+    md.obs["cell_type"] = list(train.obs["cell_type"]) + list(test.obs["cell_type"])
+    # the data's own split marks 30 of the model's training cells as test cells
+    md.obs["split"] = ["test" if i % 4 == 0 else "train" for i in range(md.n_obs)]
+    stored_test, stored_val = list(test.obs_names[::2]), list(test.obs_names[1::2][:10])
+    model = _SplitModel(train, stored_test, stored_val)
+    assert (ev.model_split(model, md) == "test").sum() == len(stored_test)
+    ev.evaluate_model(model, md, seeds=(0,), tasks=("translation",), baselines=False)
+    assert model.seen and all(sorted(s) == sorted(stored_test) for s in model.seen)
+    # val cells are held out too (neither test nor the baselines' training cells)
+    assert ev.model_split(model, md)[md.obs_names.isin(stored_val)].tolist() == ["val"] * len(stored_val)
+    # data holding none of the model's test cells: refused, naming the split and the way out
+    with pytest.raises(InputDataError, match=r"carries the split.*60 test cells.*use_model_split=False"):
+        ev.evaluate_model(model, train, seeds=(0,), tasks=("translation",), baselines=False)
+    # the data's split, when asked for
+    model.seen.clear()
+    ev.evaluate_model(model, md, seeds=(0,), tasks=("translation",), baselines=False, use_model_split=False)
+    assert sorted(model.seen[0]) == sorted(md.obs_names[md.obs["split"] == "test"])
+
+
+
+@pytest.mark.parametrize("kwargs, match", [({"n_samples": 0}, "n_samples must be an integer >= 1, got 0"),
+                                           ({"n_cells": -5}, "n_cells must be an integer >= 1, got -5"),
+                                           ({"seeds": (-1,)}, "seeds must be an integer >= 0, got -1")])
+def test_evaluate_option_ranges(data, kwargs, match):
+    train, test = data
+    md = mudata.concat([train, test])
+    md.obs["split"] = ["train"] * train.n_obs + ["test"] * test.n_obs
+    with pytest.raises(OptionError, match=match):
+        ev.evaluate_model(_FakeModel(train), md, baselines=False, **kwargs)
+    if "n_cells" in kwargs:
+        with pytest.raises(OptionError, match=match):
+            ev.evaluate_generation(test["rna"], train["rna"], seeds=(0,), metrics=["mmd"], **kwargs)
 
 
 def test_grn_is_lazy():

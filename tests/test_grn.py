@@ -207,6 +207,9 @@ def test_tf_gene_network_and_export_roundtrip(tmp_path):
     G = grn.to_networkx(net, cell_type="T1")
     assert G["X"]["A"]["weight"] == pytest.approx(3.0)
     assert grn.grn_df(net, cell_type="T2", top_k=1).shape[0] == 1
+    for bad in (0, -1, 2.5):  # was: head(-1) silently dropped the last edge of each type
+        with pytest.raises(OptionError, match="top_k must be"):
+            grn.grn_df(net, top_k=bad)
 
 
 # ----------------------------------------------------------------------------- model-free recovery
@@ -381,6 +384,22 @@ def test_extract_grn_standin(method):
     np.testing.assert_array_equal(grn.network_table(again, "grn")["weight"], res["weight"])
     with pytest.raises(OptionError, match="nope"):
         grn.extract_grn(model, mdata, method="nope", candidates=cand)
+
+
+def test_tss_of_another_genome_is_named():
+    """An hg38 TSS table on mouse data said 'no candidate pair' with no hint of the genome."""
+    mdata, _, _ = _planted_mdata(n_cells=30)
+    model = StandInModel(mdata)
+    genes = list(mdata.mod["rna"].var_names)
+    human = pd.DataFrame({"gene": [g.upper() for g in genes], "chrom": "chr1",
+                          "tss": [100_000 * (i + 1) for i in range(len(genes))], "strand": "+"})
+    with pytest.raises(UnknownFeatureError, match=r"look human \(e\.g\. 'G0'\), the data's mouse.*--genome mm10"):
+        grn.peak_gene_candidates(mdata, tss_table=human)
+    mdata.uns["genome"] = "mm10"
+    far = human.assign(gene=genes, chrom="chr2")  # right genes, coordinates of another assembly
+    with pytest.raises(ScdxError, match=r"no peak lies within 1,000 bp.*30 of the 30 genes are in the TSS annotation; "
+                                        r"check that it is of the peaks' genome assembly.*genome is 'mm10'"):
+        grn.extract_grn(model, mdata, tss=far, window=1000)
 
 
 def test_extract_grn_method_keywords_checked():

@@ -61,7 +61,7 @@ def test_filter_peaks(synthetic_mdata):
     out = pp.filter_peaks(m, min_frac=0.3, copy=True)
     assert (out.mod["atac"].var["frac_cells"] >= 0.3).all() and m.mod["atac"].n_vars == 50
     with pytest.raises(InputDataError, match="no peak is open"):
-        pp.filter_peaks(m, min_frac=1.01)
+        pp.filter_peaks(m, min_frac=1.0)  # (a fraction above 1 is an OptionError)
 
 
 # --------------------------------------------------------------------------- qc / hvg
@@ -183,6 +183,49 @@ def test_stratified_subsample():
     assert got["c"] == 1 and got["a"] >= 16
     np.testing.assert_array_equal(idx, pp.stratified_subsample(labels, 20, seed=0))
     assert len(pp.stratified_subsample(labels, 500)) == 100
+    with pytest.raises(OptionError, match=r"^n must be an integer >= 0, got -5$"):
+        pp.stratified_subsample(labels, -5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"min_frac": 1.5}, r"min_frac must be in \[0, 1\], got 1.5"),
+    ({"min_frac": -0.1}, r"min_frac must be in \[0, 1\], got -0.1"),
+    ({"min_frac": float("nan")}, "min_frac must be finite"),
+    ({"top_n": 0}, "top_n must be an integer >= 1, got 0"),
+    ({"top_n": 2.5}, "top_n must be a whole number, got 2.5"),
+])
+def test_filter_peaks_option_ranges(synthetic_mdata, kwargs, match):
+    with pytest.raises(OptionError, match=match):
+        pp.filter_peaks(synthetic_mdata, copy=True, **kwargs)
+
+
+def test_split_cells_fraction_values(synthetic_mdata):
+    for bad in ((0.8, float("nan"), 0.2), (1.2, -0.2), ("a", "b")):
+        with pytest.raises(OptionError, match="fractions must be 2 or 3 non-negative numbers summing to 1"):
+            pp.split_cells(synthetic_mdata, fractions=bad, copy=True)
+
+
+def test_shared_range_validators():
+    """One set of range checks (scdiffx_grn._validate) used by the library and so by the CLI."""
+    from scdiffx_grn._validate import check_count, check_fraction, check_positive, check_probability
+
+    assert check_probability("alpha", 0.05) == 0.05 and check_count("n", 3.0) == 3
+    assert check_fraction("f", 0) == 0.0 and check_fraction("f", 1) == 1.0 and check_positive("w", 0, allow_zero=True) == 0
+    for fn, args, match in [
+        (check_probability, ("alpha", 2), r"^alpha must be in \(0, 1\), got 2$"),
+        (check_probability, ("alpha", 0), r"alpha must be in \(0, 1\)"),
+        (check_probability, ("alpha", "x"), "alpha must be a number, got 'x'"),
+        (check_fraction, ("min_frac", 1.01), r"min_frac must be in \[0, 1\]"),
+        (check_fraction, ("f", 1.0), r"f must be in \[0, 1\)"),
+        (check_count, ("n_cells", -5), "n_cells must be an integer >= 0, got -5"),
+        (check_count, ("n_steps", 0, 1), "n_steps must be an integer >= 1, got 0"),
+        (check_count, ("n", True), "n must be an integer, got True"),
+        (check_count, ("n", float("inf")), "n must be finite"),
+        (check_positive, ("window", -1), "window must be > 0, got -1"),
+    ]:
+        kw = {"high_open": True} if args == ("f", 1.0) else {}
+        with pytest.raises(OptionError, match=match):
+            fn(*args, **kw)
 
 
 # --------------------------------------------------------------------------- checks

@@ -225,6 +225,13 @@ def test_demo_unusable_model_and_unsafe_out(tmp_path):
     with pytest.raises(ScdxError, match="not a scdiffx-grn report"):
         run_demo(out=str(keep), model=str(tmp_path / "missing_model"))
     assert (keep / "thesis.tex").exists()
+    # out-of-range sizes raise before anything is written (was: a failed "data" section)
+    from scdiffx_grn import OptionError
+
+    for k in ("n_cells", "n_generate", "n_steps"):
+        with pytest.raises(OptionError, match=f"{k} must be an integer >= 1, got -5"):
+            run_demo(out=str(tmp_path / "r2"), model=str(tmp_path / "missing_model"), **{**FAST, k: -5})
+    assert not (tmp_path / "r2").exists()
 
 
 def test_grn_command_exports_cytoscape_files(tiny_mop_model, tmp_path):

@@ -87,6 +87,12 @@ def enrichment(ranking, gene_sets="hallmark", *, organism: str = "mouse", groupb
     """
     import gseapy as gp
 
+    from .._validate import check_count
+
+    check_count("permutation_num", permutation_num, 1)
+    check_count("min_size", min_size, 1)
+    if check_count("max_size", max_size, 1) < min_size:
+        raise OptionError(f"max_size ({max_size}) must be >= min_size ({min_size})")
     sets = _resolve_sets(gene_sets, organism)
     rks = _rankings(ranking, groupby, layer)
     gname = group_column_name(groupby or None)  # the result's group column

@@ -267,6 +267,10 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
     importance, reference, activity, rank_specificity, rank_importance, rank_reference,
     rank_activity, combined_score, rank, components``. See the module docstring for the definitions.
     """
+    from .._validate import check_count
+
+    check_count("n_markers", n_markers, 1)
+    check_count("min_targets", min_targets, 1)
     params = {"groupby": groupby, "grn_key": grn_key if isinstance(grn_key, str) or grn_key is None else "<DataFrame>",
               "importance": None if importance is None else "<DataFrame>",
               "reference": reference if isinstance(reference, str) or reference is None else "<DataFrame>",

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from .._errors import InputDataError, MissingLabelError, UnknownFeatureError, _fmt_items
 from .._registry import is_counts, labels, layer_matrix, log_normalize
+from .._validate import symbol_case_hint
 from .._store import stored
 
 __all__ = [
@@ -95,6 +96,9 @@ def lognorm_adata(data, layer: str | None = None, *, copy_obs: bool = True):
     return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=a.var_names.astype(str)))
 
 
+_NET_FIX = "use the network of the data's organism (organism={org!r}; CLI --organism {org})"
+
+
 def prepare_net(net: pd.DataFrame, genes, *, tmin: int = 5, cell_type: str | None = None,
                 what: str = "network", group_col: str = "cell_type") -> pd.DataFrame:
     """Validate a TF -> gene network against data genes; return ``source, target, weight``.
@@ -131,15 +135,19 @@ def prepare_net(net: pd.DataFrame, genes, *, tmin: int = 5, cell_type: str | Non
         raise UnknownFeatureError(
             f"no overlap between the {what}'s targets and the data genes: 0 of {n['target'].nunique()} "
             f"targets found among {len(genes)} genes (targets e.g. {_fmt_items(n['target'].unique()[:5])}; "
-            f"genes e.g. {_fmt_items(genes[:5])}). Check the organism / symbol case."
+            f"genes e.g. {_fmt_items(genes[:5])})." + (symbol_case_hint(n["target"], genes, "the network's", _NET_FIX)
+                                                       or " Check the organism / symbol case.")
         )
+    net_targets = n["target"]
     n = n[in_data]
     sizes = n.groupby("source")["target"].size()
     keep = sizes.index[sizes >= tmin]
     if len(keep) == 0:
+        hint = symbol_case_hint(net_targets, genes, "the network's", _NET_FIX)
         raise InputDataError(
             f"no source of the {what} has >= tmin={tmin} targets among the data genes "
-            f"({int(in_data.sum())} edges overlap; largest regulon {int(sizes.max())} targets). Lower tmin."
+            f"({int(in_data.sum())} edges overlap; largest regulon {int(sizes.max())} targets)."
+            + (hint or " Lower tmin, or use a network with more of the data's genes.")
         )
     return n[n["source"].isin(keep)].reset_index(drop=True)
 

@@ -25,7 +25,22 @@ SHARED_MULTIOME = (
 )
 
 
+def check_n_cells(n_cells, n_obs: int | None = None, what: str = "the data") -> int | None:
+    """``n_cells`` (a subsample size: ``None`` or an integer >= 1) checked; a size above ``n_obs`` is
+    capped, with a warning naming the cap."""
+    from .._validate import check_count
+
+    if n_cells is None:
+        return None
+    n_cells = check_count("n_cells", n_cells, 1)
+    if n_obs is not None and n_cells > n_obs:
+        logger.warning("n_cells=%s is more than the %s cells of %s: using all of them", f"{n_cells:,}",
+                       f"{n_obs:,}", what)
+    return n_cells
+
+
 def _subsample_pair(rna, atac, n_cells: int | None, seed: int, label: str | None):
+    n_cells = check_n_cells(n_cells, rna.n_obs)
     if n_cells is None or n_cells >= rna.n_obs:
         return rna, atac
     from ..pp._split import stratified_subsample
@@ -225,6 +240,7 @@ def load_shared(name: str, *, require_counts: bool = True, n_cells: int | None =
     if "h5mu" in spec:
         path = data_path(name, spec["h5mu"], verify)
         mdata = read_multiome(path, labels=spec["labels"], join=join, require_counts=require_counts)
+        n_cells = check_n_cells(n_cells, mdata.n_obs, name)
         if n_cells is not None and n_cells < mdata.n_obs:
             from ..pp._split import stratified_subsample
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,12 +45,16 @@ def _as_float_csr(X) -> sp.csr_matrix:
     return out
 
 
+# a reader can load other values (tools that need counts then refuse them, saying so)
+_READER_COUNTS_FIX = "pass the raw count matrix (e.g. layers['counts']) or load with require_counts=False"
+
+
 def _find_counts(adata, modality: str, source: str, require_counts: bool) -> str:
     """Put raw counts into ``adata.layers['counts']``; return 'counts' or 'normalised'."""
     if "counts" in adata.layers:
         if require_counts:
             check_counts(adata.layers["counts"], f"{source}: {modality} layers['counts']",
-                         obs_names=adata.obs_names, var_names=adata.var_names)
+                         obs_names=adata.obs_names, var_names=adata.var_names, fix=_READER_COUNTS_FIX)
         elif not is_counts(adata.layers["counts"]):
             return "normalised"
         adata.layers["counts"] = _as_float_csr(adata.layers["counts"])
@@ -60,7 +64,7 @@ def _find_counts(adata, modality: str, source: str, require_counts: bool) -> str
         return "counts"
     if require_counts:
         check_counts(adata.X, f"{source}: {modality} X (no layers['counts'])",
-                     obs_names=adata.obs_names, var_names=adata.var_names)
+                     obs_names=adata.obs_names, var_names=adata.var_names, fix=_READER_COUNTS_FIX)
     check_finite(adata.X, f"{source}: {modality} X", obs_names=adata.obs_names, var_names=adata.var_names)
     return "normalised"
 
@@ -209,7 +213,8 @@ def _read_10x(path: Path, rna_type: str = "Gene Expression", atac_type: str = "P
         if path.is_dir():
             adata = sc.read_10x_mtx(path, var_names="gene_symbols", gex_only=False)
         else:
-            adata = sc.read_10x_h5(path, gex_only=False)
+            adata = _read_hdf5(path, lambda q: sc.read_10x_h5(q, gex_only=False),
+                               "a 10x .h5 (filtered_feature_bc_matrix.h5)")
     if "feature_types" not in adata.var.columns:
         raise InputDataError(f"{path}: 10x input has no feature types; cannot split RNA and ATAC")
     ft = adata.var["feature_types"].astype(str)
@@ -234,6 +239,30 @@ def _pick_mod(mods: Mapping, wanted: str | None, aliases: Sequence[str], path) -
                          f" (pass mod_keys=(rna_name, atac_name))")
 
 
+def _read_hdf5(path: Path, read: Callable, what: str):
+    """``read(path)`` for an HDF5-based format (``what``: "an .h5ad", "an .h5mu", "a 10x .h5"); a file that is
+    not HDF5, or HDF5 without that format's layout, raises a one-line :class:`InputDataError`
+    naming the file and what was expected (never the reader's traceback)."""
+    import h5py
+
+    from .._errors import ScdxError
+
+    if not h5py.is_hdf5(path):
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        kind = "an empty file" if not head else ("a zip archive" if head[:2] == b"PK" else "not an HDF5 file")
+        raise InputDataError(f"{str(path)!r} is {kind}: expected {what} file (HDF5); check the path, or "
+                             "re-write the file (a copy interrupted part-way?)")
+    try:
+        return read(path)
+    except ScdxError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise InputDataError(f"{str(path)!r} is an HDF5 file but not {what} file ({type(e).__name__}: "
+                             f"{reason}); check that it was written as one") from None
+
+
 def _read_anndata(p) -> "anndata.AnnData":  # noqa: F821
     import anndata as ad
 
@@ -247,7 +276,7 @@ def _read_anndata(p) -> "anndata.AnnData":  # noqa: F821
     with warnings.catch_warnings():
         # files written by old anndata versions read fine; their format warning is noise
         warnings.filterwarnings("ignore", message=".*without encoding metadata.*")
-        return ad.read_h5ad(p)
+        return _read_hdf5(p, ad.read_h5ad, "an .h5ad")
 
 
 def read_multiome(path_or_paths=None, *, rna=None, atac=None, labels=None, join: str = "exact",
@@ -317,7 +346,7 @@ def read_multiome(path_or_paths=None, *, rna=None, atac=None, labels=None, join:
             warnings.filterwarnings("ignore", message=".*not created by muon/mudata.*")
             warnings.filterwarnings("ignore", message=".*without encoding metadata.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            md = mudata.read_h5mu(path)
+            md = _read_hdf5(path, mudata.read_h5mu, "an .h5mu")
         rk = _pick_mod(md.mod, mod_keys[0] if mod_keys else None, _RNA_ALIASES, path)
         ak = _pick_mod(md.mod, mod_keys[1] if mod_keys else None, _ATAC_ALIASES, path)
         r, a = md.mod[rk], md.mod[ak]

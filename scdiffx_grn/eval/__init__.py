@@ -40,11 +40,12 @@ from ._diagnostics import source_dependence
 from ._scoring import energy_score, observed_target, pit_coverage, translation_scores
 from ._plots import metric_bars, umap_real_vs_generated
 from ._protocol import (GENERATION_METRICS, PER_CELL_TYPE_METRICS, FeatureSpace, evaluate_generation,
-                        evaluate_model, evaluate_translation, summarise_generation)
+                        evaluate_model, evaluate_translation, model_split, summarise_generation)
 from ._report import METRIC_DIRECTION, comparison_table, summarise, to_markdown, write_report
 
 __all__ = [
-    "FeatureSpace", "evaluate_generation", "evaluate_translation", "evaluate_model", "summarise_generation",
+    "FeatureSpace", "evaluate_generation", "evaluate_translation", "evaluate_model", "model_split",
+    "summarise_generation",
     "GENERATION_METRICS", "PER_CELL_TYPE_METRICS", "METRIC_DIRECTION",
     "summarise", "comparison_table", "to_markdown", "write_report",
     "CellTypeMeanBaseline", "ResampleBaseline", "KNNTranslator", "RidgeTranslator", "memorisation_distance",

@@ -390,26 +390,39 @@ def memorisation_distance(generated, train, test, *, modality: str = "rna",
     pandas.DataFrame
         Indexed by generated obs_names: ``d_train``, ``d_test``, ``ratio`` (= d_train / d_test)
         and ``closer_to_train`` (balanced reference sets), ``d_train_all`` (nearest cell among
-        all training cells) and ``is_copy`` (``d_train_all`` ~ 0: an exact copy of a training cell).
+        all training cells) and ``is_copy`` (an exact copy of a training cell: ``d_train_all`` within
+        the floating-point rounding bound of the two cells' projections,
+        :meth:`FeatureSpace.transform_with_error`, derived from the embedding dtype's eps and the
+        cells' norms, so it holds on any CPU / BLAS / thread count; a cell one count away is not a copy).
     """
     from sklearn.neighbors import NearestNeighbors
 
     check_option("modality", modality, ("rna", "atac"))
     fs = (feature_space if feature_space is not None
           else FeatureSpace(modality, layer="counts" if layer is ... else layer).fit(test))
-    e_tr, e_te = fs.transform(train, seed=seed, layer=layer), fs.transform(test, seed=seed, layer=layer)
-    e_g = fs.transform(generated, seed=seed, layer=generated_layer)
-    d_all = NearestNeighbors(n_neighbors=1).fit(e_tr).kneighbors(e_g)[0][:, 0]
+    e_tr, err_tr = fs.transform_with_error(train, seed=seed, layer=layer)
+    e_te = fs.transform(test, seed=seed, layer=layer)
+    e_g, err_g = fs.transform_with_error(generated, seed=seed, layer=generated_layer)
+
+    def nearest(ref):
+        """Index of and distance to each generated cell's nearest cell of ``ref``; the distance is
+        recomputed directly (float64), not by the |a|^2 - 2ab + |b|^2 expansion of the search."""
+        j = NearestNeighbors(n_neighbors=1).fit(ref).kneighbors(e_g, return_distance=False)[:, 0]
+        diff = e_g.astype(np.float64) - ref[j].astype(np.float64)
+        return j, np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+    j_all, d_all = nearest(e_tr)
     if balance:
         rng = np.random.default_rng(seed)
         n = min(len(e_tr), len(e_te))
         e_tr = e_tr[np.sort(rng.choice(len(e_tr), n, replace=False))]
         e_te = e_te[np.sort(rng.choice(len(e_te), n, replace=False))]
-    d_tr = NearestNeighbors(n_neighbors=1).fit(e_tr).kneighbors(e_g)[0][:, 0]
-    d_te = NearestNeighbors(n_neighbors=1).fit(e_te).kneighbors(e_g)[0][:, 0]
+    d_tr = nearest(e_tr)[1]
+    d_te = nearest(e_te)[1]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(d_te > 0, d_tr / np.where(d_te > 0, d_te, 1.0), np.where(d_tr > 0, np.inf, 1.0))
-    tol = 1e-6 * max(float(np.median(d_te)), 1e-12)
+    # an exact copy embeds apart from its source cell by at most the two projections' rounding errors
+    tol = err_g + err_tr[j_all]
     return pd.DataFrame({"d_train": d_tr, "d_test": d_te, "ratio": ratio, "closer_to_train": d_tr < d_te,
                          "d_train_all": d_all, "is_copy": d_all <= tol},
                         index=pd.Index(generated.obs_names))

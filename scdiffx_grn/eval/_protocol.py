@@ -214,6 +214,10 @@ def evaluate_generation(real, generated, *, groupby: str | None = "cell_type", m
     pct = [m for m in (PER_CELL_TYPE_METRICS if per_cell_type_metrics is None else per_cell_type_metrics)
            if m in metrics]
     check_option("modality", modality, MODALITIES)
+    if n_cells is not None:
+        from .._validate import check_count
+
+        check_count("n_cells", n_cells, 1)
     if feature_space is None:
         feature_space = FeatureSpace(modality, layer="counts" if layer is ... else layer).fit(real)
     elif feature_space.modality != modality:
@@ -497,6 +501,37 @@ def _accepts(fn, name: str) -> bool:
         return False
 
 
+def model_split(model, mdata) -> np.ndarray | None:
+    """The train / val / test split a model carries (``model.setup["split"]``), for ``mdata``'s cells.
+
+    A checkpoint trained by ``analyses/train_model.py`` stores the names of its held-out cells
+    (``test_cells``, ``val_cells``); every other cell of its training data was a training cell.
+
+    Parameters
+    ----------
+    model
+        A model (``ScDiffusionX`` or any object with a ``setup`` dict); one without a stored
+        split gives ``None``.
+    mdata
+        The data (MuData / AnnData) whose cells are labelled.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``"test"``, ``"val"`` or ``"train"`` per cell of ``mdata`` (object array), or ``None`` when the
+        model carries no split.
+    """
+    setup = getattr(model, "setup", None)
+    stored = setup.get("split") if isinstance(setup, Mapping) else None
+    if not isinstance(stored, Mapping) or stored.get("test_cells") is None:
+        return None
+    names = pd.Index(mdata.obs_names.astype(str))
+    out = np.full(len(names), "train", dtype=object)
+    out[names.isin([str(c) for c in stored.get("val_cells") or ()])] = "val"
+    out[names.isin([str(c) for c in stored["test_cells"]])] = "test"
+    return out
+
+
 def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = "test",
                    train_value: str | None = None, groupby: str = "cell_type", seeds: Sequence[int] = (0,),
                    n_samples: int = 5, generate_kwargs: Mapping[str, Any] | None = None,
@@ -504,7 +539,7 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
                    baselines: bool | Mapping[str, Any] = True, tasks: Sequence[str] = ("generation", "translation"),
                    metrics: Sequence[str] | None = None, per_cell_type_metrics: Sequence[str] | None = None,
                    n_cells: int | None = None, memorisation: bool = True,
-                   feature_space_fit: str = "train") -> pd.DataFrame:
+                   feature_space_fit: str = "train", use_model_split: bool = True) -> pd.DataFrame:
     """Evaluate a trained model and baselines on the test split, in one tidy table.
 
     Generation: as many cells per cell type as the test split has are generated with
@@ -525,7 +560,7 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
         MuData with ``rna`` and ``atac`` (counts), ``split_key`` and ``groupby`` columns.
     split_key, test_value, train_value
         Test cells are ``split == test_value``; training cells ``split == train_value`` (default:
-        every non-test cell).
+        every non-test cell). Not used when the model carries its own split (``use_model_split``).
     groupby
         Cell-type column.
     seeds
@@ -553,6 +588,12 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
         500-cell BMMC starter set), so held-out fitting on training cells is the default. Either
         way the spaces see real cells only. (Resampled training cells are then in-sample, which
         the classifier metrics may pick up, as intended for a memoriser.)
+    use_model_split
+        When the model carries the split it was trained with (``model.setup["split"]``, see
+        :func:`model_split`), its test cells are the test cells and its training cells the baselines'
+        training cells, whatever ``mdata[split_key]`` says (a fresh split of a subsample would put the
+        model's training cells among the "held-out" ones); data holding none of its test cells raise.
+        ``False`` uses ``mdata[split_key]``: only for data the model never saw.
     memorisation
         Add the ``mem_frac_closer_train`` / ``mem_median_ratio`` / ``mem_frac_copies`` metrics of
         generated RNA cells (:func:`~scdiffx_grn.eval.memorisation_distance`).
@@ -563,10 +604,36 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
         ``method, task, modality, metric, cell_type, seed, value``; summarise with
         :func:`scdiffx_grn.eval.summarise`.
     """
+    from .._validate import check_count
+
     check_option("feature_space_fit", feature_space_fit, ("train", "test"))
-    split = group_labels(mdata, split_key)
-    test_mask = split == str(test_value)
-    train_mask = (split == str(train_value)) if train_value is not None else ~test_mask
+    check_count("n_samples", n_samples, 1)
+    if n_cells is not None:
+        check_count("n_cells", n_cells, 1)
+    for s in seeds:
+        check_count("seeds", s)
+    stored = model_split(model, mdata) if use_model_split else None
+    if stored is not None:
+        n_stored = len(model.setup["split"]["test_cells"])
+        test_mask, train_mask = stored == "test", stored == "train"
+        if not test_mask.any():
+            raise InputDataError(
+                f"the model carries the split it was trained with ({n_stored} test cells, e.g. "
+                f"{_fmt_items(model.setup['split']['test_cells'], 3)}) and none of them is in the data: evaluate on "
+                "data that holds its held-out cells, or, for data the model never saw, pass use_model_split=False "
+                "(CLI: --no-model-split) to use the data's split column")
+        if mdata.obs.get(split_key) is not None:
+            theirs = mdata.obs[split_key].astype(str).to_numpy() == str(test_value)
+            n_train_as_test = int((theirs & train_mask).sum())
+            if n_train_as_test:
+                logger.warning(f"{n_train_as_test} cells marked {split_key!r} == {test_value!r} in the data are the "
+                               "model's training cells; evaluating on the model's stored split instead")
+        logger.info(f"evaluating on the model's stored split: {int(test_mask.sum())} of its {n_stored} test cells "
+                    f"are in the data, {int(train_mask.sum())} training cells")
+    else:
+        split = group_labels(mdata, split_key)
+        test_mask = split == str(test_value)
+        train_mask = (split == str(train_value)) if train_value is not None else ~test_mask
     if test_mask.sum() == 0:
         raise InputDataError(f"no test cells: no {split_key!r} == {test_value!r}; values: {_fmt_items(np.unique(split))}")
     if train_mask.sum() == 0 and baselines is not False:

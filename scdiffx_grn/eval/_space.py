@@ -253,17 +253,45 @@ class FeatureSpace:
         numpy.ndarray
             Cells x components.
         """
+        return self.transform_with_error(x, seed=seed, layer=layer)[0]
+
+    def transform_with_error(self, x, *, seed: int = 0, layer: str | None = ...) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`transform`, with a bound on each cell's floating-point rounding error.
+
+        The projection is a matrix product in the embedding's dtype; its rounding depends on the
+        BLAS kernel (CPU), the thread count and the other rows of the batch, so the same cell can
+        embed at slightly different points. Each coordinate is a length-``p`` dot product of the
+        (centred) features with a unit-norm component, whose error is at most ``gamma_p * ||x||``
+        in any summation order (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1),
+        ``gamma_p = p*u / (1 - p*u)`` with ``u`` the unit roundoff ``np.finfo(dtype).eps / 2``; over
+        ``k`` components the error of the embedded point is at most ``sqrt(k) * gamma_p * ||x||``.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            The embedding (cells x components) and the bound (one value per cell, the Euclidean
+            error of that cell's embedded point).
+        """
         self._check()
         if self.modality == "rna":
             F = self.features(x, layer=layer).toarray()
-            return self.pca_.transform(F)
-        X = matrix(x, self._layer(layer))
-        if is_adata(x):
-            idx_all = _reindex(x, self.all_var_names_, self.all_var_names_, "data")
-            X = to_csr(X)[:, idx_all]
-        B = binarise(X, seed=seed)
-        T, _ = self._tfidf(B)
-        return self.svd_.transform(T)[:, self.keep_]
+            E = self.pca_.transform(F)
+            centred = F.astype(np.float64) - self.pca_.mean_.astype(np.float64)
+            norm = np.sqrt(np.einsum("ij,ij->i", centred, centred))
+            p = F.shape[1] + 1  # the centring adds one rounding per term
+        else:
+            X = matrix(x, self._layer(layer))
+            if is_adata(x):
+                idx_all = _reindex(x, self.all_var_names_, self.all_var_names_, "data")
+                X = to_csr(X)[:, idx_all]
+            B = binarise(X, seed=seed)
+            T, _ = self._tfidf(B)
+            E = self.svd_.transform(T)[:, self.keep_]
+            norm = np.sqrt(np.asarray(T.multiply(T).sum(1), dtype=np.float64).ravel())
+            p = T.shape[1]
+        u = float(np.finfo(E.dtype).eps) / 2
+        gamma = p * u / max(1.0 - p * u, 1e-300)
+        return E, np.sqrt(E.shape[1]) * gamma * norm
 
     def fit_transform(self, real) -> np.ndarray:
         """``fit(real)`` then ``transform(real)``."""

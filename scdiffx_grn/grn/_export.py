@@ -44,6 +44,10 @@ def top_edges(df: pd.DataFrame, top_k: int | None, *, by_abs: bool = True, group
 
     ``group``: the group column (``None``: :func:`scdiffx_grn.grn.group_column` of ``df``).
     """
+    from .._validate import check_count
+
+    if top_k is not None:
+        top_k = check_count("top_k", top_k, 1)
     gcol = group or group_column(df)
     d = df.copy()
     key = d["weight"].abs() if by_abs else d["weight"]

@@ -32,6 +32,12 @@ def _candidates(model, mdata, candidates, tss, window):
                             "or candidates= (a peak, gene DataFrame, or the uns key of tl.peak_gene_candidates)")
         candidates = peak_gene_candidates(mdata.mod["atac"], genes=list(model.rna_var_names), tss_table=tss,
                                           window=window)
+        if len(candidates) == 0:
+            from ._genomic import _genome_of, read_tss, tss_hint
+
+            raise ScdxError(f"no peak lies within {int(window):,} bp of a TSS of the model's genes: no candidate "
+                            "peak -> gene pair." + tss_hint(read_tss(tss), model.rna_var_names, _genome_of(mdata),
+                                                            window))
     elif isinstance(candidates, str):
         candidates = network_table(mdata, candidates, table="candidates")
     if not isinstance(candidates, pd.DataFrame):

@@ -24,6 +24,7 @@ from .._errors import (
     UnknownFeatureError,
     _fmt_items,
 )
+from .._validate import symbol_case_hint
 
 __all__ = ["parse_peak_names", "peak_gene_candidates", "peaks_table", "read_tss"]
 
@@ -195,6 +196,31 @@ def peaks_table(peaks) -> pd.DataFrame:
     return parse_peak_names(list(peaks))
 
 
+_TSS_FIX = ("use the TSS annotation of the data's genome (--genome {genome} on the command line, "
+            "tss=datasets.tss_annotation({genome!r}) in Python)")
+
+
+def _genome_of(mdata) -> str | None:
+    g = getattr(mdata, "uns", {}).get("genome") if mdata is not None else None
+    return str(g) if g else None
+
+
+def tss_hint(tss: pd.DataFrame, genes, genome: str | None = None, window: int | None = None) -> str:
+    """Why a TSS annotation gives no candidate pair for ``genes``: gene symbols of another organism
+    (the TSS table of another genome), the data's genome (``uns["genome"]``) to pick the right
+    annotation, or a window to widen."""
+    genes = pd.Index([str(g) for g in genes])
+    hint = symbol_case_hint(tss["gene"], genes, "the TSS annotation's", _TSS_FIX)
+    n_in = int(genes.isin(set(tss["gene"].astype(str))).sum())
+    if not hint:
+        hint = (f" {n_in:,} of the {len(genes):,} genes are in the TSS annotation; check that it is of the peaks' "
+                "genome assembly" + (f" or widen the window (now {int(window):,} bp)" if window is not None else "")
+                + ".")
+    if genome:
+        hint += f" The data's genome is {genome!r} (uns['genome'])."
+    return hint
+
+
 def peak_gene_candidates(peaks_var, genes=None, tss_table=None, window: int = 150_000, *,
                          key_added: str | None = None, copy: bool = False):
     """Candidate peak -> gene pairs: peaks whose centre lies within ``window`` bp of a gene's TSS.
@@ -236,13 +262,14 @@ def peak_gene_candidates(peaks_var, genes=None, tss_table=None, window: int = 15
         raise OptionError(f"window must be >= 0 bp, got {window!r}")
     if genes is None and mdata is not None:
         genes = mdata.mod["rna"].var_names
-    tss = read_tss(tss_table)
+    tss_all = tss = read_tss(tss_table)
     peaks = peaks_table(peaks_var)
     if genes is not None:
         genes = pd.Index([str(g) for g in genes])
         tss = tss[tss["gene"].isin(genes)]
         if len(tss) == 0:
-            raise UnknownFeatureError(f"none of the genes is in the TSS annotation; first genes: {_fmt_items(genes)}")
+            raise UnknownFeatureError(f"none of the genes is in the TSS annotation (first genes: {_fmt_items(genes)})."
+                                      + tss_hint(tss_all, genes, _genome_of(mdata)))
     centre = ((peaks["start"].to_numpy() + peaks["end"].to_numpy()) // 2).astype(np.int64)
     peak_names = peaks.index.to_numpy()
     peak_chrom = peaks["chrom"].to_numpy()

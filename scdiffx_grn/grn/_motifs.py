@@ -554,8 +554,9 @@ def scan_motifs(peaks, fasta, motifs, *, pvalue: float = 1e-4, tfs=None, backgro
     from .._settings import logger, settings
     from .._settings import progress as _progress
 
-    if not 0 < float(pvalue) < 1:
-        raise OptionError(f"pvalue must be in (0, 1), got {pvalue!r}")
+    from .._validate import check_probability
+
+    check_probability("pvalue", pvalue)
     if not pseudocount >= 0:
         raise OptionError(f"pseudocount must be >= 0, got {pseudocount!r}")
     bg = _background(background)  # validate before reading anything

@@ -108,7 +108,12 @@ def generate(model, labels=None, *, n_cells=None, sampler="dpm++", n_steps=20, g
     import anndata as ad
     import mudata as md
 
+    from .._validate import check_count, check_positive
+
     model._require_fitted()
+    check_count("batch_size", batch_size, 1)
+    for s in (guidance_scale.values() if isinstance(guidance_scale, Mapping) else [guidance_scale]):
+        check_positive("guidance_scale", s, allow_zero=True)
     rng = np.random.default_rng(seed)
     lab = label_frame(model, labels, n_cells, rng)
     n = len(lab)

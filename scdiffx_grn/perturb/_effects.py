@@ -316,8 +316,13 @@ def _check_same_modality(perts: Sequence[Perturbation]) -> str:
     return srcs.pop()
 
 
-def check_engine(readout: str, test: str, n_noise: int) -> None:
-    """Validate the engine choice (``readout``, ``test``, ``n_noise``); bad values raise :class:`OptionError`."""
+def check_engine(readout: str, test: str, n_noise: int, *, batch_size: int = 1, batch_rows: int = 1) -> None:
+    """Validate the engine choice (``readout``, ``test``, ``n_noise``, ``batch_size``, ``batch_rows``);
+    bad values raise :class:`OptionError`."""
+    from .._validate import check_count
+
+    check_count("batch_size", batch_size, 1)
+    check_count("batch_rows", batch_rows, 1)
     if readout not in READOUTS:
         raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
     if test not in ("t", "wilcoxon"):
@@ -331,6 +336,15 @@ def check_engine(readout: str, test: str, n_noise: int) -> None:
         ok = False
     if not ok:
         raise OptionError(f"n_noise must be an integer >= 1, got {n_noise!r}")
+
+
+def check_summary_options(alpha, n_top, min_effect) -> None:
+    """Range checks of the summary's ``alpha`` (0 < alpha < 1), ``n_top`` (>= 0) and ``min_effect`` (>= 0)."""
+    from .._validate import check_count, check_positive, check_probability
+
+    check_probability("alpha", alpha)
+    check_count("n_top", n_top)
+    check_positive("min_effect", min_effect, allow_zero=True)
 
 
 def check_on_unknown(on_unknown: str) -> None:
@@ -497,7 +511,7 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     names = [p.name for p in perts]
     if len(set(names)) != len(names):
         raise InputDataError(f"perturbation names must be unique, got {names}")
-    check_engine(readout, test, n_noise)
+    check_engine(readout, test, n_noise, batch_size=batch_size, batch_rows=batch_rows)
     check_on_unknown(on_unknown)
     group_column(groupby)  # a colliding name raises before any work
     out = run_perturbations(model, mdata, perts, groupby=groupby, tf_peaks=tf_peaks, on_unknown=on_unknown,

@@ -125,6 +125,9 @@ def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, 
     ``frac_type_changed``, ``top_new_type``...). A feature is significant when
     ``fdr <= alpha`` and ``|effect| >= min_effect``.
     """
+    from ._effects import check_summary_options
+
+    check_summary_options(alpha, n_top, min_effect)
     rows = []
     gcol = group_column_of(effects) or "cell_type"
     if len(effects):
@@ -310,7 +313,7 @@ def screen(
     tf_peaks: pd.DataFrame | None = None,
     tfs: Sequence[str] | None = None,
     organism: str | None = None,
-    on_unknown: Literal["raise", "report"] = "report",
+    on_unknown: Literal["raise", "report"] = "raise",
     test: Literal["t", "wilcoxon"] = "t",
     alpha: float = 0.05,
     n_top: int = 5,
@@ -370,7 +373,9 @@ def screen(
     batch_size, n_samples, seed, test, translate_kwargs, use_labels
         Engine settings (see :func:`~scdiffx_grn.tl.perturb`).
     on_unknown
-        ``"report"`` (default): unknown targets go to the report (and a warning); ``"raise"``.
+        ``"raise"`` (default): unknown targets raise :class:`~scdiffx_grn.UnknownFeatureError` naming
+        them, before any work; ``"report"``: they are skipped and listed in the report (and a
+        warning). Targets that are all unknown raise either way (there is nothing to screen).
     alpha, n_top, min_effect
         Significance level on the BH FDR, number of top features listed per direction, and the
         smallest |effect| counted as significant (paired sampling noise cancels, so tiny
@@ -386,10 +391,12 @@ def screen(
         Summary per target x cell type (see :func:`summarise_effects`), also in
         ``out_dir/summary.parquet``; the report of unknown targets is in ``.attrs["report"]``.
     """
-    from ._effects import check_engine, check_on_unknown
+    from ._effects import check_engine, check_on_unknown, check_summary_options
+    from ._spec import check_targets
 
-    check_engine(readout, test, n_noise)
+    check_engine(readout, test, n_noise, batch_size=batch_size, batch_rows=batch_rows)
     check_on_unknown(on_unknown)
+    check_summary_options(alpha, n_top, min_effect)
     group_column(groupby)  # a name colliding with a table column raises before any work
     labels(mdata, groupby)  # a missing label column (or unlabelled cells) raises before out_dir is touched
     if keep_effects not in ("all", "significant", "none"):
@@ -411,6 +418,7 @@ def screen(
         raise InputDataError("the screen has no targets")
     perts = [Perturbation([t], kind=kind, modality=modality, factor=factor, n_samples=n_samples, name=t)
              for t in targets]
+    check_targets(perts, genes, peaks, tf_peaks, on_unknown)  # unknown targets raise before any work
     config = {"kind": kind, "modality": modality, "factor": perts[0].factor, "groupby": groupby,
               "n_samples": n_samples, "seed": seed, "test": test, "alpha": alpha, "n_top": n_top, "min_effect": min_effect,
               "keep_effects": keep_effects, "translate_kwargs": translate_kwargs or {}, "use_labels": use_labels,

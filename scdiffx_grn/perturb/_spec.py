@@ -309,3 +309,33 @@ def resolve_targets(
             f"perturbation {pert.name!r}: unknown {pert.modality} target(s) {_fmt_items(bad)} ({reasons}); "
             "pass on_unknown='report' to list them and continue with the rest")
     return np.unique(np.asarray(idx, dtype=np.int64)), report
+
+
+def check_targets(perts: Sequence[Perturbation], genes: Sequence[str], peaks: Sequence[str],
+                  tf_peaks: pd.DataFrame | dict | None = None, on_unknown: str = "raise") -> None:
+    """Raise :class:`UnknownFeatureError` before any work when no perturbation has a known target
+    (whatever ``on_unknown``: there is nothing to run), or when any target is unknown and
+    ``on_unknown="raise"``. The message names the unknown targets, the model's spelling of those
+    that differ only in case, and the fix."""
+    bad, n_targets, modality = [], 0, "rna"
+    n_runnable = 0
+    for p in perts:
+        idx, rep = resolve_targets(p, genes, peaks, tf_peaks=tf_peaks, on_unknown="report")
+        n_targets += len(rep)
+        modality = p.modality
+        n_runnable += bool(len(idx)) or p.kind == "none"
+        bad += [t for t in rep.loc[rep.status != "ok", "target"].astype(str) if t not in bad]
+    if not bad or (n_runnable and on_unknown != "raise"):
+        return
+    what = {"rna": "gene", "atac": "peak", "tf": "TF"}.get(modality, modality)
+    names = genes if modality == "rna" else (peaks if modality == "atac" else ())
+    low = {str(g).lower(): str(g) for g in names}
+    near = [f"{t!r} -> {low[t.lower()]!r}" for t in bad if t.lower() in low and low[t.lower()] != t][:3]
+    hint = f" (case differs: {', '.join(near)})" if near else ""
+    where = {"rna": f"the model's {len(genes):,} genes", "atac": f"the model's {len(peaks):,} peaks",
+             "tf": "the TF -> peak table (tf_peaks) with peaks among the model's"}.get(modality, "the model")
+    if not n_runnable:
+        raise UnknownFeatureError(f"none of the {n_targets} target(s) is known: {_fmt_items(bad)} not among {where}"
+                                  f"{hint}; nothing to run")
+    raise UnknownFeatureError(f"unknown {what} target(s) {_fmt_items(bad)}: not among {where}{hint}; fix them, or "
+                              "pass on_unknown='report' to skip them (they are listed in the report)")

@@ -108,6 +108,11 @@ def filter_peaks(data, *, min_frac: float = 0.01, top_n: int | None = None, laye
     InputDataError
         When no peak passes.
     """
+    from .._validate import check_count, check_fraction
+
+    min_frac = check_fraction("min_frac", min_frac)
+    if top_n is not None:
+        top_n = check_count("top_n", top_n, 1)
     data, adata = open_modality(data, "atac", copy)
     X = get_matrix(adata, layer, what="the ATAC data")
     if cells is not None:

@@ -187,7 +187,8 @@ def highly_variable_genes(data, n_top_genes: int = 2000, *, flavor: str = "seura
         raise OptionError(f"flavor must be one of {_HVG_FLAVORS}, got {flavor!r}")
     data, adata = open_modality(data, "rna", copy)
     X = get_matrix(adata, layer, what="the RNA data")
-    check_counts(X, "highly_variable_genes input")
+    check_counts(X, "highly_variable_genes input", fix="pass the raw count matrix (layer='counts'): every flavour "
+                 "normalises it itself")
     n_top = int(min(n_top_genes, adata.n_vars))
     obs = None
     if batch_key:  # the registry's label lookup (MuData obs, "rna:<key>", the modality's obs)

@@ -47,6 +47,9 @@ def stratified_subsample(labels, n: int, seed: int | None = None) -> np.ndarray:
     numpy.ndarray
         Sorted integer indices.
     """
+    from .._validate import check_count
+
+    n = check_count("n", n)
     rng = np.random.default_rng(settings.seed if seed is None else seed)
     if labels is None:
         raise InputDataError("stratified_subsample needs one label per item (use a constant array to not stratify)")
@@ -108,8 +111,12 @@ def split_cells(data, fractions: Sequence[float] = (0.8, 0.1, 0.1), *, seed: int
     MissingLabelError
         When ``stratify`` is not a label column or has NaN.
     """
-    fr = np.asarray(fractions, dtype=float)
-    if fr.ndim != 1 or len(fr) not in (2, 3) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
+    try:
+        fr = np.asarray(fractions, dtype=float)
+    except (TypeError, ValueError):
+        fr = np.full(1, np.nan)
+    if (fr.ndim != 1 or len(fr) not in (2, 3) or not np.isfinite(fr).all() or (fr < 0).any()
+            or not np.isclose(fr.sum(), 1.0)):
         raise OptionError(f"fractions must be 2 or 3 non-negative numbers summing to 1, got {tuple(fractions)}")
     if stratify is not None:  # checked (missing column, NaN labels) before any copy
         groups = pd.Series(labels(data, stratify).to_numpy())

@@ -209,8 +209,14 @@ def _load_inputs(cfg: DemoConfig, sec):
     if groupby is None:
         raise ScdxError("the demo needs a model conditioned on a cell label (this model is unconditional)")
     labels(full, groupby, what="demo data")  # a missing label column raises, naming the ones there
-    # the split analyses/train_model.py used (seed 0, stratified): translation uses held-out cells
-    if "split" not in full.obs:
+    # the split the model carries (else the one analyses/train_model.py used: seed 0, stratified):
+    # translation uses held-out cells
+    from ..eval import model_split
+
+    stored = model_split(model, full)
+    if stored is not None:
+        full.obs["split"] = stored
+    elif "split" not in full.obs:
         pp.split_cells(full, fractions=(0.8, 0.1, 0.1), seed=0, stratify=groupby, key_added="split")
     full = model.subset_to_model(full)
     n = min(cfg.n_cells, full.n_obs)
@@ -501,6 +507,11 @@ def run_demo(cfg: DemoConfig | None = None, **kwargs) -> DemoResult:
     unknown = sorted(set(cfg.sections) - set(SECTIONS))
     if unknown:
         raise ScdxError(f"unknown demo section(s) {unknown}; known: {list(SECTIONS)}")
+    from .._validate import check_count
+
+    for k in ("n_cells", "n_generate", "n_translate", "n_steps", "n_tfs", "n_cell_types", "grn_cells",
+              "screen_cells", "n_samples", "dpi"):
+        check_count(k, getattr(cfg, k), 1)
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
