@@ -71,3 +71,40 @@ def test_planted_network_beats_rewired_random_network_does_not(toy):
     np.testing.assert_allclose(a["median_r2"], b["median_r2"], rtol=1e2 * np.finfo(np.float32).eps)
     with pytest.raises(OptionError, match="n_random"):
         ev.grn_predictive(mdata, truth, n_random=0)
+
+
+def test_consensus_evidence_table_and_heldout_weights():
+    from test_grn import StandInModel, _planted_mdata
+
+    from scdiffx_grn.eval import grn as egrn
+
+    mdata, cand, truth = _planted_mdata(n_cells=450)
+    model = StandInModel(mdata)
+    out = grn.extract_grn(model, mdata, method="consensus", candidates=cand, max_cells=None, copy=True)
+    net = grn.network_table(out, "grn")
+    ev = ["ev_distance", "ev_correlation", "ev_accessibility", "ev_model"]
+    assert set(ev) <= set(net.columns) and "carried_by" in net
+    w = net.groupby("cell_type")[["w_distance", "w_correlation", "w_accessibility", "w_model"]].first()
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=10 * np.finfo(float).eps)
+    # the carrying evidence is the largest weight of its group
+    carried = net.groupby("cell_type")["carried_by"].first()
+    assert all(w.loc[g].idxmax() == f"w_{c}" for g, c in carried.items())
+    # the weight is the weighted mean of the evidences' percentile ranks
+    from scipy.stats import rankdata
+
+    t0 = net[net.cell_type == "T0"]
+    ranks = np.column_stack([rankdata(t0[c], method="average") / len(t0) for c in ev])
+    np.testing.assert_allclose(t0["weight"], ranks @ w.loc["T0"].to_numpy(), rtol=1e3 * np.finfo(float).eps)
+    # the stand-in model knows 8 of the 10 planted links exactly (peak k -> gene k): its evidence
+    # predicts held-out cells best and carries the network; planted links rank high
+    assert (carried == "model").all(), w
+    tab = egrn.peak_gene_metrics(t0, truth, candidates=cand)
+    assert tab.set_index("method").loc["model", "auroc"] > 0.85, tab
+    pred = egrn.grn_predictive(out, {"consensus": net}, top_k=10, n_random=20)
+    assert pred["beats_random"].all(), pred
+    # data evidence only: no model column, the weights over three evidences
+    nm = grn.network_table(grn.extract_grn(model, mdata, method="consensus", model_evidence="none",
+                                           candidates=cand, max_cells=None, cell_types=["T1"], copy=True), "grn")
+    assert "ev_model" not in nm and "w_model" not in nm
+    with pytest.raises(OptionError, match="model_evidence"):
+        grn.extract_grn(model, mdata, method="consensus", model_evidence="gradients", candidates=cand)
