@@ -6,8 +6,8 @@ Per group of cells, every candidate pair gets four kinds of evidence:
 - ``ev_correlation``: correlation of peak accessibility and gene expression across metacells of
   the group's own (train) cells;
 - ``ev_accessibility``: fraction of the group's (train) cells with the peak open;
-- ``ev_model``: the model's attribution (a kernel of :data:`~scdiffx_grn.grn.METHODS`, knockout by
-  default; ``model_evidence="none"`` leaves it out).
+- ``ev_model``: the model's attribution (a method of :data:`~scdiffx_grn.grn.METHODS`, knockout by
+  default; ``extract_grn(..., model_evidence="none")`` leaves it out).
 
 Each evidence is turned into within-group percentile ranks and the score is a weighted mean of
 the ranks. The weights are learned without external truth, by held-out prediction
@@ -74,17 +74,17 @@ def _gain(score, pi, gi, fitter, n_top, n_random, seed) -> float:
     return float(s["delta_r2"]) if np.isfinite(s["delta_r2"]) else 0.0
 
 
-def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_evidence: str = "knockout",
+def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_scorer=None,
                      n_metacells: int = 20, n_random: int = 5, validation_fraction: float = 0.3,
                      batch_size: int = 64, seed: int = 0, cell_names=None) -> pd.DataFrame:
     """Evidence table and held-out-calibrated consensus score of the candidate pairs of one group.
 
     Returns a DataFrame (one row per pair): ``weight`` (the consensus score, a weighted mean of
     percentile ranks in (0, 1]), ``ev_<evidence>`` (raw evidence), ``w_<evidence>`` (its weight)
-    and ``carried_by``.
+    and ``carried_by``. ``model_scorer``: the :class:`~scdiffx_grn.grn.Method` giving
+    ``ev_model`` (``None``: data evidence only).
     """
     from .._registry import log_normalize
-    from ._methods import METHODS
     from ._predictive import RidgeR2, heldout_mask
 
     genes = pd.Index(np.asarray(model.rna_var_names).astype(str))
@@ -100,8 +100,8 @@ def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_e
     if "distance" in pairs:
         ev["distance"] = -np.abs(pairs["distance"].to_numpy(float))
     ev.update(_evidence(X_rna[train], X_atac[train], pairs, gi, pi, n_metacells=n_metacells, seed=seed))
-    if model_evidence != "none":
-        ev["model"] = METHODS[model_evidence](model, X_rna, X_atac, cond, pairs, batch_size=batch_size, seed=seed,
+    if model_scorer is not None:
+        ev["model"] = model_scorer(model, X_rna, X_atac, cond, pairs, batch_size=batch_size, seed=seed,
                                               cell_names=names)
     ranks = {k: _ranks(v) for k, v in ev.items()}
     # held-out choice of the weights, on the train cells only

@@ -205,10 +205,11 @@ KNOCKOUT = Method(
     "in-silico peak closing: drop of the translated expression (log1p CP10k), paired noise",
     inputs=("atac",), cell_names=True)
 
-def _consensus_kernel(model, X_rna, X_atac, cond, pairs, **kw):
+def _consensus_kernel(model, X_rna, X_atac, cond, pairs, *, model_evidence: str = "knockout", **kw):
     from ._consensus import consensus_scores
 
-    return consensus_scores(model, X_rna, X_atac, cond, pairs, **kw)
+    scorer = None if model_evidence == "none" else METHODS[model_evidence]
+    return consensus_scores(model, X_rna, X_atac, cond, pairs, model_scorer=scorer, **kw)
 
 
 CONSENSUS = Method(
