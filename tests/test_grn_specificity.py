@@ -172,6 +172,11 @@ def test_tf_layer_planted_one_type_regulation():
     # the TF -> target correlation comes from each type's own cells: strong in A, none in B
     assert e.loc["A", "corr"] > 0.5 and e.loc["A", "corr"] - e.loc["B", "corr"] > 0.5, e
     assert e.loc["A", "weight"] > 2 * abs(e.loc["B", "weight"])
+    # corr_pvalue: a type keeps the edges its own cells support (per-type correlation p < 0.05)
+    kept = grn.tf_gene_network(mdata, tp, tfs=["t0"], corr_pvalue=0.05, copy=True).uns["grn_tf"]["network"]
+    k1 = kept[kept.target == "g1"]
+    assert list(k1.cell_type) == ["A"] and (kept.corr_p < 0.05).all()
+    assert kept.groupby("cell_type").size().max() < 0.5 * (mdata["rna"].n_vars - 1)
     # the planted edge is among A's 3 most specific edges (of 79) and is not selected for B
     top = grn.grn_df(net, top_k=3)
     assert "g1" in set(top[top.cell_type == "A"].target) and "g1" not in set(top[top.cell_type == "B"].target)

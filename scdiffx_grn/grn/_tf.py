@@ -297,7 +297,8 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
                     sign: bool = True, corr_method: str = "spearman", tfs=None, organism: str | None = None,
                     peak_gene_key: str = "grn", key_added: str = "grn_tf", groupby: str | None = "cell_type",
                     n_metacells: int = 20, min_corr: float = 0.3, exclude_self: bool = True,
-                    per_type: bool = True, weight: str = "correlation", seed: int = 0, copy: bool = False):
+                    per_type: bool = True, weight: str = "correlation", corr_pvalue: float | None = None,
+                    seed: int = 0, copy: bool = False):
     """Combine peak -> gene scores with TF -> peak links into TF -> gene edges.
 
     ``motif(TF, gene, group) = agg_{peaks p bound by TF} w_tf(TF, p) * w(p -> gene, group)``
@@ -308,7 +309,8 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
     uses every metacell) and ``weight = corr * |motif|`` (``weight="correlation"``) or
     ``sign(corr) * |motif|`` (``weight="sign"``, the earlier definition: the same in every group
     up to the peak -> gene weights). With several groups a ``specificity`` column is added
-    (:func:`scdiffx_grn.grn.type_specificity`); ``get.grn_df(top_k=)`` ranks by it.
+    (:func:`scdiffx_grn.grn.type_specificity`); ``get.grn_df(top_k=)`` ranks by it. ``corr_pvalue``
+    keeps, per group, only the edges whose per-group correlation passes a test.
 
     Parameters
     ----------
@@ -346,6 +348,11 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
         per-cluster fits) or across all metacells (``False``: one ``corr`` for every group).
     weight
         ``"correlation"`` (``corr * |motif|``) or ``"sign"`` (``sign(corr) * |motif|``).
+    corr_pvalue
+        With per-type correlations: keep an edge in a group only when its TF-target correlation
+        over the group's metacells has a two-sided p-value below this (Student t, ``n - 2`` degrees
+        of freedom; column ``corr_p``, no multiple-testing correction), so each group keeps the
+        edges its own cells support. ``None`` (default): keep every edge in every group.
     copy
         MuData input: ``False`` writes ``uns[key_added]`` and returns ``None``; ``True`` leaves the
         MuData untouched and returns a modified copy.
@@ -362,7 +369,9 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
         raise OptionError(f"corr_method must be 'pearson' or 'spearman', got {corr_method!r}")
     if weight not in ("correlation", "sign"):
         raise OptionError(f"weight must be 'correlation' or 'sign', got {weight!r}")
-    how = {"per_type": bool(per_type), "weight": weight}
+    if corr_pvalue is not None and not 0 < float(corr_pvalue) <= 1:
+        raise OptionError(f"corr_pvalue must be in (0, 1] or None, got {corr_pvalue!r}")
+    how = {"per_type": bool(per_type), "weight": weight, "corr_pvalue": corr_pvalue}
     mdata = peak_gene if _is_mudata(peak_gene) else None
     if mdata is not None:
         pg_raw = network_table(mdata, peak_gene_key)
@@ -418,15 +427,18 @@ def _as_pg(df) -> tuple[pd.DataFrame, str]:
     return d[["peak", "gene", "weight", gcol]], gcol
 
 
-def _group_corr(expr: pd.DataFrame, out: pd.DataFrame, gcol: str, corr_method: str, per_type: bool) -> np.ndarray:
-    """TF-target correlation of each edge of ``out``: over its own group's metacells when ``per_type``.
+def _group_corr(expr: pd.DataFrame, out: pd.DataFrame, gcol: str, corr_method: str,
+                per_type: bool) -> tuple[np.ndarray, np.ndarray]:
+    """TF-target correlation of each edge of ``out`` (over its own group's metacells when ``per_type``)
+    and the number of metacells it was computed on, ``0`` where it is the pooled correlation.
 
     Metacells are named ``"<group>::k"`` (:func:`scdiffx_grn.grn.metacells`); a group with fewer
     than 3 metacells (or names without a group) falls back to every metacell.
     """
     corr = pair_corr(expr, expr, out["source"], out["target"], method=corr_method)
+    n = np.zeros(len(out), dtype=int)
     if not per_type:
-        return corr
+        return corr, n
     mgroup = pd.Index(expr.index.astype(str)).str.rsplit("::", n=1).str[0]
     for g in pd.unique(out[gcol].astype(str)):
         keep = np.asarray(mgroup == g)
@@ -437,11 +449,24 @@ def _group_corr(expr: pd.DataFrame, out: pd.DataFrame, gcol: str, corr_method: s
         rows = np.flatnonzero(out[gcol].astype(str).to_numpy() == g)
         corr[rows] = pair_corr(expr[keep], expr[keep], out["source"].iloc[rows], out["target"].iloc[rows],
                                method=corr_method)
-    return corr
+        n[rows] = int(keep.sum())
+    return corr, n
+
+
+def _corr_p(r: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of correlations ``r`` over ``n`` points (Student t, ``n - 2`` df; ``nan`` for ``n < 3``)."""
+    from scipy.stats import t as student_t
+
+    r = np.clip(np.nan_to_num(np.asarray(r, float)), -1.0, 1.0)
+    df = np.asarray(n, float) - 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tt = np.abs(r) * np.sqrt(df / np.maximum(1.0 - r ** 2, np.finfo(float).tiny))
+        p = 2 * student_t.sf(tt, np.maximum(df, 1))
+    return np.where(df >= 1, p, np.nan)
 
 
 def _combine(pg, tp, expression, aggregate, corr_method, exclude_self, gcol: str = "cell_type", *,
-             per_type: bool = True, weight: str = "correlation") -> pd.DataFrame:
+             per_type: bool = True, weight: str = "correlation", corr_pvalue: float | None = None) -> pd.DataFrame:
     if aggregate not in ("sum", "max"):
         raise OptionError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
     m = pg.merge(tp[["tf", "peak", "weight", "evidence"]].rename(columns={"weight": "w_tf"}), on="peak")
@@ -462,8 +487,16 @@ def _combine(pg, tp, expression, aggregate, corr_method, exclude_self, gcol: str
     out["motif"] = out["weight"]
     if expression is not None:
         expr = expression.to_df() if hasattr(expression, "to_df") else expression
-        corr = _group_corr(expr, out, gcol, corr_method, per_type)
+        corr, n_mc = _group_corr(expr, out, gcol, corr_method, per_type)
         out["corr"] = corr
+        if per_type and (n_mc > 0).any():
+            out["corr_p"] = _corr_p(corr, n_mc)
+            if corr_pvalue is not None:
+                drop = (n_mc > 0) & ~(out["corr_p"].to_numpy() < float(corr_pvalue))
+                out, corr = out[~drop].reset_index(drop=True), corr[~drop]
+                if len(out) == 0:
+                    raise ScdxError(f"no TF -> gene edge has a per-type TF-target correlation with p < "
+                                    f"corr_pvalue={corr_pvalue}; raise corr_pvalue or pass corr_pvalue=None")
         s = np.sign(np.nan_to_num(corr))
         s[s == 0] = 1
         out["sign"] = s.astype(int)
