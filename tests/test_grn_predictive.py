@@ -57,7 +57,7 @@ def test_planted_network_beats_rewired_random_network_does_not(toy):
     rng = np.random.default_rng(1)
     peaks, genes = np.asarray(mdata.mod["atac"].var_names), np.asarray(mdata.mod["rna"].var_names)
     rand = pd.DataFrame({"source": rng.choice(peaks, 30), "target": rng.choice(genes, 30), "weight": 1.0})
-    tab = ev.grn_predictive(mdata, {"truth": truth, "random": rand}, n_random=30)
+    tab = ev.grn_predictive(mdata, {"truth": truth, "random": rand}, n_random=30, pool=None)
     t, r = tab[tab.network == "truth"], tab[tab.network == "random"]
     assert len(t) == 3 and t["beats_random"].all() and (t["median_r2"] > 0.3).all()
     assert (t["frac_targets_improved"] == 1.0).all()
@@ -65,7 +65,7 @@ def test_planted_network_beats_rewired_random_network_does_not(toy):
     assert set(tab["kind"]) == {"peak_gene"}
     # the split is keyed by cell name: reordering the cells changes nothing
     perm = mdata[np.random.default_rng(2).permutation(mdata.n_obs)].copy()
-    tab2 = ev.grn_predictive(perm, {"truth": truth, "random": rand}, n_random=30)
+    tab2 = ev.grn_predictive(perm, {"truth": truth, "random": rand}, n_random=30, pool=None)
     key = ["network", "cell_type"]
     a, b = tab.sort_values(key).reset_index(drop=True), tab2.sort_values(key).reset_index(drop=True)
     np.testing.assert_allclose(a["median_r2"], b["median_r2"], rtol=1e2 * np.finfo(np.float32).eps)
@@ -100,7 +100,7 @@ def test_consensus_evidence_table_and_heldout_weights():
     assert (carried == "model").all(), w
     tab = egrn.peak_gene_metrics(t0, truth, candidates=cand)
     assert tab.set_index("method").loc["model", "auroc"] > 0.85, tab
-    pred = egrn.grn_predictive(out, {"consensus": net}, top_k=10, n_random=20)
+    pred = egrn.grn_predictive(out, {"consensus": net}, top_k=10, n_random=20, pool=None)
     assert pred["beats_random"].all(), pred
     # data evidence only: no model column, the weights over three evidences
     nm = grn.network_table(grn.extract_grn(model, mdata, method="consensus", model_evidence="none",
