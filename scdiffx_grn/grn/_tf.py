@@ -459,7 +459,7 @@ def _corr_p(r: np.ndarray, n: np.ndarray) -> np.ndarray:
 
     r = np.clip(np.nan_to_num(np.asarray(r, float)), -1.0, 1.0)
     df = np.asarray(n, float) - 2
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         tt = np.abs(r) * np.sqrt(df / np.maximum(1.0 - r ** 2, np.finfo(float).tiny))
         p = 2 * student_t.sf(tt, np.maximum(df, 1))
     return np.where(df >= 1, p, np.nan)
