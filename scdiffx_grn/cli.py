@@ -583,7 +583,8 @@ def grn(
                              "tf_gene.graphml (Cytoscape) and per-cell-type GraphML files."),
     data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
     n_cells: int | None = NCellsOpt,
-    method: str = typer.Option("attention", help="Peak -> gene scoring: attention, integrated_gradients or knockout."),
+    method: str = typer.Option("attention", help="Peak -> gene scoring: attention, integrated_gradients, knockout "
+                               "or consensus (evidence table, combination chosen by held-out prediction)."),
     groupby: str = typer.Option("cell_type", help="One network per value of this obs column."),
     cell_type: list[str] = typer.Option([], "--cell-type", "-c", help="Restrict to these groups (repeatable)."),
     genome: str = typer.Option("mm10", help="Built-in TSS annotation for candidate peak -> gene pairs."),
