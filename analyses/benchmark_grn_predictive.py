@@ -15,7 +15,8 @@ pooled into pseudo-cells of ``pool`` cells, against ``n_random`` degree-preservi
 cells per type, too few pseudo-cells for most types). Also scores every network against the GxR links (AUROC, as in BENCHMARKS.md).
 
 Writes ``<out>/predictive.csv`` (per network and type), ``<out>/summary.csv`` (mean over types),
-``<out>/gxr.csv``, ``<out>/consensus_weights.csv`` and the networks (``<name>.parquet``).
+``<out>/gxr.csv``, ``<out>/consensus_weights.csv`` and the networks
+(``<name>.parquet``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def main(checkpoint: str = "mouse_mop_demo", *, out: str = "results/grn_predicti
 
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
-    model = ScDiffusionX.load_pretrained(checkpoint) if not Path(checkpoint).exists() else ScDiffusionX.load(checkpoint)
+    model = (ScDiffusionX.load(checkpoint) if Path(checkpoint).exists()
+             else ScDiffusionX.load_pretrained(checkpoint))
     mdata = model.subset_to_model(datasets.mouse_mop())
     ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
     tss = grn.read_tss(datasets.tss_annotation("mm10"))

@@ -52,7 +52,8 @@ def main(types=("L2/3", "L6"), *, top_k: int = 500, checkpoint: str = "mouse_mop
          out: str = "results/grn_contrast", seed: int = 0) -> pd.DataFrame:
     from scdiffx_grn import ScDiffusionX, datasets, grn
 
-    model = ScDiffusionX.load_pretrained(checkpoint) if not Path(checkpoint).exists() else ScDiffusionX.load(checkpoint)
+    model = (ScDiffusionX.load(checkpoint) if Path(checkpoint).exists()
+             else ScDiffusionX.load_pretrained(checkpoint))
     mdata = model.subset_to_model(datasets.mouse_mop())
     ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
     tss = grn.read_tss(datasets.tss_annotation("mm10"))
@@ -63,7 +64,8 @@ def main(types=("L2/3", "L6"), *, top_k: int = 500, checkpoint: str = "mouse_mop
     rows = []
     pg = grn.network_table(mdata, "grn")
     rows.append({"network": "peak_gene (attention)", **_contrast(pg, *types, top_k)})
-    for label, kw in (("tf_gene, earlier definition (pooled corr, sign x motif)", {"per_type": False, "weight": "sign"}),
+    for label, kw in (("tf_gene, earlier definition (pooled corr, sign x motif)",
+                       {"per_type": False, "weight": "sign"}),
                       ("tf_gene, per-type corr x motif (default: every edge)", {}),
                       ("tf_gene, per-type corr x motif, corr_pvalue=0.05", {"corr_pvalue": 0.05})):
         grn.tf_gene_network(mdata, "coaccessibility", tfs=tfs, key_added="grn_tf", seed=seed, **kw)
