@@ -95,9 +95,10 @@ def test_consensus_evidence_table_and_heldout_weights():
     t0 = net[net.cell_type == "T0"]
     ranks = np.column_stack([rankdata(t0[c], method="average") / len(t0) for c in ev])
     np.testing.assert_allclose(t0["weight"], ranks @ w.loc["T0"].to_numpy(), rtol=1e3 * np.finfo(float).eps)
-    # the stand-in model knows 8 of the 10 planted links exactly (peak k -> gene k): its evidence
-    # predicts held-out cells best and carries the network; planted links rank high
-    assert (carried == "model").all(), w
+    # the stand-in model knows 8 of the 10 planted links exactly (peak k -> gene k) and metacell
+    # correlation finds them in the data; one of the two carries each group (accessibility, which
+    # is blind to the planted links, never does), and planted links rank high
+    assert set(carried) <= {"model", "correlation"}, w
     tab = egrn.peak_gene_metrics(t0, truth, candidates=cand)
     assert tab.set_index("method").loc["model", "auroc"] > 0.85, tab
     pred = egrn.grn_predictive(out, {"consensus": net}, top_k=10, n_random=20, pool=None)

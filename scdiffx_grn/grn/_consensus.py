@@ -12,8 +12,8 @@ Per group of cells, every candidate pair gets four kinds of evidence:
 Each evidence is turned into within-group percentile ranks and the score is a weighted mean of
 the ranks. The weights are learned without external truth, by held-out prediction
 (:mod:`scdiffx_grn.grn._predictive`): the group's train cells (those not in the model's stored test
-cells) are split by cell name into fit and validation cells, the evidence is recomputed on the fit
-cells, and each candidate combination (every evidence alone, the equal-weight mean, and the mean
+cells) are split by cell name into fit and validation cells (each pooled into pseudo-cells of 5
+cells), the evidence is recomputed on the fit cells, and each candidate combination (every evidence alone, the equal-weight mean, and the mean
 weighted by each evidence's own gain) builds a network of its top edges (one per candidate gene on
 average), whose targets are predicted on the validation cells from their linked peaks; the gain is
 the median R^2 above that of degree-preserving rewirings. The combination with the largest gain
@@ -33,6 +33,8 @@ __all__ = ["EVIDENCE", "consensus_scores"]
 
 #: evidence columns of the consensus table, in order
 EVIDENCE = ("distance", "correlation", "accessibility", "model")
+#: cells per pseudo-cell in the held-out choice of the weights, and the fewest pseudo-cells used
+_POOL, _MIN_PSEUDO = 5, 5
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
@@ -84,7 +86,7 @@ def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_s
     and ``carried_by``. ``model_scorer``: the :class:`~scdiffx_grn.grn.Method` giving
     ``ev_model`` (``None``: data evidence only).
     """
-    from .._registry import log_normalize
+    from ._metacells import group_metacell_profiles
     from ._predictive import RidgeR2, heldout_mask
 
     genes = pd.Index(np.asarray(model.rna_var_names).astype(str))
@@ -108,17 +110,17 @@ def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_s
     val = heldout_mask(names[train], validation_fraction, seed, stream=11)
     fit_i, val_i = train[~val], train[val]
     weights = {k: 1.0 for k in ranks}
-    if min(len(fit_i), len(val_i)) >= 10:
+    if min(len(fit_i), len(val_i)) >= _MIN_PSEUDO * _POOL:
         ev_fit = dict(ev)
         ev_fit.update(_evidence(X_rna[fit_i], X_atac[fit_i], pairs, gi, pi, n_metacells=n_metacells, seed=seed))
         r_fit = {k: _ranks(v) for k, v in ev_fit.items()}
         up, p_pos = np.unique(pi, return_inverse=True)
         ug, g_pos = np.unique(gi, return_inverse=True)
-        Xa = log_normalize(X_atac)[:, up]
-        Xr = log_normalize(X_rna)[:, ug]
-        Xa = Xa.toarray() if hasattr(Xa, "toarray") else np.asarray(Xa)
-        Xr = Xr.toarray() if hasattr(Xr, "toarray") else np.asarray(Xr)
-        fitter = RidgeR2(Xa[fit_i], Xa[val_i], Xr[fit_i], Xr[val_i])
+        # fit and validation cells pooled separately into pseudo-cells (single sparse cells carry
+        # almost no peak -> gene signal; see eval.grn_predictive's pool)
+        (rf, af), (rv, av) = (group_metacell_profiles(X_rna[i], X_atac[i], len(i) // _POOL, min_cells=2, seed=seed)
+                              for i in (fit_i, val_i))
+        fitter = RidgeR2(af[:, up], av[:, up], rf[:, ug], rv[:, ug])
         n_top = max(1, len(ug))
         single = {k: _gain(r, p_pos, g_pos, fitter, n_top, n_random, seed) for k, r in r_fit.items()}
         options = {f"only_{k}": {j: float(j == k) for j in r_fit} for k in r_fit}
@@ -132,7 +134,7 @@ def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_s
         weights = options[best]
         logger.info("consensus: held-out gains %s; kept %s", {k: round(v, 4) for k, v in gains.items()}, best)
     else:
-        logger.info("consensus: fewer than 10 fit or validation cells; equal evidence weights")
+        logger.info("consensus: fewer than %d fit or validation cells; equal evidence weights", _MIN_PSEUDO * _POOL)
     out = pd.DataFrame({"weight": _combine(ranks, weights)})
     for k in EVIDENCE:
         if k in ev:
