@@ -18,7 +18,7 @@ weighted by each evidence's own gain) builds a network of its top edges (one per
 average), whose targets are predicted on the validation cells from their linked peaks; the gain is
 the median R^2 above that of degree-preserving rewirings. The combination with the largest gain
 is kept; its weights are stored per edge (``w_<evidence>``) and ``carried_by`` names the evidence
-with the largest weight.
+with the largest weight (``"equal"`` when every evidence weighs the same).
 """
 
 from __future__ import annotations
@@ -143,5 +143,6 @@ def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_s
     for k in EVIDENCE:
         if k in weights:
             out[f"w_{k}"] = weights[k] / tot
-    out["carried_by"] = max(weights, key=weights.get)
+    w = np.array(list(weights.values()), float)
+    out["carried_by"] = "equal" if np.all(w == w.max()) and len(w) > 1 else max(weights, key=weights.get)
     return out
