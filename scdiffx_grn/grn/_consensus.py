@@ -13,8 +13,8 @@ Each evidence is turned into within-group percentile ranks and the score is a we
 the ranks. The weights are learned without external truth, by held-out prediction
 (:mod:`scdiffx_grn.grn._predictive`): the group's train cells (those not in the model's stored test
 cells) are split by cell name into fit and validation cells (each pooled into pseudo-cells of 5
-cells), the evidence is recomputed on the fit cells, and each candidate combination (every evidence alone, the equal-weight mean, and the mean
-weighted by each evidence's own gain) builds a network of its top edges (one per candidate gene on
+cells), the evidence is recomputed on the fit cells, and each candidate combination (every
+evidence alone, the equal-weight mean, and the mean weighted by each evidence's own gain) builds a network of its top edges (one per candidate gene on
 average), whose targets are predicted on the validation cells from their linked peaks; the gain is
 the median R^2 above that of degree-preserving rewirings. The combination with the largest gain
 is kept; its weights are stored per edge (``w_<evidence>``) and ``carried_by`` names the evidence
