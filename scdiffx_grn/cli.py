@@ -635,7 +635,8 @@ def grn(
                              "tf_gene.graphml (Cytoscape) and per-cell-type GraphML files."),
     data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
     n_cells: int | None = NCellsOpt,
-    method: str = typer.Option("attention", help="Peak -> gene scoring: attention, integrated_gradients or knockout."),
+    method: str = typer.Option("attention", help="Peak -> gene scoring: attention, integrated_gradients, knockout "
+                               "or consensus (evidence table, combination chosen by held-out prediction)."),
     groupby: str = typer.Option("cell_type", help="One network per value of this obs column."),
     cell_type: list[str] = typer.Option([], "--cell-type", "-c", help="Restrict to these groups (repeatable)."),
     genome: str = typer.Option("mm10", help="Built-in TSS annotation for candidate peak -> gene pairs."),
@@ -652,7 +653,10 @@ def grn(
     tfs: list[str] = typer.Option([], "--tf", help="TFs to consider (repeatable / comma-separated; default: "
                                   "DoRothEA TFs among the genes)."),
     organism: str = typer.Option("mouse", help="Organism of the default TF list."),
-    top_k: int | None = typer.Option(None, help="Keep the top K edges per group in the exported files."),
+    top_k: int | None = typer.Option(None, help="Keep the top K edges per group in the exported files (ranked by "
+                                     "--rank-by)."),
+    rank_by: str = typer.Option("specificity", help="Ranking of --top-k: 'specificity' (edges that set the group "
+                                "apart; |weight| with one group) or 'weight' (|weight|: a group's strongest links)."),
     overwrite: bool = OverwriteOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
@@ -665,6 +669,8 @@ def grn(
 
     _threads()
     _use_agg()
+    if rank_by not in ("specificity", "weight"):
+        raise OptionError(f"--rank-by must be 'specificity' or 'weight', got {rank_by!r}")
     check_output_dir(out, overwrite=overwrite, known=GRN_FILES, what="GRN folder")
     for f in (tss, fasta):
         if f is not None and not f.exists():
@@ -696,11 +702,14 @@ def grn(
         G.tf_gene_network(mdata, prior, tfs=tf_list, groupby=groupby, key_added="grn_tf", seed=seed)
     note = ""
     with output_dir(out, overwrite=overwrite, known=GRN_FILES, what="GRN folder") as tmp:
-        pg = G.grn_df(mdata, key="grn", top_k=top_k)
+        def _rank(key):
+            return rank_by if "specificity" in G.network_table(mdata, key) else "weight"
+
+        pg = G.grn_df(mdata, key="grn", top_k=top_k, rank_by=_rank("grn"))
         G.write_grn(pg, tmp / "peak_gene.csv")
         msg = f"{len(pg):,} peak -> gene edges"
         if "grn_tf" in mdata.uns:
-            tg = G.grn_df(mdata, key="grn_tf", top_k=top_k)
+            tg = G.grn_df(mdata, key="grn_tf", top_k=top_k, rank_by=_rank("grn_tf"))
             G.write_grn(tg, tmp / "tf_gene.csv")
             G.write_grn(tg, tmp / "tf_gene.graphml")
             G.write_grn(tg, tmp / "tf_gene.graphml", per_cell_type=True)

@@ -227,6 +227,10 @@ def test_bad_usage_and_config(files, trained, tmp_path):
     line = _one_line_error(_run(["generate", "-m", trained, "-o", tmp_path / "g.h5mu", "-c", "NoSuchType",
                                  "--n-steps", "2"]))
     assert "NoSuchType" in line
+    # grn --rank-by takes specificity or weight only
+    line = _one_line_error(_run(["grn", "-m", trained, "--data", files / "syn.h5mu", "--rank-by", "corr",
+                                 "-o", tmp_path / "g"]))
+    assert "--rank-by" in line
 
 
 def test_config_values_are_used_and_cli_wins(files, trained, tmp_path):

@@ -422,7 +422,7 @@ def test_extract_grn_method_keywords_checked():
     assert "grn" not in mdata.uns  # nothing written by a refused call
     tab = grn.show_methods()
     assert list(tab.columns) == ["name", "description", "parameters"]
-    assert list(tab["name"]) == ["attention", "integrated_gradients", "knockout"] == list(grn.methods())
+    assert list(tab["name"]) == ["attention", "integrated_gradients", "knockout", "consensus"] == list(grn.methods())
     assert "timesteps=(100, 300, 500)" in tab.set_index("name").loc["attention", "parameters"]
 
 

@@ -128,3 +128,64 @@ def test_peak_set_enrichment_scaled_specificity_ignores_type_scale():
     got = tab.set_index(["cell_type", "ranking"])["auroc"]
     assert got[("a", "specificity_scaled")] > 0.95
     assert got[("a", "specificity_scaled")] > got[("a", "specificity")] + 0.1
+
+
+def _one_type_regulation(seed: int = 0, n_per_type: int = 300, n_genes: int = 80):
+    """Two types A, B; TF ``t0`` drives target ``g1`` in A only (in B ``g1`` is independent of it).
+
+    Every TF -> peak -> gene path and every peak -> gene weight is the same in both types, so only
+    the types' own cells can tell them apart."""
+    import anndata as ad
+    import mudata as md
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n = 2 * n_per_type
+    ct = np.repeat(["A", "B"], n_per_type)
+    tf = rng.gamma(2.0, 3.0, n)                       # TF expression level, varies within each type
+    lam = np.full((n, n_genes), 4.0)
+    lam[:, 0] = tf
+    lam[:, 1] = np.where(ct == "A", 0.5 + 2.0 * tf, rng.gamma(4.0, 3.0, n))  # g1 follows t0 in A only
+    R = rng.poisson(lam).astype(np.float32)
+    genes = ["t0"] + [f"g{i}" for i in range(1, n_genes)]
+    peaks = [f"chr1_{1000 * (i + 1)}_{1000 * (i + 1) + 500}" for i in range(n_genes)]
+    A = (rng.uniform(size=(n, n_genes)) < 0.4).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": ct}, index=[f"c{i}" for i in range(n)])
+    rna = ad.AnnData(sp.csr_matrix(R), obs=obs.copy(), var=pd.DataFrame(index=genes))
+    atac = ad.AnnData(sp.csr_matrix(A), obs=obs.copy(), var=pd.DataFrame(index=peaks))
+    rna.layers["counts"] = rna.X.copy()
+    atac.layers["counts"] = atac.X.copy()
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    mdata.obs["cell_type"] = ct
+    # the same peak -> gene weights in both types; t0 binds every peak
+    pg = pd.DataFrame([(p, g, 1.0, c) for c in ("A", "B") for p, g in zip(peaks, genes)],
+                      columns=["source", "target", "weight", "cell_type"])
+    mdata.uns["grn"] = pg
+    tp = pd.DataFrame({"tf": "t0", "peak": peaks})
+    return mdata, tp
+
+
+def test_tf_layer_planted_one_type_regulation():
+    mdata, tp = _one_type_regulation()
+    net = grn.tf_gene_network(mdata, tp, tfs=["t0"], copy=True).uns["grn_tf"]["network"]
+    e = net[(net.source == "t0") & (net.target == "g1")].set_index("cell_type")
+    # the TF -> target correlation comes from each type's own cells: strong in A, none in B
+    assert e.loc["A", "corr"] > 0.5 and e.loc["A", "corr"] - e.loc["B", "corr"] > 0.5, e
+    assert e.loc["A", "weight"] > 2 * abs(e.loc["B", "weight"])
+    # corr_pvalue: a type keeps the edges its own cells support (per-type correlation p < 0.05)
+    kept = grn.tf_gene_network(mdata, tp, tfs=["t0"], corr_pvalue=0.05, copy=True).uns["grn_tf"]["network"]
+    k1 = kept[kept.target == "g1"]
+    assert list(k1.cell_type) == ["A"] and (kept.corr_p < 0.05).all()
+    assert kept.groupby("cell_type").size().max() < 0.5 * (mdata["rna"].n_vars - 1)
+    # the planted edge is among A's 3 most specific edges (of 79) and is not selected for B
+    top = grn.grn_df(net, top_k=3)
+    assert "g1" in set(top[top.cell_type == "A"].target) and "g1" not in set(top[top.cell_type == "B"].target)
+    # per_type=False is the pooled correlation (one value for both types), weight="sign" the earlier weights
+    pooled = grn.tf_gene_network(mdata, tp, tfs=["t0"], per_type=False, weight="sign", copy=True)
+    pooled = pooled.uns["grn_tf"]["network"]
+    p = pooled[(pooled.source == "t0") & (pooled.target == "g1")].set_index("cell_type")
+    assert p.loc["A", "corr"] == p.loc["B", "corr"] and p.loc["A", "weight"] == p.loc["B", "weight"]
+    with pytest.raises(OptionError, match="weight"):
+        grn.tf_gene_network(mdata, tp, tfs=["t0"], weight="rank")
+    with pytest.raises(OptionError, match="rank_by"):
+        grn.grn_df(net, top_k=1, rank_by="corr")

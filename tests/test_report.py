@@ -27,7 +27,7 @@ EXPECTED_TABLES = {
     "data": ["data_summary", "cell_types", "model"],
     "generation": ["generation_metrics"],
     "translation": ["translation_metrics"],
-    "grn": ["grn_sizes", "grn_top_edges"],
+    "grn": ["grn_sizes", "grn_top_edges"],  # grn_predictive: only when the run has enough test cells
     "screen": ["screen_summary"],
     "biomarkers": ["biomarkers_tf", "biomarkers_gene"],
 }

@@ -24,7 +24,8 @@ comparable; see :mod:`scdiffx_grn.eval._protocol` for the full description:
   samples by the energy score against samplers that also sample; calibration (PIT coverage).
 - Plots: :func:`umap_real_vs_generated`, :func:`metric_bars`.
 
-``eval.grn`` (GRN validation) is imported lazily on first access.
+``eval.grn`` (GRN validation) is imported lazily on first access; :func:`grn_predictive` (GRaNPA-style
+held-out prediction of any network against degree-preserving rewirings) is re-exported from it.
 """
 
 from __future__ import annotations
@@ -53,13 +54,15 @@ __all__ = [
     "ilisi", "knn_label_transfer", "marker_features", "marker_correlation", "rowwise_pearson",
     "colwise_pearson", "rowwise_auroc", "rowwise_auprc", "auroc", "auprc",
     "umap_real_vs_generated", "metric_bars", "source_dependence", "translation_scores", "energy_score",
-    "pit_coverage", "observed_target", "grn",
+    "pit_coverage", "observed_target", "grn", "grn_predictive",
 ]
 
 
 def __getattr__(name: str):
     if name == "grn":
         return importlib.import_module("scdiffx_grn.eval.grn")
+    if name == "grn_predictive":
+        return importlib.import_module("scdiffx_grn.eval.grn").grn_predictive
     raise AttributeError(f"module 'scdiffx_grn.eval' has no attribute {name!r}")
 
 

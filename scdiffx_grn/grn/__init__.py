@@ -5,7 +5,8 @@ Public entry points (also re-exported by ``tl`` / ``get`` / ``pl``):
 - ``tl.peak_gene_candidates`` / :func:`peak_gene_candidates`: peaks within a window of TSSs
 - ``tl.extract_grn`` / :func:`extract_grn`: peak -> gene networks per cell type from the model, the
   one runner of the scoring methods (:class:`Method` kernels in :data:`METHODS`: attention x
-  saliency, integrated gradients, in-silico peak knockout; :func:`show_methods` lists them)
+  saliency, integrated gradients, in-silico peak knockout, and ``consensus``: an evidence table
+  with a combination chosen by held-out prediction; :func:`show_methods` lists them)
 - ``tl.tf_gene_network`` / :func:`tf_gene_network`: TF -> gene edges via TF -> peak links
 - :func:`read_motifs`, :func:`peak_sequences`, :func:`scan_motifs`: TF -> peak links from motif scanning of a
   genome FASTA
@@ -19,7 +20,8 @@ returns ``None``, ``copy=True`` returns a modified copy; results are ``uns[key_a
 {"params": {...}, "network": df}`` (``"candidates"`` for :func:`peak_gene_candidates`); the column
 holding cell groups is named after ``groupby`` (``group`` with value ``"all"`` for ``groupby=None``).
 
-Validation lives in :mod:`scdiffx_grn.eval.grn`.
+Validation lives in :mod:`scdiffx_grn.eval.grn` (``eval.grn_predictive``: held-out prediction of any
+network against degree-preserving rewirings; its engine is :mod:`scdiffx_grn.grn._predictive`).
 """
 
 from ._export import as_edges, grn_df, read_grn, to_networkx, top_edges, write_grn

@@ -39,25 +39,31 @@ def as_edges(df: pd.DataFrame) -> pd.DataFrame:
     return tag(d[first + [c for c in d.columns if c not in first]], group_column(df))
 
 
-def top_edges(df: pd.DataFrame, top_k: int | None, *, by_abs: bool = True, group: str | None = None) -> pd.DataFrame:
-    """Top ``top_k`` edges by (absolute) weight, per group when there is a group column.
+def top_edges(df: pd.DataFrame, top_k: int | None, *, by_abs: bool = True, group: str | None = None,
+              column: str = "weight") -> pd.DataFrame:
+    """Top ``top_k`` edges by (absolute) ``column``, per group when there is a group column.
 
     ``group``: the group column (``None``: :func:`scdiffx_grn.grn.group_column` of ``df``).
+    ``column``: the ranking column (``"weight"``; ``"specificity"`` ranks by its signed value).
     """
     from .._validate import check_count
 
     if top_k is not None:
         top_k = check_count("top_k", top_k, 1)
     gcol = group or group_column(df)
+    if column not in df:
+        raise OptionError(f"cannot rank edges by {column!r}: the network has no such column "
+                          f"(columns: {_fmt_items(df.columns)})")
     d = df.copy()
-    key = d["weight"].abs() if by_abs else d["weight"]
+    key = d[column].abs() if by_abs and column != "specificity" else d[column]
     d = d.assign(_k=key.to_numpy()).sort_values("_k", ascending=False, kind="stable")
     if top_k is not None:
         d = d.groupby(gcol, sort=False, observed=True).head(top_k) if gcol in d else d.head(top_k)
     return tag(d.drop(columns="_k").reset_index(drop=True), gcol if gcol in d else None)
 
 
-def grn_df(mdata, key: str = "grn", cell_type=None, top_k: int | None = None) -> pd.DataFrame:
+def grn_df(mdata, key: str = "grn", cell_type=None, top_k: int | None = None,
+           rank_by: str | None = None) -> pd.DataFrame:
     """Tidy copy of a GRN stored by ``tl.extract_grn`` / ``tl.tf_gene_network``.
 
     Parameters
@@ -72,11 +78,15 @@ def grn_df(mdata, key: str = "grn", cell_type=None, top_k: int | None = None) ->
         group column the network was stored with (named after ``groupby``; ``cell_type`` for
         earlier versions).
     top_k
-        Keep the ``top_k`` edges by absolute weight per group.
+        Keep the ``top_k`` edges per group, ranked by ``rank_by``.
+    rank_by
+        ``"specificity"`` (the edges that set the group apart; the default when the network has
+        a ``specificity`` column, i.e. several groups) or ``"weight"`` (|weight|: a group's
+        strongest links, mostly the same pairs in every group).
 
     Returns
     -------
-    DataFrame ``source, target, weight, <group column>, ...`` sorted by group then |weight|
+    DataFrame ``source, target, weight, <group column>, ...`` sorted by group then the ranking
     (``attrs["group_column"]`` names the group column).
     """
     df = as_edges(network_table(mdata, key))
@@ -90,7 +100,11 @@ def grn_df(mdata, key: str = "grn", cell_type=None, top_k: int | None = None) ->
             raise MissingLabelError(f"cell types not in the GRN's {gcol!r} column: {_fmt_items(missing)}; "
                                     f"available: {_fmt_items(pd.unique(df[gcol]))}")
         df = df[df[gcol].astype(str).isin(wanted)]
-    df = top_edges(df, top_k, group=gcol)
+    if rank_by is None:
+        rank_by = "specificity" if "specificity" in df else "weight"
+    if rank_by not in ("specificity", "weight"):
+        raise OptionError(f"rank_by must be 'specificity' or 'weight', got {rank_by!r}")
+    df = top_edges(df, top_k, group=gcol, column=rank_by)
     if gcol is not None:
         df = df.sort_values(gcol, kind="stable").reset_index(drop=True)
     return tag(df, gcol)

@@ -82,6 +82,13 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
       (``ig_engine="jacobian"``) or one captum call per gene (``"captum"``, same numbers,
       slower). Options: ``ig_baseline="zeros"`` (or ``"mean"``), ``ig_steps=16``,
       ``ig_engine``, ``sampler="ddim"``, ``translate_steps=10``, ``readout="mean"``.
+    - ``"consensus"``: an evidence table per pair (``ev_distance`` prior, ``ev_correlation``
+      over metacells of the group's train cells, ``ev_accessibility``, ``ev_model`` = the
+      ``model_evidence`` method's score, knockout by default) and ``weight`` = their weighted
+      mean of percentile ranks, the weights (``w_<evidence>``, ``carried_by``) chosen per group
+      by held-out prediction of the targets from their linked peaks on the group's train cells
+      (see :mod:`scdiffx_grn.grn._consensus` and :func:`scdiffx_grn.eval.grn_predictive`).
+      Options: ``model_evidence``, ``n_metacells=20``, ``n_random=5``.
     - ``"knockout"``: in-silico closing of each candidate peak (``knockout_group="peak"``) or of
       all candidate peaks of a gene (``"gene"``); score = drop of translated expression
       (log1p CP10k), paired noise. Options: ``knockout_group``, ``sampler``,
@@ -186,12 +193,15 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
         names = np.asarray(mdata.obs_names)[idx]
         w = meth(model, X_rna[idx], X_atac[idx], cond, cand, batch_size=batch_size, seed=seed, cell_names=names,
                  **opts)
+        extra = w.drop(columns="weight") if isinstance(w, pd.DataFrame) else None
         df = pd.DataFrame({"source": cand["peak"].to_numpy(), "target": cand["gene"].to_numpy(),
-                           "weight": np.asarray(w, float), gcol: g})
+                           "weight": np.asarray(w["weight"] if extra is not None else w, float), gcol: g})
         if "distance" in cand:
             df["distance"] = cand["distance"].to_numpy()
         df["method"] = meth.name
         df["n_cells"] = len(idx)
+        for c in (extra.columns if extra is not None else ()):
+            df[c] = extra[c].to_numpy()
         parts.append(df)
     if not parts:
         raise ScdxError(f"no group of {groupby!r} has at least min_cells={min_cells} cells")

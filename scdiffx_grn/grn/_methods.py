@@ -163,7 +163,9 @@ class Method:
         kw.update(batch_size=batch_size, seed=seed)
         if self.cell_names:
             kw["cell_names"] = cell_names
-        return np.asarray(self.kernel(model, *args, cond, pairs, **kw), dtype=float)
+        res = self.kernel(model, *args, cond, pairs, **kw)
+        # a kernel may return a table: ``weight`` plus per-pair columns (e.g. the consensus evidence)
+        return res if isinstance(res, pd.DataFrame) else np.asarray(res, dtype=float)
 
     def describe(self) -> str:
         """The options as ``name=default`` text."""
@@ -203,8 +205,25 @@ KNOCKOUT = Method(
     "in-silico peak closing: drop of the translated expression (log1p CP10k), paired noise",
     inputs=("atac",), cell_names=True)
 
+def _consensus_kernel(model, X_rna, X_atac, cond, pairs, *, model_evidence: str = "knockout", **kw):
+    from ._consensus import consensus_scores
+
+    scorer = None if model_evidence == "none" else METHODS[model_evidence]
+    return consensus_scores(model, X_rna, X_atac, cond, pairs, model_scorer=scorer, **kw)
+
+
+CONSENSUS = Method(
+    "consensus", _consensus_kernel,
+    (Param("model_evidence", "knockout", "model attribution used as evidence ('none': data evidence only)",
+           choices=("knockout", "integrated_gradients", "attention", "none")),
+     Param("n_metacells", 20, "metacells of the group's train cells (correlation evidence)", check="positive_int"),
+     Param("n_random", 5, "degree-preserving rewirings per held-out comparison", check="positive_int")),
+    "evidence table (distance prior, metacell correlation, accessibility, model attribution) and their "
+    "rank mean, weights chosen by held-out prediction of the targets (no external truth)",
+    inputs=("rna", "atac"), cell_names=True)
+
 #: the registered methods by name
-METHODS: dict[str, Method] = {m.name: m for m in (ATTENTION, INTEGRATED_GRADIENTS, KNOCKOUT)}
+METHODS: dict[str, Method] = {m.name: m for m in (ATTENTION, INTEGRATED_GRADIENTS, KNOCKOUT, CONSENSUS)}
 
 
 def get_method(method) -> Method:

@@ -28,7 +28,8 @@ __all__ = ["GROUP_DEFAULT", "RESERVED_COLUMNS", "group_column", "network_table"]
 GROUP_DEFAULT = _store.GROUP_NONE
 #: column names of a network table that a ``groupby`` column may not take
 RESERVED_COLUMNS = ("source", "target", "weight", "distance", "method", "n_cells", "specificity", "peak", "gene",
-                    "tf", "n_peaks", "evidence", "sign", "corr")
+                    "tf", "n_peaks", "evidence", "sign", "corr", "corr_p", "motif", "carried_by", "ev_distance",
+                    "ev_correlation", "ev_accessibility", "ev_model", "w_distance", "w_correlation", "w_accessibility", "w_model")
 _TABLES = ("network", "candidates")
 
 

@@ -13,6 +13,7 @@ from .._errors import (
     UnknownFeatureError,
     _fmt_items,
 )
+from .._settings import logger
 from ._genomic import _is_mudata, parse_peak_names, peaks_table
 from ._network import GROUP_DEFAULT, group_column, network_table, tag
 
@@ -295,14 +296,21 @@ def tf_peak_links(tf_peak, peaks=None, *, tfs=None) -> pd.DataFrame:
 def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str = "sum",
                     sign: bool = True, corr_method: str = "spearman", tfs=None, organism: str | None = None,
                     peak_gene_key: str = "grn", key_added: str = "grn_tf", groupby: str | None = "cell_type",
-                    n_metacells: int = 10, min_corr: float = 0.3, exclude_self: bool = True,
+                    n_metacells: int = 20, min_corr: float = 0.3, exclude_self: bool = True,
+                    per_type: bool = True, weight: str = "correlation", corr_pvalue: float | None = None,
                     seed: int = 0, copy: bool = False):
     """Combine peak -> gene scores with TF -> peak links into TF -> gene edges.
 
-    ``weight(TF, gene, group) = agg_{peaks p bound by TF} w_tf(TF, p) * w(p -> gene)``
-    with ``agg`` = sum or max over the peaks shared by the TF and the gene. When an expression
-    table is given, each edge is signed by the correlation of TF and target expression across
-    metacells (``sign`` column; ``weight`` becomes ``sign * |weight|``, ``corr`` is kept).
+    ``motif(TF, gene, group) = agg_{peaks p bound by TF} w_tf(TF, p) * w(p -> gene, group)``
+    with ``agg`` = sum or max over the peaks shared by the TF and the gene (the ``motif``
+    column). When an expression table is given, each edge gets the correlation of TF and target
+    expression (``corr``) across the metacells **of its own group** (``per_type=True``; a group
+    with fewer than 3 metacells, or an expression table without ``"<group>::k"`` metacell names,
+    uses every metacell) and ``weight = corr * |motif|`` (``weight="correlation"``) or
+    ``sign(corr) * |motif|`` (``weight="sign"``, the earlier definition: the same in every group
+    up to the peak -> gene weights). With several groups a ``specificity`` column is added
+    (:func:`scdiffx_grn.grn.type_specificity`); ``get.grn_df(top_k=)`` ranks by it. ``corr_pvalue``
+    keeps, per group, only the edges whose per-group correlation passes a test.
 
     Parameters
     ----------
@@ -335,6 +343,16 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
         is the peak -> gene network's (e.g. ``cell_type``; ``group`` when it has none).
     exclude_self
         Drop TF -> itself edges.
+    per_type
+        Correlate TF and target within each group's own metacells (``True``, like CellOracle's
+        per-cluster fits) or across all metacells (``False``: one ``corr`` for every group).
+    weight
+        ``"correlation"`` (``corr * |motif|``) or ``"sign"`` (``sign(corr) * |motif|``).
+    corr_pvalue
+        With per-type correlations: keep an edge in a group only when its TF-target correlation
+        over the group's metacells has a two-sided p-value below this (Student t, ``n - 2`` degrees
+        of freedom; column ``corr_p``, no multiple-testing correction), so each group keeps the
+        edges its own cells support. ``None`` (default): keep every edge in every group.
     copy
         MuData input: ``False`` writes ``uns[key_added]`` and returns ``None``; ``True`` leaves the
         MuData untouched and returns a modified copy.
@@ -349,6 +367,11 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
         raise OptionError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
     if corr_method not in ("pearson", "spearman"):
         raise OptionError(f"corr_method must be 'pearson' or 'spearman', got {corr_method!r}")
+    if weight not in ("correlation", "sign"):
+        raise OptionError(f"weight must be 'correlation' or 'sign', got {weight!r}")
+    if corr_pvalue is not None and not 0 < float(corr_pvalue) <= 1:
+        raise OptionError(f"corr_pvalue must be in (0, 1] or None, got {corr_pvalue!r}")
+    how = {"per_type": bool(per_type), "weight": weight, "corr_pvalue": corr_pvalue}
     mdata = peak_gene if _is_mudata(peak_gene) else None
     if mdata is not None:
         pg_raw = network_table(mdata, peak_gene_key)
@@ -368,12 +391,12 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
 
             mc = metacells(mdata, groupby, n_metacells, seed=seed)
             expression, _, _ = metacell_profiles(mdata, mc, peaks=[])
-        out = _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self, gcol)
+        out = _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self, gcol, **how)
         params = {"peak_gene_key": peak_gene_key, "tf_peak": tf_peak if isinstance(tf_peak, str) else
                   f"<table {len(tp)} TF-peak links>", "aggregate": aggregate, "sign": sign,
                   "corr_method": corr_method, "tfs": tf_names, "organism": organism, "groupby": groupby,
                   "group_column": gcol, "n_metacells": n_metacells, "min_corr": min_corr,
-                  "exclude_self": exclude_self, "seed": seed}
+                  "exclude_self": exclude_self, **how, "seed": seed}
         target = _store.target(mdata, copy)
         _store.store(target, key_added, {"network": out}, params)
         return _store.done(target, copy)
@@ -382,7 +405,7 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
     pg, gcol = _as_pg(network_table(peak_gene))
     tp = tf_peak_links(tf_peak, pd.unique(pg["peak"]) if "peak_id" in tf_peak.columns else None,
                        tfs=resolve_tfs(tfs, organism=organism))
-    return _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self, gcol)
+    return _combine(pg, tp, expression if sign else None, aggregate, corr_method, exclude_self, gcol, **how)
 
 
 def _as_pg(df) -> tuple[pd.DataFrame, str]:
@@ -404,7 +427,46 @@ def _as_pg(df) -> tuple[pd.DataFrame, str]:
     return d[["peak", "gene", "weight", gcol]], gcol
 
 
-def _combine(pg, tp, expression, aggregate, corr_method, exclude_self, gcol: str = "cell_type") -> pd.DataFrame:
+def _group_corr(expr: pd.DataFrame, out: pd.DataFrame, gcol: str, corr_method: str,
+                per_type: bool) -> tuple[np.ndarray, np.ndarray]:
+    """TF-target correlation of each edge of ``out`` (over its own group's metacells when ``per_type``)
+    and the number of metacells it was computed on, ``0`` where it is the pooled correlation.
+
+    Metacells are named ``"<group>::k"`` (:func:`scdiffx_grn.grn.metacells`); a group with fewer
+    than 3 metacells (or names without a group) falls back to every metacell.
+    """
+    corr = pair_corr(expr, expr, out["source"], out["target"], method=corr_method)
+    n = np.zeros(len(out), dtype=int)
+    if not per_type:
+        return corr, n
+    mgroup = pd.Index(expr.index.astype(str)).str.rsplit("::", n=1).str[0]
+    for g in pd.unique(out[gcol].astype(str)):
+        keep = np.asarray(mgroup == g)
+        if keep.sum() < 3:
+            logger.info("TF layer: group %r has %d metacells (< 3): its TF-target correlation uses every metacell",
+                        g, int(keep.sum()))
+            continue
+        rows = np.flatnonzero(out[gcol].astype(str).to_numpy() == g)
+        corr[rows] = pair_corr(expr[keep], expr[keep], out["source"].iloc[rows], out["target"].iloc[rows],
+                               method=corr_method)
+        n[rows] = int(keep.sum())
+    return corr, n
+
+
+def _corr_p(r: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of correlations ``r`` over ``n`` points (Student t, ``n - 2`` df; ``nan`` for ``n < 3``)."""
+    from scipy.stats import t as student_t
+
+    r = np.clip(np.nan_to_num(np.asarray(r, float)), -1.0, 1.0)
+    df = np.asarray(n, float) - 2
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        tt = np.abs(r) * np.sqrt(df / np.maximum(1.0 - r ** 2, np.finfo(float).tiny))
+        p = 2 * student_t.sf(tt, np.maximum(df, 1))
+    return np.where(df >= 1, p, np.nan)
+
+
+def _combine(pg, tp, expression, aggregate, corr_method, exclude_self, gcol: str = "cell_type", *,
+             per_type: bool = True, weight: str = "correlation", corr_pvalue: float | None = None) -> pd.DataFrame:
     if aggregate not in ("sum", "max"):
         raise OptionError(f"aggregate must be 'sum' or 'max', got {aggregate!r}")
     m = pg.merge(tp[["tf", "peak", "weight", "evidence"]].rename(columns={"weight": "w_tf"}), on="peak")
@@ -422,14 +484,28 @@ def _combine(pg, tp, expression, aggregate, corr_method, exclude_self, gcol: str
         agg = g.agg(weight=("w", lambda s: s.loc[s.abs().idxmax()]), n_peaks=("peak", "nunique"),
                     evidence=("evidence", "first"))
     out = agg.reset_index().rename(columns={"tf": "source", "gene": "target"})
+    out["motif"] = out["weight"]
     if expression is not None:
         expr = expression.to_df() if hasattr(expression, "to_df") else expression
-        corr = pair_corr(expr, expr, out["source"], out["target"], method=corr_method)
+        corr, n_mc = _group_corr(expr, out, gcol, corr_method, per_type)
         out["corr"] = corr
+        if per_type and (n_mc > 0).any():
+            out["corr_p"] = _corr_p(corr, n_mc)
+            if corr_pvalue is not None:
+                drop = (n_mc > 0) & ~(out["corr_p"].to_numpy() < float(corr_pvalue))
+                out, corr = out[~drop].reset_index(drop=True), corr[~drop]
+                if len(out) == 0:
+                    raise ScdxError(f"no TF -> gene edge has a per-type TF-target correlation with p < "
+                                    f"corr_pvalue={corr_pvalue}; raise corr_pvalue or pass corr_pvalue=None")
         s = np.sign(np.nan_to_num(corr))
         s[s == 0] = 1
         out["sign"] = s.astype(int)
-        out["weight"] = out["sign"] * out["weight"].abs()
+        mag = np.abs(np.nan_to_num(corr)) if weight == "correlation" else 1.0
+        out["weight"] = out["sign"] * mag * out["weight"].abs()
+    if out[gcol].nunique() > 1:
+        from ._specific import add_specificity
+
+        out = add_specificity(out, group=gcol)
     out = out.sort_values([gcol, "weight"], ascending=[True, False], key=None).reset_index(drop=True)
     first = ["source", "target", "weight", gcol]
     return tag(out[first + [c for c in out.columns if c not in first]], gcol)

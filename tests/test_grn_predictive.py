@@ -1,0 +1,111 @@
+"""Held-out predictive validation of networks (eval.grn_predictive) and the consensus evidence method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scdiffx_grn import datasets, grn
+from scdiffx_grn import eval as ev
+from scdiffx_grn._errors import OptionError
+from scdiffx_grn.grn._predictive import RidgeR2, rewire
+
+
+@pytest.fixture(scope="module")
+def toy():
+    mdata = datasets.toy_multiome(0, n_cells=600)
+    pp = pd.DataFrame(mdata.uns["planted_pairs"])
+    truth = pd.DataFrame({"source": pp["peak"].astype(str), "target": pp["gene"].astype(str), "weight": 1.0})
+    return mdata, truth
+
+
+def test_rewire_keeps_degrees_and_avoids_duplicates():
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 30, 400)
+    tgt = rng.integers(0, 60, 400)
+    keep = ~pd.Series(src * 1000 + tgt).duplicated().to_numpy()
+    src, tgt = src[keep], tgt[keep]
+    new = rewire(src, tgt, np.random.default_rng(1))
+    assert np.array_equal(np.bincount(new, minlength=30), np.bincount(src, minlength=30))  # out-degrees
+    assert not pd.Series(new * 1000 + tgt).duplicated().any()
+    assert np.mean(new != src) > 0.8
+
+
+def test_ridge_r2_matches_a_reference_fit():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    Y = X[:, :3] @ rng.normal(size=(3, 4)) + rng.normal(size=(120, 4))
+    tr, te = slice(0, 90), slice(90, None)
+    src = np.array([0, 1, 2, 3, 4, 0, 5])
+    tgt = np.array([0, 0, 1, 2, 2, 3, 3])
+    fit = RidgeR2(X[tr], X[te], Y[tr], Y[te], alpha=0.1)
+    got = fit.r2(src, tgt)
+    for t in range(4):
+        cols = src[tgt == t]
+        mu, sd = X[tr][:, cols].mean(0), X[tr][:, cols].std(0)
+        A, B = (X[tr][:, cols] - mu) / sd, (X[te][:, cols] - mu) / sd
+        y = Y[tr][:, t] - Y[tr][:, t].mean()
+        beta = np.linalg.solve(A.T @ A + 0.1 * 90 * np.eye(len(cols)), A.T @ y)
+        pred = B @ beta + Y[tr][:, t].mean()
+        ref = 1 - ((Y[te][:, t] - pred) ** 2).sum() / ((Y[te][:, t] - Y[te][:, t].mean()) ** 2).sum()
+        assert got[t] == pytest.approx(ref, rel=1e3 * np.finfo(float).eps, abs=1e3 * np.finfo(float).eps)
+
+
+def test_planted_network_beats_rewired_random_network_does_not(toy):
+    mdata, truth = toy
+    rng = np.random.default_rng(1)
+    peaks, genes = np.asarray(mdata.mod["atac"].var_names), np.asarray(mdata.mod["rna"].var_names)
+    rand = pd.DataFrame({"source": rng.choice(peaks, 30), "target": rng.choice(genes, 30), "weight": 1.0})
+    tab = ev.grn_predictive(mdata, {"truth": truth, "random": rand}, n_random=30, pool=None)
+    t, r = tab[tab.network == "truth"], tab[tab.network == "random"]
+    assert len(t) == 3 and t["beats_random"].all() and (t["median_r2"] > 0.3).all()
+    assert (t["frac_targets_improved"] == 1.0).all()
+    assert not r["beats_random"].any() and (r["median_r2"] < 0.1).all()
+    assert set(tab["kind"]) == {"peak_gene"}
+    # the split is keyed by cell name: reordering the cells changes nothing
+    perm = mdata[np.random.default_rng(2).permutation(mdata.n_obs)].copy()
+    tab2 = ev.grn_predictive(perm, {"truth": truth, "random": rand}, n_random=30, pool=None)
+    key = ["network", "cell_type"]
+    a, b = tab.sort_values(key).reset_index(drop=True), tab2.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(a["median_r2"], b["median_r2"], rtol=1e2 * np.finfo(np.float32).eps)
+    with pytest.raises(OptionError, match="n_random"):
+        ev.grn_predictive(mdata, truth, n_random=0)
+
+
+def test_consensus_evidence_table_and_heldout_weights():
+    from test_grn import StandInModel, _planted_mdata
+
+    from scdiffx_grn.eval import grn as egrn
+
+    mdata, cand, truth = _planted_mdata(n_cells=450)
+    model = StandInModel(mdata)
+    out = grn.extract_grn(model, mdata, method="consensus", candidates=cand, max_cells=None, copy=True)
+    net = grn.network_table(out, "grn")
+    ev = ["ev_distance", "ev_correlation", "ev_accessibility", "ev_model"]
+    assert set(ev) <= set(net.columns) and "carried_by" in net
+    w = net.groupby("cell_type")[["w_distance", "w_correlation", "w_accessibility", "w_model"]].first()
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=10 * np.finfo(float).eps)
+    # the carrying evidence is the largest weight of its group
+    carried = net.groupby("cell_type")["carried_by"].first()
+    assert all(w.loc[g].idxmax() == f"w_{c}" or (c == "equal" and w.loc[g].nunique() == 1) for g, c in carried.items())
+    # the weight is the weighted mean of the evidences' percentile ranks
+    from scipy.stats import rankdata
+
+    t0 = net[net.cell_type == "T0"]
+    ranks = np.column_stack([rankdata(t0[c], method="average") / len(t0) for c in ev])
+    np.testing.assert_allclose(t0["weight"], ranks @ w.loc["T0"].to_numpy(), rtol=1e3 * np.finfo(float).eps)
+    # the stand-in model knows 8 of the 10 planted links exactly (peak k -> gene k) and metacell
+    # correlation finds them in the data; one of the two carries each group (accessibility, which
+    # is blind to the planted links, never does), and planted links rank high
+    assert set(carried) <= {"model", "correlation"}, w
+    tab = egrn.peak_gene_metrics(t0, truth, candidates=cand)
+    assert tab.set_index("method").loc["model", "auroc"] > 0.85, tab
+    pred = egrn.grn_predictive(out, {"consensus": net}, top_k=10, n_random=20, pool=None)
+    assert pred["beats_random"].all(), pred
+    # data evidence only: no model column, the weights over three evidences
+    nm = grn.network_table(grn.extract_grn(model, mdata, method="consensus", model_evidence="none",
+                                           candidates=cand, max_cells=None, cell_types=["T1"], copy=True), "grn")
+    assert "ev_model" not in nm and "w_model" not in nm
+    with pytest.raises(OptionError, match="model_evidence"):
+        grn.extract_grn(model, mdata, method="consensus", model_evidence="gradients", candidates=cand)
