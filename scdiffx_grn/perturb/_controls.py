@@ -36,8 +36,11 @@ Per-feature test (``z_vs_controls``, ``p_vs_controls``, ``fdr_vs_controls``)
 
 Target-level test (summary columns)
     Does the target move the cell state more than its controls? ``p_state_vs_controls``: the
-    one-sided prediction-interval t-test of the target's ``log`` latent shift against the
-    controls' (``t = (x - m) / (s sqrt(1 + 1/n))``, ``n - 1`` df; normal on the log scale);
+    one-sided prediction-interval t-test of the target's latent shift against the controls', on
+    the scale ``log(1 + shift / c)`` (``c``: the median non-zero control shift; log-like for
+    large shifts, 0 for a knockout that changes no cell) with ``t = (x - m) / (s sqrt(1 +
+    1/n))``, ``n - 1`` df (assumes the transformed control shifts are roughly normal);
+    ``latent_shift_z = (x - m) / s``; a target whose shift is exactly 0 gets ``p = 1``;
     ``fdr_state_vs_controls``: BH over the targets of the group (computed when the summary is
     assembled); ``p_type_vs_controls``: the rank p-value ``(1 + #controls >= x) / (1 + n)``
     of the fraction of cells changing nearest cell type (composition; floor ``1 / (n + 1)``,
@@ -223,6 +226,7 @@ class ControlCalibration:
         st = state if state is not None and len(state) else None
         for g, sub in eff.groupby(group_col, sort=False, observed=True):
             piv = sub.pivot(index="perturbation", columns="feature", values="log2fc")
+            piv = piv.reindex(columns=pd.unique(sub["feature"]))  # the readout's feature order (fast lookups)
             if active is not None:  # controls that changed no cell in the group carry no information
                 keep = [p for p in piv.index if active.get((p, g), 0) > 0]
                 piv = piv.loc[keep]
@@ -271,11 +275,11 @@ class ControlCalibration:
         nc[:] = 0
         if n:
             gcol = self.group_col
-            gv = out[gcol].astype(str).to_numpy()
-            pv = out["perturbation"].astype(str).to_numpy()
             feats = out["feature"].to_numpy()
-            for key in pd.unique(pd.Series(list(zip(pv, gv)))):
-                rows = np.flatnonzero((pv == key[0]) & (gv == key[1]))
+            keys = pd.DataFrame({"p": out["perturbation"].astype(str).to_numpy(),
+                                 "g": out[gcol].astype(str).to_numpy()})
+            for key, rows in keys.groupby(["p", "g"], sort=False).indices.items():
+                rows = np.asarray(rows)
                 entry = self.groups.get(key[1])
                 if entry is None or entry["n"] < MIN_CONTROLS:
                     nc[rows] = 0 if entry is None else entry["n"]
@@ -290,7 +294,10 @@ class ControlCalibration:
                         nc[rows] = sub["n"]
                         continue
                     entry = sub
-                fpos = pd.Index(entry["features"]).get_indexer(feats[rows])
+                fr = feats[rows]
+                ef = entry["features"]
+                fpos = (np.arange(len(ef)) if len(fr) == len(ef) and np.array_equal(fr, ef)
+                        else pd.Index(ef).get_indexer(fr))
                 ok = fpos >= 0
                 r = rows[ok]
                 zz = (l2[r] - entry["mu"][fpos[ok]]) / entry["scale"][fpos[ok]]
@@ -311,13 +318,15 @@ class ControlCalibration:
 
     def state(self, st: pd.DataFrame) -> pd.DataFrame:
         """``st`` (one target's state table) with the target-level columns against the controls."""
-        from scipy import stats
+        from scipy import special
 
         out = st.copy()
         cols = {k: np.full(len(out), np.nan) for k in ("latent_shift_ctrl_mean", "latent_shift_z",
                                                          "p_state_vs_controls", "frac_type_changed_ctrl_mean",
                                                          "p_type_vs_controls")}
         ncol = np.zeros(len(out), np.int64)
+        shifts = out["latent_shift"].to_numpy(np.float64)
+        ftc = out["frac_type_changed"].to_numpy(np.float64) if "frac_type_changed" in out else None
         for i, (pert, g) in enumerate(zip(out["perturbation"].astype(str), out[self.group_col].astype(str))):
             entry = self.groups.get(g)
             if entry is None or "shift" not in entry:
@@ -332,16 +341,19 @@ class ControlCalibration:
             ncol[i] = n
             if n < MIN_CONTROLS:
                 continue
-            x = float(out["latent_shift"].iloc[i])
-            lc = np.log(shift + _TINY)
-            m, s = lc.mean(), lc.std(ddof=1)
-            s = max(s, _TINY)
-            t = (np.log(x + _TINY) - m) / (s * np.sqrt(1 + 1 / n))
+            x = float(shifts[i])
+            pos = shift[shift > 0]
+            c = float(np.median(pos)) if len(pos) else 1.0
+            lc = np.log1p(shift / c)
+            m, s = lc.mean(), max(float(lc.std(ddof=1)), _TINY)
+            lx = np.log1p(x / c)
             cols["latent_shift_ctrl_mean"][i] = float(shift.mean())
-            cols["latent_shift_z"][i] = (np.log(x + _TINY) - m) / s
-            cols["p_state_vs_controls"][i] = float(stats.t.sf(t, df=n - 1))
-            if len(typ) and "frac_type_changed" in out:
-                xt = float(out["frac_type_changed"].iloc[i])
+            cols["latent_shift_z"][i] = (lx - m) / s
+            # a target that moves no cell (shift exactly 0) moves nothing: p = 1
+            cols["p_state_vs_controls"][i] = (float(special.stdtr(n - 1, -(lx - m) / (s * np.sqrt(1 + 1 / n))))
+                                              if x > 0 else 1.0)
+            if len(typ) and ftc is not None:
+                xt = float(ftc[i])
                 cols["frac_type_changed_ctrl_mean"][i] = float(typ.mean())
                 cols["p_type_vs_controls"][i] = float((1 + np.sum(typ >= xt)) / (1 + len(typ)))
         for k, v in cols.items():

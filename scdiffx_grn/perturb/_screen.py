@@ -552,6 +552,8 @@ def load_screen(out_dir: str | os.PathLike, targets: Sequence[str] | None = None
             summary.to_parquet(tmp, index=False)
     if (out / "report.parquet").exists():
         summary.attrs["report"] = pd.read_parquet(out / "report.parquet")
+    if (out / "controls.parquet").exists():
+        summary.attrs["controls"] = pd.read_parquet(out / "controls.parquet")
     return summary
 
 
@@ -566,10 +568,7 @@ def _finish_summary(out: Path, summary: pd.DataFrame) -> pd.DataFrame:
             alpha = float(json.loads((out / _CONFIG).read_text()).get("alpha", 0.05))
         except (ValueError, TypeError):
             pass
-    summary = add_state_fdr(summary, alpha)
-    if (out / "controls.parquet").exists():
-        summary.attrs["controls"] = pd.read_parquet(out / "controls.parquet")
-    return summary
+    return add_state_fdr(summary, alpha)
 
 
 def load_screen_effects(out_dir: str | os.PathLike, target: str | Sequence[str] | None = None) -> pd.DataFrame:
