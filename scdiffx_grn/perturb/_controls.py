@@ -67,7 +67,7 @@ from .._settings import logger
 
 __all__ = ["DEFAULT_N_CONTROLS", "DEFAULT_MIN_EFFECT", "CONTROL_PREFIX", "log2_effect", "feature_stats",
            "pick_controls", "choose_controls", "ControlCalibration", "sign_flip_test", "panel_test",
-           "add_state_fdr", "MIN_CONTROLS"]
+           "add_state_fdr", "MIN_CONTROLS", "significance_text"]
 
 DEFAULT_N_CONTROLS = 20
 DEFAULT_MIN_EFFECT = 0.1
@@ -500,3 +500,26 @@ def control_perturbations(inputs, perts, resolved: dict, genes, peaks, *, n: int
                                     cells=None if groupby is None else [g],
                                     name=control_name(c, None if groupby is None else g), **mk))
     return out
+
+
+def significance_text(summary: pd.DataFrame, *, alpha: float = 0.05, min_effect: float = DEFAULT_MIN_EFFECT) -> str:
+    """What a screen summary calls significant and why, in words (CLI, report, notebook)."""
+    if not len(summary):
+        return "No target was screened."
+    n_pairs = len(summary)
+    n_ctrl = int(summary["n_controls"].max()) if "n_controls" in summary else 0
+    tot_t = int(summary["n_sig_t"].sum()) if "n_sig_t" in summary else 0
+    if n_ctrl < MIN_CONTROLS:
+        return (f"No control calibration (fewer than {MIN_CONTROLS} controls): nothing is called significant. "
+                f"A t-test over cells alone would flag {tot_t:,} target x type x feature tests, but over many cells it "
+                "makes any consistent shift significant, however small.")
+    tot = int(summary["n_sig"].sum())
+    n_with = int((summary["n_sig"] > 0).sum())
+    moves = int(summary["moves_state"].fillna(False).astype(bool).sum()) if "moves_state" in summary else 0
+    mx = float(summary["max_abs_log2fc"].max()) if "max_abs_log2fc" in summary else float("nan")
+    return (f"Significant means: FDR <= {alpha:g} against up to {n_ctrl} matched control genes per cell type "
+            f"(empirical null pooled over features) and |log2 fold change| >= {min_effect:g}. "
+            f"{tot:,} feature call(s) in {n_with} of {n_pairs} target x cell-type pair(s) (largest |log2FC| "
+            f"{mx:.3g}); {moves} pair(s) move the cell state (latent shift) more than their controls "
+            f"(FDR <= {alpha:g}). Not significant: everything else - a t-test over cells alone would flag "
+            f"{tot_t:,} tests, because over many cells any consistent shift, however small, passes it.")
