@@ -167,7 +167,8 @@ def test_statistics_equal_by_hand(result, screen_dir, model, mdata):
     assert not {"g0", "g5", "g11"} & set(genes)  # targets are not their own controls
     perts = [Perturbation([x], kind="knockout", cells=[g], name=x) for x in genes] + \
         [Perturbation(["g0"], kind="knockout", name="g0")]
-    eff = perturb(model, mdata, perts, copy=True).uns["perturbation"]["effects"]
+    res = perturb(model, mdata, perts, copy=True, controls=genes).uns["perturbation"]
+    eff = res["effects"]
     eff = eff[eff.cell_type == g]
     L = {p: log2_effect(d["ctrl_mean"], d["pert_mean"], "atac") for p, d in eff.groupby("perturbation")}
     C = np.stack([L[x] for x in genes])
@@ -193,6 +194,13 @@ def test_statistics_equal_by_hand(result, screen_dir, model, mdata):
     np.testing.assert_allclose(got["z_vs_controls"], z, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(got["p_vs_controls"], p, atol=2 / (1 + null.size))
     np.testing.assert_allclose(got["fdr_vs_controls"], q, atol=1e-2)
+    # tl.perturb(controls=...) tests the same way
+    mine = eff[eff.perturbation == "g0"]
+    np.testing.assert_allclose(mine["z_vs_controls"], z, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(mine["fdr_vs_controls"], q, atol=1e-2)
+    assert mine["significant"].any() and (res["effects"].query("cell_type != @g")["n_controls"] == 0).all()
+    with pytest.raises(OptionError, match="controls"):
+        perturb(model, mdata, perts[:2], copy=True, controls=["g0"])
 
 
 def test_controls_choice_deterministic_and_order_free(mdata, model):
