@@ -17,6 +17,18 @@ real-cell-type centroid of ATAC latents changed). Test, per readout and control 
 of mean(d) > 0 (all 2^n flips up to n = 16, else 20,000 random flips) and the Wilcoxon signed-rank
 p-value; plus each TF's rank among its own controls.
 
+Per-peak calls of each TF against its 5 ``expr`` controls use the library's
+:class:`~scdiffx_grn.perturb.ControlCalibration` (column ``n_sig_vs_controls`` beside the t-test's
+``n_sig_peaks``); the control choice and the sign-flip test are the library's
+(:func:`~scdiffx_grn.perturb._controls.pick_controls`, :func:`~scdiffx_grn.perturb.sign_flip_test`).
+
+With ``--screen`` (default) it then runs the default TF screen on all cells,
+``tl.screen(model, mdata, "all_tfs", organism="mouse")`` (20 matched controls per type,
+``min_effect`` 0.1), and records significant calls before (t-test over cells, FDR <= 0.05, no
+effect floor: the old default) and after (against the controls), the controls' own calls, the
+target-level tests and :func:`~scdiffx_grn.perturb.panel_test` (``info.json`` -> ``default_screen``,
+``tf_screen/``, ``tf_screen_panel.csv``).
+
 This replaces the one-control-per-TF check of ``analyses/benchmark_a549.py::run_mouse`` (which
 still runs with that script; this script runs the mouse part alone).
 
