@@ -311,7 +311,8 @@ def screen(
         t-test columns ``pval``/``fdr`` and ``n_sig_t`` remain). The controls' own summary is in
         ``.attrs["controls"]`` and ``out_dir/controls.parquet``.
     keep_effects
-        Which effect rows to write per target.
+        Which effect rows to write per target (``"significant"``: the rows called significant
+        against the controls).
     show_progress
         A progress bar that advances once per finished target.
 
