@@ -29,7 +29,10 @@ Per-feature test (``z_vs_controls``, ``p_vs_controls``, ``fdr_vs_controls``)
     1)``). This assumes the standardised control effects are exchangeable across features; the
     leave-one-out ``z`` uses one control fewer than the target's ``z`` (slightly heavier tails),
     which makes the test slightly conservative. BH across features within target x group gives
-    ``fdr_vs_controls``. A feature is ``significant`` when ``fdr_vs_controls <= alpha`` **and**
+    ``fdr_vs_controls``. What this can resolve: a target with a single extreme feature among
+    ``F`` gets ``q = F / (n F + 1) ~ 1 / n``, so with ``n`` controls one lone hit is callable at
+    ``alpha`` only when ``n >= 1 / alpha`` (20 for 0.05, the default); with fewer controls a
+    target needs several extreme features at once. A feature is ``significant`` when ``fdr_vs_controls <= alpha`` **and**
     ``|log2fc| >= min_effect`` (default 0.1, a 7 % change of expression / accessibility odds,
     the ``logfc.threshold`` default of Seurat's ``FindMarkers``): nothing below the effect floor
     is ever called, however consistent.
