@@ -269,7 +269,7 @@ class ControlCalibration:
     def effects(self, eff: pd.DataFrame) -> pd.DataFrame:
         """``eff`` (one target's effects table) with ``log2fc, z_vs_controls, p_vs_controls,
         fdr_vs_controls, significant`` (and ``n_controls``)."""
-        from ._effects import bh_fdr
+        from ._base import bh_fdr
 
         out = eff.copy()
         n = len(out)
@@ -367,8 +367,7 @@ class ControlCalibration:
 
 def add_state_fdr(summary: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """BH of ``p_state_vs_controls`` over the targets of each group -> ``fdr_state_vs_controls``, ``moves_state``."""
-    from ._base import group_column_of
-    from ._effects import bh_fdr
+    from ._base import bh_fdr, group_column_of
 
     if not len(summary) or "p_state_vs_controls" not in summary:
         return summary

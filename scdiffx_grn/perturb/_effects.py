@@ -12,7 +12,7 @@ from .._store import store as _store_result
 from .._store import stored as _stored
 from .._store import target as _target
 from .._errors import InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
-from ._base import READOUTS, EngineResult, group_column, group_column_of
+from ._base import READOUTS, EngineResult, bh_fdr, group_column, group_column_of
 from ._engine import Edit, model_features, prepare_inputs, run_paired
 from ._spec import Perturbation, resolve_targets
 
@@ -26,36 +26,6 @@ TABLES = ("effects", "state", "report")
 def _effect_cols(group_col: str) -> list[str]:
     return ["perturbation", group_col, "feature", "readout", "effect", "se", "stat", "pval", "fdr",
             "ctrl_mean", "pert_mean", "n_cells", "n_samples"]
-
-
-def bh_fdr(pvals: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (NaN stays NaN and is not counted).
-
-    Parameters
-    ----------
-    pvals
-        1-D array of p-values.
-
-    Returns
-    -------
-    numpy.ndarray
-        q-values, same shape; ``q_i = min_{j >= i} (m / j) p_(j)`` capped at 1.
-    """
-    p = np.asarray(pvals, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    pv = p[ok]
-    order = np.argsort(pv, kind="mergesort")
-    ranked = pv[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    q = np.clip(q, 0.0, 1.0)
-    res = np.empty(m)
-    res[order] = q
-    out[ok] = res
-    return out
 
 
 def paired_stats(per_sample: np.ndarray, test: Literal["t", "wilcoxon"] = "t",
