@@ -456,11 +456,11 @@ def warn_few(per_group: dict[str, list[str]], wanted: int) -> None:
 
 
 def _known_tfs(genes: Sequence[str], organism: str | None) -> list[str]:
-    """Known TFs among ``genes`` (CollecTRI / DoRothEA / TRRUST union); empty when no reference is available."""
+    """Known TFs among ``genes`` (CollecTRI, DoRothEA A-E and TRRUST sources); empty when no reference is available."""
     from ..datasets import tf_list
 
     try:
-        return tf_list(list(genes), organism=organism or "human", source="union", order="name")
+        return tf_list(list(genes), organism=organism or "human", source="union", levels="ABCDE", order="name")
     except Exception as err:  # reference networks not available: controls exclude the targets (and tfs=) only
         logger.warning("screen: no TF list to keep TFs out of the controls (%s); only the targets and tfs= are "
                        "excluded", err)

@@ -299,7 +299,7 @@ def screen(
         non-targeting controls): an integer (default 20) draws that many control genes (peaks for
         ``modality="atac"``, random peak sets of the targets' median size for ``"tf"``) per
         group, matched to the targets on mean level and detection rate in the group's cells,
-        excluding the targets and known TFs (CollecTRI / DoRothEA / TRRUST, and ``tfs``);
+        excluding the targets and known TFs (CollecTRI / DoRothEA A-E / TRRUST, and ``tfs``);
         drawn reproducibly (ties broken by a hash of the name and ``seed``). A list of names
         uses those controls in every group. Each control is perturbed like the targets in one
         group's cells, once per group, shared by all targets. Every per-feature table gains
