@@ -322,9 +322,8 @@ def screen(
         Summary per target x cell type (see :func:`summarise_effects`), also in
         ``out_dir/summary.parquet``; the report of unknown targets is in ``.attrs["report"]``.
     """
-    from ._effects import check_engine, check_on_unknown
-
     from ._controls import check_controls
+    from ._effects import check_engine, check_on_unknown
 
     check_engine(readout, test, n_noise)
     check_on_unknown(on_unknown)
@@ -559,8 +558,8 @@ def load_screen(out_dir: str | os.PathLike, targets: Sequence[str] | None = None
 
 
 def _finish_summary(out: Path, summary: pd.DataFrame) -> pd.DataFrame:
-    """Across-target parts of a screen summary: BH of the target-level tests over the targets
-    (:func:`~._controls.add_state_fdr`) and the controls' summary in ``.attrs["controls"]``."""
+    """Across-target part of a screen summary: BH of the target-level tests over the targets
+    (:func:`~._controls.add_state_fdr`, at the screen's ``alpha``)."""
     from ._controls import add_state_fdr
 
     alpha = 0.05
