@@ -223,3 +223,19 @@ def test_controls_options(model, mdata):
         screen(model, mdata, ["g0"], controls=-1, show_progress=False)
     with pytest.raises(UnknownFeatureError, match="nope"):
         screen(model, mdata, ["g0"], controls=["nope", "g2"], show_progress=False)
+
+
+def test_tf_motif_screen_controls_are_random_peak_sets(model, mdata):
+    tf_peaks = pd.DataFrame({"tf": ["TF1"] * 5 + ["TF2"] * 5, "peak": [f"p{i}" for i in (0, 1, 2, 3, 4, 10, 11, 12, 13, 14)]})
+    s = screen(model, mdata, ["TF1", "TF2"], kind="close", modality="tf", tf_peaks=tf_peaks, controls=8,
+               show_progress=False)
+    assert (s["n_controls"] == 8).all() and s["p_state_vs_controls"].notna().all()
+    ctrl = s.attrs["controls"]
+    assert len(ctrl) == 8 * 3 and ctrl["perturbation"].str.startswith("control:set").all()
+
+
+def test_sign_flip_test_exact():
+    from scdiffx_grn.perturb import sign_flip_test
+
+    assert sign_flip_test([1.0, 1.0, 1.0]) == 1 / 8  # only the observed signs reach the mean
+    assert sign_flip_test([1.0, -1.0]) == 3 / 4
