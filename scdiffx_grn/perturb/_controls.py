@@ -448,11 +448,14 @@ def check_controls(controls) -> tuple[int, list[str] | None]:
 
 
 def warn_few(per_group: dict[str, list[str]], wanted: int) -> None:
-    few = {g: len(c) for g, c in per_group.items() if len(c) < min(wanted, MIN_CONTROLS) or len(c) < MIN_CONTROLS}
+    """Warn about groups with fewer controls than asked for (fewer than 3: nothing callable there)."""
+    few = {g: len(c) for g, c in per_group.items() if len(c) < wanted}
     if few:
-        logger.warning("screen: fewer than %d control features in %d group(s) (%s); nothing can be called "
-                       "significant there", MIN_CONTROLS, len(few), ", ".join(f"{g}: {k}" for g, k in
-                                                                                 list(few.items())[:5]))
+        blocked = sum(1 for k in few.values() if k < MIN_CONTROLS)
+        logger.warning("screen: only %s control feature(s) available in %d group(s) (%d asked for)%s",
+                       ", ".join(f"{g}: {k}" for g, k in list(few.items())[:5]), len(few), wanted,
+                       f"; fewer than {MIN_CONTROLS} in {blocked} group(s), where nothing can be called "
+                       "significant" if blocked else "")
 
 
 def _known_tfs(genes: Sequence[str], organism: str | None) -> list[str]:
