@@ -4,9 +4,6 @@ controls run through ``tl.perturb``."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
