@@ -85,6 +85,30 @@ def responsive_peaks(A, t: np.ndarray, n_peaks: int, min_open: int) -> pd.DataFr
     return pd.DataFrame({"idx": order, "z": z[order], "open_0h": f0[order], "open_1h": f1[order]})
 
 
+def matched_peak_sets(open_0h: np.ndarray, idx: np.ndarray, n_sets: int, seed: int = 0, k_near: int = 20) -> list:
+    """``n_sets`` control peak sets as large as ``idx``: each peak of ``idx`` is replaced by one of the
+    ``k_near`` non-``idx`` peaks nearest in 0 h open fraction, drawn at random (seed ``seed + set``;
+    no peak twice within a set), so each set matches the responsive peaks' accessibility."""
+    idx = np.asarray(idx)
+    pool = np.setdiff1d(np.arange(len(open_0h)), idx)
+    order = pool[np.argsort(open_0h[pool], kind="stable")]
+    pos = np.searchsorted(open_0h[order], open_0h[idx])
+    sets = []
+    for k in range(n_sets):
+        rng = np.random.default_rng(seed + 1000 + k)
+        used: set[int] = set()
+        chosen = []
+        for p in rng.permutation(len(idx)):
+            lo = max(0, pos[p] - k_near // 2)
+            cand = [c for c in order[lo:lo + k_near * 4] if c not in used][:k_near] or \
+                [c for c in order if c not in used][:1]
+            c = int(rng.choice(cand))
+            used.add(c)
+            chosen.append(c)
+        sets.append(np.sort(np.array(chosen)))
+    return sets
+
+
 def ridge_dual(Xtr, Ytr: np.ndarray, lambdas=(1.0, 10.0, 100.0, 1000.0), seed: int = 0):
     """Ridge ATAC -> RNA in dual form (sparse X ok); lambda by 5-fold CV. Returns (W, lambda, cv_mse)."""
     rng = np.random.default_rng(seed)
@@ -125,9 +149,45 @@ A549_MODEL = dict(rna_hidden=(256,), atac_hidden=(256,), latent_dim=64, token_di
                   n_layers=3)
 
 
+def calibrated_result(res: dict, target: str, controls: list[str], alpha: float = 0.05) -> dict:
+    """The target's 0 h effects and state tested against the control edits (library :class:`ControlCalibration`)."""
+    from scdiffx_grn.perturb import ControlCalibration
+
+    eff = res["effects"][res["effects"]["time"] == "0h"]
+    st = res["state"][res["state"]["time"] == "0h"]
+    cal = ControlCalibration(eff[eff["perturbation"].isin(controls)], st[st["perturbation"].isin(controls)],
+                             group_col="time", alpha=alpha)
+    return {"effects": cal.effects(eff[eff["perturbation"] == target]),
+            "state": cal.state(st[st["perturbation"] == target]),
+            "controls_vs_others": cal.effects(eff[eff["perturbation"].isin(controls)])}
+
+
+def calibration_summary(calib: dict, meas: pd.Series, top: pd.Index) -> dict:
+    """Counts of the control-calibrated test: calls, direction vs measured, NR3C1 targets, the controls' own calls."""
+    e = calib["effects"].set_index("feature")
+    sig = e["significant"]
+    t50 = [g for g in top[:50] if g in e.index]
+    called = sig[sig].index
+    st = calib["state"].iloc[0] if len(calib["state"]) else {}
+    cv = calib["controls_vs_others"]
+    return {"n_controls": int(e["n_controls"].max()), "n_genes": int(len(e)), "n_sig_t_test": int((e["fdr"] <= 0.05).sum()),
+            "n_sig_vs_controls": int(sig.sum()),
+            "n_sig_right_direction": int((np.sign(e.loc[called, "log2fc"]) == np.sign(meas.reindex(called))).sum()),
+            "top50_sig_vs_controls": int(sig.reindex(t50).fillna(False).sum()),
+            "nr3c1_sig_vs_controls": {g: bool(sig.get(g, False)) for g in NR3C1_TARGETS if g in e.index},
+            "nr3c1_z_vs_controls": {g: float(e.loc[g, "z_vs_controls"]) for g in NR3C1_TARGETS if g in e.index},
+            "nr3c1_fdr_vs_controls": {g: float(e.loc[g, "fdr_vs_controls"]) for g in NR3C1_TARGETS if g in e.index},
+            "nr3c1_log2fc": {g: float(e.loc[g, "log2fc"]) for g in NR3C1_TARGETS if g in e.index},
+            "latent_shift": float(st.get("latent_shift", np.nan)),
+            "latent_shift_ctrl_mean": float(st.get("latent_shift_ctrl_mean", np.nan)),
+            "p_state_vs_controls": float(st.get("p_state_vs_controls", np.nan)),
+            "controls_n_sig_vs_others": int(cv["significant"].sum()),
+            "controls_with_any_call": int(cv.groupby("perturbation")["significant"].any().sum())}
+
+
 def run_a549(model_path=None, *, n_peaks=500, min_open=10, n_samples=5, n_steps=50, ae_epochs=40,
              diffusion_steps=5000, seed=0, device=None, n_cells=None, out: Path, max_peaks: int = 6000,
-             model_kwargs: dict | None = A549_MODEL, lr: float = 1e-3):
+             model_kwargs: dict | None = A549_MODEL, lr: float = 1e-3, n_controls: int = 20):
     from scdiffx_grn import ScDiffusionX, datasets
     from scdiffx_grn.perturb import Perturbation, perturb
 
@@ -174,11 +234,19 @@ def run_a549(model_path=None, *, n_peaks=500, min_open=10, n_samples=5, n_steps=
     # scDiffusion-X: open the peaks in 0h cells
     pert = Perturbation(list(rp["peak"]), kind="open", modality="atac", cells="0h", n_samples=n_samples,
                         name="open_NR3C1_responsive")
+    # controls: opening as many random peaks matched on 0 h open fraction (the library's screen test)
+    open0 = np.asarray(A[t == 0].mean(0)).ravel()
+    csets = matched_peak_sets(open0, rp["idx"].to_numpy(), n_controls, seed=seed)
+    cperts = [Perturbation(list(peaks[c]), kind="open", modality="atac", cells="0h", n_samples=n_samples,
+                           name=f"control_set{k + 1}") for k, c in enumerate(csets)]
     t1 = time.perf_counter()
-    res = perturb(model, mdata, pert, groupby="time", seed=seed, translate_kwargs={"n_steps": n_steps},
+    res = perturb(model, mdata, [pert, *cperts], groupby="time", seed=seed, translate_kwargs={"n_steps": n_steps},
                   copy=True).uns["perturbation"]
     t_pert = time.perf_counter() - t1
+    calib = calibrated_result(res, pert.name, [p.name for p in cperts])
+    res = {k: (v[v["perturbation"] == pert.name] if k in ("effects", "state") else v) for k, v in res.items()}
     eff = res["effects"].query("time == '0h'").set_index("feature")
+    ceff = calib["effects"].set_index("feature")
     pred_model = eff["effect"].reindex(genes)
     # ridge baselines
     W, lam, cv = ridge_dual(sp.csr_matrix(A[train], dtype=np.float64), Y[train], seed=seed)
@@ -194,14 +262,17 @@ def run_a549(model_path=None, *, n_peaks=500, min_open=10, n_samples=5, n_steps=
     metrics = pd.DataFrame(rows)
     metrics.to_csv(out / "a549_metrics.csv", index=False)
     lfc = pd.DataFrame({"measured_lfc_0h_3h": meas, "welch_t": welch, **preds,
-                        "scdiffx_fdr": eff["fdr"].reindex(genes)})
+                        "scdiffx_fdr": eff["fdr"].reindex(genes), "scdiffx_log2fc": ceff["log2fc"].reindex(genes),
+                        "scdiffx_z_vs_controls": ceff["z_vs_controls"].reindex(genes),
+                        "scdiffx_fdr_vs_controls": ceff["fdr_vs_controls"].reindex(genes),
+                        "scdiffx_significant": ceff["significant"].reindex(genes)})
     lfc.index.name = "gene"
     lfc.to_csv(out / "a549_gene_lfc.csv")
     state = res["state"]
     info = {"rna_integer_fraction": integer_frac, "n_cells": int(mdata.n_obs), "n_train_cells": int(train.sum()),
             "n_peaks_opened": int(len(rp)), "ridge_lambda": lam, "ridge_cv_mse": cv,
             "train_seconds": round(t_train, 1), "perturb_seconds": round(t_pert, 1), "device": str(model.device),
-            "state_0h": state.to_dict("records")}
+            "state_0h": state.to_dict("records"), "controls": calibration_summary(calib, meas, top)}
     return metrics, lfc.loc[[g for g in NR3C1_TARGETS if g in lfc.index]], info
 
 
@@ -263,7 +334,7 @@ def main(a549_model: str | None = None, mouse_model: str | None = None, out_dir:
          n_peaks: int = 500, n_samples: int = 5, n_steps: int = 50, ae_epochs: int = 40,
          diffusion_steps: int = 5000, mouse_ae_epochs: int = 20, mouse_diffusion_steps: int = 3000,
          mouse_cells: int = 2000, a549_cells: int = 0, skip_mouse: bool = False, device: str | None = None,
-         seed: int = 0) -> dict:
+         seed: int = 0, n_controls: int = 20) -> dict:
     """Run the A549 validation (and the mouse knockout check); write CSV + markdown.
 
     Parameters
@@ -281,7 +352,7 @@ def main(a549_model: str | None = None, mouse_model: str | None = None, out_dir:
     out.mkdir(parents=True, exist_ok=True)
     metrics, targets, info = run_a549(a549_model, n_peaks=n_peaks, n_samples=n_samples, n_steps=n_steps,
                                       ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, seed=seed,
-                                      device=device, n_cells=a549_cells or None, out=out)
+                                      device=device, n_cells=a549_cells or None, out=out, n_controls=n_controls)
     md = ["# In-silico perturbation validation: A549 + dexamethasone (sci-CAR)", "",
           "RNA: counts recovered from the shipped log1p(count*s) values "
           f"(integer fraction {info['rna_integer_fraction']:.4f}); ATAC binarised (>0).",
@@ -292,7 +363,9 @@ def main(a549_model: str | None = None, mouse_model: str | None = None, out_dir:
           "cells; readout: predicted LFC vs measured 0 h -> 3 h LFC.", "",
           "## Metrics", "", _md(metrics), "", "## NR3C1 targets (LFC)", "", _md(targets.reset_index()), "",
           f"Ridge lambda {info['ridge_lambda']} (5-fold CV). 'observed_rna_shift_0h_1h' is the measured 1 h shift "
-          "(a temporal-trend reference, uses 1 h RNA, not a perturbation model).", ""]
+          "(a temporal-trend reference, uses 1 h RNA, not a perturbation model).", "",
+          f"## Against {n_controls} control edits (opening as many random peaks matched on 0 h open fraction)", "",
+          "```", json.dumps(info["controls"], indent=1), "```", ""]
     result = {"a549": info}
     if not skip_mouse:
         mouse = run_mouse(mouse_model, n_cells=mouse_cells, n_samples=max(2, n_samples // 2 + 1), n_steps=n_steps,

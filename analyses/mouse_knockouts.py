@@ -17,6 +17,18 @@ real-cell-type centroid of ATAC latents changed). Test, per readout and control 
 of mean(d) > 0 (all 2^n flips up to n = 16, else 20,000 random flips) and the Wilcoxon signed-rank
 p-value; plus each TF's rank among its own controls.
 
+Per-peak calls of each TF against its 5 ``expr`` controls use the library's
+:class:`~scdiffx_grn.perturb.ControlCalibration` (column ``n_sig_vs_controls`` beside the t-test's
+``n_sig_peaks``); the control choice and the sign-flip test are the library's
+(:func:`~scdiffx_grn.perturb._controls.pick_controls`, :func:`~scdiffx_grn.perturb.sign_flip_test`).
+
+With ``--screen`` (default) it then runs the default TF screen on all cells,
+``tl.screen(model, mdata, "all_tfs", organism="mouse")`` (20 matched controls per type,
+``min_effect`` 0.1), and records significant calls before (t-test over cells, FDR <= 0.05, no
+effect floor: the old default) and after (against the controls), the controls' own calls, the
+target-level tests and :func:`~scdiffx_grn.perturb.panel_test` (``info.json`` -> ``default_screen``,
+``tf_screen/``, ``tf_screen_panel.csv``).
+
 This replaces the one-control-per-TF check of ``analyses/benchmark_a549.py::run_mouse`` (which
 still runs with that script; this script runs the mouse part alone).
 
@@ -29,7 +41,6 @@ Writes ``mouse_ko_all.csv`` (one row per knockout), ``mouse_ko_tests.csv`` and `
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from pathlib import Path
@@ -38,40 +49,26 @@ import numpy as np
 import pandas as pd
 
 
-def sign_flip_test(d: np.ndarray, n_perm: int = 20_000, seed: int = 0) -> float:
-    """One-sided p-value of mean(d) > 0 under random sign flips (exact up to 16 values)."""
-    d = np.asarray(d, float)
-    d = d[np.isfinite(d)]
-    n = len(d)
-    if n == 0:
-        return float("nan")
-    obs = d.mean()
-    if n <= 16:
-        signs = np.array(list(itertools.product([1.0, -1.0], repeat=n)))
-    else:
-        signs = np.random.default_rng(seed).choice([1.0, -1.0], size=(n_perm, n))
-    null = (signs * d).mean(1)
-    return float((np.sum(null >= obs - 1e-15) + (0 if n <= 16 else 1)) / (len(null) + (0 if n <= 16 else 1)))
+def pick_controls(stats: pd.DataFrame, tf: str, pool: list[str], n: int, cols: list[str], seed: int = 0) -> list[str]:
+    """The ``n`` pool genes nearest to ``tf`` in the standardised ``cols`` of ``stats`` (the library's
+    :func:`scdiffx_grn.perturb._controls.pick_controls`, the rule ``tl.screen`` draws its controls by)."""
+    from scdiffx_grn.perturb._controls import pick_controls as _pick
 
-
-def pick_controls(stats: pd.DataFrame, tf: str, pool: list[str], n: int, cols: list[str]) -> list[str]:
-    """The ``n`` pool genes nearest to ``tf`` in the standardised ``cols`` of ``stats``."""
-    X = stats.loc[pool, cols].to_numpy(float)
-    sd = stats[cols].to_numpy(float).std(0)
-    sd[sd == 0] = 1.0
-    dist = np.sqrt((((X - stats.loc[tf, cols].to_numpy(float)) / sd) ** 2).sum(1))
-    return [pool[i] for i in np.argsort(dist, kind="stable")[:n]]
+    names = list(stats.index)
+    pos = {g: i for i, g in enumerate(names)}
+    idx = _pick(stats[cols].to_numpy(float), names, [pos[tf]], [pos[g] for g in pool], n, seed=seed)
+    return [names[i] for i in idx]
 
 
 def main(model_path: str = "models/mouse_mop_demo", out_dir: str = "results/mouse_ko_v", n_cells: int = 0,
          n_types: int = 6, n_tfs: int = 2, n_controls: int = 5, readout: str = "mean", n_noise: int = 1,
          n_samples: int = 3, n_steps: int = 20, min_detect: float = 0.05, seed: int = 0,
-         device: str | None = None) -> dict:
+         device: str | None = None, screen: bool = True) -> dict:
     """Run the TF-vs-control knockout benchmark (see the module docstring)."""
     from scipy.stats import wilcoxon
 
     from scdiffx_grn import ScDiffusionX, datasets
-    from scdiffx_grn.perturb import Perturbation, perturb
+    from scdiffx_grn.perturb import ControlCalibration, Perturbation, perturb, sign_flip_test
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,8 +97,8 @@ def main(model_path: str = "models/mouse_mop_demo", out_dir: str = "results/mous
         cand = [t for t in tfs if st.loc[t, "detect"] >= min_detect]
         top = st.loc[cand, "spec"].sort_values(ascending=False).index[:n_tfs]
         for tf in top:
-            sets = {"expr": pick_controls(st, tf, pool, n_controls, ["mean", "detect"]),
-                    "expr+spec": pick_controls(st, tf, pool, n_controls, ["mean", "detect", "spec"])}
+            sets = {"expr": pick_controls(st, tf, pool, n_controls, ["mean", "detect"], seed=seed),
+                    "expr+spec": pick_controls(st, tf, pool, n_controls, ["mean", "detect", "spec"], seed=seed)}
             items = [(tf, "TF", None)] + [(g, "control", s) for s, gs in sets.items() for g in gs]
             for gene, role, cset in items:
                 name = f"{gene}_KO_in_{cty}"
@@ -118,9 +115,20 @@ def main(model_path: str = "models/mouse_mop_demo", out_dir: str = "results/mous
     t_pert = time.time() - t1
     state = res["state"]
     state = state[state["cell_type"] == state["perturbation"].str.split("_KO_in_").str[1]]
-    nsig = res["effects"].assign(sig=res["effects"]["fdr"] <= 0.05).groupby("perturbation")["sig"].sum()
+    eff = res["effects"]
+    eff = eff[eff["cell_type"] == eff["perturbation"].str.split("_KO_in_").str[1]]
+    nsig = eff.assign(sig=eff["fdr"] <= 0.05).groupby("perturbation")["sig"].sum()
     m = pd.DataFrame(meta).merge(state, on="perturbation", how="left")
-    m["n_sig_peaks"] = m["perturbation"].map(nsig).fillna(0).astype(int)
+    m["n_sig_peaks"] = m["perturbation"].map(nsig).fillna(0).astype(int)  # t-test over cells (old default)
+    # per-peak calls against each TF's own expression-matched controls (the library's calibration)
+    m["n_sig_vs_controls"] = np.nan
+    for (cty, tf), sub in m.groupby(["type", "tf"], sort=False):
+        cn = sub.loc[(sub["role"] == "control") & (sub["control_set"] == "expr"), "perturbation"].tolist()
+        tn = sub.loc[sub["role"] == "TF", "perturbation"].iloc[0]
+        cal = ControlCalibration(eff[eff["perturbation"].isin(cn)], state[state["perturbation"].isin(cn)],
+                                 group_col="cell_type")
+        calibrated = cal.effects(eff[eff["perturbation"] == tn])
+        m.loc[m["perturbation"] == tn, "n_sig_vs_controls"] = int(calibrated["significant"].sum())
     m.to_csv(out / "mouse_ko_all.csv", index=False)
 
     tests, pairs = [], []
@@ -152,19 +160,67 @@ def main(model_path: str = "models/mouse_mop_demo", out_dir: str = "results/mous
     info = {"model": model_path, "n_cells": int(mdata.n_obs), "types": types, "n_knockouts": len(perts),
             "readout": readout, "n_noise": n_noise, "perturb_seconds": round(t_pert, 1),
             "total_seconds": round(time.time() - t0, 1), "ctrl_type_match": ctrl_match.to_dict()}
+    screen_md: list[str] = []
+    if screen:
+        info["default_screen"], screen_md = default_screen(model, mdata, out, seed=seed)
     (out / "info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     tf_rows = m[m["role"] == "TF"][["type", "gene", "spec", "detect", "latent_shift", "frac_type_changed",
-                                    "top_new_type", "n_sig_peaks"]]
+                                    "top_new_type", "n_sig_peaks", "n_sig_vs_controls"]]
     md = ["# Mouse MOp: top-regulator knockouts vs matched control genes", "",
           (f"Model {model_path}; {info['n_cells']} cells; {len(perts)} knockouts; readout {readout}; "
            f"perturbation {info['perturb_seconds']} s."), "",
           "## Tests (over type x TF pairs; d = TF - mean of its controls; one-sided)", "", _md(tests), "",
           "## TF knockouts", "", _md(tf_rows), "",
           "## Per pair", "", _md(pairs), "",
-          f"Nearest-centroid readout matches the own type for unperturbed cells: {info['ctrl_type_match']}", ""]
+          f"Nearest-centroid readout matches the own type for unperturbed cells: {info['ctrl_type_match']}", "",
+          *screen_md]
     (out / "results.md").write_text("\n".join(md))
     print("\n".join(md))
     return info
+
+
+def default_screen(model, mdata, out: Path, *, seed: int = 0, alpha: float = 0.05) -> tuple[dict, list[str]]:
+    """The default TF screen (``tl.screen(model, mdata, "all_tfs", organism="mouse")``: control-calibrated,
+    20 matched controls per type, ``min_effect`` 0.1) on all cells: significant calls before
+    (t-test over cells, FDR <= alpha, no effect floor: the old default) and after."""
+    from scdiffx_grn import tl
+    from scdiffx_grn.perturb import load_screen_effects, panel_test
+
+    t0 = time.time()
+    sdir = out / "tf_screen"
+    summ = tl.screen(model, mdata, "all_tfs", organism="mouse", out_dir=sdir, resume=False, seed=seed,
+                     alpha=alpha, keep_effects="all", show_progress=False)
+    secs = time.time() - t0
+    eff = load_screen_effects(sdir)
+    ctrl = summ.attrs["controls"]
+    min_eff = float(json.loads((sdir / "config.json").read_text())["min_effect"])
+    t_sig = eff["fdr"] <= alpha
+    sig = eff["significant"]
+    info = {"n_targets": int(summ["perturbation"].nunique()), "n_types": int(summ["cell_type"].nunique()),
+            "n_tests": int(len(eff)), "min_effect_log2": min_eff, "screen_seconds": round(secs, 1),
+            "n_controls_per_type": int(summ["n_controls"].max()),
+            "before_n_sig_t_test": int(t_sig.sum()), "after_n_sig_vs_controls": int(sig.sum()),
+            "after_calls_below_min_effect": int((sig & (eff["log2fc"].abs() < min_eff)).sum()),
+            "max_abs_effect_prob": float(eff["effect"].abs().max()),
+            "max_abs_log2_odds": float(eff["log2fc"].abs().max()),
+            "n_tests_above_min_effect": int((eff["log2fc"].abs() >= min_eff).sum()),
+            "min_fdr_vs_controls": float(eff["fdr_vs_controls"].min()),
+            "max_n_sig_t_one_target_type": int(summ["n_sig_t"].max()),
+            "controls_n_sig_t_test": int(ctrl["n_sig_t"].sum()), "controls_n_sig_vs_others": int(ctrl["n_sig"].sum()),
+            "n_target_types_moves_state": int(summ["moves_state"].sum()),
+            "min_fdr_state_vs_controls": float(summ["fdr_state_vs_controls"].min())}
+    panel = panel_test(summ, seed=seed)
+    panel.to_csv(out / "tf_screen_panel.csv", index=False)
+    top = summ.sort_values("n_sig_t", ascending=False).head(8)[
+        ["perturbation", "cell_type", "n_sig_t", "n_sig", "max_abs_effect", "max_abs_log2fc", "latent_shift",
+         "latent_shift_ctrl_mean", "p_state_vs_controls", "fdr_state_vs_controls"]]
+    md = ["## Default TF screen, control-calibrated (all cells)", "",
+          f"`tl.screen(model, mdata, 'all_tfs', organism='mouse')`: {info['n_targets']} TFs x {info['n_types']} "
+          f"types, {info['n_controls_per_type']} matched controls per type, {secs:.0f} s.", "",
+          _md(pd.DataFrame([info]).T.reset_index().rename(columns={"index": "measure", 0: "value"})), "",
+          "Largest t-test counts:", "", _md(top), "", "Panel test per type (do the TFs move cells more than "
+          "controls? sign flip over TFs of the latent-shift z):", "", _md(panel), ""]
+    return info, md
 
 
 def _md(df: pd.DataFrame) -> str:

@@ -745,7 +745,13 @@ def screen(
     n_steps: int = typer.Option(20, help="DDIM steps of each translation (--readout samples)."),
     batch_targets: int = typer.Option(8, help="Targets stacked per translation call."),
     batch_size: int = typer.Option(256, help="Cells per batch."),
-    alpha: float = typer.Option(0.05, help="BH FDR level for significant features."),
+    alpha: float = typer.Option(0.05, help="FDR level (against the controls) for significant features."),
+    controls: str = typer.Option("20", help="Control genes (peaks) per cell type that calibrate significance: a "
+                                 "number drawn matched on detection and mean expression (non-TFs), a "
+                                 "comma-separated list of names, or 0 for none (then nothing is called "
+                                 "significant)."),
+    min_effect: float = typer.Option(0.1, help="Smallest |log2 fold change| (of expression, or of accessibility "
+                                     "odds) a significant feature must have."),
     on_unknown: str = typer.Option("raise", help="Unknown targets: 'raise' (error) or 'report' (skip, listed)."),
     resume: bool = typer.Option(True, help="Skip targets finished in an earlier run of the same screen."),
     overwrite: bool = OverwriteOpt,
@@ -768,7 +774,7 @@ def screen(
     else:
         check_output_dir(out, overwrite=overwrite, known=SCREEN_FILES, what="screen folder")
     if out.is_dir() and not ours and not (out / "done.json").exists():  # --overwrite into a folder not a screen
-        clash = [n for n in ("config.json", "report.parquet", "summary.parquet", "summary.csv", "heatmap.png",
+        clash = [n for n in ("config.json", "report.parquet", "controls.parquet", "summary.parquet", "summary.csv", "heatmap.png",
                              "effects", "summary") if (out / n).exists()]
         if clash:
             from ._errors import OutputError
@@ -788,6 +794,13 @@ def screen(
         raise OptionError(f"--on-unknown must be 'raise' or 'report', got {on_unknown!r}")
     if readout not in ("mean", "samples"):
         raise OptionError(f"--readout must be 'mean' or 'samples', got {readout!r}")
+    ctrl: Any = controls.strip()
+    if ctrl.lstrip("-").isdigit():
+        ctrl = int(ctrl)
+        if ctrl < 0:
+            raise OptionError(f"--controls must be a number >= 0 or a comma-separated list of names, got {ctrl}")
+    elif not [c for c in ctrl.split(",") if c.strip()]:
+        raise OptionError(f"--controls must be a number or a comma-separated list of names, got {controls!r}")
     m = _load_model(model, device)
     mdata = _prepare_for_model(m, _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby))
     _check_groups(mdata, groupby, None)
@@ -814,7 +827,7 @@ def screen(
         summary = tl.screen(m, mdata, tgt, kind=kind, modality=modality, factor=factor, groupby=groupby,
                             out_dir=out, resume=resume, n_samples=n_samples, batch_targets=batch_targets,
                             batch_size=batch_size, seed=seed, alpha=alpha, on_unknown=on_unknown,
-                            readout=readout, n_noise=n_noise,
+                            readout=readout, n_noise=n_noise, controls=ctrl, min_effect=min_effect,
                             translate_kwargs={"n_steps": n_steps} if readout == "samples" else None,
                             show_progress=settings.progress)
     except UnknownFeatureError as e:  # raised before any target runs
@@ -844,6 +857,10 @@ def screen(
             shutil.rmtree(out, ignore_errors=True)
         raise UnknownFeatureError(f"none of the {n_bad} target(s) is known to the model "
                                   f"({_fmt_items(rep['target'])}); nothing was screened")
+    if len(summary):
+        from .perturb._controls import significance_text
+
+        _info(significance_text(summary, alpha=alpha, min_effect=min_effect))
     _info(f"screened {summary['perturbation'].nunique() if len(summary) else 0} target(s); per target x cell "
           f"type results: {out / 'summary.csv'}" + (f", heatmap: {out / 'heatmap.png'}" if len(summary) else ""))
     typer.echo(str(out))

@@ -257,6 +257,15 @@ def test_screen_and_evaluate_commands(files, trained, tmp_path):
     assert set(summ["perturbation"]) == {"Gene1", "Gene30"}
     assert set(summ["cell_type"]) == {"type0", "type1", "type2"}
     assert (out / "heatmap.png").exists()
+    # significance is called against matched controls and an effect floor, and said in words
+    assert {"n_sig", "n_sig_t", "n_controls", "p_state_vs_controls", "fdr_state_vs_controls"} <= set(summ.columns)
+    assert "against" in res.output and "|log2 fold change| >= 0.1" in res.output
+    eff = pd.concat([pd.read_parquet(f) for f in (out / "effects").glob("*.parquet")])
+    assert {"log2fc", "z_vs_controls", "fdr_vs_controls", "significant"} <= set(eff.columns)
+    assert not (eff["significant"] & (eff["log2fc"].abs() < 0.1)).any()
+    line = _one_line_error(_run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1", "-o",
+                                 tmp_path / "bad", "--controls", "-3"]))
+    assert "controls" in line
     # resumable: a second run re-uses the finished targets
     res = _run(["screen", "-m", trained, "--data", files / "syn.h5mu", "-t", "Gene1,Gene30", "-o", out,
                 "--n-steps", "2", "--n-samples", "1"])

@@ -322,7 +322,11 @@ def test_screen_in_memory_and_unknown(model, mdata):
     assert len(summ) == 3 * 3
     assert summ.attrs["report"].query("status != 'ok'").target.tolist() == ["chrZ-1-2"]
     a = summ.query("perturbation == 'chr1-0-50' and cell_type == 'A'").iloc[0]
-    assert "g0" in a["top_down"].split(";")
+    # 12 readout genes x 13 control peaks cannot reach FDR 0.05 against the controls (p floor 1/157, BH
+    # over 12 genes): the planted peak still has the largest effect of the type (planted truths called
+    # against controls: tests/test_perturb_controls.py)
+    in_a = summ.query("cell_type == 'A'")
+    assert a["max_abs_log2fc"] == in_a["max_abs_log2fc"].max() and a["n_sig_t"] > 0
 
 
 def test_screen_unknown_targets_raise_like_the_cli(model, mdata, tmp_path):

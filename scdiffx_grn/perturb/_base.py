@@ -4,6 +4,7 @@
   :class:`EngineResult` (returned by :func:`~scdiffx_grn.perturb.run_paired`,
   :func:`~scdiffx_grn.perturb.run_mean` / :func:`~scdiffx_grn.perturb.iter_mean`);
 - :func:`noise_dim`, :func:`engine_autocast`, :func:`cell_names`, :func:`nearest`: engine helpers;
+- :func:`bh_fdr`: Benjamini-Hochberg q-values (shared by the effects and the control calibration);
 - :func:`group_column` / :func:`group_column_of`: the name of the cell-group column of every
   perturbation table (named after ``groupby``, as every ``tl`` result; see :mod:`scdiffx_grn._store`).
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from .._store import group_column_name
 
-__all__ = ["READOUTS", "EngineInputs", "EngineResult", "noise_dim", "engine_autocast", "cell_names", "nearest",
+__all__ = ["READOUTS", "bh_fdr", "EngineInputs", "EngineResult", "noise_dim", "engine_autocast", "cell_names", "nearest",
            "group_column", "group_column_of", "RESERVED_COLUMNS"]
 
 READOUTS = ("mean", "samples")
@@ -29,7 +30,39 @@ RESERVED_COLUMNS = frozenset({
     "n_cells", "n_samples", "n_changed", "latent_shift", "latent_shift_se", "pca_shift", "frac_type_changed",
     "ctrl_type_match", "top_new_type", "frac_to_new_type", "delta_frac_to_new_type", "kind", "modality",
     "n_features", "n_sig", "n_up", "n_down", "top_up", "top_down", "max_abs_effect", "target", "status",
-    "reason", "peak", "gene"})
+    "reason", "peak", "gene", "log2fc", "z_vs_controls", "p_vs_controls", "fdr_vs_controls", "significant",
+    "n_controls", "n_sig_t", "max_abs_log2fc", "latent_shift_ctrl_mean", "latent_shift_z", "p_state_vs_controls",
+    "frac_type_changed_ctrl_mean", "p_type_vs_controls", "fdr_state_vs_controls", "moves_state"})
+
+
+def bh_fdr(pvals: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (NaN stays NaN and is not counted).
+
+    Parameters
+    ----------
+    pvals
+        1-D array of p-values.
+
+    Returns
+    -------
+    numpy.ndarray
+        q-values, same shape; ``q_i = min_{j >= i} (m / j) p_(j)`` capped at 1.
+    """
+    p = np.asarray(pvals, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    pv = p[ok]
+    order = np.argsort(pv, kind="mergesort")
+    ranked = pv[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    q = np.clip(q, 0.0, 1.0)
+    res = np.empty(m)
+    res[order] = q
+    out[ok] = res
+    return out
 
 
 def group_column(groupby: str | None) -> str:

@@ -12,7 +12,7 @@ from .._store import store as _store_result
 from .._store import stored as _stored
 from .._store import target as _target
 from .._errors import InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
-from ._base import READOUTS, EngineResult, group_column, group_column_of
+from ._base import READOUTS, EngineResult, bh_fdr, group_column, group_column_of
 from ._engine import Edit, model_features, prepare_inputs, run_paired
 from ._spec import Perturbation, resolve_targets
 
@@ -26,36 +26,6 @@ TABLES = ("effects", "state", "report")
 def _effect_cols(group_col: str) -> list[str]:
     return ["perturbation", group_col, "feature", "readout", "effect", "se", "stat", "pval", "fdr",
             "ctrl_mean", "pert_mean", "n_cells", "n_samples"]
-
-
-def bh_fdr(pvals: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (NaN stays NaN and is not counted).
-
-    Parameters
-    ----------
-    pvals
-        1-D array of p-values.
-
-    Returns
-    -------
-    numpy.ndarray
-        q-values, same shape; ``q_i = min_{j >= i} (m / j) p_(j)`` capped at 1.
-    """
-    p = np.asarray(pvals, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return out
-    pv = p[ok]
-    order = np.argsort(pv, kind="mergesort")
-    ranked = pv[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    q = np.clip(q, 0.0, 1.0)
-    res = np.empty(m)
-    res[order] = q
-    out[ok] = res
-    return out
 
 
 def paired_stats(per_sample: np.ndarray, test: Literal["t", "wilcoxon"] = "t",
@@ -419,7 +389,8 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
             test: Literal["t", "wilcoxon"] = "t", batch_size: int = 256, batch_targets: int = 8,
             translate_kwargs: dict | None = None, use_labels: bool = False, copy: bool = False,
             readout: Literal["mean", "samples"] = "mean", n_noise: int = 1, batch_rows: int = 1024,
-            skip_unchanged: bool = True):
+            skip_unchanged: bool = True, controls: Sequence[str] | None = None, alpha: float = 0.05,
+            min_effect: float | None = None):
     """In-silico perturbation with paired-seed translation.
 
     Edits the source modality (RNA counts, or binarised ATAC peaks / a TF's motif peaks),
@@ -486,6 +457,15 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
         (``batch_size`` / ``batch_targets`` apply to the sampled engine).
     skip_unchanged
         Posterior-mean engine: do not re-translate cells the edit leaves unchanged (exact).
+    controls, alpha, min_effect
+        Names of perturbations of this call that are controls (e.g. knockouts of matched
+        ordinary genes): the other perturbations' effects are then tested against them per group
+        (columns ``log2fc, z_vs_controls, p_vs_controls, fdr_vs_controls, significant,
+        n_controls`` of the effects table, significance at ``fdr_vs_controls <= alpha`` and
+        ``|log2fc| >= min_effect``, default 0.1; target-level ``p_state_vs_controls`` in the state
+        table), as :func:`~scdiffx_grn.tl.screen` does with the controls it draws
+        (:mod:`scdiffx_grn.perturb._controls`). ``None`` (default): effects and the t-test over
+        cells only, nothing is tested against controls.
 
     Returns
     -------
@@ -514,13 +494,31 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     check_engine(readout, test, n_noise, batch_size=batch_size, batch_rows=batch_rows)
     check_on_unknown(on_unknown)
     group_column(groupby)  # a colliding name raises before any work
+    if controls is not None:
+        controls = [str(c) for c in ([controls] if isinstance(controls, str) else controls)]
+        bad = sorted(set(controls) - set(names))
+        if bad:
+            raise OptionError(f"controls {bad} are not names of the perturbations given ({_fmt_items(names)}); "
+                              "pass the control perturbations too and name them in controls=")
     out = run_perturbations(model, mdata, perts, groupby=groupby, tf_peaks=tf_peaks, on_unknown=on_unknown,
                             seed=seed, test=test, batch_size=batch_size, batch_targets=batch_targets,
                             translate_kwargs=translate_kwargs, use_labels=use_labels, readout=readout,
                             n_noise=n_noise, batch_rows=batch_rows, skip_unchanged=skip_unchanged)
+    if controls is not None:
+        from ._controls import DEFAULT_MIN_EFFECT, ControlCalibration
+
+        gcol = group_column(groupby)
+        eff, st = out["effects"], out["state"]
+        cal = ControlCalibration(eff[eff["perturbation"].isin(controls)], st[st["perturbation"].isin(controls)],
+                                 group_col=gcol, alpha=alpha,
+                                 min_effect=DEFAULT_MIN_EFFECT if min_effect is None else min_effect)
+        out["effects"] = cal.effects(eff).reset_index(drop=True)
+        out["state"] = cal.state(st).reset_index(drop=True)
     params = {"groupby": groupby, "seed": seed, "test": test, "use_labels": use_labels, "readout": readout,
               "n_noise": int(n_noise) if readout == "mean" else None, "on_unknown": on_unknown,
               "skip_unchanged": skip_unchanged, "translate_kwargs": dict(translate_kwargs or {}),
+              "controls": list(controls) if controls is not None else None, "alpha": alpha,
+              "min_effect": min_effect,
               # keyed by name (anndata cannot write a list of dicts)
               "perturbations": {p.name: p.to_dict() for p in perts}}
     target = _target(mdata, copy)  # the copy is made after the run: a failed run copies nothing

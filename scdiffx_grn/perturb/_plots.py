@@ -32,7 +32,9 @@ def volcano(df_or_mdata, target: str | None = None, cell_type: str | None = None
         Which perturbation and group (a value of the table's group column, which is named after
         ``groupby``; either may be omitted when the table holds only one).
     alpha
-        Points with ``fdr <= alpha`` are highlighted (red up, blue down).
+        Points with ``fdr <= alpha`` are highlighted (red up, blue down). A control-calibrated
+        screen table (column ``significant``) plots ``log2fc`` against ``p_vs_controls`` /
+        ``fdr_vs_controls`` and highlights its ``significant`` features instead.
     n_labels
         Label this many significant features with the largest absolute effect.
     use
@@ -57,9 +59,11 @@ def volcano(df_or_mdata, target: str | None = None, cell_type: str | None = None
             raise InputDataError(f"the table holds several {col} values {sorted(df[col].unique())[:10]}; pick one")
     if df.empty:
         raise InputDataError(f"no effects for target={target!r}, cell_type={cell_type!r}")
-    y = -np.log10(np.clip(df[use].to_numpy(float), 1e-300, 1))
-    x = df["effect"].to_numpy(float)
-    sig = (df["fdr"] <= alpha).to_numpy()
+    calibrated = "significant" in df  # a control-calibrated screen table: effects against the controls
+    ycol = {"pval": "p_vs_controls", "fdr": "fdr_vs_controls"}[use] if calibrated else use
+    y = -np.log10(np.clip(df[ycol].to_numpy(float), 1e-300, 1))
+    x = df["log2fc" if calibrated else "effect"].to_numpy(float)
+    sig = df["significant"].to_numpy(bool) if calibrated else (df["fdr"] <= alpha).to_numpy()
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.5, 4))
     else:
@@ -73,8 +77,11 @@ def volcano(df_or_mdata, target: str | None = None, cell_type: str | None = None
             if sig[i]:
                 ax.annotate(str(df["feature"].iloc[i]), (x[i], y[i]), fontsize=7)
     readout = df["readout"].iloc[0] if "readout" in df else "rna"
-    ax.set_xlabel("mean log-fold change" if readout == "rna" else "difference in accessibility")
-    ax.set_ylabel(f"-log10 {use}")
+    if calibrated:
+        ax.set_xlabel("log2 fold change of expression" if readout == "rna" else "log2 odds ratio of accessibility")
+    else:
+        ax.set_xlabel("mean log-fold change" if readout == "rna" else "difference in accessibility")
+    ax.set_ylabel(f"-log10 {ycol}")
     name = df["perturbation"].iloc[0] if "perturbation" in df else ""
     ct = df[gcol].iloc[0] if gcol is not None and gcol in df else ""
     ax.set_title(f"{name} in {ct}", fontsize=9)

@@ -17,6 +17,7 @@ from .._io import atomic_path, atomic_write_json
 from .._registry import labels
 from .._settings import logger, progress
 from ._base import group_column, group_column_of
+from ._controls import DEFAULT_MIN_EFFECT, DEFAULT_N_CONTROLS
 from ._effects import run_perturbations
 from ._engine import model_features, prepare_inputs
 from ._spec import Perturbation, tf_peak_map
@@ -28,8 +29,8 @@ _DONE = "done.json"
 _CONFIG = "config.json"
 
 #: the files of a screen folder (glob patterns): the screen's own, and the command line's summary.csv and heatmap.png
-SCREEN_FILES = ("done.json", "config.json", "report.parquet", "summary.parquet", "summary.csv", "heatmap.png",
-                "effects/*.parquet", "summary/*.parquet", "screen.lock")
+SCREEN_FILES = ("done.json", "config.json", "report.parquet", "controls.parquet", "summary.parquet", "summary.csv",
+                "heatmap.png", "effects/*.parquet", "summary/*.parquet", "screen.lock")
 #: temporary files of its atomic writes (``_io.atomic_path``: ``.<name>.<random><suffix>``) that a kill leaves
 _SCREEN_TMP = tuple(f"{d}.{b}.*" for d, b in ((p[:p.rfind("/") + 1], p[p.rfind("/") + 1:]) for p in SCREEN_FILES))
 _CONFIG_KEYS = {"kind", "modality", "seed", "n_cells"}  # keys every screen's config.json holds
@@ -121,9 +122,15 @@ def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, 
     Columns: ``perturbation, <group>, n_features, n_sig, n_up, n_down, top_up, top_down``
     (``<group>``: the effects table's group column, named after the ``groupby`` of the run)
     (``;``-joined significant features with the largest positive / negative effects),
-    ``max_abs_effect`` plus the state columns (``latent_shift``, ``pca_shift``,
-    ``frac_type_changed``, ``top_new_type``...). A feature is significant when
-    ``fdr <= alpha`` and ``|effect| >= min_effect``.
+    ``max_abs_effect`` (raw units), ``n_sig_t`` (features with t-test-over-cells ``fdr <= alpha``,
+    the old, uncalibrated count, for comparison only), ``max_abs_log2fc`` (control-calibrated
+    tables) plus the state columns (``latent_shift``, ``pca_shift``, ``frac_type_changed``,
+    ``top_new_type``, and the tests against controls: ``p_state_vs_controls``...).
+
+    A feature is significant when the effects table says so (column ``significant`` of a
+    control-calibrated table: ``fdr_vs_controls <= alpha`` and ``|log2fc| >= min_effect``, see
+    :mod:`scdiffx_grn.perturb._controls`); for a table without controls, when ``fdr <= alpha``
+    and ``|effect| >= min_effect``.
     """
     from ._effects import check_summary_options
 
@@ -137,15 +144,22 @@ def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, 
         uniq = [(u1[k // max(len(u2), 1)], u2[k % max(len(u2), 1)]) for k in ukey]
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
-        eff_all = effects["effect"].to_numpy(dtype=np.float64)
+        calibrated = "significant" in effects
+        eff_all = effects["log2fc" if calibrated else "effect"].to_numpy(dtype=np.float64)
         fdr_all = effects["fdr"].to_numpy(dtype=np.float64) if "fdr" in effects else None
+        sig_all = effects["significant"].to_numpy(dtype=bool) if calibrated else None
         feat_all = effects["feature"].to_numpy()
+        eff_all_raw = effects["effect"].to_numpy(dtype=np.float64)
         for k, (pert, ct) in enumerate(uniq):
             ix = order[bounds[k]:bounds[k + 1]]
             eff = eff_all[ix]
-            if fdr_all is not None:
+            with np.errstate(invalid="ignore"):
+                sig_t = (fdr_all[ix] <= alpha) if fdr_all is not None else np.zeros(len(ix), bool)
+            if calibrated:
+                sig = sig_all[ix]
+            elif fdr_all is not None:
                 with np.errstate(invalid="ignore"):
-                    sig = (fdr_all[ix] <= alpha) & (np.abs(eff) >= min_effect)
+                    sig = sig_t & (np.abs(eff) >= min_effect)
             else:
                 sig = np.zeros(len(ix), bool)
             up = np.flatnonzero(sig & (eff > 0))
@@ -156,7 +170,10 @@ def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, 
                          "n_up": len(up), "n_down": len(down),
                          "top_up": ";".join(map(str, feat_all[ix][top_up])),
                          "top_down": ";".join(map(str, feat_all[ix][top_down])),
-                         "max_abs_effect": float(np.abs(eff).max()) if len(ix) else np.nan})
+                         "max_abs_effect": float(np.abs(eff_all_raw[ix]).max()) if len(ix) else np.nan,
+                         "n_sig_t": int(sig_t.sum()),
+                         **({"max_abs_log2fc": float(np.abs(eff).max()) if len(ix) else np.nan}
+                            if calibrated else {})})
     summ = pd.DataFrame(rows)
     if state is not None and len(state) and len(summ):
         cols = [c for c in state.columns if c not in ("n_samples",)]
@@ -317,7 +334,8 @@ def screen(
     test: Literal["t", "wilcoxon"] = "t",
     alpha: float = 0.05,
     n_top: int = 5,
-    min_effect: float = 0.0,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    controls: int | Sequence[str] | None = DEFAULT_N_CONTROLS,
     keep_effects: Literal["all", "significant", "none"] = "all",
     translate_kwargs: dict | None = None,
     use_labels: bool = False,
@@ -377,11 +395,29 @@ def screen(
         them, before any work; ``"report"``: they are skipped and listed in the report (and a
         warning). Targets that are all unknown raise either way (there is nothing to screen).
     alpha, n_top, min_effect
-        Significance level on the BH FDR, number of top features listed per direction, and the
-        smallest |effect| counted as significant (paired sampling noise cancels, so tiny
-        consistent effects reach any FDR).
+        Significance level on ``fdr_vs_controls``, number of top features listed per direction,
+        and the smallest ``|log2fc|`` counted as significant (default 0.1: a 7 % change of
+        predicted expression / accessibility odds). Over thousands of cells a t-test makes any
+        consistent shift significant, so significance is called against controls and this floor.
+    controls
+        Control perturbations that calibrate significance (the CRISPR-screen standard of
+        non-targeting controls): an integer (default 20) draws that many control genes (peaks for
+        ``modality="atac"``, random peak sets of the targets' median size for ``"tf"``) per
+        group, matched to the targets on mean level and detection rate in the group's cells,
+        excluding the targets and known TFs (CollecTRI / DoRothEA A-E / TRRUST, and ``tfs``);
+        drawn reproducibly (ties broken by a hash of the name and ``seed``). A list of names
+        uses those controls in every group. Each control is perturbed like the targets in one
+        group's cells, once per group, shared by all targets. Every per-feature table gains
+        ``log2fc, z_vs_controls, p_vs_controls, fdr_vs_controls, significant, n_controls``
+        and the summary the target-level tests (``p_state_vs_controls``,
+        ``fdr_state_vs_controls``, ``moves_state``, ``p_type_vs_controls``); see
+        :mod:`scdiffx_grn.perturb._controls` for the statistics and what 20 controls can and
+        cannot resolve. ``0`` / ``None``: no controls; nothing is called significant (the
+        t-test columns ``pval``/``fdr`` and ``n_sig_t`` remain). The controls' own summary is in
+        ``.attrs["controls"]`` and ``out_dir/controls.parquet``.
     keep_effects
-        Which effect rows to write per target.
+        Which effect rows to write per target (``"significant"``: the rows called significant
+        against the controls).
     show_progress
         A progress bar that advances once per finished target.
 
@@ -391,12 +427,14 @@ def screen(
         Summary per target x cell type (see :func:`summarise_effects`), also in
         ``out_dir/summary.parquet``; the report of unknown targets is in ``.attrs["report"]``.
     """
+    from ._controls import check_controls
     from ._effects import check_engine, check_on_unknown, check_summary_options
     from ._spec import check_targets
 
     check_engine(readout, test, n_noise, batch_size=batch_size, batch_rows=batch_rows)
     check_on_unknown(on_unknown)
     check_summary_options(alpha, n_top, min_effect)
+    n_ctrl, ctrl_names = check_controls(controls)
     group_column(groupby)  # a name colliding with a table column raises before any work
     labels(mdata, groupby)  # a missing label column (or unlabelled cells) raises before out_dir is touched
     if keep_effects not in ("all", "significant", "none"):
@@ -421,6 +459,7 @@ def screen(
     check_targets(perts, genes, peaks, tf_peaks, on_unknown)  # unknown targets raise before any work
     config = {"kind": kind, "modality": modality, "factor": perts[0].factor, "groupby": groupby,
               "n_samples": n_samples, "seed": seed, "test": test, "alpha": alpha, "n_top": n_top, "min_effect": min_effect,
+              "controls": ctrl_names if ctrl_names is not None else n_ctrl,
               "keep_effects": keep_effects, "translate_kwargs": translate_kwargs or {}, "use_labels": use_labels,
               "n_cells": int(mdata.n_obs), "readout": readout, "n_noise": int(n_noise) if readout == "mean" else None}
     out = Path(out_dir) if out_dir is not None else None
@@ -434,7 +473,8 @@ def screen(
                               n_noise=n_noise, batch_rows=batch_rows, skip_unchanged=skip_unchanged,
                               batch_targets=batch_targets, batch_size=batch_size, seed=seed, test=test,
                               alpha=alpha, n_top=n_top, min_effect=min_effect, keep_effects=keep_effects,
-                              translate_kwargs=translate_kwargs, show_progress=show_progress)
+                              translate_kwargs=translate_kwargs, show_progress=show_progress,
+                              controls=(n_ctrl, ctrl_names), tfs=tfs, organism=organism)
     finally:
         if lock is not None:
             lock.release()
@@ -442,7 +482,8 @@ def screen(
 
 def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf_peaks, on_unknown, groupby,
                    use_labels, readout, n_noise, batch_rows, skip_unchanged, batch_targets, batch_size, seed, test,
-                   alpha, n_top, min_effect, keep_effects, translate_kwargs, show_progress):
+                   alpha, n_top, min_effect, keep_effects, translate_kwargs, show_progress, controls=(0, None),
+                   tfs=None, organism=None):
     import time
 
     from ._effects import build_edits, cell_effects_table, pca_basis, state_table
@@ -512,12 +553,16 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
         else:
             last_write["dirty"] = True
 
+    calib = {"c": None}
+    ctrl_parts: dict[str, list] = {"effects": [], "state": []}
+
     def emit(p, e, s, bar):
+        e, s = calib["c"].effects(e), calib["c"].state(s)
         summ = summarise_effects(e, s, alpha=alpha, n_top=n_top, min_effect=min_effect)
         summaries[p.name] = summ
         if out is not None:
             stem = _stem(p.name)
-            keep = e if keep_effects == "all" else (e[e["fdr"] <= alpha] if keep_effects == "significant"
+            keep = e if keep_effects == "all" else (e[e["significant"]] if keep_effects == "significant"
                                                     else e.iloc[:0])
             with atomic_path(out / "effects" / f"{stem}.parquet") as tmp:
                 keep.reset_index(drop=True).to_parquet(tmp, index=False)
@@ -527,30 +572,71 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
             write_done()
         bar.update(1)
 
+    def controls_done():
+        from ._controls import ControlCalibration
+
+        ce = pd.concat(ctrl_parts["effects"], ignore_index=True) if ctrl_parts["effects"] else None
+        cs = pd.concat(ctrl_parts["state"], ignore_index=True) if ctrl_parts["state"] else None
+        calib["c"] = ControlCalibration(ce, cs, group_col=gcol, alpha=alpha, min_effect=min_effect)
+        if ce is not None:
+            # each control against the others: how many features the test calls for a null edit
+            csumm = summarise_effects(calib["c"].effects(ce), calib["c"].state(cs) if cs is not None else None,
+                                      alpha=alpha, n_top=n_top, min_effect=min_effect)
+            ctrl_parts["summary"] = csumm
+            if out is not None:
+                with atomic_path(out / "controls.parquet") as tmp:
+                    csumm.to_parquet(tmp, index=False)
+
     if todo:
+        from ._controls import control_perturbations
+
         inputs = prepare_inputs(model, mdata, perts[0].source, groupby=groupby, use_labels=use_labels)
         readout_names = peaks if perts[0].source == "rna" else genes
+        cperts = control_perturbations(inputs, runnable, resolved, genes, peaks, n=controls[0], names=controls[1],
+                                       seed=seed, groupby=groupby, tfs=tfs, organism=organism)
+        cres = [resolve_targets(p, genes, peaks, tf_peaks=tf_peaks, on_unknown="report")[0] for p in cperts]
         bar = progress(total=len(runnable), initial=len(runnable) - len(todo), desc="screen", unit="target",
                        disable=not show_progress)
         try:
             if readout == "mean":
                 from ._mean import iter_mean
 
-                edits, kept = build_edits(model, inputs, todo, [resolved[p.name] for p in todo], groupby)
+                edits, kept = build_edits(model, inputs, cperts + todo, cres + [resolved[p.name] for p in todo],
+                                          groupby)
+                cnames = {p.name for p in cperts}
+                n_c = sum(1 for p in kept if p.name in cnames)
                 meta = {p.name: (p.kind, p.modality) for p in kept}
                 it = iter_mean(model, inputs, edits, n_noise=n_noise, seed=seed, batch_rows=batch_rows,
                                translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
                 _, ctrl = next(it)
                 basis = pca_basis(ctrl.ctrl_profiles)
-                for ei, res in it:
+                if n_c == 0:
+                    controls_done()
+                for ei, res in it:  # edits come back in order: the controls first
                     p = kept[ei]
                     e = cell_effects_table(res, readout_names, group_col=gcol)
                     st = state_table(res, basis, group_col=gcol)
                     if len(st):
                         st["kind"], st["modality"] = meta[p.name]
+                    if ei < n_c:
+                        ctrl_parts["effects"].append(e)
+                        ctrl_parts["state"].append(st)
+                        if ei == n_c - 1:
+                            controls_done()
+                        continue
                     emit(p, e, st, bar)
             else:
                 basis = None
+                for c0 in range(0, len(cperts), batch_targets):
+                    res = run_perturbations(model, mdata, cperts[c0:c0 + batch_targets], groupby=groupby,
+                                            tf_peaks=tf_peaks, on_unknown="report", seed=seed, test=test,
+                                            batch_size=batch_size, batch_targets=batch_targets,
+                                            translate_kwargs=translate_kwargs, inputs=inputs, basis=basis,
+                                            readout="samples")
+                    basis = res["basis"]
+                    ctrl_parts["effects"].append(res["effects"])
+                    ctrl_parts["state"].append(res["state"])
+                controls_done()
                 for c0 in range(0, len(todo), batch_targets):
                     chunk = todo[c0:c0 + batch_targets]
                     res = run_perturbations(model, mdata, chunk, groupby=groupby, tf_peaks=tf_peaks,
@@ -568,8 +654,11 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
     if out is not None:
         summary = load_screen(out, targets=[p.name for p in runnable], _write=True)
     else:
+        from ._controls import add_state_fdr
+
         frames = [summaries[p.name] for p in runnable if p.name in summaries]
-        summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        summary = add_state_fdr(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), alpha)
+        summary.attrs["controls"] = ctrl_parts.get("summary", pd.DataFrame())
     summary.attrs["report"] = report
     return summary
 
@@ -582,13 +671,29 @@ def load_screen(out_dir: str | os.PathLike, targets: Sequence[str] | None = None
         raise CheckpointError(f"{out} is not a screen directory (no {_DONE})")
     names = [t for t in (targets if targets is not None else done) if t in done]
     frames = [_read_result(out / "summary" / f"{done[t]}.parquet", f"summary of {t!r}") for t in names]
-    summary = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    summary = _finish_summary(out, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
     if _write:
         with atomic_path(out / "summary.parquet") as tmp:
             summary.to_parquet(tmp, index=False)
     if (out / "report.parquet").exists():
         summary.attrs["report"] = pd.read_parquet(out / "report.parquet")
+    if (out / "controls.parquet").exists():
+        summary.attrs["controls"] = pd.read_parquet(out / "controls.parquet")
     return summary
+
+
+def _finish_summary(out: Path, summary: pd.DataFrame) -> pd.DataFrame:
+    """Across-target part of a screen summary: BH of the target-level tests over the targets
+    (:func:`~._controls.add_state_fdr`, at the screen's ``alpha``)."""
+    from ._controls import add_state_fdr
+
+    alpha = 0.05
+    if (out / _CONFIG).exists():
+        try:
+            alpha = float(json.loads((out / _CONFIG).read_text()).get("alpha", 0.05))
+        except (ValueError, TypeError):
+            pass
+    return add_state_fdr(summary, alpha)
 
 
 def load_screen_effects(out_dir: str | os.PathLike, target: str | Sequence[str] | None = None) -> pd.DataFrame:
