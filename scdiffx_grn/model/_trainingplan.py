@@ -153,8 +153,13 @@ class TrainingPlan:
                                           b.m_r, b.m_a, self.weighting, self.gamma)
 
     @torch.no_grad()
-    def ema_update(self, ema: torch.nn.Module, denoiser: torch.nn.Module, step: int) -> None:
-        """EMA of the denoiser weights, with the usual warm-up ``min(decay, (1 + step) / (10 + step))``."""
+    def ema_update(self, ema, denoiser, step: int) -> None:
+        """EMA of the denoiser weights, with the usual warm-up ``min(decay, (1 + step) / (10 + step))``.
+
+        ``ema`` / ``denoiser``: the modules, or (faster: the training loop builds them once) their
+        parameter lists in the same order. One ``_foreach_lerp_`` call updates every tensor.
+        """
         d = min(self.ema_decay, (1 + step) / (10 + step))
-        for pe, p in zip(ema.parameters(), denoiser.parameters()):
-            pe.lerp_(p.detach(), 1 - d)
+        pe = list(ema.parameters()) if isinstance(ema, torch.nn.Module) else ema
+        p = list(denoiser.parameters()) if isinstance(denoiser, torch.nn.Module) else denoiser
+        torch._foreach_lerp_(pe, p, 1 - d)
