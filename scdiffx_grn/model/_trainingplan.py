@@ -43,8 +43,9 @@ class Draws:
     null_src: torch.Tensor  # (B,) bool: the observed modality replaced by a null source
 
     def shard(self, sl: slice, device) -> Draws:
-        """This rank's slice of the batch, on ``device``."""
-        return Draws(**{f.name: getattr(self, f.name)[sl].to(device) for f in fields(self)})
+        """This rank's slice of the batch, on ``device`` (copied without waiting for the device: the
+        host draws are staged at once, so the loop makes no device -> host sync here)."""
+        return Draws(**{f.name: getattr(self, f.name)[sl].to(device, non_blocking=True) for f in fields(self)})
 
 
 @dataclass
@@ -100,10 +101,12 @@ class TrainingPlan:
     def ae_inputs(counts: np.ndarray, lib: np.ndarray, atac: np.ndarray | None, device):
         """``(counts, x_log, lib, x_bin)`` tensors of one batch: raw RNA counts, their log1p CP10k, the
         library sizes and the binarised ATAC (``None`` for single-modality models)."""
-        counts = torch.as_tensor(counts, device=device)
-        lib = torch.as_tensor(lib, device=device)
+        def put(a):  # host -> device without a sync (pageable host memory is staged at once)
+            return torch.as_tensor(a).to(device, non_blocking=True)
+
+        counts, lib = put(counts), put(lib)
         x_log = log_normalize(counts)
-        x_bin = torch.as_tensor((atac > 0).astype(np.float32), device=device) if atac is not None else None
+        x_bin = put((atac > 0).astype(np.float32)) if atac is not None else None
         return counts, x_log, lib, x_bin
 
     # ------------------------------------------------------------------ denoiser
