@@ -19,8 +19,8 @@ tree first on ``PYTHONPATH``), on the ``demo`` preset (mouse SNARE-seq, 8,247 tr
 On CPU the times are the process's CPU time (``time.process_time``, one thread: the machine
 may be shared), with the wall time beside them; on CUDA wall time after synchronising.
 ``--repeats`` alternates the trees and keeps each figure's best run. ``--compile`` adds the
-denoiser step under ``torch.compile`` (this tree only); ``--full`` trains the whole preset once
-with this tree. Prints a table and writes JSON (``--out``).
+denoiser step under ``torch.compile``, ``--bf16`` under bf16 autocast (both this tree only);
+``--full`` trains the whole preset once with this tree. Prints a table and writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def denoiser_flops(model, batch_size: int) -> float:
     return float(fc.get_total_flops())
 
 
-def worker(device: str, steps: int, n_generate: int, compile_: bool, full: bool) -> dict:
+def worker(device: str, steps: int, n_generate: int, compile_: bool, full: bool, bf16: bool = False) -> dict:
     """All measurements with the ``scdiffx_grn`` first on ``sys.path`` (one JSON line on stdout)."""
     import torch
 
@@ -173,6 +173,11 @@ def worker(device: str, steps: int, n_generate: int, compile_: bool, full: bool)
             dif.append(phases["diffusion"])
         out["compiled_denoiser_ms_per_step"] = (dif[1].s - dif[0].s) / steps * 1e3
         out["compile_s"] = dif[0].wall
+    if bf16:  # the denoiser step under bf16 autocast (precision="bf16"; this tree only)
+        m3 = ScDiffusionX(mdata, seed=0, **p["model"])
+        m3.train(split_key="split", seed=0, device=device,
+                 **{**kw, "ae_epochs": 0, "diffusion_steps": steps, "precision": "bf16"})
+        out["bf16_denoiser_ms_per_step"] = phases["diffusion"].s / steps * 1e3
     if full:
         mf = ScDiffusionX(mdata, seed=0, **p["model"])
         with _Clock(device) as c:
@@ -196,19 +201,25 @@ BEST = {"matmul_gflops_fp32": max, "matmul_gflops_bf16": max, "ae_epoch_s": min,
         "denoiser_busy_fraction": max}
 
 
-def main(old: str | None = None, device: str = "cpu", steps: int = 100, n_generate: int = 1024, repeats: int = 1,
-         compile: bool = False, full: bool = False, out: str | None = None, worker_mode: bool = False) -> dict:
-    """Measure this tree (and ``old``) on ``device``; returns ``{"new": {...}, "old": {...}}``."""
+def main(old: str | None = None, device: str = "cpu", steps: int = 100, n_generate: int = 0, repeats: int = 1,
+         compile: bool = False, full: bool = False, out: str | None = None, worker_mode: bool = False,
+         bf16: bool = False) -> dict:
+    """Measure this tree (and ``old``) on ``device``; returns ``{"new": {...}, "old": {...}}``.
+
+    ``n_generate``: cells generated (0: 1,024 on CPU, 16,384 on CUDA).
+    """
+    n_generate = int(n_generate) or (16384 if device.startswith("cuda") else 1024)
     args = ["--device", device, "--steps", str(steps), "--n-generate", str(n_generate)]
     if worker_mode:
-        res = worker(device, steps, n_generate, compile, full)
+        res = worker(device, steps, n_generate, compile, full, bf16)
         print(json.dumps(res))
         return res
     trees = {"new": ROOT} | ({"old": Path(old).resolve()} if old else {})
     runs: dict[str, list[dict]] = {k: [] for k in trees}
     for r in range(int(repeats)):
         for name, tree in (trees.items() if r % 2 == 0 else reversed(list(trees.items()))):
-            extra = (["--compile"] if compile else []) + (["--full"] if full else []) if (name == "new" and r == 0) else []
+            extra = ((["--compile"] if compile else []) + (["--full"] if full else []) + (["--bf16"] if bf16 else [])
+                     if (name == "new" and r == 0) else [])
             runs[name].append(_run_tree(tree, args + extra))
             print(name, json.dumps(runs[name][-1]), flush=True)
     res = {}
@@ -234,9 +245,9 @@ def main(old: str | None = None, device: str = "cpu", steps: int = 100, n_genera
     return res
 
 
-def _cli(old: str = None, device: str = "cpu", steps: int = 100, n_generate: int = 1024, repeats: int = 1,
-         compile: bool = False, full: bool = False, out: str = None, worker: bool = False):
-    main(old, device, steps, n_generate, repeats, compile, full, out, worker)
+def _cli(old: str = None, device: str = "cpu", steps: int = 100, n_generate: int = 0, repeats: int = 1,
+         compile: bool = False, full: bool = False, out: str = None, worker: bool = False, bf16: bool = False):
+    main(old, device, steps, n_generate, repeats, compile, full, out, worker, bf16)
 
 
 if __name__ == "__main__":
