@@ -237,11 +237,20 @@ class Trainer:
         """bf16 autocast when the run's precision asks for it (``autocast_dtype``), else a no-op."""
         return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.amp is not None)
 
+    def _kernels(self) -> dict:
+        """AdamW kernels: fused on CUDA, multi-tensor (foreach) elsewhere (one call per step instead
+        of one per parameter; on CPU the same arithmetic as the per-parameter loop)."""
+        return {"fused": True, "foreach": None} if self.dev.type == "cuda" else {"fused": None, "foreach": True}
+
     def _optimizer(self, params, lr, weight_decay):
-        """AdamW over ``params``: fused kernels on CUDA, multi-tensor (foreach) elsewhere (one call
-        per step instead of one per parameter; the same arithmetic as the per-parameter loop)."""
-        fast = {"fused": True} if self.dev.type == "cuda" else {"foreach": True}
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **self._kernels())
+
+    def _load_opt(self, opt, state):
+        """Load an optimiser state; the kernels stay this device's (the state may come from another
+        device or an older loop)."""
+        opt.load_state_dict(state)
+        for g in opt.param_groups:
+            g.update(self._kernels())
 
     def _train_ae(self, epochs, gen, ck):
         m = self.m
@@ -253,7 +262,7 @@ class Trainer:
         opt = self._optimizer(params, self.ae_lr, self.wd)
         start = 0
         if ck is not None:
-            opt.load_state_dict(ck["opt"])
+            self._load_opt(opt, ck["opt"])
             self._set_rng_state(gen, ck["rng"])
             start = int(ck["epoch"])
         bar = progress(range(start, epochs), desc="autoencoders", total=epochs, initial=start)
@@ -328,7 +337,7 @@ class Trainer:
         if ck is not None:
             den.load_state_dict(ck["denoiser_raw"])
             ema.load_state_dict(ck["ema"])
-            opt.load_state_dict(ck["opt"])
+            self._load_opt(opt, ck["opt"])
             self._set_rng_state(gen, ck["rng"])
             start = int(ck["step"])
         cond_all = self.cond.to(self.dev)
