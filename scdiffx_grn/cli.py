@@ -430,6 +430,8 @@ def train(
     checkpoint_dir: Path | None = typer.Option(None, help="Write resumable training checkpoints here."),
     resume: bool = typer.Option(False, help="Resume from --checkpoint-dir."),
     half: bool = typer.Option(False, help="Store weights as float16 (half the size)."),
+    precision: str = typer.Option("auto", help="'auto' (bf16 autocast on CUDA, float32 on CPU), 'fp32' or 'bf16' "
+                                  "(see docs/training.md)."),
     overwrite: bool = typer.Option(False, help="Replace an existing model folder (or write into a folder that "
                                    "scdiffx-grn did not create; its other files are kept)."),
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
@@ -445,6 +447,9 @@ def train(
     from ._io import atomic_write_json, check_output_dir, check_writable, output_dir
 
     _threads()
+    from .model._train import autocast_dtype
+
+    autocast_dtype(precision, "cpu")  # a bad --precision fails before any data is read
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace the model there (other files in the folder "
                           "are kept), or choose another --out")
@@ -491,7 +496,7 @@ def train(
     t0 = time.perf_counter()
     model.train(ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, batch_size=batch_size, lr=lr, ae_lr=ae_lr,
                 seed=seed, device=None if device == "auto" else device, split_key=split_key,
-                train_value=train_value, checkpoint_dir=checkpoint_dir, resume=resume)
+                train_value=train_value, checkpoint_dir=checkpoint_dir, resume=resume, precision=precision)
     seconds = time.perf_counter() - t0
     with output_dir(out, overwrite=overwrite, known=MODEL_FILES, what="model folder") as tmp:
         model.save(tmp, overwrite=True, half=half)

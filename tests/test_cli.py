@@ -18,7 +18,7 @@ settings.progress = False
 runner = CliRunner()
 
 COMMAND_OPTIONS = {
-    "train": ["--out", "--data", "--rna", "--atac", "--label", "--ae-epochs", "--diffusion-steps", "--model-option"],
+    "train": ["--out", "--data", "--rna", "--atac", "--label", "--ae-epochs", "--diffusion-steps", "--model-option", "--precision"],
     "generate": ["--model", "--out", "--n-cells", "--cell-type", "--sampler", "--n-steps", "--guidance-scale"],
     "translate": ["--model", "--out", "--direction", "--n-samples", "--n-steps", "--metrics"],
     "grn": ["--model", "--out", "--method", "--groupby", "--genome", "--window", "--tf-prior"],
@@ -359,3 +359,8 @@ def test_grn_command_with_motif_scan(files, trained, tmp_path):
     res = _run(["grn", "-m", trained, "--data", files / "syn.h5mu", "--tss", tss, "--fasta", tmp_path / "no.fa",
                 "--tf", "Gene0", "--out", tmp_path / "x", "--device", "cpu"])
     assert res.exit_code == 2 and "no.fa" in res.output
+
+
+def test_train_bad_precision_fails_before_reading_data(tmp_path):
+    line = _one_line_error(_run(["train", "-o", tmp_path / "m", "--precision", "fp16"]))
+    assert "precision" in line and not (tmp_path / "m").exists()

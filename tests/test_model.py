@@ -371,3 +371,31 @@ def test_generate_invariant_to_batch_size(trained, planted):
     flow = ScDiffusionX(p, objective="flow", **TINY)
     flow.train(ae_epochs=1, diffusion_steps=3, batch_size=32, device="cpu", seed=0)
     assert _assert_batch_size_invariant(flow, lab) == ["euler", "heun"]
+
+
+def test_training_precision_and_ema(planted):
+    """``precision`` is validated; "auto" is float32 on CPU (the same weights as "fp32"), "bf16" autocast
+    trains too; the EMA update over parameter lists is the per-parameter lerp."""
+    from scdiffx_grn.model import TrainingPlan
+
+    ScDiffusionX.setup_mudata(planted, labels=["cell_type"])
+    kw = dict(ae_epochs=1, diffusion_steps=3, batch_size=32, device="cpu", seed=0)
+    with pytest.raises(OptionError, match="precision"):
+        ScDiffusionX(planted, **TINY).train(precision="fp16", **kw)
+    models = {p: ScDiffusionX(planted, **TINY) for p in ("auto", "fp32", "bf16")}
+    for p, m in models.items():
+        m.train(precision=p, **kw)
+    sa, sf, sb = (models[p].module.state_dict() for p in ("auto", "fp32", "bf16"))
+    assert all(torch.equal(sa[k], sf[k]) for k in sa)
+    assert np.isfinite(models["bf16"].history["diffusion_loss"]).all()
+    assert not all(torch.equal(sa[k], sb[k]) for k in sa)
+    # EMA: one foreach call over lists == lerp of each parameter (reference), warm-up decay included
+    den = models["fp32"].module.denoiser
+    ema = DCADenoiser(models["fp32"].config)
+    ref = [p.detach().clone() for p in ema.parameters()]
+    plan = TrainingPlan(models["fp32"].module, models["fp32"].config, ema_decay=0.999)
+    plan.ema_update(list(ema.parameters()), list(den.parameters()), step=5)
+    d = min(0.999, 6 / 15)
+    for r, pe, p in zip(ref, ema.parameters(), den.parameters()):
+        torch.testing.assert_close(pe.detach(), r + (1 - d) * (p.detach() - r), rtol=0,
+                                   atol=4 * float(np.finfo(np.float32).eps) * float(r.abs().max() + p.detach().abs().max()))

@@ -256,7 +256,7 @@ class ScDiffusionX:
               grad_clip: float = 1.0, seed: int = 0, device: str | None = None, split_key: str | None = None,
               train_value: str = "train", checkpoint_dir: str | os.PathLike | None = None,
               checkpoint_every: int = 1000, resume: bool = False, compile: bool = False,
-              log_every: int = 100, mdata=None) -> dict[str, list[float]]:
+              log_every: int = 100, precision: str = "auto", mdata=None) -> dict[str, list[float]]:
         """Train the autoencoders, fit the latent normalisation, then train the denoiser.
 
         Parameters
@@ -273,7 +273,7 @@ class ScDiffusionX:
         seed
             Seeds every random choice (batches, noise, timesteps, label dropout, dropout).
         device
-            ``None`` uses ``settings.device`` (CUDA when present). bf16 autocast on CUDA.
+            ``None`` uses ``settings.device`` (CUDA when present).
         split_key, train_value
             Train only on cells with ``obs[split_key] == train_value``.
         checkpoint_dir, checkpoint_every, resume
@@ -281,7 +281,13 @@ class ScDiffusionX:
             autoencoder epoch); ``resume=True`` continues from it with identical results to an
             uninterrupted run on the same device.
         compile
-            ``torch.compile`` the denoiser (pays off on GPU for long runs).
+            ``torch.compile`` the denoiser (see BENCHMARKS.md, "Speed", for where it pays).
+        log_every
+            Denoiser steps per entry of ``history["diffusion_loss"]`` (the mean loss of those steps;
+            the loss is summed on the device and read once per entry).
+        precision
+            ``"auto"`` (bf16 autocast on CUDA, float32 on CPU), ``"fp32"`` or ``"bf16"`` (autocast on
+            any device). See ``docs/training.md`` for devices, precision and speed.
         mdata
             The training MuData (defaults to the one given at construction if it was kept).
 
@@ -312,7 +318,8 @@ class ScDiffusionX:
         trainer = Trainer(self, mdata, batch_size=batch_size, ae_lr=ae_lr, lr=lr, weight_decay=weight_decay,
                           ema_decay=ema_decay, grad_clip=grad_clip, seed=seed, split_key=split_key,
                           train_value=train_value, checkpoint_dir=checkpoint_dir,
-                          checkpoint_every=checkpoint_every, compile=compile, log_every=log_every)
+                          checkpoint_every=checkpoint_every, compile=compile, log_every=log_every,
+                          precision=precision)
         trainer.run(ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, resume=resume)
         return self.history
 

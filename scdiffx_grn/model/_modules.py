@@ -372,12 +372,19 @@ class LossOutput:
     components
         Per-branch losses (``{"rna": ..., "atac": ...}``), scalar tensors.
     n_examples
-        Per branch, how many examples contributed (the noised ones).
+        Per branch, how many examples contributed (the noised ones): counted when read, so
+        that a training step that does not read it makes no device -> host sync.
+    example_masks
+        Per branch, the boolean mask of the contributing examples (or their count).
     """
 
     loss: torch.Tensor
     components: dict[str, torch.Tensor] = field(default_factory=dict)
-    n_examples: dict[str, int] = field(default_factory=dict)
+    example_masks: dict[str, torch.Tensor | int] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_examples(self) -> dict[str, int]:
+        return {k: int(v.sum()) if torch.is_tensor(v) else int(v) for k, v in self.example_masks.items()}
 
 
 def autoencoder_loss(rna_ae, atac_ae, cfg, counts, x_log, lib, x_bin) -> LossOutput:
@@ -387,7 +394,7 @@ def autoencoder_loss(rna_ae, atac_ae, cfg, counts, x_log, lib, x_bin) -> LossOut
     l_a = atac_ae.loss(x_bin)[0] if atac_ae is not None else l_r.new_zeros(())
     loss = l_r / max(1.0, float(cfg.n_genes)) + l_a / max(1.0, float(cfg.n_peaks))
     return LossOutput(loss=loss, components={"rna": l_r, "atac": l_a},
-                      n_examples={"rna": int(counts.shape[0]), "atac": int(counts.shape[0]) if atac_ae is not None else 0})
+                      example_masks={"rna": int(counts.shape[0]), "atac": int(counts.shape[0]) if atac_ae is not None else 0})
 
 
 def diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, m_r, m_a, weighting: str = "none",
@@ -407,8 +414,8 @@ def diffusion_loss(sched, o_r, o_a, z_r, z_a, n_r, n_a, t_r, t_a, m_r, m_a, weig
         w = m.float() * sched.loss_weight(t, weighting, gamma).to(o.device)
         err = ((o.float() - sched.target(z, n, t)) ** 2).mean(-1)
         comps[name] = (err * w).sum() / m.float().sum().clamp(min=1)
-        counts[name] = int(m.sum())
-    return LossOutput(loss=comps["rna"] + comps["atac"], components=comps, n_examples=counts)
+        counts[name] = m
+    return LossOutput(loss=comps["rna"] + comps["atac"], components=comps, example_masks=counts)
 
 
 # ----------------------------------------------------------------------------- whole module

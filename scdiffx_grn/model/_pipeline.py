@@ -37,6 +37,16 @@ READOUTS = ("mean", "samples")
 METHODS = ("conditional", "inpaint")
 
 
+def _steps(sched, n_steps: int, cond: torch.Tensor):
+    """Set ``sched`` to ``n_steps`` and yield, per step, its timestep (a CPU scalar: the scheduler
+    reads it with no device -> host sync) and that timestep for every row of the batch, on the
+    batch's device (made there: no host -> device copy)."""
+    sched.set_timesteps(n_steps)  # the schedule stays on the host
+    b = cond.shape[0]
+    for t in sched.timesteps:
+        yield t, torch.full((b,), t.item(), dtype=t.dtype, device=cond.device)
+
+
 class DiffusionPipeline:
     """Samplers of a trained module.
 
@@ -97,13 +107,10 @@ class DiffusionPipeline:
         """
         guidance = LabelGuidance() if guidance is None else guidance
         sched = self.scheduler(sampler)
-        sched.set_timesteps(n_steps, device=cond.device)
         if not getattr(sched, "stochastic", False):
             step_noise = None
-        b = cond.shape[0]
         x_r, x_a = noise_r, noise_a
-        for i, t in enumerate(sched.timesteps):
-            tt = t.reshape(1).to(cond.device).expand(b).clone()
+        for i, (t, tt) in enumerate(_steps(sched, n_steps, cond)):
             o_r, o_a = guidance(self, PipelineState(x_r, x_a, tt, tt, cond, sched, rows=rows))
             # two schedulers would keep separate multistep states: stack the branches instead
             x = sched.step(torch.cat([o_r, o_a], -1), t, torch.cat([x_r, x_a], -1), generator,
@@ -125,7 +132,6 @@ class DiffusionPipeline:
         """
         guidance = LabelGuidance() if guidance is None else guidance
         sched = self.scheduler(sampler)
-        sched.set_timesteps(n_steps, device=cond.device)
         b = cond.shape[0]
         zero = torch.zeros(b, dtype=torch.long, device=cond.device)
         src_is_rna = direction == "rna->atac"
@@ -134,8 +140,7 @@ class DiffusionPipeline:
         if not getattr(sched, "stochastic", False):
             step_noise = None
         source = "rna" if src_is_rna else "atac"
-        for i, t in enumerate(sched.timesteps):
-            tt = t.reshape(1).to(cond.device).expand(b).clone()
+        for i, (t, tt) in enumerate(_steps(sched, n_steps, cond)):
             if method == "conditional":
                 src, t_src = z_src, zero
             elif method == "inpaint":

@@ -50,10 +50,20 @@ class _Scheduler:
     timestep_dtype = torch.long
 
     # --- training helpers -----------------------------------------------------------
+    def _table(self, device) -> torch.Tensor:
+        """``alphas_cumprod`` on ``device``, copied there once (no host -> device copy per call)."""
+        device = torch.device(device)
+        if self.alphas_cumprod.device == device:
+            return self.alphas_cumprod
+        cache = self.__dict__.setdefault("_tables", {})
+        if device not in cache:
+            cache[device] = self.alphas_cumprod.to(device)
+        return cache[device]
+
     def alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``abar_t`` at timesteps ``t`` (B,), shaped to broadcast against ``like`` (B, ...) and in its
         dtype / device; ``t < 0`` (clean data) gives 1."""
-        a = self.alphas_cumprod.to(like.device)[t.long().clamp(min=0)]
+        a = self._table(like.device)[t.long().clamp(min=0).to(like.device)]
         a = torch.where(t.to(like.device) < 0, torch.ones_like(a), a)
         return a.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
@@ -72,7 +82,7 @@ class _Scheduler:
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:
         """Signal-to-noise ratio ``abar / (1 - abar)`` at integer timesteps (shape (B,))."""
-        a = self.alphas_cumprod[t.long().clamp(0, self.num_train_timesteps - 1).cpu()].float().to(t.device)
+        a = self._table(t.device)[t.long().clamp(0, self.num_train_timesteps - 1)].float()
         return a / (1 - a).clamp(min=1e-12)
 
     def loss_weight(self, t: torch.Tensor, kind: str = "none", gamma: float = 5.0) -> torch.Tensor:

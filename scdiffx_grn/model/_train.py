@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, InputDataError
+from .._errors import CheckpointError, InputDataError, OptionError
 from .._io import atomic_path
 from .._registry import labels as registry_labels
 from .._settings import logger, progress
@@ -59,6 +59,20 @@ def _estimate(phase: str, seconds: float, done: int, total: int, unit: str) -> N
         tqdm.write(msg)
 
 
+#: ``precision`` values of :meth:`ScDiffusionX.train`
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    """The autocast dtype of a training run: bf16 for ``"bf16"`` (any device) and for ``"auto"`` on
+    CUDA; ``None`` (float32 throughout) for ``"fp32"`` and for ``"auto"`` elsewhere."""
+    if precision not in PRECISIONS:
+        raise OptionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and torch.device(device).type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
 def _dist():
     """(rank, world_size), initialising torch.distributed from torchrun's environment if needed."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -76,7 +90,8 @@ class Trainer:
     """Runs both training phases for an :class:`~scdiffx_grn.model.ScDiffusionX`."""
 
     def __init__(self, model, mdata, *, batch_size, ae_lr, lr, weight_decay, ema_decay, grad_clip, seed,
-                 split_key, train_value, checkpoint_dir, checkpoint_every, compile, log_every):
+                 split_key, train_value, checkpoint_dir, checkpoint_every, compile, log_every,
+                 precision="auto"):
         self.model = model
         self.m = model.module
         self.batch_size = int(batch_size)
@@ -86,13 +101,14 @@ class Trainer:
         self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.ckpt_every = max(1, int(checkpoint_every))
         self.compile = compile
-        self.log_every = log_every
+        self.log_every = max(1, int(log_every))
         self.plan = TrainingPlan(model.module, model.config, ema_decay=ema_decay)
         self.rank, self.world = _dist()
         if self.world > 1 and torch.cuda.is_available():
             local = int(os.environ.get("LOCAL_RANK", "0"))
             model.to(f"cuda:{local}")
         self.dev = model.device
+        self.amp = autocast_dtype(precision, self.dev)
         self._load_data(mdata, split_key, train_value)
 
     # ------------------------------------------------------------------ data
@@ -217,6 +233,25 @@ class Trainer:
         if self.dev.type == "cuda":
             torch.cuda.synchronize(self.dev)
 
+    def _autocast(self):
+        """bf16 autocast when the run's precision asks for it (``autocast_dtype``), else a no-op."""
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.amp is not None)
+
+    def _kernels(self) -> dict:
+        """AdamW kernels: fused on CUDA, multi-tensor (foreach) elsewhere (one call per step instead
+        of one per parameter; on CPU the same arithmetic as the per-parameter loop)."""
+        return {"fused": True, "foreach": None} if self.dev.type == "cuda" else {"fused": None, "foreach": True}
+
+    def _optimizer(self, params, lr, weight_decay):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **self._kernels())
+
+    def _load_opt(self, opt, state):
+        """Load an optimiser state; the kernels stay this device's (the state may come from another
+        device or an older loop)."""
+        opt.load_state_dict(state)
+        for g in opt.param_groups:
+            g.update(self._kernels())
+
     def _train_ae(self, epochs, gen, ck):
         m = self.m
         ae = _AELoss(m)
@@ -224,38 +259,41 @@ class Trainer:
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(ae, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
         params = list(m.rna_ae.parameters()) + (list(m.atac_ae.parameters()) if m.atac_ae is not None else [])
-        opt = torch.optim.AdamW(params, lr=self.ae_lr, weight_decay=self.wd)
+        opt = self._optimizer(params, self.ae_lr, self.wd)
         start = 0
         if ck is not None:
-            opt.load_state_dict(ck["opt"])
+            self._load_opt(opt, ck["opt"])
             self._set_rng_state(gen, ck["rng"])
             start = int(ck["epoch"])
         bar = progress(range(start, epochs), desc="autoencoders", total=epochs, initial=start)
         t_run = time.perf_counter()
+        m.rna_ae.train()
+        if m.atac_ae is not None:
+            m.atac_ae.train()
         for ep in bar:
-            m.rna_ae.train()
-            if m.atac_ae is not None:
-                m.atac_ae.train()
             perm = torch.randperm(self.n, generator=gen).numpy()
-            tot, nb = 0.0, 0
+            # the epoch's loss is summed on the device (float64: the same sum as in Python floats)
+            # and read once per epoch: no host sync per step
+            tot, nb = torch.zeros((), dtype=torch.float64, device=self.dev), 0
             for s in range(0, self.n, self.batch_size):
                 gidx = perm[s:s + self.batch_size]
                 if len(gidx) < 2:
                     continue
                 idx = gidx[self.rank::self.world]
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
+                with self._autocast():
                     loss, l_r, l_a = net(*self._ae_batch(idx))  # per-feature scaled NB + Bernoulli
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
                 opt.step()
-                tot += float(l_r.detach()) + float(l_a.detach())
+                tot += l_r.detach().double() + l_a.detach().double()
                 nb += 1
-            self.model.history["ae_loss"].append(tot / max(nb, 1))
+            mean = float(tot) / max(nb, 1)
+            self.model.history["ae_loss"].append(mean)
             if ep == start and epochs - start > 1:
                 _estimate("autoencoders", time.perf_counter() - t_run, 1, epochs - start, "epochs")
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(nll=f"{tot / max(nb, 1):.1f}")
+                bar.set_postfix(nll=f"{mean:.1f}")
             self._save({"phase": "ae", "epoch": ep + 1, "step": 0, "module": m.state_dict(),
                         "opt": opt.state_dict(), "rng": self._rng_state(gen),
                         "history": self.model.history})
@@ -288,50 +326,57 @@ class Trainer:
         m, plan = self.m, self.plan
         den = m.denoiser
         ema = copy.deepcopy(den).eval().requires_grad_(False)
+        den.train()  # once: nothing below changes the mode (no module walk per step)
         net = torch.compile(den) if self.compile else den
         if self.world > 1:
             net = nn.parallel.DistributedDataParallel(net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
-        opt = torch.optim.AdamW(den.parameters(), lr=self.lr, weight_decay=0.0)
+        # flat parameter lists, built once: optimiser, clipping and EMA each touch every tensor in one call
+        params, ema_params = list(den.parameters()), list(ema.parameters())
+        opt = self._optimizer(params, self.lr, 0.0)
         start = 0
         if ck is not None:
             den.load_state_dict(ck["denoiser_raw"])
             ema.load_state_dict(ck["ema"])
-            opt.load_state_dict(ck["opt"])
+            self._load_opt(opt, ck["opt"])
             self._set_rng_state(gen, ck["rng"])
             start = int(ck["step"])
         cond_all = self.cond.to(self.dev)
         null = den.labels.null(1, self.dev)
         sl = slice(self.rank, None, self.world)  # every rank draws the global batch, keeps its slice
         bar = progress(range(start, steps), desc="denoiser", total=steps, initial=start)
-        run = 0.0
+        # running loss summed on the device (float64: the same sum as in Python floats), read every
+        # log_every steps: no host sync per step
+        run = torch.zeros((), dtype=torch.float64, device=self.dev)
         t_run = time.perf_counter()
         for step in bar:
-            den.train()
             draws = plan.draw(gen, self.batch_size, self.n).shard(sl, self.dev)
             b = plan.batch(draws, self.z_rna, self.z_atac, cond_all, null)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
+            with self._autocast():
                 o_r, o_a = net(*b.inputs)
             loss = plan.loss(o_r, o_a, b).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(den.parameters(), self.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
             opt.step()
-            plan.ema_update(ema, den, step)
-            run += float(loss.detach())
+            plan.ema_update(ema_params, params, step)
+            run += loss.detach().double()
             if step + 1 - start == 20 and steps - start > 40:
+                self._sync()
                 _estimate("denoiser", time.perf_counter() - t_run, 20, steps - start, "steps")
             if (step + 1) % self.log_every == 0 or step + 1 == steps:
                 k = (step % self.log_every) + 1
-                self.model.history["diffusion_loss"].append(run / k)
+                mean = float(run) / k
+                self.model.history["diffusion_loss"].append(mean)
                 if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{run / k:.4f}")
-                run = 0.0
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                run.zero_()
             if (step + 1) % self.ckpt_every == 0 and step + 1 < steps:
                 self._save({"phase": "diffusion", "epoch": ae_epochs, "step": step + 1, "module": m.state_dict(),
                             "denoiser_raw": den.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                             "rng": self._rng_state(gen), "history": self.model.history})
         # sampling uses the EMA weights
         den.load_state_dict(ema.state_dict())
+        den.eval()
         if self.ckpt_dir is not None and self.rank == 0:
             m.fitted.fill_(1)
             self._save({"phase": "diffusion", "epoch": ae_epochs, "step": steps, "module": m.state_dict(),

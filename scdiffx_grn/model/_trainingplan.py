@@ -43,8 +43,9 @@ class Draws:
     null_src: torch.Tensor  # (B,) bool: the observed modality replaced by a null source
 
     def shard(self, sl: slice, device) -> Draws:
-        """This rank's slice of the batch, on ``device``."""
-        return Draws(**{f.name: getattr(self, f.name)[sl].to(device) for f in fields(self)})
+        """This rank's slice of the batch, on ``device`` (copied without waiting for the device: the
+        host draws are staged at once, so the loop makes no device -> host sync here)."""
+        return Draws(**{f.name: getattr(self, f.name)[sl].to(device, non_blocking=True) for f in fields(self)})
 
 
 @dataclass
@@ -100,10 +101,12 @@ class TrainingPlan:
     def ae_inputs(counts: np.ndarray, lib: np.ndarray, atac: np.ndarray | None, device):
         """``(counts, x_log, lib, x_bin)`` tensors of one batch: raw RNA counts, their log1p CP10k, the
         library sizes and the binarised ATAC (``None`` for single-modality models)."""
-        counts = torch.as_tensor(counts, device=device)
-        lib = torch.as_tensor(lib, device=device)
+        def put(a):  # host -> device without a sync (pageable host memory is staged at once)
+            return torch.as_tensor(a).to(device, non_blocking=True)
+
+        counts, lib = put(counts), put(lib)
         x_log = log_normalize(counts)
-        x_bin = torch.as_tensor((atac > 0).astype(np.float32), device=device) if atac is not None else None
+        x_bin = put((atac > 0).astype(np.float32)) if atac is not None else None
         return counts, x_log, lib, x_bin
 
     # ------------------------------------------------------------------ denoiser
@@ -153,8 +156,13 @@ class TrainingPlan:
                                           b.m_r, b.m_a, self.weighting, self.gamma)
 
     @torch.no_grad()
-    def ema_update(self, ema: torch.nn.Module, denoiser: torch.nn.Module, step: int) -> None:
-        """EMA of the denoiser weights, with the usual warm-up ``min(decay, (1 + step) / (10 + step))``."""
+    def ema_update(self, ema, denoiser, step: int) -> None:
+        """EMA of the denoiser weights, with the usual warm-up ``min(decay, (1 + step) / (10 + step))``.
+
+        ``ema`` / ``denoiser``: the modules, or (faster: the training loop builds them once) their
+        parameter lists in the same order. One ``_foreach_lerp_`` call updates every tensor.
+        """
         d = min(self.ema_decay, (1 + step) / (10 + step))
-        for pe, p in zip(ema.parameters(), denoiser.parameters()):
-            pe.lerp_(p.detach(), 1 - d)
+        pe = list(ema.parameters()) if isinstance(ema, torch.nn.Module) else ema
+        p = list(denoiser.parameters()) if isinstance(denoiser, torch.nn.Module) else denoiser
+        torch._foreach_lerp_(pe, p, 1 - d)
