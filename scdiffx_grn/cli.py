@@ -779,8 +779,8 @@ def screen(
     else:
         check_output_dir(out, overwrite=overwrite, known=SCREEN_FILES, what="screen folder")
     if out.is_dir() and not ours and not (out / "done.json").exists():  # --overwrite into a folder not a screen
-        clash = [n for n in ("config.json", "report.parquet", "controls.parquet", "summary.parquet", "summary.csv", "heatmap.png",
-                             "effects", "summary") if (out / n).exists()]
+        clash = [n for n in ("config.json", "report.parquet", "controls.parquet", "summary.parquet", "summary.csv",
+                             "heatmap.png", "effects", "summary") if (out / n).exists()]
         if clash:
             from ._errors import OutputError
 
