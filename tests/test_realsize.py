@@ -156,3 +156,96 @@ def test_select_features_bad_input(sim):
         scdx.pp.select_features(sim, genes=["NOT_A_GENE"], copy=True)
     with pytest.raises(scdx.OptionError, match="window"):
         scdx.pp.select_features(sim, window=-1, copy=True)
+
+
+# ----------------------------------------------------------------------------- bounded model size
+def _old_auto_hidden(n, big, floor):
+    scale = min(1.0, n / (4 * big[0]))
+    return tuple(max(floor, int(round(h * scale / 8)) * 8) for h in big)
+
+
+def test_default_model_size_is_bounded_at_real_shape():
+    from scdiffx_grn.model import ModelConfig
+    from scdiffx_grn.model._autopreset import model_size
+
+    cfg = ModelConfig(n_genes=36_000, n_peaks=150_000).resolve()  # built on the meta device: no 150k-wide weights
+    size = model_size(cfg)
+    assert size["n_parameters"] < 30_000_000 and size["checkpoint_bytes"] < 150 * 2**20
+    # the old rule gave ~350 M parameters at this shape
+    old = ModelConfig(n_genes=36_000, n_peaks=150_000, rna_hidden=_old_auto_hidden(36_000, (512, 300), 32),
+                      atac_hidden=_old_auto_hidden(150_000, (1024, 512), 32)).resolve()
+    assert model_size(old)["n_parameters"] > 300_000_000
+
+
+def test_model_sizes_of_shipped_data_are_unchanged():
+    from scdiffx_grn.model import ModelConfig
+
+    for n_genes, n_peaks in [(1677, 25_734), (1677, 3000), (600, 600), (8595, 32_768), (20_000, 5000)]:
+        cfg = ModelConfig(n_genes=n_genes, n_peaks=n_peaks).resolve()
+        assert cfg.rna_hidden == _old_auto_hidden(n_genes, (512, 300), 32)
+        assert cfg.atac_hidden == _old_auto_hidden(n_peaks, (1024, 512), 32)
+
+
+def test_model_size_counts_the_real_module():
+    import torch
+
+    from scdiffx_grn.model import ModelConfig
+    from scdiffx_grn.model._autopreset import model_size
+    from scdiffx_grn.model._modules import ScDXModule
+
+    cfg = ModelConfig(n_genes=40_000, n_peaks=33_000, width=16, n_layers=1, n_heads=2).resolve()
+    assert cfg.atac_hidden[0] < 1024 and cfg.rna_hidden[0] < 512  # both wide inputs are bounded
+    real = ScDXModule(cfg)
+    n = sum(p.numel() for p in real.parameters())
+    assert model_size(cfg)["n_parameters"] == n
+    assert model_size(cfg)["checkpoint_bytes"] == 4 * (n + sum(b.numel() for b in real.buffers()))
+    del real
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+
+# ----------------------------------------------------------------------------- automatic preset
+def test_plan_training_fits_the_budget():
+    from scdiffx_grn.model._autopreset import FULL_RECIPE, plan_training
+
+    t = {"ae_step_s": 0.5, "diffusion_step_s": 0.1}
+    full = plan_training(10_000, 250, t, time_budget=None, device="cuda")
+    assert (full["ae_epochs"], full["diffusion_steps"]) == (FULL_RECIPE["ae_epochs"], FULL_RECIPE["diffusion_steps"])
+    # 40 epochs x 20 s + 6 s + 20,000 x 0.1 s = 2,806 s
+    assert abs(full["estimated_seconds"] - 2806.0) < 1e-6
+    p = plan_training(10_000, 250, t, time_budget=600, device="cpu")
+    assert p["fits_budget"] and p["estimated_seconds"] <= 600
+    assert p["ae_epochs"] == 14 and p["diffusion_steps"] == (600 - 14 * 20 - 6) // 0.1
+    tiny = plan_training(10_000, 250, t, time_budget=5, device="cpu")
+    assert (tiny["ae_epochs"], tiny["diffusion_steps"]) == (1, 200) and not tiny["fits_budget"]
+    with pytest.raises(scdx.OptionError, match="time_budget"):
+        plan_training(10, 5, t, time_budget=0, device="cpu")
+
+
+@hg38
+def test_train_preset_auto_prints_an_estimate_and_leaves_the_model_alone(sim, caplog):
+    import logging
+
+    import torch
+
+    from scdiffx_grn import ScDiffusionX
+
+    m = sim[:96].copy()
+    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
+    tiny = dict(width=16, n_layers=1, n_heads=2, latent_dim=8, token_dim=4, rna_hidden=(16,), atac_hidden=(16,))
+    a = ScDiffusionX(m, seed=0, **tiny)
+    with caplog.at_level(logging.INFO, logger="scdiffx_grn"):
+        a.train(preset="auto", time_budget=0.5, log_every=50)
+    plan = a.train_plan
+    assert any("estimated" in r.getMessage() and "preset 'auto'" in r.getMessage() for r in caplog.records)
+    assert plan["estimated_seconds"] > 0 and plan["n_parameters"] > 0
+    assert plan["batch_size"] == 32 and plan["ae_epochs"] >= 1 and plan["diffusion_steps"] >= 200
+    assert plan["estimated_seconds"] == pytest.approx(
+        plan["ae_epochs"] * plan["ae_epoch_s"] + 0.3 * plan["ae_epoch_s"]
+        + plan["diffusion_steps"] * plan["diffusion_step_s"])
+    # the calibration ran on a copy: the same recipe given explicitly trains the same weights
+    b = ScDiffusionX(m, seed=0, **tiny)
+    b.train(ae_epochs=plan["ae_epochs"], diffusion_steps=plan["diffusion_steps"], batch_size=32, log_every=50)
+    for (k, x), (_, y) in zip(a.module.state_dict().items(), b.module.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=k)
+    with pytest.raises(scdx.OptionError, match="unknown preset"):
+        a.train(preset="nonsense")
