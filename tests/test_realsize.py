@@ -249,3 +249,30 @@ def test_train_preset_auto_prints_an_estimate_and_leaves_the_model_alone(sim, ca
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=k)
     with pytest.raises(scdx.OptionError, match="unknown preset"):
         a.train(preset="nonsense")
+
+
+# ----------------------------------------------------------------------------- the benchmark script, small
+@hg38
+def test_benchmark_realsize_runs_end_to_end_at_small_scale(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "analyses" / "benchmark_realsize.py"
+    spec = importlib.util.spec_from_file_location("benchmark_realsize", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--cells", "120", "--genes", "800", "--peaks", "2000", "--types", "2", "--links", "60",
+                    "--n-top-genes", "100", "--n-latent-peaks", "200", "--time-budget", "1", "--grn-cells", "8",
+                    "--grn-timeout", "0", "--methods", "attention", "knockout",
+                    "--model-option", "width=16", "n_layers=1", "n_heads=2", "--out", str(tmp_path)])
+    steps = [r["step"] for r in res["steps"]]
+    assert steps[:4] == ["simulate + write h5 (not part of the workflow)", "read_multiome (10x h5)", "pp.qc",
+                         "pp.select_features"]
+    assert all(r["peak_rss_mb"] > 0 and r["seconds"] >= 0 for r in res["steps"])
+    assert [g["status"] for g in res["grn"]] == ["done", "done"]
+    assert res["selection"]["candidate_pairs"] == res["recovery"][0]["n_pairs"]
+    assert res["training"]["estimated_seconds"] > 0 and res["training"]["measured_seconds"] > 0
+    assert {r["scorer"] for r in res["recovery"]} >= {"distance baseline (-|distance|)", "knockout"}
+    assert json.loads((tmp_path / "realsize.json").read_text())["shape"]["cells"] == 120
+    assert (tmp_path / "realsize.md").read_text().startswith("| step |")
