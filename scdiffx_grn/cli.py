@@ -424,6 +424,9 @@ def train(
     from ._io import atomic_write_json, check_output_dir, check_writable, output_dir
 
     _threads()
+    from .model._autopreset import check_preset
+
+    check_preset(preset, time_budget)  # before loading data
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace the model there (other files in the folder "
                           "are kept), or choose another --out")

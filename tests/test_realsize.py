@@ -276,3 +276,31 @@ def test_benchmark_realsize_runs_end_to_end_at_small_scale(tmp_path):
     assert {r["scorer"] for r in res["recovery"]} >= {"distance baseline (-|distance|)", "knockout"}
     assert json.loads((tmp_path / "realsize.json").read_text())["shape"]["cells"] == 120
     assert (tmp_path / "realsize.md").read_text().startswith("| step |")
+
+
+@hg38
+def test_cli_train_preset(sim, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from scdiffx_grn.cli import app
+
+    def run(args):
+        return CliRunner().invoke(app, [str(a) for a in args], env={"SCDX_PROGRESS": "0", "SCDX_THREADS": "1"})
+
+    assert "--preset" in run(["train", "--help"]).output
+    data = tmp_path / "d.h5mu"
+    sim[:96].copy().write(data)
+    small = ["--model-option", "width=16", "--model-option", "n_layers=1", "--model-option", "n_heads=2",
+             "--model-option", "latent_dim=8", "--model-option", "rna_hidden=[16]", "--model-option", "atac_hidden=[16]"]
+    res = run(["train", "--data", data, "--out", tmp_path / "m", "--preset", "auto", "--time-budget", "0.5",
+               "--device", "cpu", *small])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "m" / "training.json").read_text())
+    plan = meta["train"]["plan"]
+    assert meta["train"]["preset"] == "auto" and plan["estimated_seconds"] > 0
+    assert meta["train"]["ae_epochs"] == plan["ae_epochs"] and meta["train"]["diffusion_steps"] == plan["diffusion_steps"]
+    bad = run(["train", "--data", data, "--out", tmp_path / "m2", "--preset", "nonsense", "--device", "cpu", *small])
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1 and "unknown preset" in lines[0]

@@ -24,13 +24,25 @@ import torch
 from .._errors import OptionError
 from .._settings import logger
 
-__all__ = ["model_size", "calibrate", "plan_training", "apply_preset", "FULL_RECIPE", "DEFAULT_CPU_BUDGET"]
+__all__ = ["model_size", "calibrate", "plan_training", "apply_preset", "check_preset", "FULL_RECIPE",
+           "DEFAULT_CPU_BUDGET"]
 
 #: the longest recipe ``"auto"`` picks (``ScDiffusionX.train``'s defaults)
 FULL_RECIPE = {"ae_epochs": 40, "diffusion_steps": 20_000}
 #: ``preset="auto"`` without ``time_budget`` on a CPU: one hour of training
 DEFAULT_CPU_BUDGET = 3600.0
 _MIN_RECIPE = {"ae_epochs": 1, "diffusion_steps": 200}
+
+
+def check_preset(preset: str | None, time_budget: float | None = None) -> None:
+    """Raise :class:`~scdiffx_grn.OptionError` for an unknown preset or a non-positive time budget
+    (before any work)."""
+    from ._config import PRESETS
+
+    if preset is not None and preset != "auto" and preset not in PRESETS:
+        raise OptionError(f"unknown preset {preset!r}; choose 'auto' or one of {sorted(PRESETS)}")
+    if time_budget is not None and not float(time_budget) > 0:
+        raise OptionError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
 
 
 def model_size(config) -> dict[str, int]:
@@ -131,8 +143,7 @@ def apply_preset(model, mdata, preset: str, *, time_budget: float | None, batch_
     from .._registry import labels as registry_labels
     from ._config import PRESETS
 
-    if preset != "auto" and preset not in PRESETS:
-        raise OptionError(f"unknown preset {preset!r}; choose 'auto' or one of {sorted(PRESETS)}")
+    check_preset(preset, time_budget)
     n_train = mdata.n_obs
     if split_key is not None:
         n_train = int((registry_labels(mdata, split_key).to_numpy() == str(train_value)).sum())
