@@ -215,6 +215,10 @@ def test_plan_training_fits_the_budget():
     p = plan_training(10_000, 250, t, time_budget=600, device="cpu")
     assert p["fits_budget"] and p["estimated_seconds"] <= 600
     assert p["ae_epochs"] == 14 and p["diffusion_steps"] == (600 - 14 * 20 - 6) // 0.1
+    # slow denoiser (1 s / step): its minimum (200 steps) is kept and the epochs give way:
+    # half the budget would give 7 epochs (346 s in all); (300 - 6 - 200) // 20 = 4 epochs, then 214 steps
+    short = plan_training(10_000, 250, {"ae_step_s": 0.5, "diffusion_step_s": 1.0}, time_budget=300, device="cpu")
+    assert (short["ae_epochs"], short["diffusion_steps"]) == (4, 214) and short["fits_budget"]
     tiny = plan_training(10_000, 250, t, time_budget=5, device="cpu")
     assert (tiny["ae_epochs"], tiny["diffusion_steps"]) == (1, 200) and not tiny["fits_budget"]
     with pytest.raises(scdx.OptionError, match="time_budget"):

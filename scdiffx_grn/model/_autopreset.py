@@ -124,6 +124,9 @@ def plan_training(n_train: int, batch_size: int, timing: dict[str, float], *, ti
     ae, st = FULL_RECIPE["ae_epochs"], FULL_RECIPE["diffusion_steps"]
     if budget is not None and cost(ae, st) > budget:
         ae = int(min(FULL_RECIPE["ae_epochs"], max(_MIN_RECIPE["ae_epochs"], (0.5 * budget - fit_s) // max(epoch_s, 1e-9))))
+        if cost(ae, _MIN_RECIPE["diffusion_steps"]) > budget:  # the denoiser's minimum first, then epochs
+            ae = int(max(_MIN_RECIPE["ae_epochs"],
+                         (budget - cost(0, _MIN_RECIPE["diffusion_steps"])) // max(epoch_s, 1e-9)))
         st = int(min(FULL_RECIPE["diffusion_steps"],
                      max(_MIN_RECIPE["diffusion_steps"], (budget - cost(ae, 0)) // max(step_s, 1e-9))))
     est = cost(ae, st)
