@@ -423,6 +423,12 @@ def train(
     batch_size: int = typer.Option(256, help="Cells per training step."),
     lr: float = typer.Option(5e-4, help="Denoiser learning rate (AdamW)."),
     ae_lr: float = typer.Option(1e-3, help="Autoencoder learning rate (AdamW)."),
+    preset: str | None = typer.Option(None, "--preset", help="Training recipe: 'auto' (times a few steps, then "
+                                      "picks epochs / steps that fit --time-budget; the estimate is printed "
+                                      "before training) or a named preset (demo, full, tiny, bmmc...). Replaces "
+                                      "--ae-epochs, --diffusion-steps, --batch-size and --lr."),
+    time_budget: float | None = typer.Option(None, help="Seconds of training for --preset auto (default: the "
+                                             "full recipe on a GPU, 3600 on a CPU)."),
     split_key: str | None = typer.Option(None, help="Train only on cells with obs[split_key] == --train-value."),
     train_value: str = typer.Option("train", help="Value of --split-key marking training cells."),
     model_option: list[str] = typer.Option([], "--model-option", help="Model config override KEY=VALUE "
@@ -450,6 +456,9 @@ def train(
     from .model._train import autocast_dtype
 
     autocast_dtype(precision, "cpu")  # a bad --precision fails before any data is read
+    from .model._autopreset import check_preset
+
+    check_preset(preset, time_budget)  # before loading data
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace the model there (other files in the folder "
                           "are kept), or choose another --out")
@@ -496,8 +505,12 @@ def train(
     t0 = time.perf_counter()
     model.train(ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, batch_size=batch_size, lr=lr, ae_lr=ae_lr,
                 seed=seed, device=None if device == "auto" else device, split_key=split_key,
-                train_value=train_value, checkpoint_dir=checkpoint_dir, resume=resume, precision=precision)
+                train_value=train_value, checkpoint_dir=checkpoint_dir, resume=resume, precision=precision,
+                preset=preset, time_budget=time_budget)
     seconds = time.perf_counter() - t0
+    plan = getattr(model, "train_plan", None) if preset is not None else None
+    if plan is not None:
+        ae_epochs, diffusion_steps, batch_size = plan["ae_epochs"], plan["diffusion_steps"], plan["batch_size"]
     with output_dir(out, overwrite=overwrite, known=MODEL_FILES, what="model folder") as tmp:
         model.save(tmp, overwrite=True, half=half)
         atomic_write_json(tmp / "training.json", {
@@ -506,7 +519,8 @@ def train(
             "n_peaks": int(mdata.mod["atac"].n_vars), "labels": lab, "seed": seed, "device": device,
             "train": {"ae_epochs": ae_epochs, "diffusion_steps": diffusion_steps, "batch_size": batch_size,
                       "lr": lr, "ae_lr": ae_lr, "split_key": split_key, "train_value": train_value,
-                      "rna_layer": rna_layer, "atac_layer": atac_layer, "resume": resume, "half": half},
+                      "rna_layer": rna_layer, "atac_layer": atac_layer, "resume": resume, "half": half,
+                      "preset": preset, "time_budget": time_budget, "plan": plan},
             "model_overrides": overrides, "timing": dict(getattr(model, "timing", {}) or {}),
             "seconds": round(seconds, 2), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     _info(f"trained in {seconds:.1f} s")

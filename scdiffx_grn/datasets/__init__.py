@@ -9,7 +9,8 @@ Reference networks (decoupler-style ``source, target, weight``)
     :func:`collectri`, :func:`dorothea`, :func:`trrust`, :func:`omnipath`,
     :func:`chip_targets`; the one TF list :func:`tf_list`; annotation :func:`tss_annotation`.
 Toy data with planted truth
-    :func:`toy_multiome`.
+    :func:`toy_multiome`; :func:`simulate_multiome` (10x-shaped, real symbols and TSSs, planted links)
+    and :func:`write_10x_h5` (Cell Ranger ARC ``filtered_feature_bc_matrix.h5``).
 Manifests and files
     :func:`manifest`, :func:`list_manifests`, :func:`data_path`, :func:`shared_data_dir`,
     :func:`vendored_data_dir`, :func:`manifest_dir`, :func:`sha256sum`, :func:`verify_file`.
@@ -29,6 +30,7 @@ from ._manifest import (
 from ._readers import make_mudata, read_multiome
 from ._refdb import chip_targets, collectri, dorothea, omnipath, trrust, tss_annotation
 from ._tfs import tf_list
+from ._simulate import simulate_multiome, write_10x_h5
 from ._toy import toy_multiome
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "collectri",
     "tf_list",
     "toy_multiome",
+    "simulate_multiome",
+    "write_10x_h5",
     "dorothea",
     "trrust",
     "omnipath",

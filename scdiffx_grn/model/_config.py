@@ -10,10 +10,28 @@ from .._errors import OptionError, ScdxError
 FORMAT_VERSION = 1
 
 
+#: inputs wider than this get a first (and mirrored last) layer of bounded weight count
+WIDE_FEATURES = 32_768
+#: weights of the first encoder layer (and of the last decoder layer) for inputs wider than WIDE_FEATURES
+WIDE_LAYER_WEIGHTS = 6_000_000
+
+
 def _auto_hidden(n_features: int, big: tuple[int, ...], floor: int) -> tuple[int, ...]:
-    """Scale the default hidden sizes down for small feature sets (never below ``floor``)."""
+    """Scale the default hidden sizes down for small feature sets (never below ``floor``).
+
+    Up to :data:`WIDE_FEATURES` features this is the historical rule (the sizes of every shipped model
+    and preset). Wider inputs (all 150,000 peaks or 36,000 genes of a 10x run) get a narrow first layer
+    holding at most :data:`WIDE_LAYER_WEIGHTS` weights (an LSI-sized linear front: 40 units at 150,000
+    peaks, 160 at 36,000 genes), mirrored by the decoder's last layer, so that the model's size no longer
+    grows as ``1,024 x n_features``: the default model at 36,000 genes x 150,000 peaks has ~28 M
+    parameters instead of ~350 M.
+    """
     scale = min(1.0, n_features / (4 * big[0]))
-    return tuple(max(floor, int(round(h * scale / 8)) * 8) for h in big)
+    sizes = tuple(max(floor, int(round(h * scale / 8)) * 8) for h in big)
+    if n_features <= WIDE_FEATURES:
+        return sizes
+    first = max(floor, min(big[0], int(WIDE_LAYER_WEIGHTS / n_features / 8) * 8))
+    return (first, *sizes[1:])
 
 
 #: named recipes: model sizes, training options, peak budget and data set (``analyses/train_model.py``)
@@ -66,7 +84,9 @@ class ModelConfig:
     """Hyper-parameters of a scDiffusion-X model.
 
     ``None`` sizes are filled from the data by :meth:`resolve`: RNA ``[512, 300] -> 100`` and
-    ATAC ``[1024, 512] -> 100`` for full-size data, scaled down with the feature count.
+    ATAC ``[1024, 512] -> 100`` for full-size data, scaled down with the feature count; above
+    32,768 features the first (and last) layer is narrowed to a bounded weight count
+    (``_auto_hidden``).
 
     Attributes
     ----------

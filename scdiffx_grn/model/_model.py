@@ -256,7 +256,8 @@ class ScDiffusionX:
               grad_clip: float = 1.0, seed: int = 0, device: str | None = None, split_key: str | None = None,
               train_value: str = "train", checkpoint_dir: str | os.PathLike | None = None,
               checkpoint_every: int = 1000, resume: bool = False, compile: bool = False,
-              log_every: int = 100, precision: str = "auto", mdata=None) -> dict[str, list[float]]:
+              log_every: int = 100, precision: str = "auto", mdata=None, preset: str | None = None,
+              time_budget: float | None = None) -> dict[str, list[float]]:
         """Train the autoencoders, fit the latent normalisation, then train the denoiser.
 
         Parameters
@@ -290,6 +291,12 @@ class ScDiffusionX:
             any device). See ``docs/training.md`` for devices, precision and speed.
         mdata
             The training MuData (defaults to the one given at construction if it was kept).
+        preset, time_budget
+            ``"auto"``: time a few steps on a copy of the model, then pick the epochs / steps (and the
+            batch size) that fit ``time_budget`` seconds (default: the full recipe on a GPU, one hour on
+            a CPU); a name of ``model.PRESETS``: its training options. Either way the estimated time is
+            printed before training starts (``model.train_plan`` keeps it); see ``model._autopreset``.
+            The preset's values replace ``ae_epochs``, ``diffusion_steps``, ``batch_size`` (and ``lr``).
 
         Returns
         -------
@@ -315,6 +322,14 @@ class ScDiffusionX:
                 raise ScdxError("pass the training data: model.train(mdata=...)")
         if device is not None:
             self.to(device)
+        if preset is not None:
+            from ._autopreset import apply_preset
+
+            o = apply_preset(self, mdata, preset, time_budget=time_budget, batch_size=batch_size, lr=lr,
+                             split_key=split_key, train_value=train_value, seed=seed, device=device)
+            self.train_plan = o["plan"]
+            ae_epochs, diffusion_steps = o["plan"]["ae_epochs"], o["plan"]["diffusion_steps"]
+            batch_size, lr = o["batch_size"], o["lr"]
         trainer = Trainer(self, mdata, batch_size=batch_size, ae_lr=ae_lr, lr=lr, weight_decay=weight_decay,
                           ema_decay=ema_decay, grad_clip=grad_clip, seed=seed, split_key=split_key,
                           train_value=train_value, checkpoint_dir=checkpoint_dir,

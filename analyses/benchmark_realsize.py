@@ -1,0 +1,277 @@
+"""The whole workflow at the shape of a real 10x multiome run, with time and peak memory per step.
+
+A synthetic Cell Ranger ARC ``filtered_feature_bc_matrix.h5`` (``datasets.simulate_multiome``: real hg38
+symbols and TSSs, 10x-like sparsity, planted peak -> gene links; default 10,000 cells x 36,000 genes x
+150,000 peaks) goes through what a new user runs:
+
+1. ``read_multiome`` of the h5 (cell types from a labels table), ``pp.qc``;
+2. ``pp.select_features`` (HVGs + TFs, every peak within the window of their TSSs, top peaks); the
+   candidate pairs the old recipe (HVGs x the most open 3,000 peaks) would have left are counted beside;
+3. ``ScDiffusionX`` with default sizes, ``train(preset="auto", time_budget=...)``: the estimate printed
+   before training is compared with the measured time; save (checkpoint size);
+4. ``tl.extract_grn`` with every method over every cell type and all candidate pairs of the selected
+   features (``--grn-cells`` cells per type), each method in its own process with ``--grn-timeout``
+   seconds: a method that does not finish (or runs out of memory) is reported as such, with its time;
+5. recovery of the planted links among the candidate pairs (average precision) by each method and by the
+   distance baseline (``-|distance|``).
+
+Time (wall) and peak RSS (``resource.getrusage``, the process's maximum so far; a GRN worker's own
+maximum) are printed after every step and written to ``<out>/realsize.json`` and ``<out>/realsize.md``.
+
+    python analyses/benchmark_realsize.py --out results/realsize --time-budget 1200
+    python analyses/benchmark_realsize.py --cells 300 --genes 2000 --peaks 5000 --out /tmp/rs --time-budget 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("SCDX_PROGRESS", "0")
+
+METHODS = ("attention", "integrated_gradients", "knockout")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _now_rss_mb(field: str = "VmRSS") -> float:
+    """Current RSS (``VmHWM``: this process's own peak, not inherited across exec like ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Steps:
+    """Times steps and records the peak RSS after each; prints one line per step."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def run(self, name: str, fn, **extra):
+        t0 = time.perf_counter()
+        out = fn()
+        row = {"step": name, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(_rss_mb(), 1),
+               "rss_mb": round(_now_rss_mb(), 1), **extra}
+        self.rows.append(row)
+        print(f"[realsize] {name}: {row['seconds']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB "
+              f"(now {row['rss_mb']:.0f} MB)", flush=True)
+        return out
+
+
+def _grn(model_dir: str, data: str, method: str, n_cells: int, out_csv: str, seed: int) -> dict:
+    """One method over every cell type (in this process); returns timing and the network size."""
+    import mudata
+
+    import scdiffx_grn as scdx
+
+    mudata.set_options(pull_on_update=False)
+    m = mudata.read_h5mu(data)
+    for mod in ("rna", "atac"):
+        m.mod[mod].layers["counts"] = m.mod[mod].X
+    model = scdx.ScDiffusionX.load(model_dir)
+    t0 = time.perf_counter()
+    scdx.tl.extract_grn(model, m, method=method, groupby="cell_type", candidates="select_features",
+                        max_cells=n_cells, seed=seed, key_added="grn")
+    sec = time.perf_counter() - t0
+    net = m.uns["grn"]["network"]
+    net[["source", "target", "cell_type", "weight"]].to_csv(out_csv, index=False)
+    n_types = int(net["cell_type"].nunique())
+    return {"method": method, "status": "done", "seconds": round(sec, 2), "n_types": n_types,
+            "seconds_per_type": round(sec / max(n_types, 1), 2), "n_edges": int(len(net)),
+            "peak_rss_mb": round(_now_rss_mb("VmHWM"), 1)}
+
+
+def _recovery(out: Path, methods: list[str], planted_csv: Path, cand) -> list[dict]:
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import average_precision_score
+
+    planted = pd.read_csv(planted_csv)
+    truth = set(zip(planted["peak"], planted["gene"]))
+    y = np.array([(p, g) in truth for p, g in zip(cand["peak"], cand["gene"])])
+    rows = [{"scorer": "planted links among candidates", "n_pairs": int(len(cand)), "n_planted": int(y.sum()),
+             "average_precision": round(float(y.mean()), 4) if len(y) else float("nan")}]
+    if y.sum() == 0 or y.all():
+        return rows
+    rows.append({"scorer": "distance baseline (-|distance|)", "n_pairs": int(len(cand)), "n_planted": int(y.sum()),
+                 "average_precision": round(float(average_precision_score(y, -cand["distance"].abs())), 4)})
+    key = pd.MultiIndex.from_arrays([cand["peak"], cand["gene"]])
+    for meth in methods:
+        f = out / f"grn_{meth}.csv"
+        if not f.exists():
+            continue
+        net = pd.read_csv(f)
+        s = net.groupby(["source", "target"])["weight"].mean()
+        score = s.reindex(key).fillna(s.min() if len(s) else 0.0).to_numpy()
+        rows.append({"scorer": meth, "n_pairs": int(len(cand)), "n_planted": int(y.sum()),
+                     "average_precision": round(float(average_precision_score(y, np.nan_to_num(score))), 4)})
+    return rows
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cells", type=int, default=10_000)
+    p.add_argument("--genes", type=int, default=36_000)
+    p.add_argument("--peaks", type=int, default=150_000)
+    p.add_argument("--types", type=int, default=8)
+    p.add_argument("--links", type=int, default=2000)
+    p.add_argument("--n-top-genes", type=int, default=2000)
+    p.add_argument("--window", type=int, default=150_000)
+    p.add_argument("--n-latent-peaks", type=int, default=5000)
+    p.add_argument("--time-budget", type=float, default=1200.0, help="seconds of training (preset auto)")
+    p.add_argument("--methods", nargs="*", default=list(METHODS))
+    p.add_argument("--grn-cells", type=int, default=64, help="cells per type for the GRN (max_cells)")
+    p.add_argument("--grn-timeout", type=float, default=600.0,
+                   help="seconds per GRN method (own process); 0: run in this process without a limit")
+    p.add_argument("--grn-mem-gb", type=float, default=8.0,
+                   help="address-space limit of a GRN worker process (a method needing more fails with MemoryError)")
+    p.add_argument("--model-option", nargs="*", default=[], metavar="KEY=INT",
+                   help="model size overrides, e.g. width=16 n_layers=1 (default: the model's default sizes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/realsize")
+    p.add_argument("--grn-worker", nargs=5, metavar=("MODEL", "DATA", "METHOD", "CELLS", "CSV"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.grn_worker:
+        md, data, meth, n, csv = a.grn_worker
+        if a.grn_mem_gb > 0:
+            lim = int(a.grn_mem_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+        res = _grn(md, data, meth, int(n), csv, a.seed)
+        print("RESULT " + json.dumps(res), flush=True)
+        return res
+
+    import numpy as np
+    import pandas as pd
+
+    import scdiffx_grn as scdx
+    from scdiffx_grn.model._autopreset import model_size
+
+    scdx.settings.verbosity = "info"
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    st = Steps()
+    h5 = out / "filtered_feature_bc_matrix.h5"
+    labels_csv, planted_csv = out / "cell_types.csv", out / "planted_links.csv"
+
+    def simulate():
+        if h5.exists() and labels_csv.exists() and planted_csv.exists():
+            return
+        m = scdx.datasets.simulate_multiome(a.cells, a.genes, a.peaks, n_types=a.types, n_links=a.links, seed=a.seed)
+        scdx.datasets.write_10x_h5(m, h5, overwrite=True)
+        m.obs[["cell_type"]].to_csv(labels_csv)
+        m.uns["planted_pairs"].to_csv(planted_csv, index=False)
+
+    st.run("simulate + write h5 (not part of the workflow)", simulate)
+    import gc
+
+    gc.collect()
+    labels = pd.read_csv(labels_csv, index_col=0)
+    m = st.run("read_multiome (10x h5)", lambda: scdx.datasets.read_multiome(h5, labels=labels))
+    shape = {"cells": int(m.n_obs), "genes": int(m.mod["rna"].n_vars), "peaks": int(m.mod["atac"].n_vars),
+             "genes_per_cell": float(np.diff(m.mod["rna"].layers["counts"].indptr).mean()),
+             "peaks_per_cell": float(np.diff(m.mod["atac"].layers["counts"].indptr).mean())}
+    for mod in ("rna", "atac"):  # X duplicates layers["counts"]; the workflow reads the layer
+        m.mod[mod].X = m.mod[mod].layers["counts"]
+    st.run("pp.qc", lambda: scdx.pp.qc(m))
+    default_size = model_size(scdx.model.ModelConfig(n_genes=m.mod["rna"].n_vars, n_peaks=m.mod["atac"].n_vars).resolve())
+
+    def select():
+        # what the old recipe (HVGs x the 3,000 most open peaks) would leave, for comparison
+        frac = np.bincount(m.mod["atac"].layers["counts"].indices, minlength=m.mod["atac"].n_vars)
+        top = m.mod["atac"].var_names[np.argsort(-frac, kind="stable")[:3000]]
+        scdx.pp.select_features(m, n_top_genes=a.n_top_genes, tfs=True, window=a.window,
+                                n_latent_peaks=a.n_latent_peaks)
+        hvg = m.mod["rna"].var_names[m.mod["rna"].var["highly_variable"].to_numpy().astype(bool)]
+        tss = scdx.grn.read_tss(scdx.datasets.tss_annotation("hg38"))
+        old = scdx.grn.peak_gene_candidates(scdx.grn.parse_peak_names(top), genes=hvg, tss_table=tss, window=a.window)
+        return int(len(old))
+
+    old_pairs = st.run("pp.select_features", select)
+    counts = dict(m.uns["select_features"]["counts"])
+    counts["candidate_pairs_old_recipe_hvg_x_top3000"] = old_pairs
+    print(f"[realsize] selection: {counts}", flush=True)
+    cand = m.uns["select_features"]["candidates"]
+
+    scdx.ScDiffusionX.setup_mudata(m, labels=["cell_type"])
+    overrides = {k: int(v) for k, v in (kv.split("=", 1) for kv in a.model_option)}
+    model = st.run("build model (default sizes)", lambda: scdx.ScDiffusionX(m, seed=a.seed, **overrides))
+    size = model_size(model.config)
+    arch = {"rna_hidden": list(model.config.rna_hidden), "atac_hidden": list(model.config.atac_hidden),
+            "latent_dim": int(model.config.latent_dim)}
+    t_train = time.perf_counter()
+    st.run("train(preset='auto')", lambda: model.train(preset="auto", time_budget=a.time_budget, seed=a.seed))
+    measured = time.perf_counter() - t_train
+    plan = {k: v for k, v in model.train_plan.items() if k != "calibration"}
+    plan["calibration"] = model.train_plan["calibration"]
+    plan["measured_seconds"] = round(measured, 1)
+    plan["estimate_ratio"] = round(measured / max(plan["estimated_seconds"], 1e-9), 3)
+    print(f"[realsize] training: estimated {plan['estimated_seconds']:.0f} s, measured {measured:.0f} s "
+          f"(ratio {plan['estimate_ratio']:.2f})", flush=True)
+    model_dir = out / "model"
+    st.run("save model", lambda: model.save(model_dir, overwrite=True))
+    ckpt_mb = sum(f.stat().st_size for f in model_dir.iterdir()) / 2**20
+    data_path = out / "selected.h5mu"
+    for mod in ("rna", "atac"):  # keep one copy of the counts on disk
+        m.mod[mod].X = m.mod[mod].layers["counts"]
+        del m.mod[mod].layers["counts"]
+    st.run("write selected data (h5mu)", lambda: m.write(data_path))
+    for mod in ("rna", "atac"):
+        m.mod[mod].layers["counts"] = m.mod[mod].X
+    del model
+    gc.collect()
+
+    grn_rows = []
+    for meth in a.methods:
+        csv = out / f"grn_{meth}.csv"
+        if a.grn_timeout <= 0:
+            r = st.run(f"extract_grn[{meth}]", lambda: _grn(str(model_dir), str(data_path), meth, a.grn_cells, str(csv), a.seed))
+        else:
+            cmd = [sys.executable, __file__, "--seed", str(a.seed), "--grn-mem-gb", str(a.grn_mem_gb), "--grn-worker", str(model_dir), str(data_path), meth,
+                   str(a.grn_cells), str(csv)]
+            t0 = time.perf_counter()
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.grn_timeout)
+                lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+                if lines:
+                    r = json.loads(lines[-1][7:])
+                else:
+                    err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                    r = {"method": meth, "status": f"failed (exit {proc.returncode}): {err[:200]}",
+                         "seconds": round(time.perf_counter() - t0, 1)}
+            except subprocess.TimeoutExpired:
+                r = {"method": meth, "status": f"did not finish in {a.grn_timeout:.0f} s",
+                     "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"[realsize] extract_grn[{meth}]: {r}", flush=True)
+        grn_rows.append(r)
+    rec = _recovery(out, [r["method"] for r in grn_rows if r.get("status") == "done"], planted_csv, cand)
+    res = {"args": vars(a), "shape": shape, "selection": counts, "default_model_all_features": default_size,
+           "model": {**size, **arch, "checkpoint_mb_on_disk": round(ckpt_mb, 1)},
+           "training": plan, "steps": st.rows, "grn": grn_rows, "recovery": rec,
+           "peak_rss_mb": round(_rss_mb(), 1), "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0)}
+    (out / "realsize.json").write_text(json.dumps(res, indent=1, default=str))
+    md = ["| step | seconds | peak RSS (MB) |", "|---|---:|---:|"]
+    md += [f"| {r['step']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in st.rows]
+    md += ["", "| GRN method | status | seconds | s per type | peak RSS (MB) |", "|---|---|---:|---:|---:|"]
+    md += [f"| {r['method']} | {r['status']} | {r.get('seconds', '')} | {r.get('seconds_per_type', '')} | "
+           f"{r.get('peak_rss_mb', '')} |" for r in grn_rows]
+    md += ["", "| scorer | pairs | planted | average precision |", "|---|---:|---:|---:|"]
+    md += [f"| {r['scorer']} | {r['n_pairs']} | {r['n_planted']} | {r['average_precision']} |" for r in rec]
+    (out / "realsize.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md), flush=True)
+    return res
+
+
+if __name__ == "__main__":
+    main()
