@@ -78,6 +78,133 @@ def multivi(mdata, path: str = "runs/peers/multivi_mouse", *, max_epochs: int = 
     return mv
 
 
+def _fmt_pair(a, b):
+    return f"{100 * a:.1f} / {100 * b:.1f}"
+
+
+def summary(points, samples, sd, timing) -> "pd.DataFrame":
+    """The issue's table: one row per method, the columns that decide who wins."""
+    import pandas as pd
+
+    pts = points.set_index(["direction", "predictor"])
+    smp = samples.set_index(["direction", "sampler"])
+    rows = []
+    names = {"shipped model": ("model (posterior mean)", "model samples", "model"),
+             "MultiVI": ("MultiVI", "MultiVI samples", "MultiVI"),
+             "ridge": ("ridge", "ridge + training residual", "ridge"),
+             "k-NN": ("k-NN", "k-NN neighbours", "k-NN")}
+    preds = list(points["predictor"].unique())
+    for prefix, label in (("model (latent mean of", "shipped model, samples' latent mean"),
+                          ("model (decoded mean of", "shipped model, samples' decoded mean")):
+        names[label] = (next(p for p in preds if p.startswith(prefix)), None, None)
+    for label, (pred, sampler, sdk) in names.items():
+        r = {"method": label}
+        for d, short in (("atac->rna", "A->R"), ("rna->atac", "R->A")):
+            p = pts.loc[(d, pred)]
+            r[f"{short} per-{'gene r' if d == 'atac->rna' else 'peak AUROC'}"] = round(p["per_feature"], 3)
+            r[f"{short} per-cell {'r' if d == 'atac->rna' else 'AUROC'}"] = round(p["per_cell"], 3)
+            r[f"{short} acc (test-split classifier) raw / re-centred"] = _fmt_pair(p["accuracy"],
+                                                                                   p["accuracy_recentred"])
+            s = sd[(sd["method"] == sdk) & (sd["direction"] == d)]
+            s = s.iloc[0] if len(s) else None
+            r[f"{short} acc own / shuffled"] = _fmt_pair(s["own"], s["shuffled"]) if s is not None else ""
+            r[f"{short} re-centred own / shuffled"] = (_fmt_pair(s["own_rc"], s["shuffled_rc"])
+                                                        if s is not None else "")
+            r[f"{short} gap (re-centred)"] = (round(100 * (s["own_rc"] - s["shuffled_rc"]), 1)
+                                              if s is not None else float("nan"))
+            es = [v for k, v in smp.loc[d, "energy_score"].items() if sampler and k.startswith(sampler)]
+            r[f"{short} energy score"] = round(es[0], 2) if es else float("nan")
+        r["train s"] = timing.get(label.split(",")[0], {}).get("train")
+        r["inference s (both directions)"] = round(
+            pts.loc[("atac->rna", pred), "seconds"] + pts.loc[("rna->atac", pred), "seconds"], 1)
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def main(out: str = "results/peers_mouse", checkpoint: str = "mouse_mop_demo",
+         multivi_path: str = "runs/peers/multivi_mouse", multivi_max_time: str = "", n_samples: int = 10,
+         n_steps: int = 20, seed: int = 0, threads: int = 1, n_test: int = 0):
+    """Score the shipped model, MultiVI, ridge and k-NN on the held-out cells; write tables and report.md.
+
+    ``--n-test N`` scores a seeded subsample of N test cells (a quick check of the script; 0: all).
+    """
+    import json
+    import os
+
+    import pandas as pd
+    import torch
+
+    os.environ.setdefault("SCDX_PROGRESS", "0")
+    from scdiffx_grn._io import atomic_write_text
+    from scdiffx_grn.eval import KNNTranslator, source_dependence, to_markdown, translation_scores
+
+    torch.set_num_threads(int(threads))
+    t_start = time.perf_counter()
+    model, mdata = load_data(checkpoint)
+    split = mdata.obs["split"].to_numpy()
+    test, train = split == "test", split == "train"
+    if n_test:
+        import numpy as np
+
+        keep = np.random.default_rng(seed).choice(np.flatnonzero(test), size=int(n_test), replace=False)
+        test = np.isin(np.arange(len(split)), keep)
+    mv = multivi(mdata, multivi_path, max_time=multivi_max_time or None, threads=threads, seed=seed)
+    mv_timing = json.loads((Path(multivi_path) / "timing.json").read_text())
+    timing = {"shipped model": {"train": model.setup.get("training", {}).get("seconds")},
+              "MultiVI": {"train": round(mv_timing["train_wall_s"], 0)}}
+    # the k-NN of source_dependence is fitted on the cells its ridge reference is fitted on (all but test)
+    t0 = time.perf_counter()
+    knn = KNNTranslator(seed=seed).fit(mdata[~test].copy())
+    timing["k-NN"] = {"train": round(time.perf_counter() - t0, 1)}
+    from scdiffx_grn.eval import RidgeTranslator
+
+    t0 = time.perf_counter()
+    RidgeTranslator(seed=seed).fit(mdata[~test].copy())
+    timing["ridge"] = {"train": round(time.perf_counter() - t0, 1)}
+
+    pts, smp, sd = [], [], []
+    for direction in ("atac->rna", "rna->atac"):
+        t0 = time.perf_counter()
+        res = translation_scores(model, mdata, train=train, test=test, direction=direction, n_samples=n_samples,
+                                 n_steps=n_steps, seed=seed, peers={"MultiVI": mv})
+        print(f"{direction}: translation_scores in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(res["points"].to_string(index=False), flush=True)
+        print(res["samples"].to_string(index=False), flush=True)
+        pts.append(res["points"])
+        smp.append(res["samples"])
+        for name, meth in (("model", model), ("MultiVI", mv), ("k-NN", knn)):
+            r = source_dependence(meth, mdata, direction=direction, cells=test, readout="mean", seed=seed)
+            print(f"{name}: {r['verdict']}", flush=True)
+            sd.append({"method": name, "direction": direction, "own": r["accuracy_translated"],
+                       "shuffled": r["accuracy_shuffled_source"], "own_rc": r["accuracy_translated_recentred"],
+                       "shuffled_rc": r["accuracy_shuffled_source_recentred"],
+                       "cell_agreement_own": r["cell_agreement_own"],
+                       "cell_agreement_shuffled": r["cell_agreement_shuffled"],
+                       "accuracy_observed": r["accuracy_observed"], "verdict": r["verdict"]})
+            if name == "model":  # its ridge reference is the ridge row
+                sd.append({"method": "ridge", "direction": direction, "own": r["accuracy_ridge_own"],
+                           "shuffled": r["accuracy_ridge_shuffled"], "own_rc": r["accuracy_ridge_own_recentred"],
+                           "shuffled_rc": r["accuracy_ridge_shuffled_recentred"],
+                           "accuracy_observed": r["accuracy_observed"]})
+    tables = {"points": pd.concat(pts, ignore_index=True), "samples": pd.concat(smp, ignore_index=True),
+              "source_dependence": pd.DataFrame(sd)}
+    tables["summary"] = summary(tables["points"], tables["samples"], tables["source_dependence"], timing)
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    for k, t in tables.items():
+        atomic_write_text(o / f"{k}.csv", t.to_csv(index=False))
+    md = [f"# Translation peers on the mouse test cells ({int(test.sum())} cells)", "",
+          f"MultiVI: {mv_timing['epochs']} epochs (max {mv_timing['max_epochs']}, wall cap "
+          f"{mv_timing['max_time']}), {mv_timing['train_wall_s']:.0f} s wall, {mv_timing['train_cpu_s']:.0f} CPU-s, "
+          f"{mv_timing['threads']} thread(s); whole run {time.perf_counter() - t_start:.0f} s wall", ""]
+    for k in ("summary", "points", "samples", "source_dependence"):
+        t = tables[k]
+        md += [f"## {k}", "", to_markdown(t.drop(columns=[c for c in ("verdict",) if c in t]), index=False), ""]
+    atomic_write_text(o / "report.md", "\n".join(md) + "\n")
+    print(tables["summary"].to_string(index=False), flush=True)
+    return tables
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--train-multivi-only":
     import os
 
@@ -85,3 +212,9 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--train-mult
     _, mdata = load_data()
     multivi(mdata, max_time=(sys.argv[2] if len(sys.argv) > 2 else None))
     raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(main)
