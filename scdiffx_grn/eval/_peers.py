@@ -9,10 +9,13 @@ scoring code (:func:`~scdiffx_grn.eval.translation_scores` with ``peers=``,
 - ``translate(mdata, direction)`` is inductive: each cell's target modality is replaced by zeros,
   so MultiVI encodes it from the source modality alone (its encoder masks an all-zero
   modality), and the decoded latent mean is returned as ``log1p(1e4 * rho)`` (RNA, the
-  package's log1p CP10k scale) or region probabilities (ATAC, without cell / region factors);
+  package's log1p CP10k scale) or region probabilities (ATAC; MultiVI's documented default
+  leaves out the cell and region factors, ``normalize_regions=True`` multiplies the region ones in);
 - ``sample(mdata, direction, n_samples)`` draws the latent from MultiVI's posterior given the
   source, decodes it and adds observation noise (negative binomial with MultiVI's gene
-  dispersion at a library size drawn from the training cells' log-normal law, Bernoulli peaks),
+  dispersion at a library size drawn from the training cells' log-normal law; Bernoulli peaks
+  with MultiVI's observation probability: region probability x region factor x the
+  accessibility factor of a random training cell),
   on the same footing as the model's samples in :func:`~scdiffx_grn.eval.translation_scores`.
 
 ``pip install -e ".[peers]"`` installs scvi-tools; it is never imported by ``import scdiffx_grn``.
@@ -68,13 +71,17 @@ class MultiVITranslator:
         ``scvi.settings.seed`` before training and the seed of ``sample``.
     threads
         Torch CPU threads while training / translating (``None``: leave as set).
+    normalize_regions
+        ATAC translations multiplied by MultiVI's region factors (its ``get_normalized_accessibility``
+        option; default ``False`` as there).
     model_kwargs
         Extra ``scvi.model.MULTIVI`` arguments (none: the documented defaults).
     """
 
     def __init__(self, max_epochs: int = 500, max_time: str | None = None, seed: int = 0,
-                 threads: int | None = 1, **model_kwargs: Any):
+                 threads: int | None = 1, normalize_regions: bool = False, **model_kwargs: Any):
         self.max_epochs = int(max_epochs)
+        self.normalize_regions = bool(normalize_regions)
         self.max_time = max_time
         self.seed = int(seed)
         self.threads = threads
@@ -128,6 +135,7 @@ class MultiVITranslator:
                                                                      np.arange(len(tr), len(keep)),
                                                                      np.array([], dtype=np.int64)]}, **kw)
         self._library_law(mdata[tr])
+        self.n_train_ = len(tr)
         hist = self.model_.history
         self.epochs_ = int(len(hist["elbo_train"])) if "elbo_train" in hist else None
         return self
@@ -163,6 +171,7 @@ class MultiVITranslator:
         va = _cells(val, n, "val") if val is not None else np.array([], dtype=np.int64)
         self.adata_ = self._mudata(mdata[np.concatenate([tr, va])].copy())
         self.model_ = scvi.model.MULTIVI.load(str(p), adata=self.adata_, accelerator="cpu")
+        self.n_train_ = len(tr)
         self.log_lib_ = tuple(meta["log_lib"])
         self.epochs_ = meta["epochs"]
         return self
@@ -184,8 +193,8 @@ class MultiVITranslator:
             if tgt == "rna":
                 rho = self.model_.get_normalized_expression(q, use_z_mean=use_z_mean, return_numpy=True)
                 return np.asarray(rho, np.float64)
-            return np.asarray(self.model_.get_normalized_accessibility(q, use_z_mean=use_z_mean, return_numpy=True),
-                              np.float64)
+            return np.asarray(self.model_.get_normalized_accessibility(
+                q, use_z_mean=use_z_mean, normalize_regions=self.normalize_regions, return_numpy=True), np.float64)
 
     def translate(self, mdata, direction: str = "atac->rna", n_samples: int | None = None, seed: int | None = None,
                   **_: Any):
@@ -214,12 +223,18 @@ class MultiVITranslator:
         src, tgt, q = self._source_only(mdata, direction)
         rng = np.random.default_rng(seed)
         theta = torch.exp(self.model_.module.px_r).detach().cpu().numpy().astype(np.float64)
+        if tgt == "atac" and not hasattr(self, "acc_factors_"):
+            with torch.inference_mode():
+                self.acc_factors_ = np.asarray(self.model_.get_library_size_factors(
+                    self.adata_, indices=np.arange(self.n_train_))["accessibility"], np.float64).ravel()
+        region = 1.0 if self.normalize_regions else self.model_.get_region_factors().astype(np.float64)
         out = []
         for k in range(int(n_samples)):
             torch.manual_seed(int(seed) * 1000 + k)
             Y = self._decode(q, tgt, use_z_mean=False)
-            if tgt == "atac":
-                out.append((rng.random(Y.shape) < Y).astype(np.float64))
+            if tgt == "atac":  # MultiVI's observation model: p x region factor x cell accessibility factor
+                lf = self.acc_factors_[rng.integers(0, len(self.acc_factors_), size=len(Y))]
+                out.append((rng.random(Y.shape) < np.clip(Y * region * lf[:, None], 0, 1)).astype(np.float64))
                 continue
             rho = Y / np.maximum(Y.sum(1, keepdims=True), 1e-12)
             lib = np.exp(rng.normal(self.log_lib_[0], self.log_lib_[1], size=len(rho)))
