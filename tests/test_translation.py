@@ -318,6 +318,14 @@ def test_translation_scores_scores_peers_with_the_same_code(vmodel, weak):
     assert (pts["seconds"].notna() == pts["role"].isin(["model", "peer", "baseline"])).all()
     assert "offset ridge samples" in set(res["samples"]["sampler"])
 
+    class Shuffled(Peer):  # features in another order must not be scored against the wrong ones
+        def translate(self, mdata, direction="atac->rna", **_):
+            return super().translate(mdata, direction)[:, ::-1].copy()
+
+    with pytest.raises(ScdxError, match="features differ"):
+        translation_scores(vmodel, weak, train=~test, test=test, direction="atac->rna", n_comps=8,
+                           include_samples=False, peers={"shuffled": Shuffled()})
+
 
 # ----------------------------------------------------------------------------- checkpoints and training messages
 def test_float16_checkpoint_is_resaved_at_the_same_size(vmodel, tmp_path):

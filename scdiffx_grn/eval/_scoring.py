@@ -236,10 +236,16 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
     preds["model (posterior mean)"] = (_timed("model (posterior mean)", lambda: model.translate(
         m_te, direction, readout="mean", n_noise=n_noise, seed=seed)), "model")
     for name, peer in (peers or {}).items():
-        P = _timed(name, lambda: peer.translate(m_te, direction, seed=seed))
-        if P.shape != Y_te.shape:
-            raise InputDataError(f"peer {name!r} returned {P.shape} predictions for {Y_te.shape} test cells x features")
-        preds[name] = (P, "peer")
+        t0 = time.perf_counter()
+        out = peer.translate(m_te, direction, seed=seed)
+        seconds[name] = time.perf_counter() - t0
+        same_cells = list(out.obs_names) == list(m_te.mod[src].obs_names)
+        same_features = list(out.var_names) == list(m_te.mod[tgt].var_names)
+        if not (same_cells and same_features):
+            raise InputDataError(f"peer {name!r} must return the test cells and the {tgt} features in the order of "
+                                 f"mdata (cells {'match' if same_cells else 'differ'}, features "
+                                 f"{'match' if same_features else 'differ'})")
+        preds[name] = (np.asarray(out.X.toarray() if sp.issparse(out.X) else out.X, np.float64), "peer")
     ridge = RidgeTranslator(n_comps=n_comps, seed=seed).fit(m_tr)
     preds["ridge"] = (_timed("ridge", lambda: ridge.translate(m_te, direction)), "baseline")
     knn = KNNTranslator(k=knn_k, n_comps=n_comps, seed=seed).fit(m_tr)
