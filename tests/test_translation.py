@@ -290,6 +290,43 @@ def test_translation_scores_tables(vmodel, weak):
     assert 0.4 < res2["points"].set_index("predictor").loc["model (posterior mean)", "per_cell"] <= 1
 
 
+def test_translation_scores_scores_peers_with_the_same_code(vmodel, weak):
+    """A peer = ridge + a per-gene offset: same per-gene r and re-centred accuracy as ridge, its samples scored."""
+    from scdiffx_grn.eval import RidgeTranslator
+
+    test = _test_cells(weak)
+    ridge = RidgeTranslator(n_comps=8, seed=0).fit(weak[~test].copy())
+    offset = np.where(np.arange(weak.mod["rna"].n_vars) % 2 == 0, 6.0, -6.0)
+
+    class Peer:
+        def translate(self, mdata, direction="atac->rna", **_):
+            out = ridge.translate(mdata, direction)
+            out.X = out.X + offset[None, :].astype(np.float32)
+            return out
+
+        def sample(self, mdata, direction, n_samples, seed=0):
+            return np.stack([np.asarray(self.translate(mdata, direction).X, np.float64)] * n_samples)
+
+    res = translation_scores(vmodel, weak, train=~test, test=test, direction="atac->rna", n_samples=2, n_steps=2,
+                             n_comps=8, seed=0, peers={"offset ridge": Peer()})
+    pts = res["points"].set_index("predictor")
+    assert pts.loc["offset ridge", "role"] == "peer"
+    tol = 1e3 * np.finfo(np.float32).eps
+    assert abs(pts.loc["offset ridge", "per_feature"] - pts.loc["ridge", "per_feature"]) < tol
+    assert pts.loc["offset ridge", "accuracy_recentred"] == pts.loc["ridge", "accuracy_recentred"]
+    assert pts.loc["offset ridge", "accuracy"] < pts.loc["ridge", "accuracy"] - 0.1, pts
+    assert (pts["seconds"].notna() == pts["role"].isin(["model", "peer", "baseline"])).all()
+    assert "offset ridge samples" in set(res["samples"]["sampler"])
+
+    class Shuffled(Peer):  # features in another order must not be scored against the wrong ones
+        def translate(self, mdata, direction="atac->rna", **_):
+            return super().translate(mdata, direction)[:, ::-1].copy()
+
+    with pytest.raises(ScdxError, match="features differ"):
+        translation_scores(vmodel, weak, train=~test, test=test, direction="atac->rna", n_comps=8,
+                           include_samples=False, peers={"shuffled": Shuffled()})
+
+
 # ----------------------------------------------------------------------------- checkpoints and training messages
 def test_float16_checkpoint_is_resaved_at_the_same_size(vmodel, tmp_path):
     vmodel.save(tmp_path / "half", half=True)

@@ -22,6 +22,10 @@ comparable; see :mod:`scdiffx_grn.eval._protocol` for the full description:
 - :func:`translation_scores`: point predictions (posterior mean; per-gene Pearson / per-peak
   AUROC) beside ridge, k-NN, the training mean, the label oracle and the autoencoder ceiling;
   samples by the energy score against samplers that also sample; calibration (PIT coverage).
+- :func:`recentre`: the per-feature re-centring applied to every predictor before classifier
+  accuracies (``accuracy_recentred``), so output calibration does not decide them.
+- :class:`MultiVITranslator` (optional, ``pip install -e ".[peers]"``): scvi-tools' MultiVI
+  behind the baselines' translator interface, for ``translation_scores(peers=...)``.
 - Plots: :func:`umap_real_vs_generated`, :func:`metric_bars`.
 
 ``eval.grn`` (GRN validation) is imported lazily on first access; :func:`grn_predictive` (GRaNPA-style
@@ -38,7 +42,7 @@ from ._metrics import (auprc, auroc, colwise_pearson, energy_distance, ilisi, kn
                        marker_correlation, marker_features, mmd_rbf, one_nn_accuracy, pseudobulk_correlation,
                        rf_auc, rowwise_auprc, rowwise_auroc, rowwise_pearson, wasserstein)
 from ._diagnostics import source_dependence
-from ._scoring import energy_score, observed_target, pit_coverage, translation_scores
+from ._scoring import energy_score, observed_target, pit_coverage, recentre, translation_scores
 from ._plots import metric_bars, umap_real_vs_generated
 from ._protocol import (GENERATION_METRICS, PER_CELL_TYPE_METRICS, FeatureSpace, evaluate_generation,
                         evaluate_model, evaluate_translation, model_split, summarise_generation)
@@ -54,11 +58,15 @@ __all__ = [
     "ilisi", "knn_label_transfer", "marker_features", "marker_correlation", "rowwise_pearson",
     "colwise_pearson", "rowwise_auroc", "rowwise_auprc", "auroc", "auprc",
     "umap_real_vs_generated", "metric_bars", "source_dependence", "translation_scores", "energy_score",
-    "pit_coverage", "observed_target", "grn", "grn_predictive",
+    "pit_coverage", "observed_target", "recentre", "MultiVITranslator", "grn", "grn_predictive",
 ]
 
 
 def __getattr__(name: str):
+    if name == "MultiVITranslator":  # optional peer: its module imports scvi-tools only when used
+        from ._peers import MultiVITranslator
+
+        return MultiVITranslator
     if name == "grn":
         return importlib.import_module("scdiffx_grn.eval.grn")
     if name == "grn_predictive":

@@ -16,7 +16,7 @@ from .._errors import InputDataError, _fmt_items
 from ._baselines import RidgeTranslator
 from ._common import DIRECTIONS, check_option, counts_layer, group_labels
 from ._metrics import rowwise_auroc, rowwise_pearson
-from ._scoring import observed_target
+from ._scoring import observed_target, recentre
 
 __all__ = ["source_dependence"]
 
@@ -126,7 +126,9 @@ def source_dependence(model, mdata, *, direction: str = "atac->rna", groupby: st
 
     Returns
     -------
-    dict with ``accuracy_observed``, ``accuracy_translated``, ``accuracy_shuffled_source``,
+    dict with ``accuracy_observed``, ``accuracy_translated``, ``accuracy_shuffled_source``, the
+    same two (and the ridge's) after :func:`~scdiffx_grn.eval.recentre` to the classifier's cells'
+    observed mean (``*_recentred``: a per-feature offset of the output does not decide them),
     ``majority_fraction``, ``cell_agreement_own``, ``cell_agreement_shuffled`` (mean per-cell
     Pearson / AUROC with the observed target), ``latent_error_own``, ``latent_error_shuffled``,
     ``latent_error_mean_predictor``, ``accuracy_ridge_own``, ``accuracy_ridge_shuffled``,
@@ -181,13 +183,16 @@ def source_dependence(model, mdata, *, direction: str = "atac->rna", groupby: st
     y = labels[sub]
     obs = Y[sub]
 
-    def acc(X):
-        return float(np.mean(clf.predict(pca.transform(X)) == y))
+    ref_mean = Y[ref].mean(0)
+
+    def acc(X, recentred: bool = False):
+        return float(np.mean(clf.predict(pca.transform(recentre(X, ref_mean) if recentred else X)) == y))
 
     agree = rowwise_pearson if tgt == "rna" else rowwise_auroc
     out = {"direction": direction, "readout": readout, "n_cells": int(len(sub)),
            "accuracy_observed": acc(obs), "accuracy_translated": acc(own),
            "accuracy_shuffled_source": acc(shuf),
+           "accuracy_translated_recentred": acc(own, True), "accuracy_shuffled_source_recentred": acc(shuf, True),
            "majority_fraction": float(pd.Series(y).value_counts(normalize=True).iloc[0]),
            "cell_agreement_own": float(np.nanmean(agree(obs, own))),
            "cell_agreement_shuffled": float(np.nanmean(agree(obs, shuf)))}
@@ -201,6 +206,7 @@ def source_dependence(model, mdata, *, direction: str = "atac->rna", groupby: st
     resid = Y[ref] - np.asarray(ridge.translate(ref_m, direction).X, float)
     pick = rng.integers(0, len(ref), size=len(sub))
     out.update({"accuracy_ridge_own": acc(r_own), "accuracy_ridge_shuffled": acc(r_shuf),
+                "accuracy_ridge_own_recentred": acc(r_own, True), "accuracy_ridge_shuffled_recentred": acc(r_shuf, True),
                 "accuracy_ridge_sample_own": acc(r_own + resid[pick]),
                 "accuracy_ridge_sample_shuffled": acc(r_shuf + resid[pick])})
     from scipy.stats import wilcoxon

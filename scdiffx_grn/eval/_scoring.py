@@ -26,7 +26,9 @@ Ground truths here are the observed held-out cells: independent of every predict
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +40,23 @@ from ._baselines import KNNTranslator, RidgeTranslator
 from ._common import DIRECTIONS, check_option, counts_layer, group_labels, matrix
 from ._metrics import colwise_pearson, rowwise_auroc, rowwise_pearson
 
-__all__ = ["energy_score", "pit_coverage", "translation_scores", "observed_target"]
+__all__ = ["energy_score", "pit_coverage", "translation_scores", "observed_target", "recentre"]
+
+
+def recentre(pred: np.ndarray, reference_mean: np.ndarray) -> np.ndarray:
+    """Shift each feature of ``pred`` so that its mean over the cells is ``reference_mean``.
+
+    ``pred - pred.mean(0) + reference_mean``: applied identically to every predictor before a
+    classifier fitted on observed cells labels them, so that a per-feature offset (an output on
+    another scale, a calibration bias) does not decide the accuracy; what remains is how the
+    predictions vary between cells. The reference is the observed mean of the classifier's cells.
+    """
+    P = np.asarray(pred, dtype=np.float64)
+    ref = np.asarray(reference_mean, dtype=np.float64).ravel()
+    if P.ndim != 2 or ref.shape != (P.shape[1],):
+        raise InputDataError(f"recentre needs predictions (cells, features) and one mean per feature; got "
+                             f"{P.shape} and {ref.shape}")
+    return P - P.mean(0, keepdims=True) + ref[None, :]
 
 
 def energy_score(samples: np.ndarray, obs: np.ndarray) -> np.ndarray:
@@ -129,7 +147,8 @@ def _model_sample_noise(model, tgt: str, Y: np.ndarray, rng: np.random.Generator
 def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna", groupby: str = "cell_type",
                        n_samples: int = 10, sampler: str = "ddim", n_steps: int = 20, source_guidance: float = 1.0,
                        n_noise: int = 4, n_comps: int = 30, knn_k: int = 15, seed: int = 0,
-                       include_samples: bool = True) -> dict[str, pd.DataFrame]:
+                       include_samples: bool = True, peers: Mapping[str, Any] | None = None
+                       ) -> dict[str, pd.DataFrame]:
     """Score a model's translation against baselines on held-out cells (one run, side by side).
 
     Parameters
@@ -153,12 +172,23 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
         Neighbours of the k-NN predictor / sampler.
     include_samples
         Also score samples (costs ``n_samples`` sampled translations).
+    peers
+        Other translation methods scored beside the model with the same code, name -> object
+        with ``translate(mdata, direction, seed=...)`` returning an AnnData whose ``X`` is on the
+        predictors' scale (log1p CP10k RNA, ATAC probabilities), fitted on the training cells
+        only (e.g. :class:`~scdiffx_grn.eval.MultiVITranslator`). One that also has
+        ``sample(mdata, direction, n_samples=..., seed=...)`` returning observation-level
+        samples ``(n_samples, cells, features)`` is scored as a sampler too.
 
     Returns
     -------
     ``{"points": DataFrame, "samples": DataFrame}``. ``points``: one row per predictor with
     ``per_feature`` (mean per-gene Pearson / per-peak AUROC), ``per_cell`` (mean per-cell
-    Pearson / AUROC), ``accuracy`` (classifier on observed training cells), ``role``.
+    Pearson / AUROC), ``accuracy`` (classifier on observed training cells), ``accuracy_recentred``
+    (the same classifier after :func:`recentre` to the training cells' observed mean, for every
+    predictor alike), ``seconds`` (wall time of the prediction), ``role``; with samples, the
+    samples readout's ``X`` (decoded latent mean of the samples) and the mean of the decoded samples
+    are scored as two more model rows.
     ``samples``: one row per sampler with ``energy_score`` (mean, lower is better),
     ``energy_score_se``, ``coverage_50``, ``coverage_90``.
     """
@@ -195,12 +225,31 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
 
     # ---- point predictions
     preds: dict[str, tuple[np.ndarray, str]] = {}
-    preds["model (posterior mean)"] = (np.asarray(model.translate(m_te, direction, readout="mean", n_noise=n_noise,
-                                                                  seed=seed).X, np.float64), "model")
+    seconds: dict[str, float] = {}
+
+    def _timed(name, fn):
+        t0 = time.perf_counter()
+        out = np.asarray(fn().X, np.float64)
+        seconds[name] = time.perf_counter() - t0
+        return out
+
+    preds["model (posterior mean)"] = (_timed("model (posterior mean)", lambda: model.translate(
+        m_te, direction, readout="mean", n_noise=n_noise, seed=seed)), "model")
+    for name, peer in (peers or {}).items():
+        t0 = time.perf_counter()
+        out = peer.translate(m_te, direction, seed=seed)
+        seconds[name] = time.perf_counter() - t0
+        same_cells = list(out.obs_names) == list(m_te.mod[src].obs_names)
+        same_features = list(out.var_names) == list(m_te.mod[tgt].var_names)
+        if not (same_cells and same_features):
+            raise InputDataError(f"peer {name!r} must return the test cells and the {tgt} features in the order of "
+                                 f"mdata (cells {'match' if same_cells else 'differ'}, features "
+                                 f"{'match' if same_features else 'differ'})")
+        preds[name] = (np.asarray(out.X.toarray() if sp.issparse(out.X) else out.X, np.float64), "peer")
     ridge = RidgeTranslator(n_comps=n_comps, seed=seed).fit(m_tr)
-    preds["ridge"] = (np.asarray(ridge.translate(m_te, direction).X, np.float64), "baseline")
+    preds["ridge"] = (_timed("ridge", lambda: ridge.translate(m_te, direction)), "baseline")
     knn = KNNTranslator(k=knn_k, n_comps=n_comps, seed=seed).fit(m_tr)
-    preds["k-NN"] = (np.asarray(knn.translate(m_te, direction).X, np.float64), "baseline")
+    preds["k-NN"] = (_timed("k-NN", lambda: knn.translate(m_te, direction)), "baseline")
     mean_tr = Y_tr.mean(0)
     preds["training mean"] = (np.broadcast_to(mean_tr, Y_te.shape).copy(), "floor")
     types = pd.Series(y_tr)
@@ -209,12 +258,14 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
     rec = model.reconstruct(m_te, tgt)
     rec = log_normalize(rec) if tgt == "rna" else rec  # proportions rho -> log1p CP10k
     preds["autoencoder reconstruction"] = (np.asarray(rec, np.float64), "ceiling")
-    rows = []
-    for name, (P, role) in preds.items():
-        rows.append({"predictor": name, "role": role, "direction": direction,
-                     "per_feature": _per_feature(Y_te, P, tgt), "per_cell": _per_cell(Y_te, P, tgt),
-                     "accuracy": float(np.mean(clf.predict(pca.transform(P)) == y_te)), "n_cells": len(te)})
-    points = pd.DataFrame(rows)
+    def _row(name, P, role):
+        return {"predictor": name, "role": role, "direction": direction,
+                "per_feature": _per_feature(Y_te, P, tgt), "per_cell": _per_cell(Y_te, P, tgt),
+                "accuracy": float(np.mean(clf.predict(pca.transform(P)) == y_te)),
+                "accuracy_recentred": float(np.mean(clf.predict(pca.transform(recentre(P, mean_tr))) == y_te)),
+                "seconds": seconds.get(name, np.nan), "n_cells": len(te)}
+
+    points = pd.DataFrame([_row(name, P, role) for name, (P, role) in preds.items()])
     if not include_samples:
         return {"points": points, "samples": pd.DataFrame()}
 
@@ -223,10 +274,26 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
     m = int(n_samples)
     obs_f = pca.transform(Y_te)
     samplers: dict[str, np.ndarray] = {}
+    name = f"model (latent mean of {m} samples, {sampler} {n_steps})"
+    t0 = time.perf_counter()
     tr_out = model.translate(m_te, direction, readout="samples", n_samples=m, sampler=sampler, n_steps=n_steps,
                              source_guidance=source_guidance, seed=seed, return_samples=True)
+    seconds[name] = time.perf_counter() - t0
+    # the samples readout's X (their decoded latent mean) is a second point predictor, scored alike, and
+    # the mean of the decoded samples (the posterior-predictive mean: probabilities for ATAC) a third
+    name2 = f"model (decoded mean of {m} samples, {sampler} {n_steps})"
+    seconds[name2] = seconds[name]
+    points = pd.concat([points, pd.DataFrame([
+        _row(name, np.asarray(tr_out.X, np.float64), "model"),
+        _row(name2, np.asarray(tr_out.uns["samples"], np.float64).mean(0), "model")])], ignore_index=True)
     S = _model_sample_noise(model, tgt, np.asarray(tr_out.uns["samples"], np.float64), rng)
     samplers[f"model samples ({sampler} {n_steps})"] = np.stack([pca.transform(s) for s in S])
+    for name, peer in (peers or {}).items():
+        if hasattr(peer, "sample"):
+            S = np.asarray(peer.sample(m_te, direction, n_samples=m, seed=seed), np.float64)
+            if S.shape != (m, *Y_te.shape):
+                raise InputDataError(f"peer {name!r} returned samples of shape {S.shape}, not {(m, *Y_te.shape)}")
+            samplers[f"{name} samples"] = np.stack([pca.transform(s) for s in S])
     # ridge mean + the residual of a random training cell
     R_tr = Y_tr - np.asarray(ridge.translate(m_tr, direction).X, np.float64)
     mu_f = pca.transform(preds["ridge"][0])
