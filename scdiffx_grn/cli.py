@@ -826,23 +826,7 @@ def screen(
     tgt: Any = "all_tfs" if tlist == ["all_tfs"] else tlist
     if not tlist:
         raise OptionError("no targets: give --target GENE (repeatable), 'all_tfs' or @FILE")
-    if tgt != "all_tfs" and modality in ("rna", "atac"):
-        what, names = ("gene", m.rna_var_names) if modality == "rna" else ("peak", m.atac_var_names)
-        known = set(names)
-        bad = [t for t in tgt if t not in known]
-        hint = ""
-        if bad and modality == "rna":
-            low = {g.lower(): g for g in names}
-            near = [f"{t!r} -> {low[t.lower()]!r}" for t in bad if t.lower() in low][:3]
-            hint = f" (case differs: {', '.join(near)})" if near else ""
-        if len(bad) == len(tgt):
-            raise UnknownFeatureError(f"none of the {len(tgt)} target(s) is a {what} of the model: "
-                                      f"{_fmt_items(bad)}{hint}; nothing to screen")
-        if bad and on_unknown == "raise":
-            raise UnknownFeatureError(f"unknown {what} target(s) {_fmt_items(bad)}: not among the model's "
-                                      f"{len(known):,} {what}s{hint}; fix them, or pass --on-unknown report to "
-                                      "skip them (they are listed in report.parquet)")
-    try:
+    try:  # unknown targets: the library raises before any work (perturb.screen, on_unknown)
         summary = tl.screen(m, mdata, tgt, kind=kind, modality=modality, factor=factor, groupby=groupby,
                             out_dir=out, resume=resume, n_samples=n_samples, batch_targets=batch_targets,
                             batch_size=batch_size, seed=seed, alpha=alpha, on_unknown=on_unknown,

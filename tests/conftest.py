@@ -28,7 +28,31 @@ def float32_tol(ref, n_terms: int) -> float:
 
     u = float(np.finfo(np.float32).eps) / 2
     gamma = n_terms * u / (1 - n_terms * u)
-    return 2 * gamma * max(float(np.max(np.abs(np.asarray(ref, dtype=float)))), float(np.finfo(np.float32).tiny))
+    return 2 * gamma * max(float(np.nanmax(np.abs(np.asarray(ref, dtype=float)))), float(np.finfo(np.float32).tiny))
+
+
+def float32_terms(module, n_keys: int = 0) -> int:
+    """Length of the chain of float32 sums in one forward pass of a torch ``module`` (for
+    :func:`float32_tol`), over-estimated from its layer widths: every ``nn.Linear`` adds its
+    ``in_features`` (the matrix product) and its ``out_features`` (a later reduction over its
+    output: softmax, LayerNorm, attention scores and values over at most that many entries), for
+    every layer rather than only those on the longest path. ``n_keys``: attention over more
+    entries than any layer is wide (e.g. a set encoder over the genes)."""
+    import torch
+
+    return n_keys + sum(m.in_features + m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def model_float32_tol(ref, model, denoiser_calls: int = 0, extra_terms: int = 0) -> float:
+    """:func:`float32_tol` for an output ``ref`` of a ScDiffusionX ``model`` computed twice in another
+    order of sums: through both autoencoders (encode the source, decode the target) and
+    ``denoiser_calls`` chained denoiser calls (sampler steps; classifier-free guidance runs its
+    branches side by side, not in a chain); ``extra_terms``: further sums (e.g. averaging samples)."""
+    mod = model.module
+    n = float32_terms(mod.rna_ae) + extra_terms + denoiser_calls * float32_terms(mod.denoiser)
+    if getattr(mod, "atac_ae", None) is not None:
+        n += float32_terms(mod.atac_ae)
+    return float32_tol(ref, n)
 
 
 def write_synthetic_files(d, seed: int = 0):

@@ -31,6 +31,8 @@ from scdiffx_grn import (
     tl,
 )
 
+from conftest import float32_terms, float32_tol
+
 settings.progress = False
 md.set_options(pull_on_update=False)
 TINY = dict(width=16, n_layers=1, n_heads=2, token_dim=4)
@@ -417,7 +419,10 @@ def test_load_with_other_feature_set(ckpt, data):
 def test_reordered_features_are_mapped(model, data):
     """Documented handling: the model's features in another order are reordered, not an error."""
     m = md.MuData({"rna": data.mod["rna"][:, ::-1].copy(), "atac": data.mod["atac"][:, ::-1].copy()})
-    np.testing.assert_allclose(model.get_latent(m, "rna"), model.get_latent(data, "rna"), atol=1e-5)
+    z = model.get_latent(data, "rna")
+    # the same values in another memory layout: at most the order of the encoder's float32 sums differs
+    np.testing.assert_allclose(model.get_latent(m, "rna"), z, rtol=0,
+                               atol=float32_tol(z, float32_terms(model.module.rna_ae.encoder)))
 
 
 def test_perturbation_targets_not_in_model(model, data):

@@ -26,6 +26,8 @@ from scdiffx_grn import (
 from scdiffx_grn.model import ModelConfig, TranslationModel, make_scheduler, nb_log_likelihood
 from scdiffx_grn.model._modules import DCADenoiser
 
+from conftest import model_float32_tol
+
 TINY = dict(width=32, n_layers=2, n_heads=2, token_dim=4)
 settings.progress = False
 
@@ -175,8 +177,12 @@ def test_end_to_end(trained, planted, tmp_path):
     t1 = model.translate(planted[:20], "atac->rna", seed=5, n_steps=5).X
     t2 = model.translate(planted[:20], "atac->rna", seed=5, n_steps=5, batch_size=7).X
     t3 = model.translate(planted[:20], "atac->rna", seed=6, n_steps=5).X
-    np.testing.assert_allclose(t1, t2, atol=1e-5)
-    assert np.abs(t1 - t3).max() > 1e-4
+    # another batch size changes only the order of float32 sums (mean readout: one denoiser call per
+    # noise, 4 noises averaged); another seed is what batch-dependent noise would look like, and it
+    # must exceed the tolerance with room to spare
+    tol = model_float32_tol(t1, model, denoiser_calls=1, extra_terms=4)
+    np.testing.assert_allclose(t1, t2, rtol=0, atol=tol)
+    assert np.abs(t1 - t3).max() > 2 * tol
 
     # save -> load round trip (weights_only) gives identical outputs
     path = tmp_path / "model"

@@ -312,6 +312,20 @@ screen(LinearStandIn(delay={delay}), m, {targets!r}, kind="close", modality="ata
 """
 
 
+def _assert_frames_close(a, b, n_terms):
+    """Frames equal up to float32 sums in another order: each float column within
+    ``float32_tol`` of its own scale, every other column exactly."""
+    pd.testing.assert_index_equal(a.columns, b.columns)
+    for c in a.columns:
+        if pd.api.types.is_float_dtype(b[c]):
+            ref = b[c].to_numpy(np.float64)
+            finite = ref[np.isfinite(ref)]
+            atol = float32_tol(finite, n_terms) if finite.size else 0.0
+            np.testing.assert_allclose(a[c].to_numpy(np.float64), ref, rtol=0, atol=atol, err_msg=c)
+        else:
+            pd.testing.assert_series_equal(a[c], b[c])
+
+
 def _screen_targets():
     return [f"chr1-{100 * i}-{100 * i + 50}" for i in range(10)]
 
@@ -403,13 +417,16 @@ def test_screen_resume_after_kill(tmp_path, mdata):
     ref_dir = tmp_path / "ref"
     ref = screen(model, mdata, _screen_targets(), kind="close", modality="atac", out_dir=ref_dir,
                  batch_targets=3, n_samples=2, show_progress=False)
-    pd.testing.assert_frame_equal(summ.drop(columns=["pca_shift"]), ref.drop(columns=["pca_shift"]),
-                                  check_exact=False, atol=1e-6)
-    np.testing.assert_allclose(summ["pca_shift"], ref["pca_shift"], atol=1e-5)
+    # other target batches (and another process for the first targets): only the order of float32
+    # sums differs (encode, decode; the PCA projection of the shift sums over the features again)
+    n_terms = N_GENES + N_PEAKS + LATENT
+    _assert_frames_close(summ.drop(columns=["pca_shift"]), ref.drop(columns=["pca_shift"]), n_terms)
+    np.testing.assert_allclose(summ["pca_shift"], ref["pca_shift"], rtol=0,
+                               atol=float32_tol(ref["pca_shift"], n_terms + N_GENES + N_PEAKS))
     e1, e2 = load_screen_effects(out), load_screen_effects(ref_dir)
     e1 = e1.sort_values(["perturbation", "cell_type", "feature"]).reset_index(drop=True)
     e2 = e2.sort_values(["perturbation", "cell_type", "feature"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(e1, e2, check_exact=False, atol=1e-6)
+    _assert_frames_close(e1, e2, n_terms)
     assert len(load_screen(out)) == 30
     with pytest.raises(CheckpointError, match="other settings"):
         screen(model, mdata, _screen_targets(), kind="close", modality="atac", out_dir=out, n_samples=3,

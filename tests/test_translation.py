@@ -21,6 +21,8 @@ from scdiffx_grn import ScDiffusionX, ScdxError, settings
 from scdiffx_grn.eval import energy_score, pit_coverage, source_dependence, translation_scores
 from scdiffx_grn.model import ModelConfig, make_scheduler
 
+from conftest import float32_tol, model_float32_tol
+
 settings.progress = False
 TINY = dict(width=32, n_layers=2, n_heads=2, token_dim=4, latent_dim=16, rna_hidden=(64,), atac_hidden=(64,))
 N_F_GENES = 12
@@ -151,9 +153,11 @@ def test_mean_readout_is_one_denoiser_call(vmodel, weak):
     with torch.no_grad():
         o, _ = den(noise[:, :L], z_src, T, torch.zeros_like(T), den.labels.null(25, "cpu"))
     ref = sched.to_x0_eps(o, noise[:, :L], T)[0]
-    torch.testing.assert_close(z.detach(), ref, atol=1e-5, rtol=1e-5)
+    # another code path (and batch) around the same denoiser call: only the order of float32 sums differs
+    tol = model_float32_tol(ref, vmodel, denoiser_calls=1)
+    torch.testing.assert_close(z.detach(), ref, atol=tol, rtol=0)
     tr1 = vmodel.translate(test, "atac->rna", seed=3, n_noise=1)
-    np.testing.assert_allclose(tr1.obsm["latent"], ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(tr1.obsm["latent"], ref.numpy(), rtol=0, atol=tol)
     tr4 = vmodel.translate(test, "atac->rna", seed=3, n_noise=4)
     assert np.corrcoef(tr1.X.ravel(), tr4.X.ravel())[0, 1] > 0.9
 
@@ -165,9 +169,15 @@ def test_translation_of_a_cell_does_not_depend_on_its_row_or_batch_mates(vmodel,
     full = vmodel.translate(test, "atac->rna", seed=1, batch_size=512, **kw)
     rev = test[::-1].copy()
     part = vmodel.translate(rev, "atac->rna", seed=1, batch_size=7, **kw)
-    np.testing.assert_allclose(part.X[::-1], full.X, atol=1e-5)
+    # other batches change only the order of float32 sums: chained denoiser calls (one for the mean
+    # readout), then the average over noises or samples
+    tol = model_float32_tol(full.X, vmodel, denoiser_calls=kw.get("n_steps", 1), extra_terms=4)
+    np.testing.assert_allclose(part.X[::-1], full.X, rtol=0, atol=tol)
     one = vmodel.translate(test[4:5].copy(), "atac->rna", seed=1, **kw)
-    np.testing.assert_allclose(one.X[0], full.X[4], atol=1e-5)
+    np.testing.assert_allclose(one.X[0], full.X[4], rtol=0, atol=tol)
+    # batch-keyed noise would move a cell as much as another seed does: more than the tolerance
+    other = vmodel.translate(test, "atac->rna", seed=2, batch_size=512, **kw)
+    assert np.abs(other.X - full.X).max() > 2 * tol
 
 
 def test_samples_are_averaged_in_latent_space_not_decoded_space(vmodel, weak):
@@ -177,9 +187,10 @@ def test_samples_are_averaged_in_latent_space_not_decoded_space(vmodel, weak):
     assert S.shape == (4, 20, weak.mod["rna"].n_vars)
     with torch.no_grad():
         dec = torch.log1p(1e4 * vmodel.decode_rna(torch.as_tensor(tr.obsm["latent"]))).numpy()
-    np.testing.assert_allclose(tr.X, dec, atol=1e-4)
+    np.testing.assert_allclose(tr.X, dec, rtol=0, atol=model_float32_tol(dec, vmodel))  # decoder: same sums, maybe other batches
     assert np.abs(tr.X - S.mean(0)).max() > 1e-3  # not the decoded average
-    np.testing.assert_allclose(tr.layers["std"], S.std(0), atol=1e-5)
+    # a float32 standard deviation over 4 samples: sums of 4 values and of 4 squares
+    np.testing.assert_allclose(tr.layers["std"], S.std(0), rtol=0, atol=float32_tol(S, 2 * 4))
     with pytest.raises(ScdxError, match="readout"):
         vmodel.translate(test, "atac->rna", readout="median")
 
@@ -198,7 +209,8 @@ def test_source_guidance(vmodel, weak):
     for m in shuffled.mod.values():
         m.obs_names = test.obs_names
     u2 = vmodel.translate(shuffled, "atac->rna", seed=0, source_guidance=0.0, n_noise=1)
-    np.testing.assert_allclose(u1.X, u2.X, atol=1e-5)
+    # other batch-mates: only the order of float32 sums of the one denoiser call differs
+    np.testing.assert_allclose(u1.X, u2.X, rtol=0, atol=model_float32_tol(u1.X, vmodel, denoiser_calls=1))
 
 
 def test_source_guidance_needs_source_dropout(weak):
