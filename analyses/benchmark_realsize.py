@@ -5,7 +5,7 @@ symbols and TSSs, 10x-like sparsity, planted peak -> gene links; default 10,000 
 150,000 peaks) goes through what a new user runs:
 
 1. ``read_multiome`` of the h5 (cell types from a labels table), ``pp.qc``;
-2. ``pp.select_features`` (HVGs + TFs, every peak within the window of their TSSs, top peaks); the
+2. ``tl.select_features`` (HVGs + TFs, every peak within the window of their TSSs, top peaks); the
    candidate pairs the old recipe (HVGs x the most open 3,000 peaks) would have left are counted beside;
 3. ``ScDiffusionX`` with default sizes, ``train(preset="auto", time_budget=...)``: the estimate printed
    before training is compared with the measured time; save (checkpoint size);
@@ -191,14 +191,14 @@ def main(argv=None) -> dict:
         # what the old recipe (HVGs x the 3,000 most open peaks) would leave, for comparison
         frac = np.bincount(m.mod["atac"].layers["counts"].indices, minlength=m.mod["atac"].n_vars)
         top = m.mod["atac"].var_names[np.argsort(-frac, kind="stable")[:3000]]
-        scdx.pp.select_features(m, n_top_genes=a.n_top_genes, tfs=True, window=a.window,
+        scdx.tl.select_features(m, n_top_genes=a.n_top_genes, tfs=True, window=a.window,
                                 n_latent_peaks=a.n_latent_peaks)
         hvg = m.mod["rna"].var_names[m.mod["rna"].var["highly_variable"].to_numpy().astype(bool)]
         tss = scdx.grn.read_tss(scdx.datasets.tss_annotation("hg38"))
         old = scdx.grn.peak_gene_candidates(scdx.grn.parse_peak_names(top), genes=hvg, tss_table=tss, window=a.window)
         return int(len(old))
 
-    old_pairs = st.run("pp.select_features", select)
+    old_pairs = st.run("tl.select_features", select)
     counts = dict(m.uns["select_features"]["counts"])
     counts["candidate_pairs_old_recipe_hvg_x_top3000"] = old_pairs
     print(f"[realsize] selection: {counts}", flush=True)

@@ -109,7 +109,7 @@ def test_select_features_keeps_every_window_peak_and_the_planted_pairs(sim):
     links = sim.uns["planted_pairs"]
     user = list(links["gene"].unique()[:5])
     m = simulate_multiome(300, 2000, 5000, n_types=4, n_links=150, seed=3)
-    scdx.pp.select_features(m, n_top_genes=200, tfs=True, genes=user, window=50_000, n_latent_peaks=300)
+    scdx.tl.select_features(m, n_top_genes=200, tfs=True, genes=user, window=50_000, n_latent_peaks=300)
     res = m.uns["select_features"]
     c = res["counts"]
     rna0, atac0 = sim.mod["rna"], sim.mod["atac"]
@@ -141,7 +141,7 @@ def test_select_features_keeps_every_window_peak_and_the_planted_pairs(sim):
 def test_select_features_covers_more_pairs_than_top_peaks(sim):
     """The old recipe (HVGs x most open peaks) loses most candidate pairs; the window rule keeps them all."""
     m = sim.copy()
-    scdx.pp.select_features(m, n_top_genes=200, tfs=False, window=150_000, n_latent_peaks=0, subset=False)
+    scdx.tl.select_features(m, n_top_genes=200, tfs=False, window=150_000, n_latent_peaks=0, subset=False)
     kept = m.mod["rna"].var_names[m.mod["rna"].var["selected"]]
     tss = scdx.grn.read_tss(scdx.datasets.tss_annotation("hg38"))
     old = sim.copy()
@@ -153,9 +153,9 @@ def test_select_features_covers_more_pairs_than_top_peaks(sim):
 @hg38
 def test_select_features_bad_input(sim):
     with pytest.raises(scdx.UnknownFeatureError, match="NOT_A_GENE"):
-        scdx.pp.select_features(sim, genes=["NOT_A_GENE"], copy=True)
+        scdx.tl.select_features(sim, genes=["NOT_A_GENE"], copy=True)
     with pytest.raises(scdx.OptionError, match="window"):
-        scdx.pp.select_features(sim, window=-1, copy=True)
+        scdx.tl.select_features(sim, window=-1, copy=True)
 
 
 # ----------------------------------------------------------------------------- bounded model size
@@ -272,7 +272,7 @@ def test_benchmark_realsize_runs_end_to_end_at_small_scale(tmp_path):
                     "--model-option", "width=16", "n_layers=1", "n_heads=2", "--out", str(tmp_path)])
     steps = [r["step"] for r in res["steps"]]
     assert steps[:4] == ["simulate + write h5 (not part of the workflow)", "read_multiome (10x h5)", "pp.qc",
-                         "pp.select_features"]
+                         "tl.select_features"]
     assert all(r["peak_rss_mb"] > 0 and r["seconds"] >= 0 for r in res["steps"])
     assert [g["status"] for g in res["grn"]] == ["done", "done"]
     assert res["selection"]["candidate_pairs"] == res["recovery"][0]["n_pairs"]

@@ -52,8 +52,8 @@ def _solve_library(p: np.ndarray, target: float) -> float:
 
 def _genes_table(genome: str, n_genes: int, rng) -> pd.DataFrame:
     """``gene, chrom, tss, strand, annotated``: real genes (one TSS each, main chromosomes) then fillers."""
-    from ..grn._genomic import read_tss
     from ._refdb import tss_annotation
+    from ._tss import read_tss
 
     tss = read_tss(tss_annotation(genome))
     tss = tss[tss["chrom"].isin(_MAIN_CHROMS)].drop_duplicates("gene").reset_index(drop=True)
@@ -210,13 +210,12 @@ def simulate_multiome(n_cells: int = 10_000, n_genes: int = 36_000, n_peaks: int
         p_atac[t, rng.choice(n_peaks, max(1, n_peaks // 20), replace=False)] *= 5.0
 
     # planted links: expressed annotated genes x peaks within link_window of their TSS
-    from ..grn._genomic import peak_gene_candidates
+    from ._tss import tss_window_pairs
 
     ann = genes[genes["annotated"] & (g_mu > np.median(g_mu))]
-    cand = peak_gene_candidates(pd.DataFrame({"chrom": peaks["chrom"].to_numpy(), "start": peaks["start"].to_numpy(),
-                                              "end": peaks["end"].to_numpy()}, index=peak_names),
-                                genes=ann["gene"], tss_table=ann[["gene", "chrom", "tss", "strand"]],
-                                window=link_window)
+    cand = tss_window_pairs(pd.DataFrame({"chrom": peaks["chrom"].to_numpy(), "start": peaks["start"].to_numpy(),
+                                          "end": peaks["end"].to_numpy()}, index=peak_names),
+                            ann[["gene", "chrom", "tss", "strand"]].reset_index(drop=True), link_window)
     links = pd.DataFrame({"peak": [], "gene": [], "distance": [], "fold": []})
     if len(cand) and n_links > 0:
         cand = cand.sample(frac=1.0, random_state=int(rng.integers(2**31))).drop_duplicates("peak")
@@ -310,11 +309,12 @@ def simulate_multiome(n_cells: int = 10_000, n_genes: int = 36_000, n_peaks: int
     return m
 
 
-def write_10x_h5(mdata, path, *, overwrite: bool = False, compression: str | None = "gzip"):
+def write_10x_h5(mdata, path, *, layer: str | None = "counts", overwrite: bool = False,
+                 compression: str | None = "gzip"):
     """Write a paired MuData as a Cell Ranger ARC ``filtered_feature_bc_matrix.h5``.
 
     Features are the RNA genes (``Gene Expression``) then the ATAC peaks (``Peaks``); values are the raw
-    counts (``layers["counts"]``, else ``X``) as int32, written feature-major (the 10x CSC layout) straight
+    counts (``layers[layer]``; ``layer=None``: ``X``; a missing layer raises) as int32, written feature-major (the 10x CSC layout) straight
     from the cells x features CSR matrices. Cell labels are not part of the format (keep them in a table
     and pass it to ``read_multiome(labels=...)``).
 
@@ -328,12 +328,13 @@ def write_10x_h5(mdata, path, *, overwrite: bool = False, compression: str | Non
     import h5py
 
     from .._io import atomic_path, check_output_file
+    from .._registry import layer_matrix
 
     check_output_file(path, overwrite=overwrite, option="overwrite=True")
     mats = []
     for key in ("rna", "atac"):
         a = mdata.mod[key]
-        X = a.layers["counts"] if "counts" in a.layers else a.X
+        X = layer_matrix(a, layer, what=f"the {key} modality")
         X = sp.csr_matrix(X)
         if X.nnz and not np.array_equal(X.data, np.round(X.data)):
             raise InputDataError(f"write_10x_h5: the {key} values are not integer counts; 10x files hold counts")

@@ -32,6 +32,7 @@ from ._methods import METHODS, Method, Param, methods, register_method, show_met
 from ._motifs import Motif, peak_sequences, read_motifs, scan_motifs
 from ._network import group_column, network_table
 from ._plots import grn_network, grn_specificity_heatmap
+from ._select import select_features
 from ._scores import (
     attention_matrix,
     attention_scores,
@@ -51,6 +52,7 @@ from ._tf import (
 )
 
 __all__ = [
+    "select_features",
     "METHODS",
     "Method",
     "Motif",

@@ -179,7 +179,7 @@ def apply_preset(model, mdata, preset: str, *, time_budget: float | None, batch_
     _say(msg)
     if not plan["fits_budget"]:
         logger.warning("the training estimate (%.1f min) exceeds the time budget (%.1f min): even the shortest "
-                       "recipe does not fit; give more time or fewer features (pp.select_features)",
+                       "recipe does not fit; give more time or fewer features (tl.select_features)",
                        plan["estimated_seconds"] / 60, plan["time_budget"] / 60)
     opts["plan"] = plan
     return opts

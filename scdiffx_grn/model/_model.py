@@ -302,20 +302,11 @@ class ScDiffusionX:
         -------
         The loss history (also in ``model.history``).
         """
-        from .._validate import check_count, check_positive, check_range
-        from ._train import Trainer
+        from ._train import Trainer, check_train_options
 
-        check_count("ae_epochs", ae_epochs)
-        check_count("diffusion_steps", diffusion_steps)
-        check_count("batch_size", batch_size, 1)
-        check_count("checkpoint_every", checkpoint_every, 1)
-        check_count("log_every", log_every, 1)
-        check_positive("ae_lr", ae_lr)
-        check_positive("lr", lr)
-        check_positive("weight_decay", weight_decay, allow_zero=True)
-        if grad_clip != float("inf"):  # inf: no clipping
-            check_positive("grad_clip", grad_clip)
-        check_range("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+        check_train_options(ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, batch_size=batch_size,
+                            checkpoint_every=checkpoint_every, log_every=log_every, ae_lr=ae_lr, lr=lr,
+                            weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay)
         if mdata is None:
             mdata = getattr(self, "_train_mdata", None)
             if mdata is None:

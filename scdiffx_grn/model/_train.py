@@ -86,6 +86,25 @@ def _dist():
     return dist.get_rank(), dist.get_world_size()
 
 
+
+def check_train_options(*, ae_epochs, diffusion_steps, batch_size, checkpoint_every, log_every, ae_lr, lr,
+                        weight_decay, grad_clip, ema_decay) -> None:
+    """Range checks of ``ScDiffusionX.train``'s options (one-line ``OptionError`` naming the option)."""
+    from .._validate import check_count, check_positive, check_range
+
+    check_count("ae_epochs", ae_epochs)
+    check_count("diffusion_steps", diffusion_steps)
+    check_count("batch_size", batch_size, 1)
+    check_count("checkpoint_every", checkpoint_every, 1)
+    check_count("log_every", log_every, 1)
+    check_positive("ae_lr", ae_lr)
+    check_positive("lr", lr)
+    check_positive("weight_decay", weight_decay, allow_zero=True)
+    if grad_clip != float("inf"):  # inf: no clipping
+        check_positive("grad_clip", grad_clip)
+    check_range("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+
+
 class Trainer:
     """Runs both training phases for an :class:`~scdiffx_grn.model.ScDiffusionX`."""
 

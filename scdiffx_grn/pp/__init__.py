@@ -9,7 +9,6 @@ copy. Layers are read with :func:`scdiffx_grn._registry.layer_matrix`: a missing
 - :func:`qc`: paired cell filtering and feature filtering
 - :func:`highly_variable_genes`: HVGs on counts (seurat_v3, with a fallback)
 - :func:`filter_peaks`: keep frequently open peaks
-- :func:`select_features`: HVGs + TFs + chosen genes and every peak within a window of them (for GRNs)
 - :func:`binarize`, :func:`tfidf`, :func:`lsi`: ATAC transforms and embedding
 - :func:`split_cells`: reproducible stratified train / val / test split
 - :func:`stratified_subsample`: proportional subsample indices
@@ -24,7 +23,6 @@ from ._atac import binarize, lsi, tfidf
 from ._genes import match_case, normalize_organism
 from ._peaks import filter_peaks, parse_peaks
 from ._qc import highly_variable_genes, qc
-from ._select import select_features
 from ._split import split_cells, stratified_subsample
 
 __all__ = [
@@ -32,7 +30,6 @@ __all__ = [
     "qc",
     "highly_variable_genes",
     "filter_peaks",
-    "select_features",
     "binarize",
     "tfidf",
     "lsi",

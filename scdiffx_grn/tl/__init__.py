@@ -11,6 +11,7 @@ from .._lazy import lazy_namespace
 
 _MAP = {
     # GRN extraction (scdiffx_grn.grn)
+    "select_features": "scdiffx_grn.grn",
     "extract_grn": "scdiffx_grn.grn",
     "show_methods": "scdiffx_grn.grn",
     "peak_gene_candidates": "scdiffx_grn.grn",

@@ -18,8 +18,8 @@ import scipy.sparse as sp
 
 from .._errors import OptionError, UnknownFeatureError, _fmt_items
 from .._settings import logger
-from .. import _store
-from ._utils import get_matrix, update
+import scdiffx_grn._store as _store
+from ..pp._utils import get_matrix, update
 
 __all__ = ["select_features"]
 
@@ -85,8 +85,8 @@ def select_features(mdata, *, n_top_genes: int = 2000, tfs: bool | Iterable[str]
     """
     from ..datasets import tf_list
     from ..datasets._refdb import tss_annotation
-    from ..grn._genomic import peak_gene_candidates, peaks_table, read_tss
-    from ._qc import highly_variable_genes
+    from ..pp._qc import highly_variable_genes
+    from ._genomic import peak_gene_candidates, peaks_table, read_tss
 
     if int(window) < 0:
         raise OptionError(f"window must be >= 0 bp, got {window!r}")
