@@ -55,6 +55,46 @@ def model_float32_tol(ref, model, denoiser_calls: int = 0, extra_terms: int = 0)
     return float32_tol(ref, n)
 
 
+class LinearTensorAPI:
+    """The tensor half of the TranslationModel protocol for the linear stand-ins of the perturbation
+    tests: log1p(CP10k) / 5 RNA, binary ATAC, encoders ``Wr`` / ``Wa``, decoders softmax(z ``Dr``) and
+    sigmoid(z ``Da`` - 1), no label conditioning. Subclasses set the weights and ``translate_latent``."""
+
+    def rna_tensor(self, X):
+        import numpy as np
+        import scipy.sparse as sp
+        import torch
+
+        x = torch.as_tensor(X.toarray() if sp.issparse(X) else np.asarray(X), dtype=torch.float32)
+        return torch.log1p(x / x.sum(-1, keepdim=True).clamp(min=1.0) * 1e4) / 5.0
+
+    def atac_tensor(self, X):
+        import numpy as np
+        import scipy.sparse as sp
+        import torch
+
+        x = torch.as_tensor(X.toarray() if sp.issparse(X) else np.asarray(X), dtype=torch.float32)
+        return (x > 0).float()
+
+    def encode(self, modality, x):
+        return x @ (self.Wr if modality == "rna" else self.Wa)
+
+    def decode_rna(self, z):
+        import torch
+
+        return torch.softmax(z @ self.Dr, dim=-1)
+
+    def decode_atac(self, z):
+        import torch
+
+        return torch.sigmoid(z @ self.Da - 1.0)
+
+    def condition_indices(self, labels, n=None):
+        import torch
+
+        return torch.zeros(len(next(iter(labels.values()))), 1, dtype=torch.long)
+
+
 def write_synthetic_files(d, seed: int = 0):
     """Write the synthetic paired data as ``syn.h5mu``, ``rna.h5ad`` and ``atac.h5ad`` in folder ``d``; returns it."""
     m = make_synthetic_mdata(seed)

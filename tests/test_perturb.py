@@ -37,7 +37,7 @@ from scdiffx_grn.perturb import (  # noqa: E402
     volcano,
 )
 
-from conftest import float32_tol  # noqa: E402
+from conftest import LinearTensorAPI, float32_tol  # noqa: E402
 
 N_GENES, N_PEAKS, LATENT = 12, 16, 8
 TYPES = ("A", "B", "C")
@@ -67,7 +67,7 @@ def make_synthetic(n_cells: int = 90, seed: int = 0, strength: float = 1.0) -> m
     return m
 
 
-class LinearStandIn:
+class LinearStandIn(LinearTensorAPI):
     """Deterministic stand-in honouring the model's tensor API; translation is a known linear map.
 
     Peak i (i = 0, 1) feeds latent dim i, which raises gene i in the RNA decoder; gene i feeds
@@ -94,26 +94,6 @@ class LinearStandIn:
         self.device = torch.device("cpu")
         self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
         self.config = SimpleNamespace(latent_dim=LATENT, token_dim=1, label_keys=[])
-
-    def rna_tensor(self, X):
-        x = torch.as_tensor(X.toarray() if sp.issparse(X) else np.asarray(X), dtype=torch.float32)
-        return torch.log1p(x / x.sum(-1, keepdim=True).clamp(min=1.0) * 1e4) / 5.0
-
-    def atac_tensor(self, X):
-        x = torch.as_tensor(X.toarray() if sp.issparse(X) else np.asarray(X), dtype=torch.float32)
-        return (x > 0).float()
-
-    def encode(self, modality, x):
-        return x @ (self.Wr if modality == "rna" else self.Wa)
-
-    def decode_rna(self, z):
-        return torch.softmax(z @ self.Dr, dim=-1)
-
-    def decode_atac(self, z):
-        return torch.sigmoid(z @ self.Da - 1.0)
-
-    def condition_indices(self, labels, n=None):
-        return torch.zeros(len(next(iter(labels.values()))), 1, dtype=torch.long)
 
     def translate_latent(self, z_src, direction, cond, noise, **kw):
         if self.delay:

@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import LinearTensorAPI  # noqa: E402
 from scdiffx_grn._errors import OptionError, UnknownFeatureError  # noqa: E402
 from scdiffx_grn.perturb import Perturbation, perturb, prepare_inputs, screen  # noqa: E402
 from scdiffx_grn.perturb._controls import choose_controls, log2_effect, panel_test  # noqa: E402
@@ -42,7 +43,7 @@ def make_data(n_cells: int = 150, seed: int = 0):
     return m
 
 
-class WideStandIn:
+class WideStandIn(LinearTensorAPI):
     """Deterministic linear stand-in (the TranslationModel tensor API) with a planted effect:
     gene g0 feeds latent dim 0, which opens peak p0 (weight 3); every other gene feeds the latent
     with small random weights, so knocking it out is a null edit like the controls'."""
@@ -61,30 +62,6 @@ class WideStandIn:
         self.device = torch.device("cpu")
         self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
         self.config = SimpleNamespace(latent_dim=LATENT, token_dim=1, label_keys=[])
-
-    def rna_tensor(self, X):
-        import scipy.sparse as sp
-
-        x = torch.as_tensor(X.toarray() if sp.issparse(X) else np.asarray(X), dtype=torch.float32)
-        return torch.log1p(x / x.sum(-1, keepdim=True).clamp(min=1.0) * 1e4) / 5.0
-
-    def atac_tensor(self, X):
-        import scipy.sparse as sp
-
-        x = torch.as_tensor(X.toarray() if sp.issparse(X) else np.asarray(X), dtype=torch.float32)
-        return (x > 0).float()
-
-    def encode(self, modality, x):
-        return x @ (self.Wr if modality == "rna" else self.Wa)
-
-    def decode_rna(self, z):
-        return torch.softmax(z @ self.Dr, dim=-1)
-
-    def decode_atac(self, z):
-        return torch.sigmoid(z @ self.Da - 1.0)
-
-    def condition_indices(self, labels, n=None):
-        return torch.zeros(len(next(iter(labels.values()))), 1, dtype=torch.long)
 
     def translate_latent(self, z_src, direction, cond, noise, **kw):
         return z_src + 0.3 * noise

@@ -21,7 +21,7 @@ from .._registry import labels as _labels
 from .._registry import layer_matrix as _layer_matrix
 from .._registry import input_layer
 
-__all__ = ["is_adata", "to_csr", "is_counts", "lognormalise", "binarise", "matrix", "counts_layer", "counts_of",
+__all__ = ["cell_indices", "is_adata", "to_csr", "is_counts", "lognormalise", "binarise", "matrix", "counts_layer", "counts_of",
            "group_labels", "check_option", "DIRECTIONS", "MODALITIES"]
 
 #: translation directions -> (source, target)
@@ -35,6 +35,16 @@ def check_option(name: str, value, allowed: Sequence) -> None:
     """Raise :class:`~scdiffx_grn.OptionError` when ``value`` is not one of ``allowed`` (naming them)."""
     if value not in allowed:
         raise OptionError(f"{name} must be one of {_fmt_items(allowed)}, got {value!r}")
+
+
+def cell_indices(cells, n: int, what: str) -> np.ndarray:
+    """Sorted row indices of ``cells`` (a boolean mask over ``n`` cells, or indices)."""
+    c = np.asarray(cells)
+    if c.dtype == bool:
+        if len(c) != n:
+            raise InputDataError(f"{what} mask has {len(c)} entries for {n} cells")
+        return np.flatnonzero(c)
+    return np.sort(c.astype(np.int64))
 
 
 def is_adata(x) -> bool:

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 from .._errors import InputDataError, ScdxError
 from .._registry import TARGET_SUM, log_normalize
-from ._common import DIRECTIONS, check_option, counts_of
+from ._common import DIRECTIONS, cell_indices, check_option, counts_of
 
 __all__ = ["MultiVITranslator", "import_scvi"]
 
@@ -46,15 +46,6 @@ def import_scvi():
     except ImportError as e:
         raise ScdxError(f"MultiVI needs scvi-tools, which is not installed ({e}); install it with {_INSTALL}") from None
     return scvi
-
-
-def _cells(mask, n: int, what: str) -> np.ndarray:
-    c = np.asarray(mask)
-    if c.dtype == bool:
-        if len(c) != n:
-            raise InputDataError(f"{what} mask has {len(c)} entries for {n} cells")
-        return np.flatnonzero(c)
-    return np.sort(c.astype(np.int64))
 
 
 class MultiVITranslator:
@@ -120,8 +111,8 @@ class MultiVITranslator:
         scvi = import_scvi()
         self._threads()
         n = mdata.n_obs
-        tr = _cells(train, n, "train") if train is not None else np.arange(n)
-        va = _cells(val, n, "val") if val is not None else np.array([], dtype=np.int64)
+        tr = cell_indices(train, n, "train") if train is not None else np.arange(n)
+        va = cell_indices(val, n, "val") if val is not None else np.array([], dtype=np.int64)
         if np.intersect1d(tr, va).size:
             raise InputDataError("train and val cells overlap")
         keep = np.concatenate([tr, va])
@@ -167,8 +158,8 @@ class MultiVITranslator:
         self = cls(max_epochs=meta["max_epochs"], seed=meta["seed"], threads=threads)
         self._threads()
         n = mdata.n_obs
-        tr = _cells(train, n, "train") if train is not None else np.arange(n)
-        va = _cells(val, n, "val") if val is not None else np.array([], dtype=np.int64)
+        tr = cell_indices(train, n, "train") if train is not None else np.arange(n)
+        va = cell_indices(val, n, "val") if val is not None else np.array([], dtype=np.int64)
         self.adata_ = self._mudata(mdata[np.concatenate([tr, va])].copy())
         self.model_ = scvi.model.MULTIVI.load(str(p), adata=self.adata_, accelerator="cpu")
         self.n_train_ = len(tr)

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from .._errors import InputDataError
 from .._registry import TARGET_SUM, log_normalize
 from ._baselines import KNNTranslator, RidgeTranslator
-from ._common import DIRECTIONS, check_option, counts_layer, group_labels, matrix
+from ._common import DIRECTIONS, cell_indices, check_option, counts_layer, group_labels, matrix
 from ._metrics import colwise_pearson, rowwise_auroc, rowwise_pearson
 
 __all__ = ["energy_score", "pit_coverage", "translation_scores", "observed_target", "recentre"]
@@ -200,15 +200,7 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
     src, tgt = DIRECTIONS[direction]
     n = mdata.n_obs
 
-    def _idx(c, what):
-        c = np.asarray(c)
-        if c.dtype == bool:
-            if len(c) != n:
-                raise InputDataError(f"{what} mask has {len(c)} entries for {n} cells")
-            return np.flatnonzero(c)
-        return np.sort(c.astype(np.int64))
-
-    tr, te = _idx(train, "train"), _idx(test, "test")
+    tr, te = cell_indices(train, n, "train"), cell_indices(test, n, "test")
     if len(tr) < 10 or len(te) < 3:
         raise InputDataError(f"need >= 10 training and >= 3 test cells, got {len(tr)} and {len(te)}")
     if np.intersect1d(tr, te).size:
