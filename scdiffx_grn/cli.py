@@ -721,14 +721,12 @@ def grn(
         G.tf_gene_network(mdata, prior, tfs=tf_list, groupby=groupby, key_added="grn_tf", seed=seed)
     note = ""
     with output_dir(out, overwrite=overwrite, known=GRN_FILES, what="GRN folder") as tmp:
-        def _rank(key):
-            return rank_by if "specificity" in G.network_table(mdata, key) else "weight"
-
-        pg = G.grn_df(mdata, key="grn", top_k=top_k, rank_by=_rank("grn"))
+        rank = None if rank_by == "specificity" else rank_by  # None: specificity where the network has it
+        pg = G.grn_df(mdata, key="grn", top_k=top_k, rank_by=rank)
         G.write_grn(pg, tmp / "peak_gene.csv")
         msg = f"{len(pg):,} peak -> gene edges"
         if "grn_tf" in mdata.uns:
-            tg = G.grn_df(mdata, key="grn_tf", top_k=top_k, rank_by=_rank("grn_tf"))
+            tg = G.grn_df(mdata, key="grn_tf", top_k=top_k, rank_by=rank)
             G.write_grn(tg, tmp / "tf_gene.csv")
             G.write_grn(tg, tmp / "tf_gene.graphml")
             G.write_grn(tg, tmp / "tf_gene.graphml", per_cell_type=True)
@@ -793,8 +791,7 @@ def screen(
     else:
         check_output_dir(out, overwrite=overwrite, known=SCREEN_FILES, what="screen folder")
     if out.is_dir() and not ours and not (out / "done.json").exists():  # --overwrite into a folder not a screen
-        clash = [n for n in ("config.json", "report.parquet", "controls.parquet", "summary.parquet", "summary.csv",
-                             "heatmap.png", "effects", "summary") if (out / n).exists()]
+        clash = [n for n in dict.fromkeys(p.split("/")[0] for p in SCREEN_FILES) if (out / n).exists()]
         if clash:
             from ._errors import OutputError
 
@@ -813,13 +810,10 @@ def screen(
         raise OptionError(f"--on-unknown must be 'raise' or 'report', got {on_unknown!r}")
     if readout not in ("mean", "samples"):
         raise OptionError(f"--readout must be 'mean' or 'samples', got {readout!r}")
-    ctrl: Any = controls.strip()
-    if ctrl.lstrip("-").isdigit():
-        ctrl = int(ctrl)
-        if ctrl < 0:
-            raise OptionError(f"--controls must be a number >= 0 or a comma-separated list of names, got {ctrl}")
-    elif not [c for c in ctrl.split(",") if c.strip()]:
-        raise OptionError(f"--controls must be a number or a comma-separated list of names, got {controls!r}")
+    from .perturb._controls import check_controls
+
+    ctrl: Any = int(controls) if controls.strip().lstrip("-").isdigit() else controls
+    check_controls(ctrl)  # a bad --controls fails before the model and data are read
     m = _load_model(model, device)
     mdata = _prepare_for_model(m, _load_mdata(data, rna, atac, n_cells=n_cells, seed=seed, groupby=groupby))
     _check_groups(mdata, groupby, None)
