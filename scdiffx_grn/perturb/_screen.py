@@ -70,17 +70,13 @@ def is_screen_dir(path: str | os.PathLike) -> bool:
 
 
 def _remove_leftovers(out: Path) -> None:
-    """Remove the temporary files of the screen's atomic writes that a killed run left (under the lock)."""
+    """Remove the temporary files of atomic writes (:data:`_SCREEN_TMP`, ending ``.tmp``) that a killed
+    run left (under the lock)."""
     import fnmatch
 
-    for d, names in ((out, (_DONE, _CONFIG, "report.parquet", "summary.parquet")), (out / "effects", ("*",)),
-                     (out / "summary", ("*",))):
-        if not d.is_dir():
-            continue
-        for f in d.iterdir():
-            if f.is_file() and any(fnmatch.fnmatchcase(f.name, f".{n}.*") and f.name.endswith(".tmp")
-                                   for n in names):
-                f.unlink(missing_ok=True)
+    for f in out.rglob(".*.tmp"):
+        if f.is_file() and any(fnmatch.fnmatchcase(f.relative_to(out).as_posix(), p) for p in _SCREEN_TMP):
+            f.unlink(missing_ok=True)
 
 
 def _read_result(path: Path, what: str) -> pd.DataFrame:
