@@ -29,6 +29,8 @@ from typing import Any
 import typer
 
 from ._errors import OptionError, ScdxError
+from ._samplers import SAMPLER_KINDS, sampler_names
+from ._vocab import DIRECTIONS, READOUTS, check_option, split_direction
 
 __all__ = ["app", "main"]
 
@@ -395,15 +397,21 @@ def _check_out_file(path: Path | None, overwrite: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- commands
-class Sampler(str, Enum):
-    ddpm = "ddpm"
-    ddim = "ddim"
-    dpmpp = "dpm++"
+def _choices(name: str, values) -> type[Enum]:
+    """The typer choices of an option: a ``str`` Enum generated from the library's accepted values."""
+    return Enum(name, {str(v): str(v) for v in values}, type=str)
 
 
-class Direction(str, Enum):
-    atac_to_rna = "atac->rna"
-    rna_to_atac = "rna->atac"
+#: --sampler: every registered sampler (the one registry, scdiffx_grn._samplers), of either kind
+Sampler = _choices("Sampler", sampler_names())
+#: --direction: the translation directions of the shared vocabulary (scdiffx_grn._vocab)
+Direction = _choices("Direction", DIRECTIONS)
+_SAMPLERS_BY_KIND = "; ".join(f"{k} models: {', '.join(sampler_names(k))}" for k in SAMPLER_KINDS)
+
+
+def _sampler(choice, model, default) -> str:
+    """The sampler name of ``--sampler`` (``None``: ``default(model.config)``, the default of the model's kind)."""
+    return choice.value if choice is not None else default(model.config)
 
 
 @app.command()
@@ -538,7 +546,8 @@ def generate(
                                              "TYPE=N sets a per-type count). Default: the training composition."),
     label_key: str | None = typer.Option(None, help="Label column --cell-type refers to (default: the "
                                             "model's first label)."),
-    sampler: Sampler = typer.Option(Sampler.dpmpp, help="Reverse-diffusion sampler."),
+    sampler: Sampler | None = typer.Option(None, help=f"Sampler ({_SAMPLERS_BY_KIND}; default: dpm++ for "
+                                           "diffusion models, euler for flow models)."),
     n_steps: int = typer.Option(20, help="Sampler steps."),
     guidance_scale: float = typer.Option(2.0, help="Classifier-free guidance scale (1 = none)."),
     mean: bool = typer.Option(False, "--mean", help="Write expected values instead of sampled counts."),
@@ -565,7 +574,9 @@ def generate(
         lab: Any = {key: labels}
     else:
         lab = int(n_cells)
-    gen = m.generate(lab, sampler=sampler.value, n_steps=n_steps, guidance_scale=guidance_scale, seed=seed,
+    from .model import default_sampler
+
+    gen = m.generate(lab, sampler=_sampler(sampler, m, default_sampler), n_steps=n_steps, guidance_scale=guidance_scale, seed=seed,
                      sample_counts=not mean)
     _write_h5(gen, out)
     _info(f"generated {gen.n_obs:,} cells")
@@ -581,14 +592,15 @@ def translate(
                              "layers['std'] over samples)."),
     data: str | None = DataOpt, rna: Path | None = RnaOpt, atac: Path | None = AtacOpt,
     n_cells: int | None = NCellsOpt,
-    direction: Direction = typer.Option(Direction.atac_to_rna, help="Translation direction."),
+    direction: Direction = typer.Option(Direction("atac->rna"), help="Translation direction."),
     n_samples: int = typer.Option(0, "--n-samples", help="0 (default): the posterior mean (one "
                                   "denoiser call per noise, the point prediction); N > 0: N posterior samples "
                                   "per cell by --sampler / --n-steps, for uncertainty."),
     n_noise: int = typer.Option(4, help="Noises averaged by the posterior-mean readout."),
     source_guidance: float = typer.Option(1.0, help="Classifier-free guidance over the observed modality "
                                           "(1: none; 2-4 sharpen single samples)."),
-    sampler: Sampler = typer.Option(Sampler.ddim, help="Reverse-diffusion sampler (with --n-samples)."),
+    sampler: Sampler | None = typer.Option(None, help=f"Sampler of --n-samples ({_SAMPLERS_BY_KIND}; default: "
+                                           "ddim for diffusion models, euler for flow models)."),
     n_steps: int = typer.Option(50, help="Sampler steps (with --n-samples)."),
     use_labels: bool = typer.Option(False, help="Also condition on the model's label columns found in the data."),
     metrics: Path | None = typer.Option(None, help="Also compare with the observed target modality and write "
@@ -624,8 +636,11 @@ def translate(
             _info(f"--use-labels: conditioning on {found}; not in the data: {[k for k in keys if k not in found]}")
     if n_samples < 0:
         raise OptionError(f"--n-samples must be >= 0, got {n_samples}")
+    from .model import deterministic_sampler
+
     readout = dict(readout="samples", n_samples=n_samples) if n_samples else dict(readout="mean", n_noise=n_noise)
-    pred = m.translate(mdata, direction=direction.value, sampler=sampler.value, n_steps=n_steps, seed=seed,
+    pred = m.translate(mdata, direction=direction.value, sampler=_sampler(sampler, m, deterministic_sampler),
+                       n_steps=n_steps, seed=seed,
                        source_guidance=source_guidance, labels="auto" if use_labels else None, **readout)
     for c in mdata.obs.columns:  # keep the cells' annotations (cell_type, batch, ...) beside the prediction
         if c not in pred.obs and not str(c).startswith(("rna:", "atac:")):
@@ -634,7 +649,7 @@ def translate(
     if metrics is not None:
         from . import eval as ev
 
-        target = "rna" if direction.value == "atac->rna" else "atac"
+        target = split_direction(direction.value)[1]
         tab = ev.evaluate_translation(mdata.mod[target], pred, modality=target,
                                       groupby=groupby if _has_label(mdata, groupby) else None, seed=seed,
                                       distribution=False)
@@ -808,8 +823,7 @@ def screen(
             tlist += _split_list([t])
     if on_unknown not in ("raise", "report"):
         raise OptionError(f"--on-unknown must be 'raise' or 'report', got {on_unknown!r}")
-    if readout not in ("mean", "samples"):
-        raise OptionError(f"--readout must be 'mean' or 'samples', got {readout!r}")
+    check_option("--readout", readout, READOUTS)
     from .perturb._controls import check_controls
 
     ctrl: Any = int(controls) if controls.strip().lstrip("-").isdigit() else controls

@@ -2,11 +2,13 @@
 
 Layout (scvi-tools / diffusers lines): :class:`ScDiffusionX` is the facade; the networks and their
 losses are the module (``_modules``); training is a loop (``_train``) running a training plan
-(``_trainingplan``); sampling is a pipeline (``_pipeline``) of schedulers and guidance objects
-(``_guidance``); the tensor API that ``grn`` / ``perturb`` use is the :class:`TranslationModel`
+(``_trainingplan``); sampling is a pipeline (``_pipeline``) of samplers and guidance objects
+(``_guidance``). Samplers (``_schedulers``, ``_flow``) share one base class, :class:`Sampler`, and
+one registry (:func:`register_sampler`, :func:`get_sampler`, :func:`sampler_names`); the tensor API that ``grn`` / ``perturb`` use is the :class:`TranslationModel`
 protocol (``_api``).
 """
 
+from .._samplers import SAMPLER_KINDS, get_sampler, register_sampler, sampler_names
 from ._api import ModelConfigLike, TranslationModel
 from ._classifier import (
                           LatentClassifier,
@@ -17,7 +19,7 @@ from ._classifier import (
                           train_latent_classifier,
 )
 from ._config import FORMAT_VERSION, PRESETS, ModelConfig, preset
-from ._flow import FlowEulerScheduler, FlowHeunScheduler
+from ._flow import FlowEulerScheduler, FlowHeunScheduler, FlowSampler
 from ._guidance import (
                           ClassifierGuidance,
                           Guidance,
@@ -41,7 +43,11 @@ from ._pipeline import DiffusionPipeline
 from ._schedulers import (
                           DDIMScheduler,
                           DDPMScheduler,
+                          DiffusionSampler,
                           DPMSolverMultistepScheduler,
+                          Sampler,
+                          default_sampler,
+                          deterministic_sampler,
                           make_scheduler,
                           training_scheduler,
 )
@@ -73,6 +79,15 @@ __all__ = [
     "ClassifierGuidance",
     "WithConditions",
     "MixGuidance",
+    "Sampler",
+    "DiffusionSampler",
+    "FlowSampler",
+    "register_sampler",
+    "get_sampler",
+    "sampler_names",
+    "SAMPLER_KINDS",
+    "default_sampler",
+    "deterministic_sampler",
     "DDPMScheduler",
     "DDIMScheduler",
     "DPMSolverMultistepScheduler",

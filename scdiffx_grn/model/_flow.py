@@ -12,8 +12,9 @@ The denoiser and these schedulers work in *model time* ``tau = t * num_train_tim
 (a float in ``[0, T]``) so that the sinusoidal timestep embedding sees the same range as for
 diffusion models; every method below takes and returns model time.
 
-The schedulers share the diffusion schedulers' API (``set_timesteps``, descending
-``timesteps``, ``step``, ``add_noise``, ``target``, ``to_x0_eps``, ``guidance_coef``):
+The samplers are :class:`~scdiffx_grn.model.Sampler` s of kind ``"flow"`` (:class:`FlowSampler`),
+with the diffusion samplers' API (``set_timesteps``, descending ``timesteps``, ``step``,
+``add_noise``, ``target``, ``to_x0_eps``, ``guidance_coef``), registered as ``"euler"`` and ``"heun"``:
 
 - :class:`FlowEulerScheduler`: ``x <- x + (t_next - t) v`` (one model call per step).
 - :class:`FlowHeunScheduler`: Heun's second-order method; ``timesteps`` repeats each interior
@@ -26,14 +27,24 @@ from __future__ import annotations
 import torch
 
 from .._errors import OptionError, ScdxError
+from .._samplers import SamplerTable
+from ._schedulers import Sampler
+
+__all__ = ["FlowSampler", "FlowEulerScheduler", "FlowHeunScheduler", "FLOW_SAMPLERS", "MAX_GUIDANCE_RATIO"]
 
 #: largest factor t / (1 - t) used to turn a score into a velocity correction (t -> 1 diverges)
 MAX_GUIDANCE_RATIO = 20.0
 
 
-class _FlowScheduler:
+class FlowSampler(Sampler):
+    """Base of the flow-matching ODE samplers: the linear interpolant ``x_t = (1 - t) x0 + t eps`` in model time."""
+
     name = "flow"
-    objective = "flow"
+    kind = "flow"
+
+    @classmethod
+    def from_config(cls, cfg, **kwargs) -> FlowSampler:
+        return cls(cfg.n_train_timesteps, **kwargs)
 
     def __init__(self, num_train_timesteps: int = 1000, **_):
         self.num_train_timesteps = int(num_train_timesteps)
@@ -86,8 +97,6 @@ class _FlowScheduler:
         """Model time of the one-call posterior-mean readout (pure noise, ``t = 1``)."""
         return float(self.num_train_timesteps)
 
-    #: the ODE samplers draw no noise during sampling
-    stochastic = False
     #: dtype of the timesteps the denoiser sees (model time, a float)
     timestep_dtype = torch.float32
 
@@ -110,7 +119,7 @@ class _FlowScheduler:
         return float(self._grid_t[i + 1] - self._grid_t[i]) / self.num_train_timesteps
 
 
-class FlowEulerScheduler(_FlowScheduler):
+class FlowEulerScheduler(FlowSampler):
     """Explicit Euler integration of the flow ODE from t=1 to t=0 over a uniform grid."""
 
     name = "euler"
@@ -123,7 +132,7 @@ class FlowEulerScheduler(_FlowScheduler):
         return sample + self._dt(i) * model_output
 
 
-class FlowHeunScheduler(_FlowScheduler):
+class FlowHeunScheduler(FlowSampler):
     """Heun (explicit trapezoid) integration; the final step (to t=0) is an Euler step."""
 
     name = "heun"
@@ -159,12 +168,5 @@ class FlowHeunScheduler(_FlowScheduler):
         return out
 
 
-FLOW_SAMPLERS = {"euler": FlowEulerScheduler, "heun": FlowHeunScheduler}
-
-
-def make_flow_scheduler(name: str, cfg) -> _FlowScheduler:
-    """Build a flow-matching ODE sampler (``"euler"`` or ``"heun"``) for a model config."""
-    key = name.lower()
-    if key not in FLOW_SAMPLERS:
-        raise OptionError(f"unknown flow sampler {name!r}; choose one of {sorted(FLOW_SAMPLERS)}")
-    return FLOW_SAMPLERS[key](cfg.n_train_timesteps)
+#: the registered flow-matching samplers, name -> class (a live view of the registry)
+FLOW_SAMPLERS = SamplerTable("flow")

@@ -127,7 +127,7 @@ def generate(model, labels=None, *, n_cells=None, sampler="dpm++", n_steps=20, g
     guide = _guidance(model, n, guidance_scale, guidance_mode, classifier_guidance, guidance_hook, guidance)
     model.module.eval()
     dev, pipe = model.device, model.pipeline
-    stochastic = getattr(pipe.scheduler(sampler), "stochastic", False)
+    stochastic = pipe.scheduler(sampler).stochastic
     names = np.array([f"gen_{i}" for i in range(n)])  # the obs names of the generated cells
     rhos, probs = [], []
     for s in range(0, n, batch_size):

@@ -25,6 +25,7 @@ from .._registry import labels as registry_labels
 from .._registry import layer_matrix, log_normalize
 from ._classifier import classifier_guidance
 from ._guidance import LabelGuidance, MixGuidance, WithConditions
+from ._schedulers import default_sampler
 
 
 def _state_labels(model, state) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def interpolate(model, state_a, state_b, weights: Sequence[float] = (0.0, 0.25, 
     import mudata as md
 
     if sampler is None:
-        sampler = "euler" if model.config.objective == "flow" else "dpm++"
+        sampler = default_sampler(model.config)
     weights = [float(w) for w in weights]
     if not weights:
         raise InputDataError("no interpolation weights given")

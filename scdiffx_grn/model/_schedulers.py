@@ -1,15 +1,22 @@
-"""Diffusion noise schedules and samplers with a diffusers-like API.
+"""Samplers with a diffusers-like API: one base class, diffusion schedules, the registry's front.
 
-Every scheduler has ``set_timesteps(n)``, a descending ``timesteps`` tensor and
-``step(model_output, timestep, sample, generator=None) -> prev_sample``; training uses
-``add_noise`` and ``target``. Randomness only comes from explicit ``torch.Generator`` objects.
-The forward process is public (``alpha_bar``, ``snr``, ``add_noise``, ``to_x0_eps``,
-``guidance_coef``, ``recon_guidance_coef``, ``timestep_dtype``): nothing outside the scheduler
-classes reads their private state.
+Every sampler is a :class:`Sampler`: ``set_timesteps(n)``, a descending ``timesteps`` tensor and
+``step(model_output, timestep, sample, generator=None, noise=None) -> prev_sample``; its forward
+process (``add_noise``, ``target``, ``to_x0_eps``, ``guidance_coef``, ``recon_guidance_coef``,
+``alpha_bar`` / ``snr`` for diffusion, ``timestep_dtype``) is public, so nothing outside the
+sampler classes reads their private state. Randomness only comes from explicit ``torch.Generator``
+objects (or the ``noise`` given to :meth:`Sampler.step`).
 
-- :class:`DDPMScheduler`: ancestral sampling (strided when ``n < n_train_timesteps``).
-- :class:`DDIMScheduler`: deterministic for ``eta=0``.
-- :class:`DPMSolverMultistepScheduler`: DPM-Solver++(2M), good samples in 10-25 steps.
+Two kinds (the training objective, :data:`scdiffx_grn._samplers.SAMPLER_KINDS`):
+
+- :class:`DiffusionSampler` (``kind = "diffusion"``): :class:`DDPMScheduler` (ancestral, strided
+  when ``n < n_train_timesteps``), :class:`DDIMScheduler` (deterministic for ``eta=0``),
+  :class:`DPMSolverMultistepScheduler` (DPM-Solver++(2M), good samples in 10-25 steps);
+- :class:`~scdiffx_grn.model._flow.FlowSampler` (``kind = "flow"``): Euler and Heun ODE samplers.
+
+Samplers are looked up by name in the one registry (:mod:`scdiffx_grn._samplers`):
+:func:`make_scheduler` builds the named sampler for a model config, refusing one of the other kind;
+:func:`~scdiffx_grn.model.register_sampler` adds one.
 """
 
 from __future__ import annotations
@@ -19,7 +26,12 @@ import math
 import numpy as np
 import torch
 
-from .._errors import OptionError, ScdxError
+from .._errors import OptionError
+from .._samplers import SamplerTable, get_sampler
+
+__all__ = ["Sampler", "DiffusionSampler", "DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler",
+           "SAMPLERS", "make_scheduler", "training_scheduler", "deterministic_sampler", "default_sampler",
+           "make_alphas_cumprod"]
 
 
 def make_alphas_cumprod(n: int, kind: str) -> torch.Tensor:
@@ -35,8 +47,77 @@ def make_alphas_cumprod(n: int, kind: str) -> torch.Tensor:
     return torch.from_numpy(np.cumprod(1.0 - betas))
 
 
-class _Scheduler:
+class Sampler:
+    """Base class of every sampler (subclass :class:`DiffusionSampler` or ``FlowSampler``).
+
+    A subclass sets ``name``, ``kind`` (the training objective it samples from), ``stochastic``
+    (its steps draw fresh noise: then :meth:`step` takes ``noise=``, so that a cell's noise can
+    be keyed by the cell) and implements :meth:`from_config`, :meth:`set_timesteps`, :meth:`step`
+    and the forward process of its kind. Register it with
+    :func:`~scdiffx_grn.model.register_sampler` to use it as ``sampler=name``.
+    """
+
     name = "base"
+    #: the training objective this sampler inverts: "diffusion" or "flow"
+    kind: str | None = None
+    #: True for samplers whose steps draw fresh noise (they accept ``noise=`` in :meth:`step`)
+    stochastic = False
+    #: dtype of the timesteps the denoiser sees (integers for diffusion, model time for flow)
+    timestep_dtype = torch.long
+    num_train_timesteps: int
+    prediction_type: str
+    #: the sampling timesteps, descending (set by :meth:`set_timesteps`)
+    timesteps: torch.Tensor
+
+    @classmethod
+    def from_config(cls, cfg, **kwargs) -> Sampler:  # pragma: no cover - abstract
+        """A sampler for a model of config ``cfg`` (``n_train_timesteps``, ``beta_schedule``, ``prediction``)."""
+        raise NotImplementedError
+
+    def set_timesteps(self, num_inference_steps: int, device=None) -> None:  # pragma: no cover - abstract
+        """Set ``timesteps`` to ``num_inference_steps`` steps from noise to data and reset multistep state."""
+        raise NotImplementedError
+
+    def step(self, model_output, timestep, sample, generator=None, noise=None):  # pragma: no cover - abstract
+        """The sample one step closer to the data, from the denoiser's ``model_output`` at ``timestep``."""
+        raise NotImplementedError
+
+    # --- the forward process of its kind (DiffusionSampler / FlowSampler implement it) ------------
+    def add_noise(self, x0, noise, t):  # pragma: no cover - abstract
+        """``x_t`` of clean ``x0`` and ``noise`` at timesteps ``t`` (B,)."""
+        raise NotImplementedError
+
+    def target(self, x0, noise, t):  # pragma: no cover - abstract
+        """The denoiser's regression target."""
+        raise NotImplementedError
+
+    def to_x0_eps(self, model_output, sample, t):  # pragma: no cover - abstract
+        """``(x0, eps)`` estimates from a model output at timesteps ``t``."""
+        raise NotImplementedError
+
+    def guidance_coef(self, t, like):  # pragma: no cover - abstract
+        """Factor ``k`` of classifier guidance, ``output - scale * k * grad log p(y | x_t)``."""
+        raise NotImplementedError
+
+    def recon_guidance_coef(self, t, like):  # pragma: no cover - abstract
+        """Factor of reconstruction guidance (inpainting translation)."""
+        raise NotImplementedError
+
+    @property
+    def posterior_mean_timestep(self):  # pragma: no cover - abstract
+        """Timestep of the one-call posterior-mean readout (pure noise)."""
+        raise NotImplementedError
+
+
+class DiffusionSampler(Sampler):
+    """Base of the diffusion samplers: the discrete forward process ``x_t = sqrt(abar) x0 + sqrt(1 - abar) eps``."""
+
+    name = "diffusion"
+    kind = "diffusion"
+
+    @classmethod
+    def from_config(cls, cfg, **kwargs) -> DiffusionSampler:
+        return cls(cfg.n_train_timesteps, cfg.beta_schedule, cfg.prediction, **kwargs)
 
     def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear", prediction_type: str = "epsilon"):
         if prediction_type not in ("epsilon", "v", "x0"):
@@ -45,9 +126,6 @@ class _Scheduler:
         self.prediction_type = prediction_type
         self.alphas_cumprod = make_alphas_cumprod(self.num_train_timesteps, beta_schedule)
         self.timesteps = torch.arange(self.num_train_timesteps - 1, -1, -1)
-
-    #: dtype of the timesteps the denoiser sees (integers for diffusion, model time for flow)
-    timestep_dtype = torch.long
 
     # --- training helpers -----------------------------------------------------------
     def _table(self, device) -> torch.Tensor:
@@ -173,14 +251,8 @@ class _Scheduler:
         tt = torch.full((sample.shape[0],), int(t), device=sample.device, dtype=torch.long)
         return self.to_x0_eps(model_output, sample, tt)
 
-    #: True for samplers whose steps draw fresh noise (they accept ``noise=`` in :meth:`step`)
-    stochastic = False
 
-    def step(self, model_output, timestep, sample, generator=None, noise=None):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class DDPMScheduler(_Scheduler):
+class DDPMScheduler(DiffusionSampler):
     """Ancestral DDPM sampler (posterior q(x_prev | x_t, x0) between strided timesteps)."""
 
     name = "ddpm"
@@ -201,7 +273,7 @@ class DDPMScheduler(_Scheduler):
         return mean + math.sqrt(max(var, 1e-20)) * noise
 
 
-class DDIMScheduler(_Scheduler):
+class DDIMScheduler(DiffusionSampler):
     """DDIM sampler; ``eta=0`` is deterministic given the initial noise."""
 
     name = "ddim"
@@ -223,7 +295,7 @@ class DDIMScheduler(_Scheduler):
         return out
 
 
-class DPMSolverMultistepScheduler(_Scheduler):
+class DPMSolverMultistepScheduler(DiffusionSampler):
     """DPM-Solver++(2M) in data-prediction form (Lu et al. 2022), first order on the first step."""
 
     name = "dpm++"
@@ -255,38 +327,44 @@ class DPMSolverMultistepScheduler(_Scheduler):
         return out
 
 
-SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++": DPMSolverMultistepScheduler}
+#: the registered diffusion samplers, name -> class (a live view of the registry)
+SAMPLERS = SamplerTable("diffusion")
+
+#: per objective: the forward process it is trained with, the deterministic sampler of the
+#: posterior-mean readout, the default sampler of generation
+_OBJECTIVE_SAMPLERS = {"diffusion": ("ddpm", "ddim", "dpm++"), "flow": ("euler", "euler", "euler")}
 
 
-def training_scheduler(cfg):
-    """The scheduler whose forward process (``add_noise``, ``target``, ``sample_training_timesteps``)
+def _objective(cfg) -> str:
+    return getattr(cfg, "objective", "diffusion")
+
+
+def training_scheduler(cfg) -> Sampler:
+    """The sampler whose forward process (``add_noise``, ``target``, ``sample_training_timesteps``)
     a model of config ``cfg`` was trained with: DDPM for diffusion, Euler for flow models."""
-    return make_scheduler("euler" if getattr(cfg, "objective", "diffusion") == "flow" else "ddpm", cfg)
+    return make_scheduler(_OBJECTIVE_SAMPLERS[_objective(cfg)][0], cfg)
 
 
 def deterministic_sampler(cfg) -> str:
     """Name of the deterministic sampler of the posterior-mean readout: ``"ddim"`` (diffusion), ``"euler"`` (flow)."""
-    return "euler" if getattr(cfg, "objective", "diffusion") == "flow" else "ddim"
+    return _OBJECTIVE_SAMPLERS[_objective(cfg)][1]
 
 
-def make_scheduler(name: str, cfg, **kwargs) -> _Scheduler:
-    """Build a sampler by name for a model config.
+def default_sampler(cfg) -> str:
+    """Name of the default generation sampler: ``"dpm++"`` (diffusion), ``"euler"`` (flow)."""
+    return _OBJECTIVE_SAMPLERS[_objective(cfg)][2]
+
+
+def make_scheduler(name: str, cfg, **kwargs) -> Sampler:
+    """A fresh sampler by name for a model config (``cls.from_config(cfg, **kwargs)`` of the registered class).
 
     Diffusion models (``cfg.objective == "diffusion"``): ``"ddpm"``, ``"ddim"``, ``"dpm++"``.
-    Flow-matching models (``"flow"``): the ODE samplers ``"euler"``, ``"heun"``.
-    """
-    from ._flow import FLOW_SAMPLERS, make_flow_scheduler
+    Flow-matching models (``"flow"``): the ODE samplers ``"euler"``, ``"heun"``. Plus any sampler
+    registered for that objective (:func:`~scdiffx_grn.model.register_sampler`).
 
-    key = name.lower().replace("dpmsolver", "dpm++").replace("dpm-solver++", "dpm++")
-    objective = getattr(cfg, "objective", "diffusion")
-    if objective == "flow":
-        if key in SAMPLERS:
-            raise ScdxError(f"sampler {name!r} is a diffusion sampler but this model was trained with "
-                            f"objective='flow': use one of {sorted(FLOW_SAMPLERS)} (e.g. sampler='euler')")
-        return make_flow_scheduler(key, cfg)
-    if key in FLOW_SAMPLERS:
-        raise ScdxError(f"sampler {name!r} is a flow-matching ODE sampler but this model was trained with "
-                        f"objective='diffusion': use one of {sorted(SAMPLERS)}")
-    if key not in SAMPLERS:
-        raise OptionError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
-    return SAMPLERS[key](cfg.n_train_timesteps, cfg.beta_schedule, cfg.prediction, **kwargs)
+    Raises
+    ------
+    OptionError
+        An unknown name, or a sampler of the other objective, naming the model's samplers.
+    """
+    return get_sampler(name, _objective(cfg)).from_config(cfg, **kwargs)
