@@ -140,9 +140,10 @@ def spread_check(model, peers, mdata, train, test, direction: str, seed: int = 0
     from sklearn.linear_model import LogisticRegression
 
     from scdiffx_grn.eval import KNNTranslator, RidgeTranslator, observed_target, recentre
-    from scdiffx_grn.eval._common import DIRECTIONS, counts_layer
+    from scdiffx_grn._vocab import split_direction
+    from scdiffx_grn.eval._common import counts_layer
 
-    tgt = DIRECTIONS[direction][1]
+    tgt = split_direction(direction)[1]
     m_tr, m_te = mdata[train].copy(), mdata[test].copy()
     layer = counts_layer(mdata, tgt)
     Y_tr, Y_te = observed_target(m_tr.mod[tgt], tgt, layer), observed_target(m_te.mod[tgt], tgt, layer)

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 
 from ._errors import FeatureMismatchError, InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
 from ._validate import is_counts  # the one count detector (in the leaf module; re-exported here)
+from ._vocab import MODALITIES  # the measured modalities (re-exported here)
 
 __all__ = ["REGISTRY_KEY", "Registry", "setup_mudata", "registry", "modality", "layer_matrix", "counts", "labels",
            "input_layer", "is_counts", "log_normalize", "log_expression", "feature_columns", "fingerprint",
@@ -41,7 +42,6 @@ __all__ = ["REGISTRY_KEY", "Registry", "setup_mudata", "registry", "modality", "
 
 #: where :func:`setup_mudata` stores the registry
 REGISTRY_KEY = "_scdx_setup"
-MODALITIES = ("rna", "atac")
 #: counts per cell after normalisation, before ``log1p``
 TARGET_SUM = 1e4
 

@@ -454,6 +454,54 @@ def test_evaluate_model_uses_the_models_stored_split(data):
 
 
 
+class _ReadoutModel(_FakeModel):
+    """A model that declares its readouts (eval.Translator) and records what it is asked for."""
+
+    translation_readouts = ("mean", "samples")
+
+    def translate(self, mdata, direction="atac->rna", seed=0, **kw):
+        self.calls.append(("translate", direction, kw))
+        return self._tr.translate(mdata, direction=direction)
+
+
+class _UndeclaredReadoutModel(_FakeModel):
+    """A ``readout`` parameter alone declares nothing: the signature is not read."""
+
+    def translate(self, mdata, direction="atac->rna", readout="mean", n_samples=5, seed=0):
+        self.calls.append(("translate", direction, readout, n_samples))
+        return self._tr.translate(mdata, direction=direction)
+
+
+def test_evaluate_model_asks_translators_by_their_declared_readouts(data):
+    from scdiffx_grn import ScDiffusionX
+    from scdiffx_grn.eval._common import translate_call_kwargs
+
+    train, test = data
+    md = mudata.concat([train, test])
+    md.obs["split"] = ["train"] * train.n_obs + ["test"] * test.n_obs
+    md.obs["cell_type"] = list(train.obs["cell_type"]) + list(test.obs["cell_type"])
+    kw = dict(seeds=(0,), tasks=("translation",), baselines=False, n_samples=3)
+    declared = _ReadoutModel(train)
+    ev.evaluate_model(declared, md, **kw)
+    assert ev.translation_readouts(declared) == ("mean", "samples") and isinstance(declared, ev.Translator)
+    assert [c[2] for c in declared.calls] == [{"readout": "mean"}] * 2
+    declared.calls.clear()
+    ev.evaluate_model(declared, md, translate_kwargs={"readout": "samples", "n_steps": 4}, **kw)
+    assert [c[2] for c in declared.calls] == [{"readout": "samples", "n_steps": 4, "n_samples": 3}] * 2
+    undeclared = _UndeclaredReadoutModel(train)
+    ev.evaluate_model(undeclared, md, **kw)
+    assert ev.translation_readouts(undeclared) == () and undeclared.calls[0][2:] == ("mean", 3)
+    for name, obj in (("knn", ev.KNNTranslator()), ("ridge", ev.RidgeTranslator()), ("model", ScDiffusionX)):
+        assert ev.translation_readouts(obj) == (() if name != "model" else ("mean", "samples"))
+    assert translate_call_kwargs(ev.KNNTranslator(), {"n_steps": 2}, 5) == {"n_steps": 2, "n_samples": 5}
+    with pytest.raises(OptionError, match="readout must be one of 'mean', 'samples', got 'median'"):
+        translate_call_kwargs(declared, {"readout": "median"}, 5)
+    bad = _ReadoutModel(train)
+    bad.translation_readouts = ("median",)
+    with pytest.raises(OptionError, match="translation_readouts entry must be one of 'mean', 'samples'"):
+        ev.translation_readouts(bad)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"n_samples": 0}, "n_samples must be an integer >= 1, got 0"),
                                            ({"n_cells": -5}, "n_cells must be an integer >= 1, got -5"),
                                            ({"seeds": (-1,)}, "seeds must be an integer >= 0, got -1")])

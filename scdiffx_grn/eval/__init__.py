@@ -14,7 +14,8 @@ comparable; see :mod:`scdiffx_grn.eval._protocol` for the full description:
   plus distribution metrics.
 - :func:`evaluate_model`: model vs baselines (:class:`CellTypeMeanBaseline`,
   :class:`ResampleBaseline`, :class:`KNNTranslator`, :class:`RidgeTranslator`) in one table;
-  :func:`summarise`, :func:`comparison_table`, :func:`write_report` turn it into reports.
+  :func:`summarise`, :func:`comparison_table`, :func:`write_report` turn it into reports. What it
+  calls on a translator is the :class:`Translator` protocol (``translate`` and the readouts it declares).
 - :func:`source_dependence`: does the translation use its input? (own vs shuffled source
   profiles, classified and compared with the observed target, the denoiser's clean-latent error
   at high noise, a ridge / linear-Gaussian reference and a plain verdict; run it before
@@ -38,6 +39,7 @@ import importlib
 
 from ._baselines import (CellTypeMeanBaseline, KNNTranslator, ResampleBaseline, RidgeTranslator,
                          memorisation_distance)
+from ._common import Translator, translation_readouts
 from ._metrics import (auprc, auroc, colwise_pearson, energy_distance, ilisi, knn_label_transfer,
                        marker_correlation, marker_features, mmd_rbf, one_nn_accuracy, pseudobulk_correlation,
                        rf_auc, rowwise_auprc, rowwise_auroc, rowwise_pearson, wasserstein)
@@ -54,6 +56,7 @@ __all__ = [
     "GENERATION_METRICS", "PER_CELL_TYPE_METRICS", "METRIC_DIRECTION",
     "summarise", "comparison_table", "to_markdown", "write_report",
     "CellTypeMeanBaseline", "ResampleBaseline", "KNNTranslator", "RidgeTranslator", "memorisation_distance",
+    "Translator", "translation_readouts",
     "mmd_rbf", "wasserstein", "energy_distance", "pseudobulk_correlation", "one_nn_accuracy", "rf_auc",
     "ilisi", "knn_label_transfer", "marker_features", "marker_correlation", "rowwise_pearson",
     "colwise_pearson", "rowwise_auroc", "rowwise_auprc", "auroc", "auprc",

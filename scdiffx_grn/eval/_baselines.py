@@ -27,10 +27,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import InputDataError, MissingLabelError, ScdxError, _fmt_items
+from .._vocab import DIRECTIONS, MODALITIES, check_option, split_direction
 from ._common import (
-    DIRECTIONS,
     binarise,
-    check_option,
     counts_layer,
     counts_of,
     group_labels,
@@ -48,12 +47,9 @@ __all__ = [
     "memorisation_distance",
 ]
 
-_DIRECTIONS = DIRECTIONS
-
-
 def _mods(data, modality: str | None) -> dict[str, Any]:
     if hasattr(data, "mod"):
-        return {k: data.mod[k] for k in ("rna", "atac") if k in data.mod}
+        return {k: data.mod[k] for k in MODALITIES if k in data.mod}
     if not is_adata(data):
         raise InputDataError(f"expected a MuData or AnnData, got {type(data).__name__}")
     return {modality or "rna": data}
@@ -227,6 +223,9 @@ class ResampleBaseline(_GeneratorBase):
 
 
 class _TranslatorBase:
+    #: one point prediction: ``translate`` takes no ``readout=`` (:class:`~scdiffx_grn.eval.Translator`)
+    translation_readouts: tuple[str, ...] = ()
+
     def __init__(self, n_comps: int = 30, seed: int = 0):
         self.n_comps = n_comps
         self.seed = seed
@@ -239,8 +238,8 @@ class _TranslatorBase:
         if not (pd.Index(rna.obs_names) == pd.Index(atac.obs_names)).all():
             raise InputDataError("rna and atac hold different cells")
         self.spaces_ = {m: FeatureSpace(m, n_comps=self.n_comps, seed=self.seed, layer=counts_layer(mdata, m))
-                        .fit(mdata.mod[m]) for m in ("rna", "atac")}
-        self.emb_ = {m: self.spaces_[m].transform(mdata.mod[m]) for m in ("rna", "atac")}
+                        .fit(mdata.mod[m]) for m in MODALITIES}
+        self.emb_ = {m: self.spaces_[m].transform(mdata.mod[m]) for m in MODALITIES}
         self.targets_ = {"rna": lognormalise(counts_of(mdata, "rna")), "atac": binarise(counts_of(mdata, "atac"))}
         self.var_ = {"rna": rna.var.copy(), "atac": atac.var.copy()}
         self._fit_maps()
@@ -271,8 +270,7 @@ class _TranslatorBase:
 
         if not hasattr(self, "emb_"):
             raise ScdxError(f"{type(self).__name__} is not fitted: call fit(train_mdata) first")
-        check_option("direction", direction, tuple(_DIRECTIONS))
-        src, tgt = _DIRECTIONS[direction]
+        src, tgt = split_direction(direction)
         a = mdata.mod[src] if hasattr(mdata, "mod") else mdata
         z = self.spaces_[src].transform(a, layer=counts_layer(mdata, src))
         P = np.asarray(self._predict(z, src, tgt), dtype=np.float32)
@@ -334,7 +332,7 @@ class RidgeTranslator(_TranslatorBase):
 
     def _fit_maps(self) -> None:
         self.coef_ = {}
-        for src, tgt in _DIRECTIONS.values():
+        for src, tgt in map(split_direction, DIRECTIONS):
             Z = self.emb_[src]
             Y = self.targets_[tgt]
             zbar = Z.mean(0)
@@ -397,7 +395,7 @@ def memorisation_distance(generated, train, test, *, modality: str = "rna",
     """
     from sklearn.neighbors import NearestNeighbors
 
-    check_option("modality", modality, ("rna", "atac"))
+    check_option("modality", modality, MODALITIES)
     fs = (feature_space if feature_space is not None
           else FeatureSpace(modality, layer="counts" if layer is ... else layer).fit(test))
     e_tr, err_tr = fs.transform_with_error(train, seed=seed, layer=layer)

@@ -3,38 +3,74 @@
 Every read goes through :mod:`scdiffx_grn._registry`: labels with :func:`~scdiffx_grn._registry.labels`
 (one precedence), raw counts with :func:`~scdiffx_grn._registry.layer_matrix` (a missing layer
 raises; no fallback to ``X``), counts detected with :func:`~scdiffx_grn._registry.is_counts` and
-log1p-CP10k with :func:`~scdiffx_grn._registry.log_normalize`.
+log1p-CP10k with :func:`~scdiffx_grn._registry.log_normalize`. Option values (modalities,
+directions, readouts) and the "must be one of" check come from :mod:`scdiffx_grn._vocab`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
 
-from .._errors import InputDataError, OptionError, _fmt_items
+from .._errors import InputDataError
 from .._registry import TARGET_SUM, log_normalize
 from .._registry import counts as _counts
 from .._registry import is_counts as _is_counts
 from .._registry import labels as _labels
 from .._registry import layer_matrix as _layer_matrix
 from .._registry import input_layer
+from .._vocab import READOUTS, check_option
 
 __all__ = ["cell_indices", "is_adata", "to_csr", "is_counts", "lognormalise", "binarise", "matrix", "counts_layer", "counts_of",
-           "group_labels", "check_option", "DIRECTIONS", "MODALITIES"]
-
-#: translation directions -> (source, target)
-DIRECTIONS = {"atac->rna": ("atac", "rna"), "rna->atac": ("rna", "atac")}
-MODALITIES = ("rna", "atac")
+           "group_labels", "Translator", "translation_readouts", "translate_call_kwargs"]
 
 is_counts = _is_counts
 
 
-def check_option(name: str, value, allowed: Sequence) -> None:
-    """Raise :class:`~scdiffx_grn.OptionError` when ``value`` is not one of ``allowed`` (naming them)."""
-    if value not in allowed:
-        raise OptionError(f"{name} must be one of {_fmt_items(allowed)}, got {value!r}")
+@runtime_checkable
+class Translator(Protocol):
+    """What :func:`~scdiffx_grn.eval.evaluate_model` calls on the model and on each translating baseline.
+
+    ``translate(mdata, direction=..., seed=..., **kwargs)`` returns an AnnData aligned to the cells
+    of ``mdata`` holding the target modality (``log1p`` CP10k RNA, or ATAC probabilities).
+    ``translation_readouts`` declares the readouts (of :data:`scdiffx_grn._vocab.READOUTS`) that
+    ``translate`` takes as ``readout=``: ``("mean", "samples")`` for
+    :class:`~scdiffx_grn.ScDiffusionX`, which is then asked for its posterior mean; ``()`` (also
+    the reading of an object that declares nothing) for a translator with one point prediction,
+    which is passed ``n_samples=`` instead (and may ignore it).
+    """
+
+    translation_readouts: tuple[str, ...]
+
+    def translate(self, mdata, direction: str = "atac->rna", *, seed: int = 0, **kwargs) -> Any:
+        ...
+
+
+def translation_readouts(translator) -> tuple[str, ...]:
+    """The readouts ``translator.translate`` declares it takes as ``readout=`` (see :class:`Translator`)."""
+    declared = tuple(getattr(translator, "translation_readouts", ()))
+    for r in declared:
+        check_option(f"{type(translator).__name__}.translation_readouts entry", r, READOUTS)
+    return declared
+
+
+def translate_call_kwargs(translator, kwargs: Mapping[str, Any] | None, n_samples: int) -> dict[str, Any]:
+    """Keywords of one ``translator.translate`` call of an evaluation: ``kwargs`` plus, by its declared readouts,
+    ``readout="mean"`` (its point prediction, unless ``kwargs`` ask for ``"samples"``: then ``n_samples``
+    samples), or for a translator without readouts ``n_samples=n_samples``."""
+    kw = dict(kwargs or {})
+    readouts = translation_readouts(translator)
+    if not readouts:
+        kw.setdefault("n_samples", n_samples)
+        return kw
+    kw.setdefault("readout", "mean" if "mean" in readouts else readouts[0])
+    check_option("readout", kw["readout"], readouts)
+    if kw["readout"] == "samples":
+        kw.setdefault("n_samples", n_samples)
+    return kw
 
 
 def cell_indices(cells, n: int, what: str) -> np.ndarray:

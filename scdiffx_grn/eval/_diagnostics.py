@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputDataError, _fmt_items
+from .._vocab import READOUTS, check_option, split_direction
 from ._baselines import RidgeTranslator
-from ._common import DIRECTIONS, check_option, counts_layer, group_labels
+from ._common import counts_layer, group_labels
 from ._metrics import rowwise_auroc, rowwise_pearson
 from ._scoring import observed_target, recentre
 
@@ -138,9 +139,8 @@ def source_dependence(model, mdata, *, direction: str = "atac->rna", groupby: st
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
-    check_option("direction", direction, tuple(DIRECTIONS))
-    check_option("readout", readout, ("mean", "samples"))
-    src, tgt = DIRECTIONS[direction]
+    src, tgt = split_direction(direction)
+    check_option("readout", readout, READOUTS)
     for m in (src, tgt):
         if m not in mdata.mod:
             raise InputDataError(f"source_dependence needs both modalities; {m!r} is missing "

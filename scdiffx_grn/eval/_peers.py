@@ -32,7 +32,8 @@ import scipy.sparse as sp
 
 from .._errors import InputDataError, ScdxError
 from .._registry import TARGET_SUM, log_normalize
-from ._common import DIRECTIONS, cell_indices, check_option, counts_of
+from .._vocab import MODALITIES, split_direction
+from ._common import cell_indices, counts_of
 
 __all__ = ["MultiVITranslator", "import_scvi"]
 
@@ -69,6 +70,10 @@ class MultiVITranslator:
         Extra ``scvi.model.MULTIVI`` arguments (none: the documented defaults).
     """
 
+    #: ``translate`` is the posterior mean and takes no ``readout=`` (:class:`~scdiffx_grn.eval.Translator`);
+    #: samples come from :meth:`sample`
+    translation_readouts: tuple[str, ...] = ()
+
     def __init__(self, max_epochs: int = 500, max_time: str | None = None, seed: int = 0,
                  threads: int | None = 1, normalize_regions: bool = False, **model_kwargs: Any):
         self.max_epochs = int(max_epochs)
@@ -86,7 +91,7 @@ class MultiVITranslator:
         import anndata as ad
 
         mods = {}
-        for m in ("rna", "atac"):
+        for m in MODALITIES:
             if m not in mdata.mod:
                 raise InputDataError(f"MultiVI needs the {m!r} modality (zeros when unobserved); has {list(mdata.mod)}")
             a = mdata.mod[m]
@@ -173,8 +178,7 @@ class MultiVITranslator:
 
     # ---- translation
     def _source_only(self, mdata, direction: str):
-        check_option("direction", direction, tuple(DIRECTIONS))
-        src, tgt = DIRECTIONS[direction]
+        src, tgt = split_direction(direction)
         return src, tgt, self._mudata(mdata, blank=tgt)
 
     def _decode(self, q, tgt: str, use_z_mean: bool) -> np.ndarray:

@@ -11,7 +11,8 @@ import pandas as pd
 
 from .._errors import InputDataError
 from .._io import atomic_path
-from ._common import check_option, group_labels
+from .._vocab import check_option
+from ._common import group_labels
 from ._space import FeatureSpace
 
 __all__ = ["metric_bars", "umap_real_vs_generated"]

@@ -65,6 +65,7 @@ from .._errors import (
     _fmt_items,
 )
 from .._settings import logger
+from .._vocab import DIRECTIONS, MODALITIES, check_option, split_direction
 from ._baselines import (
     CellTypeMeanBaseline,
     KNNTranslator,
@@ -73,15 +74,14 @@ from ._baselines import (
     memorisation_distance,
 )
 from ._common import (
-    MODALITIES,
     binarise,
-    check_option,
     counts_layer,
     group_labels,
     is_counts,
     lognormalise,
     matrix,
     to_csr,
+    translate_call_kwargs,
 )
 from ._metrics import (
     _corr_rows,
@@ -492,15 +492,6 @@ def _ensure_labels(gen, key: str, labels: np.ndarray):
     return gen
 
 
-def _accepts(fn, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def model_split(model, mdata) -> np.ndarray | None:
     """The train / val / test split a model carries (``model.setup["split"]``), for ``mdata``'s cells.
 
@@ -546,8 +537,9 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
     ``model.generate({groupby: labels}, seed=seed, **generate_kwargs)`` and compared with the
     test cells for RNA and ATAC (:func:`evaluate_generation`, feature spaces fitted on the test
     cells). Translation: ``model.translate(test, direction=d, seed=seed)`` for both directions
-    (the posterior-mean readout of models that have one; ``translate_kwargs={"readout":
-    "samples"}`` scores the latent mean of ``n_samples`` samples instead), scored with
+    (the posterior-mean readout of models that declare one, :class:`~scdiffx_grn.eval.Translator`;
+    ``translate_kwargs={"readout": "samples"}`` scores the latent mean of ``n_samples`` samples
+    instead), scored with
     :func:`evaluate_translation`. Baselines are fitted on the
     training cells and evaluated identically. Memorisation (``mem_*`` metrics) compares
     generated cells' distance to the nearest training vs test cell.
@@ -555,7 +547,9 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
     Parameters
     ----------
     model
-        Object with the model contract's ``generate`` / ``translate`` (see ARCHITECTURE.md).
+        Object with the model contract's ``generate`` / ``translate`` (see ARCHITECTURE.md); its
+        ``translation_readouts`` (:class:`~scdiffx_grn.eval.Translator`) say whether ``translate``
+        takes ``readout=`` (``ScDiffusionX``: ``("mean", "samples")``) or ``n_samples=``.
     mdata
         MuData with ``rna`` and ``atac`` (counts), ``split_key`` and ``groupby`` columns.
     split_key, test_value, train_value
@@ -566,13 +560,12 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
     seeds
         Generation / translation seeds (one repetition each).
     n_samples
-        Samples per cell for translators without a posterior-mean readout (or with
-        ``readout="samples"``).
+        ``n_samples=`` of translators that declare no readouts, and of ``readout="samples"``.
     generate_kwargs, translate_kwargs
         Extra arguments of the model's ``generate`` / ``translate`` (sampler, n_steps, guidance...).
     baselines
         ``True`` (cell-type mean, resampling, kNN and ridge translators), ``False``, or a mapping
-        name -> fitted object with ``generate`` and/or ``translate``.
+        name -> fitted object with ``generate`` and/or ``translate`` (a :class:`~scdiffx_grn.eval.Translator`).
     tasks
         Subset of ``("generation", "translation")``.
     metrics, per_cell_type_metrics
@@ -641,11 +634,11 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
     test = _subset(mdata, test_mask)
     train = _subset(mdata, train_mask) if train_mask.any() else None
     test_labels = group_labels(test, groupby)
-    for name in ("rna", "atac"):
+    for name in MODALITIES:
         test.mod[name].obs[groupby] = test_labels
-    layers = {m: counts_layer(mdata, m) for m in ("rna", "atac")}
+    layers = {m: counts_layer(mdata, m) for m in MODALITIES}
     fit_ref = train if (feature_space_fit == "train" and train is not None) else test
-    spaces = {m: FeatureSpace(m, layer=layers[m]).fit(fit_ref.mod[m]) for m in ("rna", "atac")}
+    spaces = {m: FeatureSpace(m, layer=layers[m]).fit(fit_ref.mod[m]) for m in MODALITIES}
 
     methods: dict[str, Any] = {"model": model}
     if baselines is True:
@@ -665,7 +658,7 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
             for seed in seeds:
                 kw = dict(generate_kwargs or {}) if name == "model" else {}
                 gen = _ensure_labels(obj.generate(labels, seed=int(seed), **kw), groupby, test_labels)
-                for m in ("rna", "atac"):
+                for m in MODALITIES:
                     t, _ = evaluate_generation(test.mod[m], gen.mod[m], groupby=groupby, modality=m,
                                                seeds=(int(seed),), n_cells=n_cells, metrics=metrics,
                                                per_cell_type_metrics=per_cell_type_metrics,
@@ -682,20 +675,16 @@ def evaluate_model(model, mdata, *, split_key: str = "split", test_value: str = 
                                   float(d["is_copy"].mean())],
                         "modality": "rna", "method": name, "task": "generation"}))
     if "translation" in tasks:
-        for direction, tgt in (("atac->rna", "rna"), ("rna->atac", "atac")):
+        for direction in DIRECTIONS:
+            tgt = split_direction(direction)[1]
             fs = spaces[tgt]
             for name, obj in methods.items():
                 if not hasattr(obj, "translate"):
                     continue
                 for seed in seeds:
-                    kw = dict(translate_kwargs or {}) if name == "model" else {}
-                    if _accepts(obj.translate, "readout"):
-                        # the model's point prediction is its posterior mean unless samples are asked for
-                        kw.setdefault("readout", "mean")
-                        if kw["readout"] == "samples":
-                            kw.setdefault("n_samples", n_samples)
-                    else:
-                        kw.setdefault("n_samples", n_samples)
+                    # by its declared readouts (eval.Translator): the posterior mean of a model that has one,
+                    # unless samples are asked for; n_samples for a translator with one point prediction
+                    kw = translate_call_kwargs(obj, translate_kwargs if name == "model" else None, n_samples)
                     pred = obj.translate(test, direction=direction, seed=int(seed), **kw)
                     t = evaluate_translation(test.mod[tgt], pred, modality=tgt, groupby=groupby, seed=int(seed),
                                              feature_space=fs, layer=layers[tgt])

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .._errors import InputDataError
 from .._io import atomic_path, atomic_write_text
-from ._common import check_option
+from .._vocab import check_option
 from ._protocol import summarise_generation
 
 __all__ = ["METRIC_DIRECTION", "summarise", "comparison_table", "to_markdown", "write_report"]

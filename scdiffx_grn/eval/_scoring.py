@@ -36,8 +36,9 @@ import scipy.sparse as sp
 
 from .._errors import InputDataError
 from .._registry import TARGET_SUM, log_normalize
+from .._vocab import MODALITIES, check_option, split_direction
 from ._baselines import KNNTranslator, RidgeTranslator
-from ._common import DIRECTIONS, cell_indices, check_option, counts_layer, group_labels, matrix
+from ._common import cell_indices, counts_layer, group_labels, matrix
 from ._metrics import colwise_pearson, rowwise_auroc, rowwise_pearson
 
 __all__ = ["energy_score", "pit_coverage", "translation_scores", "observed_target", "recentre"]
@@ -107,7 +108,7 @@ def observed_target(adata, mod: str, layer: str | None = "counts") -> np.ndarray
 
     ``layer``: the layer holding counts (``None``: ``X``); a missing layer raises.
     """
-    check_option("mod", mod, ("rna", "atac"))
+    check_option("mod", mod, MODALITIES)
     X = matrix(adata, layer, what=f"the observed {mod}")
     X = X.toarray() if sp.issparse(X) else np.asarray(X)
     if mod == "rna":
@@ -196,8 +197,7 @@ def translation_scores(model, mdata, *, train, test, direction: str = "atac->rna
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import NearestNeighbors
 
-    check_option("direction", direction, tuple(DIRECTIONS))
-    src, tgt = DIRECTIONS[direction]
+    src, tgt = split_direction(direction)
     n = mdata.n_obs
 
     tr, te = cell_indices(train, n, "train"), cell_indices(test, n, "test")

@@ -16,10 +16,9 @@ import scipy.sparse as sp
 from .._errors import FeatureMismatchError, InputDataError, ScdxError, _fmt_items
 from .._registry import TARGET_SUM
 from .._settings import logger
+from .._vocab import MODALITIES, check_option
 from ._common import (
-    MODALITIES,
     binarise,
-    check_option,
     is_adata,
     is_counts,
     lognormalise,

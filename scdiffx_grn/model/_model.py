@@ -26,13 +26,14 @@ from .._errors import OptionError, ScdxError
 from .._registry import log_normalize, registry
 from .._registry import setup_mudata as registry_setup_mudata
 from .._settings import get_device
+from .._vocab import READOUTS
 from ._access import check_features, label_categories, label_indices, model_matrix
 from ._access import subset_to_model as _subset_to_model
 from ._checkpoint import PRETRAINED, load_model, pretrained_path, save_model
 from ._config import ModelConfig
 from ._guidance import Guidance
 from ._modules import ScDXModule
-from ._pipeline import DIRECTIONS, READOUTS, DiffusionPipeline
+from ._pipeline import DiffusionPipeline
 
 __all__ = ["ScDiffusionX", "PRETRAINED", "pretrained_path"]
 
@@ -60,6 +61,9 @@ class ScDiffusionX:
     >>> gen = model.generate({"cell_type": ["L2/3"] * 100}, sampler="dpm++", n_steps=20)
     >>> rna_pred = model.translate(mdata, direction="atac->rna", n_samples=5)
     """
+
+    #: the readouts ``translate`` takes (the evaluation contract, :class:`scdiffx_grn.eval.Translator`)
+    translation_readouts: tuple[str, ...] = READOUTS
 
     def __init__(self, mdata=None, config: ModelConfig | None = None, *, seed: int | None = None, **overrides):
         self.history: dict[str, list[float]] = {"ae_loss": [], "diffusion_loss": []}
@@ -239,11 +243,7 @@ class ScDiffusionX:
         flow samplers, so two calls with the same noise on edited and unedited inputs form a
         paired control. Differentiable when gradients are enabled.
         """
-        if direction not in DIRECTIONS:
-            raise OptionError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if readout not in READOUTS:
-            raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
-        self._require_paired("translation")
+        self._require_paired("translation")  # direction and readout are checked by the pipeline
         return self.pipeline.translate_latent(z_src, direction, cond, noise, readout=readout, sampler=sampler,
                                               n_steps=n_steps, guidance_scale=guidance_scale,
                                               guidance_mode=guidance_mode, source_guidance=source_guidance,

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import torch
 
 from .._errors import OptionError
+from .._vocab import READOUTS, check_option, split_direction
 from ._guidance import (
     Guidance,
     LabelGuidance,
@@ -30,11 +31,10 @@ from ._guidance import (
 )
 from ._schedulers import deterministic_sampler, make_scheduler, training_scheduler
 
-__all__ = ["DiffusionPipeline", "DIRECTIONS", "READOUTS", "METHODS"]
+__all__ = ["DiffusionPipeline", "TRANSLATION_METHODS"]
 
-DIRECTIONS = ("atac->rna", "rna->atac")
-READOUTS = ("mean", "samples")
-METHODS = ("conditional", "inpaint")
+#: how the observed modality enters a sampled translation: given clean, or noised and inpainted
+TRANSLATION_METHODS: tuple[str, ...] = ("conditional", "inpaint")
 
 
 def _steps(sched, n_steps: int, cond: torch.Tensor):
@@ -64,7 +64,8 @@ class DiffusionPipeline:
 
     # ------------------------------------------------------------------ schedulers
     def scheduler(self, name: str):
-        """A fresh sampler by name (``"ddpm"``, ``"ddim"``, ``"dpm++"``; flow: ``"euler"``, ``"heun"``)."""
+        """A fresh sampler by name (``"ddpm"``, ``"ddim"``, ``"dpm++"``; flow: ``"euler"``, ``"heun"``; or
+        one registered with :func:`~scdiffx_grn.model.register_sampler` for the model's objective)."""
         return make_scheduler(name, self.config)
 
     @property
@@ -107,7 +108,7 @@ class DiffusionPipeline:
         """
         guidance = LabelGuidance() if guidance is None else guidance
         sched = self.scheduler(sampler)
-        if not getattr(sched, "stochastic", False):
+        if not sched.stochastic:
             step_noise = None
         x_r, x_a = noise_r, noise_a
         for i, (t, tt) in enumerate(_steps(sched, n_steps, cond)):
@@ -130,23 +131,22 @@ class DiffusionPipeline:
         noise (``noise_a`` for ``"rna->atac"``). ``step_noise`` (n_steps, B, latent_dim): the
         per-step noise of stochastic samplers. Returns ``(z_rna, z_atac)``.
         """
+        check_option("translation method", method, TRANSLATION_METHODS)
+        source, _ = split_direction(direction)
         guidance = LabelGuidance() if guidance is None else guidance
         sched = self.scheduler(sampler)
         b = cond.shape[0]
         zero = torch.zeros(b, dtype=torch.long, device=cond.device)
-        src_is_rna = direction == "rna->atac"
+        src_is_rna = source == "rna"
         x = noise_a if src_is_rna else noise_r
         noise_src = noise_r if src_is_rna else noise_a  # inpainting and the null source
-        if not getattr(sched, "stochastic", False):
+        if not sched.stochastic:
             step_noise = None
-        source = "rna" if src_is_rna else "atac"
         for i, (t, tt) in enumerate(_steps(sched, n_steps, cond)):
             if method == "conditional":
                 src, t_src = z_src, zero
-            elif method == "inpaint":
+            else:  # inpaint
                 src, t_src = sched.add_noise(z_src, noise_src, tt), tt
-            else:
-                raise OptionError(f"translation method must be one of {METHODS}, got {method!r}")
             st = (PipelineState(src, x, t_src, tt, cond, sched) if src_is_rna
                   else PipelineState(x, src, tt, t_src, cond, sched))
             o_r, o_a = guidance(self, st.replace(source=source, null_source=noise_src, z_source=z_src))
@@ -169,10 +169,8 @@ class DiffusionPipeline:
                          guidance_mode: str = "joint", source_guidance: float = 1.0, method: str = "conditional",
                          recon_guidance: float = 0.0, generator=None, step_noise=None) -> torch.Tensor:
         """Target latents of normalised source latents (see :meth:`ScDiffusionX.translate_latent`)."""
-        if direction not in DIRECTIONS:
-            raise OptionError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if readout not in READOUTS:
-            raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
+        source, _ = split_direction(direction)
+        check_option("readout", readout, READOUTS)
         if cond is None:
             cond = self.null_labels(z_src.shape[0], z_src.device)
         L = z_src.shape[1]
@@ -182,7 +180,7 @@ class DiffusionPipeline:
             noise_src = noise.flip(-1)
         else:
             raise OptionError(f"noise must have latent_dim ({L}) or 2 x latent_dim columns, got {noise.shape[1]}")
-        src_is_rna = direction == "rna->atac"
+        src_is_rna = source == "rna"
         if readout == "mean" and self.config.prediction != "epsilon":
             # the clean-latent estimate from pure noise at the noisiest timestep: E[z_tgt | z_src, labels]
             # (the source is given clean: conditional, whatever ``method`` says)
@@ -193,8 +191,7 @@ class DiffusionPipeline:
             st = (PipelineState(z_src, noise, zero, tt, cond, sched) if src_is_rna
                   else PipelineState(noise, z_src, tt, zero, cond, sched))
             guide = SourceGuidance(float(source_guidance), LabelGuidance(guidance_scale, guidance_mode))
-            o_r, o_a = guide(self, st.replace(source="rna" if src_is_rna else "atac", null_source=noise_src,
-                                              z_source=z_src))
+            o_r, o_a = guide(self, st.replace(source=source, null_source=noise_src, z_source=z_src))
             return sched.to_x0_eps(o_a if src_is_rna else o_r, noise, tt)[0]
         if readout == "mean":  # epsilon model: a deterministic trajectory
             sampler = deterministic_sampler(self.config)

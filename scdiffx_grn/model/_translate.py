@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from .._errors import InputDataError, OptionError, ScdxError
+from .._vocab import DIRECTIONS, READOUTS
 from ._access import check_features, labels_for, row_source
-from ._pipeline import DIRECTIONS, READOUTS
 from ._schedulers import make_scheduler
 
 __all__ = ["translate", "get_latent"]
