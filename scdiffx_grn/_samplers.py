@@ -135,7 +135,10 @@ def get_sampler(name: str, kind: str | None = None) -> type:
                           f"objective={kind!r}: use one of {_fmt_items(valid)}")
     if isinstance(entry.cls, str):
         module, _, attr = entry.cls.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise OptionError(f"sampler {key!r} is registered as {entry.cls!r}, which cannot be imported: {e}") from None
         if getattr(cls, "kind", entry.kind) != entry.kind:
             raise OptionError(f"{entry.cls} is a {cls.kind!r} sampler, registered as {key!r} of kind {entry.kind!r}")
         entry.cls = cls

@@ -126,6 +126,9 @@ def test_register_sampler_checks_its_input(registry):
     with pytest.raises(OptionError, match="non-empty string"):
         register_sampler("", CountingDDIM)
     assert "x" not in sampler_names()
+    register_sampler("lazy", "scdiffx_grn.model._schedulers:NoSuchSampler", kind="diffusion")
+    with pytest.raises(OptionError, match="'lazy' is registered as .*NoSuchSampler.*cannot be imported"):
+        get_sampler("lazy")
 
 
 def test_a_registered_sampler_generates_and_translates(registry, model):
