@@ -12,8 +12,9 @@ from .._store import store as _store_result
 from .._store import stored as _stored
 from .._store import target as _target
 from .._errors import InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
-from ._base import READOUTS, EngineResult, bh_fdr, group_column, group_column_of
-from ._engine import Edit, model_features, prepare_inputs, run_paired
+from .._vocab import READOUTS, check_option
+from ._base import EngineResult, bh_fdr, group_column, group_column_of
+from ._engine import Edit, collect, engine_options, iter_results, model_features, prepare_inputs
 from ._spec import Perturbation, resolve_targets
 
 __all__ = ["bh_fdr", "paired_stats", "effects_table", "state_table", "perturb", "perturbation_df",
@@ -293,8 +294,7 @@ def check_engine(readout: str, test: str, n_noise: int, *, batch_size: int = 1, 
 
     check_count("batch_size", batch_size, 1)
     check_count("batch_rows", batch_rows, 1)
-    if readout not in READOUTS:
-        raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
+    check_option("readout", readout, READOUTS)
     if test not in ("t", "wilcoxon"):
         raise OptionError(f"test must be 't' or 'wilcoxon', got {test!r}")
     if readout == "mean" and test != "t":
@@ -364,14 +364,10 @@ def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: s
         empty = pd.DataFrame(columns=_effect_cols(gcol))
         return {"effects": empty, "state": pd.DataFrame(columns=["perturbation", gcol]), "report": report,
                 "basis": basis, "inputs": inputs}
-    if readout == "mean":
-        from ._mean import run_mean
-
-        res = run_mean(model, inputs, edits, n_noise=n_noise, seed=seed, batch_rows=batch_rows,
-                       translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
-    else:
-        res = run_paired(model, inputs, edits, n_samples=perts[0].n_samples, seed=seed, batch_size=batch_size,
-                         batch_targets=batch_targets, translate_kwargs=translate_kwargs, progress_bar=progress_bar)
+    opts = engine_options(model, readout, n_noise=n_noise, n_samples=perts[0].n_samples, seed=seed,
+                          batch_rows=batch_rows, batch_size=batch_size, batch_targets=batch_targets,
+                          translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
+    res = collect(iter_results(model, inputs, edits, **opts), edits, progress_bar)
     if basis is None:
         basis = pca_basis(res.ctrl_profiles, n_comps=n_pca)
     eff = effects_table(res, readout_names, test=test, group_col=gcol)
@@ -537,7 +533,7 @@ def _from_dict(d: dict) -> Perturbation:
 
 
 def _result_tables(mdata_or_result, key: str) -> dict:
-    """The result dict of :func:`perturb`: from ``uns[key]`` of a MuData, or the (legacy) dict itself."""
+    """The result dict of :func:`perturb`: ``uns[key]`` of a MuData, or such a dict itself."""
     if isinstance(mdata_or_result, dict):
         return mdata_or_result
     if not hasattr(mdata_or_result, "uns"):
