@@ -486,8 +486,9 @@ def control_perturbations(inputs, perts, resolved: dict, genes, peaks, *, n: int
         pool = [pk for i, pk in enumerate(peaks) if i not in used]
         for g in gnames:
             for k in range(min(n, len(pool) // size)):
-                key = cell_keys([f"{k}:{g}:{pk}" for pk in pool], seed)
-                out.append(Perturbation([pool[i] for i in np.argsort(key, kind="stable")[:size]], modality="atac", cells=None if groupby is None else [g],
+                pick = np.argsort(cell_keys([f"{k}:{g}:{pk}" for pk in pool], seed), kind="stable")[:size]
+                out.append(Perturbation([pool[i] for i in pick], modality="atac",
+                                        cells=None if groupby is None else [g],
                                         name=control_name(f"set{k + 1}", None if groupby is None else g), **mk))
         return out
     feats = genes if p0.source == "rna" else peaks

@@ -335,18 +335,11 @@ def build_edits(model, inputs, perts: Sequence[Perturbation], resolved, groupby)
 
 
 def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: str | None = "cell_type",
-                      tf_peaks=None, on_unknown: str = "raise", seed: int = 0, test: str = "t",
-                      batch_size: int = 256, batch_targets: int = 8, n_pca: int = 20,
-                      translate_kwargs: dict | None = None, inputs=None, basis=None,
-                      use_labels: bool = False, progress_bar: bool = False, readout: str = "mean",
-                      n_noise: int = 1, batch_rows: int = 1024, skip_unchanged: bool = True) -> dict[str, Any]:
-    """Resolve, run and summarise several perturbations of one modality (engine + effects).
-
-    Returns a dict ``{"effects", "state", "report", "basis", "inputs"}``; the group column of the
-    effects and state tables is named after ``groupby`` (:func:`~._base.group_column`).
-    """
-    check_engine(readout, test, n_noise)
-    check_on_unknown(on_unknown)
+                      tf_peaks=None, on_unknown: str = "raise", test: str = "t", use_labels: bool = False,
+                      readout: str = "mean", n_pca: int = 20, **options) -> dict[str, Any]:
+    """Resolve, run (:class:`~._engine.PairedEngine`, ``options`` as :func:`~._engine.engine_options`) and
+    summarise several perturbations of one modality: ``{"effects", "state", "report"}``; the group
+    column of the effects and state tables is named after ``groupby`` (:func:`~._base.group_column`)."""
     gcol = group_column(groupby)
     src = _check_same_modality(perts)
     genes, peaks = model_features(model)
@@ -356,27 +349,20 @@ def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: s
         reports.append(rep)
         resolved.append(idx)
     report = pd.concat(reports, ignore_index=True)
-    if inputs is None:
-        inputs = prepare_inputs(model, mdata, src, groupby=groupby, use_labels=use_labels)
+    inputs = prepare_inputs(model, mdata, src, groupby=groupby, use_labels=use_labels)
     edits, kept = build_edits(model, inputs, perts, resolved, groupby)
-    readout_names = peaks if src == "rna" else genes
     if not edits:
-        empty = pd.DataFrame(columns=_effect_cols(gcol))
-        return {"effects": empty, "state": pd.DataFrame(columns=["perturbation", gcol]), "report": report,
-                "basis": basis, "inputs": inputs}
-    opts = engine_options(model, readout, n_noise=n_noise, n_samples=perts[0].n_samples, seed=seed,
-                          batch_rows=batch_rows, batch_size=batch_size, batch_targets=batch_targets,
-                          translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
-    res = collect(iter_results(model, inputs, edits, **opts), edits, progress_bar)
-    if basis is None:
-        basis = pca_basis(res.ctrl_profiles, n_comps=n_pca)
-    eff = effects_table(res, readout_names, test=test, group_col=gcol)
-    state = state_table(res, basis, group_col=gcol)
+        return {"effects": pd.DataFrame(columns=_effect_cols(gcol)), "report": report,
+                "state": pd.DataFrame(columns=["perturbation", gcol])}
+    opts = engine_options(model, readout, n_samples=perts[0].n_samples, **options)
+    res = collect(iter_results(model, inputs, edits, **opts), edits)
+    eff = effects_table(res, peaks if src == "rna" else genes, test=test, group_col=gcol)
+    state = state_table(res, pca_basis(res.ctrl_profiles, n_comps=n_pca), group_col=gcol)
     meta = pd.DataFrame([{**p.to_dict(), "targets": ";".join(p.targets)} for p in kept])
     if len(meta) and len(state):
         state = state.merge(meta[["name", "kind", "modality"]].rename(columns={"name": "perturbation"}),
                             on="perturbation", how="left")
-    return {"effects": eff, "state": state, "report": report, "basis": basis, "inputs": inputs}
+    return {"effects": eff, "state": state, "report": report}
 
 
 def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | dict, *,

@@ -1,39 +1,30 @@
 """The paired-translation engine: edited vs unedited cells translated with the same noise.
 
 :class:`PairedEngine` is the one translation loop of ``tl.perturb``, ``tl.screen``,
-:func:`peak_knockout_effect` and the GRN knockout scores (``grn.close_peaks_effect``). For a list of
-edits it yields, per edit and cell, the paired difference ``d = y(edited) - y(control)`` in the
-readout space of the target modality (``log1p(1e4 rho)`` for RNA, accessibility probability for
-ATAC) and the latent difference. Both readouts go through it:
+:func:`peak_knockout_effect` and the GRN knockout scores (``grn.close_peaks_effect``): for a list
+of edits it yields, per edit and changed cell, the paired difference ``d = y(edited) - y(control)``
+in readout space (``log1p(1e4 rho)`` for RNA, accessibility probability for ATAC) and the latent
+difference. Readout ``"mean"``: the posterior mean averaged over ``n_noise`` = K noises in latent
+space, decoded once (as ``model.translate(readout="mean", n_noise=K)``; one sample axis, ``S = 1``);
+``"samples"``: ``S = n_noise`` sampled trajectories (``sampler``, ``n_steps``), each decoded.
 
-- ``"mean"``: a cell's translation is the posterior mean (``translate_latent(readout="mean")``),
-  averaged over ``n_noise`` = K noises in latent space and decoded once, as
-  ``model.translate(readout="mean", n_noise=K)``: one sample axis (``S = 1``);
-- ``"samples"``: ``n_noise`` = S sampled trajectories per cell (``sampler``, ``n_steps`` in
-  ``translate_kwargs``), each decoded: ``S`` sample axes, for statistics over samples.
+Noise k of a cell is ``model.cell_noise(obs_name, seed, k)`` (and ``model.step_noise`` for a
+stochastic sampler) in the control and in every edited copy, so an edit of nothing has an effect
+of exactly zero and a cell's result does not depend on its row or batch-mates. An edit that
+leaves a cell's raw input unchanged leaves its translation unchanged: the cell is skipped (its
+difference is exactly 0; it still counts). The control arm is translated once per cell (latents
+kept: ``S x cells x latent_dim``); (edit, changed cell) rows of many edits are stacked into calls
+of ``batch_rows`` rows under ``torch.inference_mode`` (bf16 autocast on CUDA), at most
+``max_targets_in_flight`` edits open at once, so consumers hold the running sums of those only.
 
-Noise: sample ``k`` of cell ``c`` is ``model.cell_noise(obs_name(c), seed, k)`` (and, for a
-stochastic sampler, ``model.step_noise``), for the control and every edited copy of the cell, so
-an edit that changes nothing has an effect of exactly zero and a cell's result does not depend on
-its row or batch-mates. What keeps it fast and bounded:
-
-- **exact skipping**: an edit that leaves a cell's raw input unchanged leaves its translation
-  unchanged, so its difference is exactly 0 and it is not re-translated (it still counts);
-- the control arm is translated once per cell, its latents kept (``S x cells x latent_dim``);
-- (edit, changed cell) rows of many edits are stacked into calls of ``batch_rows`` rows (cells x
-  noises), under ``torch.inference_mode`` and, on CUDA, bf16 autocast; at most
-  ``max_targets_in_flight`` edits are open at once and each edit's last part is marked, so a
-  consumer holds running sums of the edits in flight only.
-
-Reductions are consumers of these differences: :func:`iter_results` (group sums, nearest-type
-changes, control sums and PCA profiles -> :class:`~._base.EngineResult`, the input of the
-effects tables), :func:`cell_effects` (dense per-cell differences), :func:`peak_knockout_effect`.
+Reductions consume these differences: :func:`iter_results` (group sums, nearest-type changes,
+control sums, PCA profiles -> :class:`~._base.EngineResult`), :func:`cell_effects`,
+:func:`peak_knockout_effect`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,7 +38,8 @@ from .._vocab import READOUTS, check_option, other_modality
 from ._base import EngineInputs, EngineResult, cell_names, engine_autocast, group_column, nearest
 
 __all__ = ["Edit", "EngineInputs", "EngineResult", "PairedEngine", "CellDiffs", "prepare_inputs", "changed_rows",
-           "iter_results", "engine_options", "collect", "run_mean", "run_paired", "cell_effects", "peak_knockout_effect", "model_features"]
+           "iter_results", "engine_options", "collect", "run_mean", "run_paired", "cell_effects",
+           "peak_knockout_effect", "model_features"]
 
 
 def prepare_inputs(model, mdata, src: str, *, groupby: str | None = "cell_type",
@@ -133,14 +125,10 @@ def changed_rows(X, edit: Edit, mask: np.ndarray | None = None, Xc=None) -> np.n
 
 
 # --------------------------------------------------------------------------- the engine
-@dataclass
-class CellDiffs:
-    """Paired differences of one edit on some of its cells (tensors on the engine's device).
-
-    ``rows``: the engine's cell rows; ``d`` (S, b, F): edited - control readout; ``zd`` (S, b, L):
-    edited - control latent; ``z`` (S, b, L): the edited latent. ``last``: the edit's last part (an
-    edit that changes no cell has one part with ``b = 0``).
-    """
+class CellDiffs(NamedTuple):
+    """Differences of edit ``edit`` on cells ``rows`` (tensors on the engine's device): ``d`` (S, b, F)
+    readout, ``zd`` (S, b, L) latent (edited - control), ``z`` the edited latent; ``last``: the edit's
+    last part (an edit that changes no cell has one part with ``b = 0``)."""
 
     edit: int
     rows: np.ndarray
@@ -153,33 +141,13 @@ class CellDiffs:
 class PairedEngine:
     """Translate edited copies of cells against their unedited control with the same noise.
 
-    Parameters
-    ----------
-    model
-        A model with the tensor API (:class:`~scdiffx_grn.model.TranslationModel`).
-    inputs
-        :class:`~._base.EngineInputs` (:func:`prepare_inputs`): raw source inputs, conditions, obs names.
-    readout
-        ``"mean"`` (posterior mean, K noises averaged in latent space: ``S = 1``) or ``"samples"``
-        (``S = n_noise`` sampled translations).
-    n_noise
-        Noises per cell (K, or the number of samples).
-    seed
-        Seed of the noise: ``model.cell_noise(obs_name, seed, k)``, ``k < n_noise``.
-    batch_rows
-        (cell x noise) rows per translation call of edited cells.
-    batch_size
-        Cells per translation call of the control pass (default ``batch_rows // n_noise``).
-    translate_kwargs
-        Passed to ``model.translate_latent`` (``sampler``, ``n_steps``, ``guidance_scale``...); a
-        ``readout`` there must agree with ``readout``.
-    skip_unchanged
-        Skip cells whose input an edit leaves unchanged (exact: their difference is 0);
-        ``False`` re-translates every cell of the edit's mask (the reference of the tests).
-    autocast
-        bf16 autocast on CUDA (``None``: on for CUDA models; CPU always float32).
-    max_targets_in_flight
-        Edits open at once (bounds a consumer's running sums).
+    ``inputs``: :func:`prepare_inputs` (raw source inputs, conditions, obs names). ``readout``:
+    ``"mean"`` or ``"samples"``; ``n_noise``: noises (or samples) per cell, ``model.cell_noise(obs
+    name, seed, k)``. ``batch_rows``: (cell x noise) rows per call of edited cells; ``batch_size``:
+    cells per call of the control pass (default ``batch_rows // n_noise``). ``translate_kwargs``: to
+    ``model.translate_latent`` (a ``readout`` there must agree). ``skip_unchanged=False``
+    re-translates every cell of an edit's mask (the tests' reference). ``autocast``: bf16 on CUDA
+    (``None``: on for CUDA models). ``max_targets_in_flight``: edits open at once.
     """
 
     def __init__(self, model, inputs: EngineInputs, *, readout: str = "mean", n_noise: int = 1, seed: int = 0,
@@ -337,19 +305,6 @@ class PairedEngine:
 
 
 # --------------------------------------------------------------------------- reductions
-class _Sums:
-    """Running group sums of one edit (on the engine's device)."""
-
-    def __init__(self, S, G, F, L, KC, dev):
-        import torch
-
-        f64, long = torch.float64, torch.long
-        self.diff_sum, self.zdiff = torch.zeros(S, G, F, dtype=f64, device=dev), torch.zeros(S, G, L, dtype=f64, device=dev)
-        self.diff_sq, self.absmax = torch.zeros(G, F, dtype=f64, device=dev), torch.zeros(G, F, device=dev)
-        self.type_changed, self.n_changed = torch.zeros(S, G, dtype=long, device=dev), torch.zeros(G, dtype=long, device=dev)
-        self.dtype = torch.zeros(S, G, max(KC, 1), dtype=long, device=dev)
-
-
 def _count(acc, g, t, sign: int = 1) -> None:
     """``acc[s, g_i, t[s, i]] += sign`` for every sample ``s`` and cell ``i`` (``acc``: S x G x K counts)."""
     import torch
@@ -364,41 +319,37 @@ def iter_results(model, inputs: EngineInputs, edits: Sequence[Edit], *, n_pca_ce
                  **engine_kwargs) -> Iterator[tuple]:
     """Group sums of the :class:`PairedEngine`'s differences: ``(edit_index, EngineResult)`` per edit, in order.
 
-    The first item is ``(None, ctrl)``: the control arm's ``EngineResult`` skeleton (``ctrl_type``,
+    The first item is ``(None, ctrl)``: the control arm's ``EngineResult`` (``ctrl_type``, and the
     ``ctrl_profiles`` of ``n_pca_cells`` evenly spaced cells); then one ``EngineResult`` per edit
     (``E = 1``) as soon as its last cell is done: per group the sums over perturbed cells of the
-    differences (per sample), their squares and maximum ``|d|`` (over cells, of the sample mean),
-    the latent differences, the control readout, nearest-type changes. ``engine_kwargs``:
+    differences (per sample), their squares and maximum ``|d|`` (of the sample mean), the latent
+    differences, the control readout and nearest-type changes. ``engine_kwargs``:
     :class:`PairedEngine`'s (``readout``, ``n_noise``, ``seed``, ``batch_rows``...).
     """
     import torch
 
     eng = PairedEngine(model, inputs, **engine_kwargs)
-    masks, S, dev = eng.masks(edits), eng.S, eng.dev
-    G, KC = len(inputs.group_names), len(inputs.centroid_names)
-    keys = {}  # distinct masks (screens: one) -> control sums per mask
+    masks, S, dev, n = eng.masks(edits), eng.S, eng.dev, eng.n
+    G, KC = len(inputs.group_names), max(len(inputs.centroid_names), 1)
+    keys: dict = {}  # distinct masks (screens: one) -> control sums per mask
     mask_of = [keys.setdefault(b"all" if m is None else m.tobytes(), len(keys)) for m in masks]
     uniq = {i: m for m, i in zip(masks, mask_of)}
-    groups_np = np.asarray(inputs.groups, dtype=np.int64)
-    groups_t = torch.as_tensor(groups_np, device=dev)
+    groups = np.asarray(inputs.groups, dtype=np.int64)
+    groups_t = torch.as_tensor(groups, device=dev)
     cent = inputs.centroids.to(dev).float() if inputs.centroids is not None else None
-    n = eng.n
-    pca_rows = (np.unique(np.linspace(0, n - 1, min(n, n_pca_cells)).round().astype(int)) if n_pca_cells
-                else np.array([], int))
+    pca_rows = np.unique(np.linspace(0, n - 1, min(n, n_pca_cells)).round().astype(int)) if n_pca_cells else []
     pca_pos = np.full(n, -1)
     pca_pos[pca_rows] = np.arange(len(pca_rows))
-    ctrl_type = torch.zeros(S, G, max(KC, 1), dtype=torch.long, device=dev)
-    ctrl_type_m = torch.zeros(len(uniq), S, G, max(KC, 1), dtype=torch.long, device=dev)
-    t_ctrl = torch.zeros(S, n, dtype=torch.long, device=dev)
-    ctrl_sum = prof = None
+    zeros = lambda *shape, dtype=torch.float64: torch.zeros(*shape, dtype=dtype, device=dev)  # noqa: E731
+    ctrl_type, ctrl_type_m = zeros(S, G, KC, dtype=torch.long), zeros(len(uniq), S, G, KC, dtype=torch.long)
+    t_ctrl, ctrl_sum = zeros(S, n, dtype=torch.long), None
     for rows, z, y in eng.control():
         if ctrl_sum is None:
-            ctrl_sum = torch.zeros(len(uniq), S, G, y.shape[2], dtype=torch.float64, device=dev)
-            prof = np.zeros((len(pca_rows), y.shape[2]), np.float32)
-        g = groups_t[rows[0]:rows[-1] + 1]
+            ctrl_sum, prof = zeros(len(uniq), S, G, y.shape[2]), np.zeros((len(pca_rows), y.shape[2]), np.float32)
+        part = slice(rows[0], rows[-1] + 1)
+        g = groups_t[part]
         if cent is not None:
-            t = nearest(z.flatten(0, 1), cent).view(S, len(rows))
-            t_ctrl[:, rows[0]:rows[-1] + 1] = t
+            t_ctrl[:, part] = t = nearest(z.flatten(0, 1), cent).view(S, len(rows))
             _count(ctrl_type, g, t)
         for mi, m in uniq.items():
             sel = slice(None) if m is None else torch.as_tensor(m[rows], device=dev)
@@ -409,108 +360,85 @@ def iter_results(model, inputs: EngineInputs, edits: Sequence[Edit], *, n_pca_ce
         if at.any():
             prof[pca_pos[rows][at]] = y[:, torch.as_tensor(at, device=dev)].mean(0).cpu().numpy()
     L, F = eng.z_ctrl.shape[2], ctrl_sum.shape[3]
+    stats = "cells" if eng.readout == "mean" else "samples"  # what the effects tables test over
     common = dict(readout=eng.tgt, group_names=list(inputs.group_names), centroid_names=list(inputs.centroid_names),
-                  ctrl_type=ctrl_type.cpu().numpy(), n_samples=eng.K, stats="cells" if eng.readout == "mean" else "samples")
-    yield None, EngineResult(
-        names=[], diff_sum=np.zeros((0, S, G, F)), ctrl_sum=np.zeros((0, S, G, F)), n_cells=np.zeros((0, G), np.int64),
-        zdiff_sum=np.zeros((0, S, G, L)), type_changed=np.zeros((0, S, G), np.int64),
-        new_type=np.zeros((0, S, G, max(KC, 1)), np.int64), ctrl_profiles=prof if len(pca_rows) else None, **common)
-    sums: dict[int, _Sums] = {}
+                  ctrl_type=ctrl_type.cpu().numpy(), n_samples=eng.K, stats=stats)
+    yield None, EngineResult(names=[], diff_sum=np.zeros((0, S, G, F)), ctrl_sum=np.zeros((0, S, G, F)),
+                             n_cells=np.zeros((0, G), np.int64), zdiff_sum=np.zeros((0, S, G, L)),
+                             type_changed=np.zeros((0, S, G), np.int64), new_type=np.zeros((0, S, G, KC), np.int64),
+                             ctrl_profiles=prof if len(pca_rows) else None, **common)
+    sums: dict[int, dict] = {}
     for cd in eng.differences(edits):
-        a = sums.get(cd.edit) or sums.setdefault(cd.edit, _Sums(S, G, F, L, KC, dev))
+        a = sums.setdefault(cd.edit, {"diff_sum": zeros(S, G, F), "zdiff_sum": zeros(S, G, L), "diff_sq": zeros(G, F),
+                                      "diff_absmax": zeros(G, F, dtype=torch.float32),
+                                      "type_changed": zeros(S, G, dtype=torch.long),
+                                      "new_type": zeros(S, G, KC, dtype=torch.long),
+                                      "n_changed": zeros(G, dtype=torch.long)})
         if len(cd.rows):
             rt = torch.as_tensor(cd.rows, device=dev)
             g, dm = groups_t[rt], cd.d.mean(0)
-            a.diff_sum.index_add_(1, g, cd.d.double())
-            a.diff_sq.index_add_(0, g, dm.double() ** 2)
-            a.absmax.scatter_reduce_(0, g[:, None].expand(-1, F), dm.abs(), "amax", include_self=True)
-            a.zdiff.index_add_(1, g, cd.zd.double())
-            a.n_changed.index_add_(0, g, torch.ones(len(rt), dtype=torch.long, device=dev))
+            a["diff_sum"].index_add_(1, g, cd.d.double())
+            a["diff_sq"].index_add_(0, g, dm.double() ** 2)
+            a["diff_absmax"].scatter_reduce_(0, g[:, None].expand(-1, F), dm.abs(), "amax", include_self=True)
+            a["zdiff_sum"].index_add_(1, g, cd.zd.double())
+            a["n_changed"].index_add_(0, g, torch.ones_like(g))
             if cent is not None:
                 tp, tc = nearest(cd.z.flatten(0, 1), cent).view(S, len(rt)), t_ctrl[:, rt]
-                a.type_changed.index_add_(1, g, (tp != tc).long())
-                _count(a.dtype, g, tp)
-                _count(a.dtype, g, tc, -1)
+                a["type_changed"].index_add_(1, g, (tp != tc).long())
+                _count(a["new_type"], g, tp)
+                _count(a["new_type"], g, tc, -1)
         if cd.last:
-            a, ei, mi = sums.pop(cd.edit), cd.edit, mask_of[cd.edit]
-            m = masks[ei]
-            np_ = lambda t: t.cpu().numpy()[None]  # noqa: E731
-            yield ei, EngineResult(
-                names=[edits[ei].name], diff_sum=np_(a.diff_sum), ctrl_sum=np_(ctrl_sum[mi]),
-                n_cells=np.bincount(groups_np if m is None else groups_np[m], minlength=G).astype(np.int64)[None],
-                zdiff_sum=np_(a.zdiff), type_changed=np_(a.type_changed), new_type=np_(ctrl_type_m[mi] + a.dtype),
-                ctrl_profiles=None, diff_sq=np_(a.diff_sq), diff_absmax=np_(a.absmax), n_changed=np_(a.n_changed),
-                **common)
+            a, m, mi = sums.pop(cd.edit), masks[cd.edit], mask_of[cd.edit]
+            a["new_type"] += ctrl_type_m[mi]
+            yield cd.edit, EngineResult(
+                names=[edits[cd.edit].name], ctrl_sum=ctrl_sum[mi].cpu().numpy()[None], ctrl_profiles=None,
+                n_cells=np.bincount(groups if m is None else groups[m], minlength=G)[None].astype(np.int64),
+                **{k: v.cpu().numpy()[None] for k, v in a.items()}, **common)
 
 
-def collect(it: Iterator[tuple], edits: Sequence[Edit], progress_bar: bool = False) -> EngineResult:
+def collect(it: Iterator[tuple], edits: Sequence[Edit]) -> EngineResult:
     """The results of :func:`iter_results` joined into one ``EngineResult`` (``E`` edits)."""
-    from .._settings import progress
-
     _, ctrl = next(it)
-    bar = progress(total=len(edits), desc="perturb", unit="edit", disable=not progress_bar)
-    parts = []
-    for _, r in it:
-        parts.append(r)
-        bar.update(1)
-    bar.close()
-    rs = parts or [ctrl]
-    cat = lambda attr: None if getattr(rs[0], attr) is None else np.concatenate([getattr(r, attr) for r in rs])  # noqa: E731
+    rs = [r for _, r in it] or [ctrl]
     fields = ("diff_sum", "ctrl_sum", "n_cells", "zdiff_sum", "type_changed", "new_type", "diff_sq", "diff_absmax",
               "n_changed")
-    return EngineResult(names=[e.name for e in edits], readout=ctrl.readout, group_names=ctrl.group_names,
-                        centroid_names=ctrl.centroid_names, ctrl_type=ctrl.ctrl_type,
-                        ctrl_profiles=ctrl.ctrl_profiles, n_samples=ctrl.n_samples, stats=ctrl.stats,
-                        **{f: cat(f) for f in fields})
+    return EngineResult(**{**vars(ctrl), "names": [e.name for e in edits], **{
+        f: None if getattr(rs[0], f) is None else np.concatenate([getattr(r, f) for r in rs]) for f in fields}})
 
 
-def engine_options(model, readout: str, *, n_noise: int = 1, n_samples: int = 5, seed: int = 0,
-                   batch_rows: int = 1024, batch_size: int = 256, batch_targets: int = 8,
-                   max_batch_elements: int = 2**24, translate_kwargs: dict | None = None,
-                   skip_unchanged: bool = True) -> dict:
-    """:class:`PairedEngine` keywords of the tools' options. ``"mean"``: ``n_noise`` noises per cell,
-    ``batch_rows`` rows per call. ``"samples"``: ``n_samples`` samples per cell, ``batch_size`` cells
-    per control call, about ``batch_targets x batch_size`` edited cells per call (at most
-    ``max_batch_elements`` values, rows x features, per sample)."""
-    kw = dict(readout=readout, seed=seed, translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
+def engine_options(model, readout: str, *, n_noise: int = 1, n_samples: int = 5, batch_rows: int = 1024,
+                   batch_size: int = 256, batch_targets: int = 8, max_batch_elements: int = 2**24, **engine_kwargs):
+    """:class:`PairedEngine` keywords of the tools' options. ``"mean"``: ``n_noise`` noises, ``batch_rows``
+    rows per call. ``"samples"``: ``n_samples`` samples, ``batch_size`` cells per control call, about
+    ``batch_targets x batch_size`` edited cells per call (at most ``max_batch_elements`` values, rows x
+    features, per sample)."""
     if readout == "mean":
-        return {**kw, "n_noise": n_noise, "batch_rows": batch_rows}
-    width = max(map(len, model_features(model)))
-    cells = min(batch_size * batch_targets, max(batch_size, max_batch_elements // max(width, 1)))
-    return {**kw, "n_noise": n_samples, "batch_rows": cells * int(n_samples), "batch_size": batch_size}
+        return dict(readout=readout, n_noise=n_noise, batch_rows=batch_rows, **engine_kwargs)
+    cells = min(batch_size * batch_targets, max(batch_size, max_batch_elements // max(map(len, model_features(model)))))
+    return dict(readout=readout, n_noise=n_samples, batch_rows=cells * int(n_samples), batch_size=batch_size,
+                **engine_kwargs)
 
 
 def run_mean(model, inputs: EngineInputs, edits: Sequence[Edit], *, n_pca_cells: int = 1000, **engine_kwargs):
-    """Posterior-mean readout of every edit as one ``EngineResult`` (:func:`iter_results`, ``readout="mean"``)."""
+    """Posterior-mean readout of every edit as one ``EngineResult`` (:func:`iter_results`)."""
     return collect(iter_results(model, inputs, edits, n_pca_cells=n_pca_cells, readout="mean", **engine_kwargs), edits)
 
 
-def run_paired(model, inputs: EngineInputs, edits: Sequence[Edit], *, n_samples: int = 5, seed: int = 0,
-               batch_size: int = 256, batch_targets: int = 8, max_batch_elements: int = 2**24,
-               n_pca_cells: int = 1000, translate_kwargs: dict | None = None, skip_unchanged: bool = True,
-               progress_bar: bool = False) -> EngineResult:
-    """Sampled readout of every edit as one ``EngineResult`` (:func:`iter_results`, ``readout="samples"``):
-    ``n_samples`` sampled translations per cell (``sampler``, ``n_steps`` in ``translate_kwargs``),
-    statistics over samples; batches as :func:`engine_options`."""
-    opts = engine_options(model, "samples", n_samples=n_samples, seed=seed, batch_size=batch_size,
-                          batch_targets=batch_targets, max_batch_elements=max_batch_elements,
-                          translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
-    return collect(iter_results(model, inputs, edits, n_pca_cells=n_pca_cells, **opts), edits, progress_bar)
+def run_paired(model, inputs: EngineInputs, edits: Sequence[Edit], *, n_pca_cells: int = 1000, **options):
+    """Sampled readout of every edit as one ``EngineResult``: ``n_samples`` (default 5) sampled translations
+    per cell (``sampler``, ``n_steps`` in ``translate_kwargs``), batches as :func:`engine_options`."""
+    opts = engine_options(model, "samples", **options)
+    return collect(iter_results(model, inputs, edits, n_pca_cells=n_pca_cells, **opts), edits)
 
 
 def cell_effects(model, inputs: EngineInputs, edit: Edit, **engine_kwargs) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell paired differences of one edit: ``(d, changed)`` (for checks; dense).
-
-    ``d`` is ``(n_cells, n_readout_features)`` (averaged over samples), zero for cells not
-    re-translated; ``changed`` the mask of re-translated cells. ``engine_kwargs``: :class:`PairedEngine`'s.
-    """
+    """Per-cell paired differences of one edit (averaged over samples; zero for cells not re-translated)
+    and the mask of re-translated cells: ``(d (n_cells, F), changed)``, for checks."""
     eng = PairedEngine(model, inputs, **engine_kwargs)
-    d, changed = None, np.zeros(eng.n, bool)
-    for cd in eng.differences([edit]):
-        if d is None:
-            d = np.zeros((eng.n, cd.d.shape[2]), np.float32)
-        d[cd.rows] = cd.d.mean(0).cpu().numpy()
-        changed[cd.rows] = True
+    parts = list(eng.differences([edit]))
+    d, changed = np.zeros((eng.n, parts[0].d.shape[2]), np.float32), np.zeros(eng.n, bool)
+    for cd in parts:
+        d[cd.rows], changed[cd.rows] = cd.d.mean(0).cpu().numpy(), True
     return d, changed
 
 
@@ -598,16 +526,15 @@ def peak_knockout_effect(
         inputs = prepare_inputs(model, mdata_or_tensors, "atac", groupby=groupby, cells=cells, centroids=False)
     edits = [Edit(name=str(p), idx=np.array([ppos[str(p)]]), kind=kind) for p in peaks]
     gsel = np.arange(len(mgenes)) if genes is None else np.array([gpos[str(g)] for g in genes], dtype=np.int64)
-    if readout == "mean":
-        res = run_mean(model, inputs, edits, n_noise=n_noise, seed=seed, batch_rows=batch_rows, n_pca_cells=0,
-                       translate_kwargs=translate_kwargs)
+    opts = engine_options(model, readout, n_noise=n_noise, n_samples=n_samples, seed=seed, batch_rows=batch_rows,
+                          batch_size=batch_size, batch_targets=batch_targets, translate_kwargs=translate_kwargs)
+    res = collect(iter_results(model, inputs, edits, n_pca_cells=0, **opts), edits)
+    if readout == "mean":  # standard error over cells
         nc = np.maximum(res.n_cells, 1)[:, :, None]
         eff = res.diff_sum[:, 0][..., gsel] / nc
         var = np.maximum(res.diff_sq[..., gsel] / nc - eff ** 2, 0.0) * (nc / np.maximum(nc - 1, 1))
         se = np.where(nc > 1, np.sqrt(var / nc), np.nan)
-    else:
-        res = run_paired(model, inputs, edits, n_samples=n_samples, seed=seed, batch_size=batch_size,
-                         batch_targets=batch_targets, n_pca_cells=0, translate_kwargs=translate_kwargs)
+    else:  # over samples
         per = res.diff_sum[..., gsel] / np.maximum(res.n_cells, 1)[:, None, :, None]  # E,S,G,F
         eff = per.mean(axis=1)
         se = per.std(axis=1, ddof=1) / np.sqrt(res.n_samples) if res.n_samples > 1 else np.full_like(eff, np.nan)
