@@ -85,7 +85,7 @@ def effects_table(res: EngineResult, features: Sequence[str], *, test: str = "t"
     the test measures uncertainty of the *model's* prediction over sampling noise; any consistent
     effect, however small, can be significant. Filter by ``|effect|`` as well as ``fdr``.
 
-    Results of the posterior-mean engine (``res.stats == "cells"``) are tested over cells
+    Results of the posterior-mean readout (``res.stats == "cells"``) are tested over cells
     instead: see :func:`cell_effects_table`.
     """
     if getattr(res, "stats", "samples") == "cells":
@@ -142,7 +142,7 @@ def cell_stats(diff_sum: np.ndarray, diff_sq: np.ndarray, n: np.ndarray, absmax:
 
 def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells: int = 1,
                        atol: float = 1e-5, group_col: str = "cell_type") -> pd.DataFrame:
-    """Effects table of the posterior-mean engine: statistics over cells.
+    """Effects table of the posterior-mean readout: statistics over cells.
 
     For perturbation *e* and cell type *g*, ``d_c`` is cell *c*'s paired difference (edited -
     control readout of its posterior-mean translation; exactly 0 for cells the edit does not
@@ -298,7 +298,7 @@ def check_engine(readout: str, test: str, n_noise: int, *, batch_size: int = 1, 
     if test not in ("t", "wilcoxon"):
         raise OptionError(f"test must be 't' or 'wilcoxon', got {test!r}")
     if readout == "mean" and test != "t":
-        raise OptionError("the posterior-mean engine (readout='mean') tests per-cell differences with a t-test "
+        raise OptionError("the posterior-mean readout (readout='mean') tests per-cell differences with a t-test "
                           "from running sums; test='wilcoxon' needs readout='samples'")
     try:
         ok = int(n_noise) >= 1
@@ -379,18 +379,19 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     re-encodes, translates to the other modality with the same noise as the unedited control,
     and summarises per perturbation x cell type x feature.
 
-    Two engines (``readout``):
+    One engine (:class:`~scdiffx_grn.perturb.PairedEngine`), two readouts (``readout``); either way
+    cells whose input the edit does not change are skipped exactly (their difference is 0; they
+    still count):
 
-    - ``"mean"`` (default): the posterior-mean engine. Each cell is translated to its posterior
-      mean (one denoiser call per cell for v / x0 / flow models; ``n_noise`` noises averaged in
-      latent space, as ``model.translate(readout="mean")``); cells whose input the edit does not
-      change are skipped exactly (their difference is 0; they still count); statistics are over
-      cells: ``effect`` = mean per-cell paired difference, ``se`` over cells, t-test of the
-      per-cell differences, BH FDR within perturbation x cell type (see
-      :func:`cell_effects_table`). ``Perturbation.n_samples`` is not used.
-    - ``"samples"``: the sampled engine. ``n_samples`` posterior samples per cell by the sampler
-      in ``translate_kwargs`` (``sampler``, ``n_steps``); statistics over samples
-      (``test="t"`` or ``"wilcoxon"``), for when the model's sampling uncertainty is wanted.
+    - ``"mean"`` (default): each cell is translated to its posterior mean (one denoiser call per
+      cell for v / x0 / flow models; ``n_noise`` noises averaged in latent space, as
+      ``model.translate(readout="mean")``); statistics are over cells: ``effect`` = mean
+      per-cell paired difference, ``se`` over cells, t-test of the per-cell differences, BH FDR
+      within perturbation x cell type (see :func:`cell_effects_table`). ``Perturbation.n_samples``
+      is not used.
+    - ``"samples"``: ``n_samples`` posterior samples per cell by the sampler in
+      ``translate_kwargs`` (``sampler``, ``n_steps``); statistics over samples (``test="t"`` or
+      ``"wilcoxon"``), for when the model's sampling uncertainty is wanted.
 
     Parameters
     ----------
@@ -419,10 +420,11 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     test
         ``"t"`` (paired t-test over sample cell-means) or ``"wilcoxon"`` (signed-rank).
     batch_size, batch_targets
-        Cells per batch and perturbations stacked per translation call.
+        Sampled readout: cells per control call, and about ``batch_targets x batch_size`` edited
+        cells per translation call.
     translate_kwargs
         Passed to ``model.translate_latent`` (e.g. ``{"sampler": "ddim", "n_steps": 20}`` for
-        the sampled engine; the engine sets ``readout`` itself).
+        the sampled readout; the engine sets ``readout`` itself).
     use_labels
         Condition the translation on the model's label columns (default ``False``: from the
         edited modality alone, so labels do not pin cells to their type).
@@ -430,15 +432,15 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
         ``True``: leave ``mdata`` untouched and return a modified copy holding the result;
         ``False`` (default): write into ``mdata`` and return ``None``.
     readout
-        ``"mean"`` (posterior-mean engine, default) or ``"samples"`` (sampled engine).
+        ``"mean"`` (posterior mean, default) or ``"samples"`` (sampled translations).
     n_noise
-        Noises averaged per cell by the posterior-mean engine (1 default; K = 4 agrees with
+        Noises averaged per cell by the posterior-mean readout (1 default; K = 4 agrees with
         K = 1 to Spearman ~0.998 on the demo model, BENCHMARKS.md).
     batch_rows
-        (cell x noise) rows per stacked translation call of the posterior-mean engine
-        (``batch_size`` / ``batch_targets`` apply to the sampled engine).
+        (cell x noise) rows per stacked translation call of the posterior-mean readout
+        (``batch_size`` / ``batch_targets`` apply to the sampled readout).
     skip_unchanged
-        Posterior-mean engine: do not re-translate cells the edit leaves unchanged (exact).
+        Do not re-translate cells the edit leaves unchanged (exact; ``False``: the reference).
     controls, alpha, min_effect
         Names of perturbations of this call that are controls (e.g. knockouts of matched
         ordinary genes): the other perturbations' effects are then tested against them per group
