@@ -9,19 +9,19 @@ stand-in models that lack optional attributes (``module``, ``setup``). Data is r
   data's raw matrices (the data's registered layers, else the model's) in the model's feature order;
 - :func:`dense_rows`: dense float32 rows of a sparse or dense matrix;
 - :func:`label_keys`, :func:`cell_conditions`: label-condition tensors of cells;
-- :func:`cell_noise` (noise keyed by obs name: what ``translate``, the perturbation engines and
-  the GRN scores use), :func:`torch_generator`;
+- :func:`cell_noise`: standard normal noise keyed by obs name, the generator behind every model's
+  ``model.cell_noise`` (the one noise convention of ``translate``, the perturbation engine and the
+  GRN scores), :func:`cell_keys`, :func:`subsample_by_name`, :func:`torch_generator`;
 - :func:`eval_mode`: no dropout while scoring, training flag restored afterwards;
-- :class:`Edit`, :func:`translate`, :class:`PairedBatch`: in-silico edits of the source modality
-  translated against an unedited control with the same noise (the paired control used by
-  ``grn`` knockout scores and the perturbation engine).
+- :class:`Edit`, :func:`translate`, :func:`readout`: in-silico edits of the source modality, the
+  translation of encoder inputs and its readout (the primitives of the paired engine,
+  :class:`scdiffx_grn.perturb.PairedEngine`).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,22 +29,21 @@ import scipy.sparse as sp
 from ._errors import FeatureMismatchError, InputDataError, MissingLabelError
 from ._registry import MODALITIES, feature_columns, input_layer, layer_matrix
 from ._registry import labels as registry_labels
+from ._vocab import other_modality
 
 __all__ = ["model_features", "label_keys", "feature_layer", "feature_matrix", "model_inputs", "dense_rows",
-           "cell_conditions", "latent_dim", "cell_noise", "cell_keys", "subsample_by_name", "torch_generator",
-           "eval_mode",
-           "other_modality", "readout", "translate", "Edit", "PairedBatch"]
+           "cell_conditions", "cell_noise", "cell_keys", "subsample_by_name", "torch_generator", "eval_mode",
+           "readout", "translate", "Edit"]
 
 
 # --------------------------------------------------------------------------- features and inputs
 def model_features(model) -> tuple[list[str], list[str]]:
-    """The model's gene and peak names (in its feature order)."""
-    for g_attr, p_attr in (("genes", "peaks"), ("gene_names", "peak_names"),
-                           ("var_names_rna", "var_names_atac"), ("rna_var_names", "atac_var_names")):
-        g, p = getattr(model, g_attr, None), getattr(model, p_attr, None)
-        if g is not None and p is not None:
-            return [str(x) for x in g], [str(x) for x in p]
-    raise InputDataError(f"cannot find the feature names of model {type(model).__name__}")
+    """The model's gene and peak names (``rna_var_names``, ``atac_var_names``: its feature order)."""
+    g, p = getattr(model, "rna_var_names", None), getattr(model, "atac_var_names", None)
+    if g is None or p is None:
+        raise InputDataError(f"model {type(model).__name__} has no rna_var_names / atac_var_names (the feature "
+                             "names of the TranslationModel protocol)")
+    return [str(x) for x in g], [str(x) for x in p]
 
 
 def label_keys(model) -> list[str]:
@@ -200,12 +199,6 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def latent_dim(model, src: str, X) -> int:
-    """Size of the model's latent, read off the encoding of the first row of ``X`` (modality ``src``)."""
-    tensor = model.rna_tensor if src == "rna" else model.atac_tensor
-    return int(model.encode(src, tensor(dense_rows(X, np.arange(1)))).shape[1])
-
-
 @contextmanager
 def eval_mode(model):
     """Put the model's torch module in eval mode (no dropout) and restore its training flag afterwards."""
@@ -223,10 +216,6 @@ def eval_mode(model):
 
 
 # --------------------------------------------------------------------------- translation
-def other_modality(src: str) -> str:
-    return "atac" if src == "rna" else "rna"
-
-
 def readout(model, tgt: str, z):
     """Readout of a target latent: ``log1p(1e4 rho)`` for RNA, accessibility probability for ATAC."""
     import torch
@@ -242,8 +231,7 @@ def translate(model, src: str, x, cond, noise, translate_kwargs: dict | None = N
     Deterministic given ``noise``; differentiable when grad is enabled. ``translate_kwargs`` go to
     ``model.translate_latent``; callers set ``readout`` explicitly (``"mean"``: the posterior
     mean in one denoiser call; ``"samples"``: the ``sampler`` / ``n_steps`` trajectory; the
-    model's default is ``"mean"``, which ignores ``sampler``). ``noise`` may be
-    ``(B, latent_dim)`` or ``(B, 2 latent_dim)``.
+    model's default is ``"mean"``, which ignores ``sampler``). ``noise``: ``model.cell_noise`` of the cells.
     """
     z = model.encode(src, x)
     return model.translate_latent(z, f"{src}->{other_modality(src)}", cond, noise, **dict(translate_kwargs or {}))
@@ -293,81 +281,3 @@ class Edit:
         else:
             raise InputDataError(f"unknown edit kind {self.kind!r}")
         return x
-
-
-class PairedBatch:
-    """One batch of cells translated unedited (control) and as edited copies, with paired noise.
-
-    Parameters
-    ----------
-    model
-        Model with the tensor API.
-    src
-        Edited (source) modality; the readout is the other one.
-    x
-        Raw source inputs of the batch (cells x model features, dense).
-    noise
-        One ``(cells, latent_dim)`` or ``(cells, 2 latent_dim)`` noise tensor per sample (e.g.
-        :func:`cell_noise` of the batch's obs names).
-    cond
-        Label conditions of the batch, or ``None``.
-    translate_kwargs
-        Passed to ``model.translate_latent``; set ``readout`` there (``"mean"``: posterior mean,
-        ``"samples"``: the sampler); the model's default is ``"mean"``.
-    mean_latent
-        Average the translated latents over the noises before decoding (the posterior-mean
-        readout with ``len(noise)`` noises, as ``model.translate(readout="mean", n_noise=K)``):
-        ``ctrl`` and the output of :meth:`edited` then hold ONE ``(z_mean, y)`` entry. The
-        noises are stacked into one call.
-
-    Attributes
-    ----------
-    ctrl
-        Per sample ``(z_tgt, y)`` of the unedited batch (float32, CPU).
-    """
-
-    def __init__(self, model, src: str, x: np.ndarray, noise: Sequence, cond=None, translate_kwargs=None,
-                 mean_latent: bool = False):
-        self.model, self.src, self.tgt = model, src, other_modality(src)
-        self.x, self.noise, self.cond = x, list(noise), cond
-        self.kw = dict(translate_kwargs or {})
-        self.mean_latent = bool(mean_latent)
-        self._tensor = model.rna_tensor if src == "rna" else model.atac_tensor
-        self.ctrl = self._run(self._tensor(x), None)
-
-    def _run(self, x_in, rows):
-        import torch
-
-        z_src = self.model.encode(self.src, x_in)
-        cond = self.cond if (self.cond is None or rows is None) else self.cond[rows.to(self.cond.device)]
-        direction, out = f"{self.src}->{self.tgt}", []
-        if self.mean_latent:
-            K, b = len(self.noise), z_src.shape[0]
-            nz = torch.cat([(noise if rows is None else noise[rows]) for noise in self.noise]).to(z_src.device)
-            c = None if cond is None else (cond.repeat(K, 1) if K > 1 else cond)
-            zin = z_src.repeat(K, 1) if K > 1 else z_src
-            zt = self.model.translate_latent(zin, direction, c, nz, **self.kw).float()
-            zt = zt.view(K, b, -1).mean(0) if K > 1 else zt
-            return [(zt.cpu(), readout(self.model, self.tgt, zt).float().cpu())]
-        for noise in self.noise:
-            nz = (noise if rows is None else noise[rows]).to(z_src.device)
-            zt = self.model.translate_latent(z_src, direction, cond, nz, **self.kw)
-            out.append((zt.float().cpu(), readout(self.model, self.tgt, zt).float().cpu()))
-        return out
-
-    def edited(self, edits: Sequence[Edit], rows: Sequence[np.ndarray] | None = None):
-        """Translate stacked edited copies: edit ``k`` applied to batch rows ``rows[k]`` (default: all).
-
-        Returns
-        -------
-        ``(out, loc)``: ``out`` per sample ``(z_tgt, y)`` of the stacked rows (edit after edit);
-        ``loc`` the batch rows of each stacked row (a LongTensor), so that ``ctrl[s][1][loc]`` is
-        the paired control.
-        """
-        import torch
-
-        b = self.x.shape[0]
-        rows = [np.arange(b)] * len(edits) if rows is None else [np.asarray(r) for r in rows]
-        xs = np.concatenate([e.apply(self.x[r]) for e, r in zip(edits, rows)], axis=0)
-        loc = torch.as_tensor(np.concatenate(rows).astype(np.int64))
-        return self._run(self._tensor(xs), loc), loc

@@ -58,7 +58,8 @@ def model_float32_tol(ref, model, denoiser_calls: int = 0, extra_terms: int = 0)
 class LinearTensorAPI:
     """The tensor half of the TranslationModel protocol for the linear stand-ins of the perturbation
     tests: log1p(CP10k) / 5 RNA, binary ATAC, encoders ``Wr`` / ``Wa``, decoders softmax(z ``Dr``) and
-    sigmoid(z ``Da`` - 1), no label conditioning. Subclasses set the weights and ``translate_latent``."""
+    sigmoid(z ``Da`` - 1), no label conditioning, noise of width ``config.latent_dim`` keyed by obs name.
+    Subclasses set the weights, ``config`` and ``translate_latent``."""
 
     def rna_tensor(self, X):
         import numpy as np
@@ -93,6 +94,11 @@ class LinearTensorAPI:
         import torch
 
         return torch.zeros(len(next(iter(labels.values()))), 1, dtype=torch.long)
+
+    def cell_noise(self, names, seed, sample=0, *, stream=0, device=None):
+        from scdiffx_grn._modelio import cell_noise
+
+        return cell_noise(names, self.config.latent_dim, seed, sample, stream=stream, device=device)
 
 
 def write_synthetic_files(d, seed: int = 0):

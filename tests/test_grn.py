@@ -289,7 +289,16 @@ class _StandInModule:
 
 
 class StandInInputs:
-    """The model inputs of the stand-ins: log1p CP10k RNA (the library's transform), binary ATAC."""
+    """The members the stand-ins share: inputs (log1p CP10k RNA, the library's transform; binary ATAC),
+    noise of width ``config.latent_dim`` keyed by obs name, the attention maps of ``module.denoiser``."""
+
+    def cell_noise(self, names, seed, sample=0, *, stream=0, device=None):
+        from scdiffx_grn._modelio import cell_noise
+
+        return cell_noise(names, self.config.latent_dim, seed, sample, stream=stream, device=device)
+
+    def denoiser_attention(self, z_rna, z_atac, t_rna, t_atac, cond):
+        return self.module.denoiser(z_rna, z_atac, t_rna, t_atac, cond, return_attention=True)[2]
 
     def rna_tensor(self, X):
         import torch

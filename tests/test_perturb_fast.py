@@ -23,6 +23,7 @@ from scdiffx_grn.perturb import (
     ScreenLock,
     cell_effects,
     changed_rows,
+    load_screen_effects,
     perturb,
     prepare_inputs,
     run_mean,
@@ -317,3 +318,73 @@ def test_grn_knockout_skip_closed_exact(tiny):
     pairs = pd.DataFrame({"peak": [mdl.atac_var_names[0], mdl.atac_var_names[1]], "gene": ["g0", "g1"]})
     w = ig_scores(mdl, Xa[:20], None, pairs, n_steps=3, batch_size=8, cell_names=names[:20])
     assert np.isfinite(w).all()
+
+
+# --------------------------------------------------------------------------- one engine behind every path
+def _reference_diffs(model, mdata, edited, *, readout: str, K: int, seed: int = 0):
+    """Per-cell paired differences ``(S, cells, F)`` of closing peak ``edited``, by hand: translate the edited
+    and the unedited ATAC of every cell with ``model.cell_noise(obs name, seed, k)``, read out log1p(1e4 rho)."""
+    X = mdata.mod["atac"].layers["counts"].toarray()
+    Xe = X.copy()
+    Xe[:, edited] = 0.0
+    names = np.asarray(mdata.obs_names)
+    with torch.no_grad():
+        zs = [[model.translate_latent(model.encode("atac", model.atac_tensor(x)), "atac->rna", None,
+                                      model.cell_noise(names, seed, k), readout=readout) for k in range(K)]
+              for x in (X, Xe)]
+        read = lambda z: torch.log1p(1e4 * model.decode_rna(z)).double().numpy()  # noqa: E731
+        if readout == "mean":  # K noises averaged in latent space, decoded once
+            return (read(torch.stack(zs[1]).mean(0)) - read(torch.stack(zs[0]).mean(0)))[None]
+        return np.stack([read(e) - read(c) for c, e in zip(*zs)])
+
+
+def test_every_engine_path_gives_the_reference_differences(model, mdata, tmp_path):
+    """tl.perturb (both readouts), screen, peak_knockout_effect, the GRN knockout scores and cell_effects
+    all give, for a planted edit (closing peak 0, which drives gene g0), the per-cell differences of a
+    translation done by hand with the model's cell_noise."""
+    from scdiffx_grn.grn._scores import close_peaks_effect, knockout_scores, model_inputs
+    from scdiffx_grn.perturb import peak_knockout_effect
+
+    peak, K = model.atac_var_names[0], 3
+    types = np.asarray(mdata.obs["cell_type"])
+    genes = np.asarray(model.rna_var_names)
+    ref = {r: _reference_diffs(model, mdata, 0, readout=r, K=K) for r in ("mean", "samples")}
+    assert ref["mean"][0, types == "A", 0].mean() < -0.5  # the planted dependency: closing p0 lowers g0
+    assert not np.allclose(ref["samples"].mean(0), ref["mean"][0], atol=1e-3)  # the readouts differ
+    tol = float32_tol(ref["mean"], N_TERMS + mdata.n_obs)  # float32 translations summed over cells
+
+    def group_means(d):  # (S, cells, F) -> (types, S, F)
+        return np.stack([d[:, types == t].mean(1) for t in ("A", "B", "C")])
+
+    def check(effects, readout, *, col="effect", gcol="cell_type", feature="feature"):
+        want = group_means(ref[readout]).mean(1)  # mean over cells, then samples
+        got = effects.pivot(index=gcol, columns=feature, values=col).loc[["A", "B", "C"], genes].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+
+    pert = Perturbation([peak], kind="close", modality="atac", n_samples=K)
+    for readout in ("mean", "samples"):
+        eff = perturb(model, mdata, pert, readout=readout, n_noise=K, copy=True).uns["perturbation"]["effects"]
+        check(eff, readout)
+        if readout == "samples":  # statistics over samples: se of the per-sample cell-type means
+            se = group_means(ref["samples"]).std(1, ddof=1) / np.sqrt(K)
+            got = eff.pivot(index="cell_type", columns="feature", values="se").loc[["A", "B", "C"], genes]
+            np.testing.assert_allclose(got.to_numpy(), se, rtol=1e-3, atol=tol)
+        pke = peak_knockout_effect(model, mdata, [peak], readout=readout, n_noise=K, n_samples=K, groupby="cell_type")
+        check(pke, readout, gcol="cell_type", feature="gene")
+        screen(model, mdata, [peak], kind="close", modality="atac", readout=readout, n_noise=K, n_samples=K,
+               controls=0, out_dir=tmp_path / readout, show_progress=False)
+        check(load_screen_effects(tmp_path / readout, peak), readout)
+        # GRN knockout: the mean over every cell (and sample), the score its negative
+        _, Xa = model_inputs(model, mdata)
+        kw = dict(readout=readout, n_samples=K, cell_names=np.asarray(mdata.obs_names), n_steps=3)
+        eff = close_peaks_effect(model, Xa, None, [np.array([0])], **kw)
+        np.testing.assert_allclose(eff[0], ref[readout].mean((0, 1)), rtol=0, atol=tol)
+        pairs = pd.DataFrame({"peak": [peak, peak], "gene": ["g0", "g3"]})
+        np.testing.assert_allclose(knockout_scores(model, Xa, None, pairs, **kw),
+                                   -ref[readout].mean((0, 1))[[0, 3]], rtol=0, atol=tol)
+    # the engine's own per-cell differences: exactly 0 where the peak was closed already
+    inputs = prepare_inputs(model, mdata, "atac", centroids=False)
+    d, changed = cell_effects(model, inputs, Edit(name=peak, idx=np.array([0]), kind="close"), n_noise=K)
+    np.testing.assert_array_equal(changed, mdata.mod["atac"].layers["counts"].toarray()[:, 0] > 0)
+    assert (d[~changed] == 0).all()
+    np.testing.assert_allclose(d, ref["mean"][0], rtol=0, atol=float32_tol(ref["mean"], N_TERMS))

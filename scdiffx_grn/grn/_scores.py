@@ -12,18 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .._errors import ScdxError, UnknownFeatureError, _fmt_items
-from .._modelio import (
-    Edit,
-    PairedBatch,
-    cell_conditions,
-    cell_noise,
-    eval_mode,
-    torch_generator,
-    translate,
-)
+from .._errors import OptionError, ScdxError, UnknownFeatureError, _fmt_items
+from .._modelio import Edit, cell_conditions, eval_mode, torch_generator, translate
 from .._modelio import dense_rows as _dense
 from .._modelio import model_inputs as _model_inputs
+from .._vocab import READOUTS, check_option
+from ..perturb._engine import EngineInputs, PairedEngine
 
 __all__ = [
     "attention_matrix",
@@ -51,12 +45,12 @@ def forward_process(model):
     """The forward (noising) process the model was trained with: a scheduler with ``add_noise(z0, noise, t)``
     and ``timestep_dtype`` (integer timesteps for diffusion, model time for flow matching).
 
-    The model's pipeline's (``model.pipeline.training_scheduler``), or for a model without one
-    (a stand-in) the public :func:`scdiffx_grn.model.training_scheduler` of its config.
+    The model's ``forward_process`` (a protocol member), or for a model without one (a stand-in) the
+    public :func:`scdiffx_grn.model.training_scheduler` of its config.
     """
-    pipe = getattr(model, "pipeline", None)
-    if pipe is not None:
-        return pipe.training_scheduler
+    fp = getattr(model, "forward_process", None)
+    if fp is not None:
+        return fp
     from ..model import training_scheduler
 
     return training_scheduler(model.config)
@@ -116,7 +110,7 @@ def attention_matrix(model, X_rna, X_atac, cond, *, timesteps: Sequence[int] = (
     with the model's own forward process (:func:`forward_process`: diffusion or flow matching;
     timesteps are in model time, ``0..n_train_timesteps``), the ATAC latent is given clean
     (``t_atac = 0``, the translation setting) or noised with the same timestep when
-    ``noise_atac``; the denoiser's ``attn["rna_to_atac"]`` maps are reduced over heads
+    ``noise_atac``; the ``"rna_to_atac"`` maps of ``model.denoiser_attention`` are reduced over heads
     (``"mean"`` / ``"max"``), the selected layers, cells and timesteps.
     """
     import torch
@@ -126,6 +120,10 @@ def attention_matrix(model, X_rna, X_atac, cond, *, timesteps: Sequence[int] = (
     g = torch_generator(seed)
     fp = forward_process(model)
     as_t = int if fp.timestep_dtype == torch.long else float
+    attention = getattr(model, "denoiser_attention", None)
+    if attention is None:
+        raise OptionError(f"attention scores need the model's denoiser_attention (a TranslationModel member); "
+                          f"{type(model).__name__} has none: use method='integrated_gradients' or 'knockout'")
     with eval_mode(model), torch.no_grad():
         for s in range(0, n, batch_size):
             rows = np.arange(s, min(n, s + batch_size))
@@ -142,8 +140,7 @@ def attention_matrix(model, X_rna, X_atac, cond, *, timesteps: Sequence[int] = (
                     za_t, ta = fp.add_noise(z_a, eps_a, tt), tt
                 else:
                     za_t, ta = z_a, torch.zeros_like(tt)
-                _, _, attn = model.module.denoiser(zr_t, za_t, tt, ta, c, return_attention=True)
-                maps = attn["rna_to_atac"]
+                maps = attention(zr_t, za_t, tt, ta, c)["rna_to_atac"]
                 sel = range(len(maps)) if layers is None else layers
                 try:
                     stack = torch.stack([maps[i] for i in sel])  # L,B,H,T,T
@@ -187,14 +184,10 @@ def attention_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, timeste
     return np.einsum("ij,ij->j", S["rna"][:, gpos], M[:, ppos])
 
 
-READOUTS = ("mean", "samples")
-
-
 def _translate_kw(readout: str, sampler: str, n_steps: int) -> dict:
     """Explicit translation settings: ``readout="mean"`` (posterior mean, one denoiser call for v / x0 /
     flow models; epsilon models run a DDIM trajectory of ``n_steps``) or ``"samples"`` (``sampler``)."""
-    if readout not in READOUTS:
-        raise ScdxError(f"readout must be one of {READOUTS}, got {readout!r}")
+    check_option("readout", readout, READOUTS)
     return {"readout": readout, "sampler": sampler, "n_steps": int(n_steps)}
 
 
@@ -206,14 +199,6 @@ def _names(cell_names, n: int) -> np.ndarray:
     if len(names) != n:
         raise ScdxError(f"cell_names has {len(names)} entries for {n} cells")
     return names
-
-
-def _noise(model, names, seed: int, sample: int = 0):
-    """Per-cell noise keyed by obs name (:func:`~scdiffx_grn._modelio.cell_noise`), the width ``translate`` uses."""
-    from ..perturb._base import noise_dim
-
-    latent = int(model.config.latent_dim)
-    return cell_noise(names, noise_dim(model, latent), seed, sample)
 
 
 # ------------------------------------------------------------------------------ integrated gradients
@@ -288,7 +273,7 @@ def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zero
     gpos, ppos = _pair_index(model, pairs)
     n = X_atac.shape[0]
     kw = _translate_kw(readout, sampler, translate_steps)
-    noise_all = _noise(model, _names(cell_names, n), seed, 0)
+    noise_all = model.cell_noise(_names(cell_names, n), seed, 0)
     xa_base = _ig_baseline(model, X_atac, baseline)
     genes = np.unique(gpos)
     acc = np.zeros(len(pairs))
@@ -353,79 +338,48 @@ def ig_scores(model, X_atac, cond, pairs: pd.DataFrame, *, baseline: str = "zero
 # ------------------------------------------------------------------------------ knockout
 def close_peaks_effect(model, X_atac, cond, peak_groups: Sequence[np.ndarray], *, gene_idx=None,
                        sampler: str = "ddim", n_steps: int = 10, n_samples: int = 1, batch_size: int = 64,
-                       group_batch: int = 8, seed: int = 0, readout: str = "mean", skip_closed: bool = True,
-                       batch_rows: int = 1024, cell_names=None) -> np.ndarray:
+                       seed: int = 0, readout: str = "mean", skip_closed: bool = True, batch_rows: int = 1024,
+                       cell_names=None) -> np.ndarray:
     """Effect of closing groups of peaks on translated expression, paired by noise.
 
-    For each group (an array of model peak indices), the peaks are closed in every cell
-    (a ``"close"`` :class:`~scdiffx_grn._modelio.Edit`), the edited and unedited ATAC are
-    translated to RNA with the same noise (:class:`~scdiffx_grn._modelio.PairedBatch`, the
-    primitive of the perturbation engine; noise keyed by obs name,
-    :func:`~scdiffx_grn._modelio.cell_noise`, so a perturbation with the same seed and cells
-    sees the same noise), and ``log1p(1e4 rho_closed) - log1p(1e4 rho_ctrl)`` is averaged over
-    cells (and noise samples). Used by ``tl.extract_grn(method="knockout")``;
-    ``perturb.peak_knockout_effect`` is the per-peak, per-cell-type table of the same quantity.
+    For each group (an array of model peak indices), the peaks are closed in every cell (a
+    ``"close"`` :class:`~scdiffx_grn._modelio.Edit`) and the edited and unedited ATAC are
+    translated to RNA with the same noise by the perturbation engine
+    (:class:`~scdiffx_grn.perturb.PairedEngine`; noise ``model.cell_noise`` of the obs names
+    ``cell_names``, default the row numbers, so a perturbation with the same seed and cells sees
+    the same noise); ``log1p(1e4 rho_closed) - log1p(1e4 rho_ctrl)`` is averaged over cells (and
+    samples). Used by ``tl.extract_grn(method="knockout")``; ``perturb.peak_knockout_effect`` is
+    the per-peak, per-cell-type table of the same quantity.
 
-    ``readout="mean"`` (default): the posterior-mean translation, ``n_samples`` noises averaged
-    in latent space (one denoiser call per cell and noise for v / x0 / flow models);
-    ``"samples"``: ``n_samples`` sampled translations (``sampler``, ``n_steps``), effects
-    averaged over them. ``skip_closed``: cells where every peak of the group is already closed
-    are not re-translated (their input, hence their translation, is unchanged: difference
-    exactly 0; they still count in the mean). Edited rows of several groups are stacked into
-    calls of about ``batch_rows`` rows.
+    ``readout="mean"`` (default): the posterior-mean translation, ``n_samples`` noises averaged in
+    latent space; ``"samples"``: ``n_samples`` sampled translations (``sampler``, ``n_steps``),
+    effects averaged over them. ``skip_closed``: cells where every peak of the group is already
+    closed are not re-translated (their difference is exactly 0; they still count in the mean).
+    ``batch_size`` cells per control call; edited rows of several groups are stacked into calls
+    of about ``batch_rows`` rows. Float32 throughout (no autocast).
 
     Returns
     -------
     Array (n_groups, n_genes or len(gene_idx)) of mean effects.
     """
-    import torch
-
-    kw = _translate_kw(readout, sampler, n_steps)
-    mean = readout == "mean"
     n = X_atac.shape[0]
-    G = len(model.rna_var_names) if gene_idx is None else len(gene_idx)
-    gsel = slice(None) if gene_idx is None else torch.as_tensor(np.asarray(gene_idx), dtype=torch.long)
+    gsel = np.arange(len(model.rna_var_names)) if gene_idx is None else np.asarray(gene_idx, dtype=np.int64)
+    kw = _translate_kw(readout, sampler, n_steps)
+    acc = np.zeros((len(peak_groups), len(gsel)))
+    if n == 0:
+        return acc
+    inputs = EngineInputs(src="atac", X=X_atac, cond=cond, groups=np.zeros(n, np.int64), group_names=["all"],
+                          cell_names=_names(cell_names, n))
+    eng = PairedEngine(model, inputs, readout=readout, n_noise=n_samples, seed=seed, batch_rows=batch_rows,
+                       batch_size=batch_size, translate_kwargs=kw, skip_unchanged=skip_closed, autocast=False)
     edits = [Edit(name=str(k), idx=np.asarray(pk, dtype=np.int64), kind="close") for k, pk in enumerate(peak_groups)]
-    names = _names(cell_names, n)
-    noise_all = [_noise(model, names, seed, smp) for smp in range(n_samples)]
-    acc = np.zeros((len(peak_groups), G))
-    S = 1 if mean else n_samples
-    rows_cap = max(int(batch_rows) // max(n_samples, 1), 1)
-    with eval_mode(model), torch.inference_mode():
-        for s in range(0, n, batch_size):
-            rows = np.arange(s, min(n, s + batch_size))
-            c = cond[rows] if cond is not None else None
-            xb = _dense(X_atac, rows)
-            pb = PairedBatch(model, "atac", xb, [nz[rows] for nz in noise_all], c, kw, mean_latent=mean)
-            # rows each group changes: an open peak of the group (skip_closed), else every row
-            work = []
-            for k, e in enumerate(edits):
-                if skip_closed:
-                    r = np.flatnonzero((xb[:, e.idx] != 0).any(axis=1))
-                else:
-                    r = np.arange(len(rows))
-                if len(r):
-                    work.append((k, r))
-            i = 0
-            while i < len(work):
-                chunk, tot = [], 0
-                while i < len(work) and (not chunk or (tot + len(work[i][1]) <= rows_cap
-                                                       and (skip_closed or len(chunk) < group_batch))):
-                    chunk.append(work[i])
-                    tot += len(work[i][1])
-                    i += 1
-                outs, loc = pb.edited([edits[k] for k, _ in chunk], [r for _, r in chunk])
-                for (_, ctrl), (_, ed) in zip(pb.ctrl, outs):
-                    d = (ed[:, gsel] - ctrl[loc][:, gsel]).double()
-                    off = 0
-                    for k, r in chunk:
-                        acc[k] += d[off:off + len(r)].sum(0).numpy()
-                        off += len(r)
-    return acc / (max(n, 1) * S)
+    for cd in eng.differences(edits):
+        acc[cd.edit] += cd.d[..., gsel].double().sum((0, 1)).cpu().numpy()
+    return acc / (n * eng.S)
 
 
 def knockout_scores(model, X_atac, cond, pairs: pd.DataFrame, *, group: str = "peak", sampler: str = "ddim",
-                    n_steps: int = 10, n_samples: int = 1, batch_size: int = 64, group_batch: int = 8,
+                    n_steps: int = 10, n_samples: int = 1, batch_size: int = 64,
                     skip_closed: bool = True, seed: int = 0, readout: str = "mean",
                     cell_names=None) -> np.ndarray:
     """In-silico peak closing: drop of translated candidate-gene expression when peaks are closed.
@@ -451,7 +405,7 @@ def knockout_scores(model, X_atac, cond, pairs: pd.DataFrame, *, group: str = "p
         genes = np.unique(gpos)
         eff = close_peaks_effect(model, X_atac, cond, [np.array([p]) for p in up], gene_idx=genes, sampler=sampler,
                                  n_steps=n_steps, n_samples=n_samples, batch_size=batch_size,
-                                 group_batch=group_batch, seed=seed, readout=readout, skip_closed=skip_closed,
+                                 seed=seed, readout=readout, skip_closed=skip_closed,
                                  cell_names=cell_names)
         pi = pd.Index(up).get_indexer(ppos)
         gi = pd.Index(genes).get_indexer(gpos)
@@ -462,7 +416,7 @@ def knockout_scores(model, X_atac, cond, pairs: pd.DataFrame, *, group: str = "p
         genes = np.unique(gpos)
         groups = [np.unique(ppos[gpos == g]) for g in genes]
         eff = close_peaks_effect(model, X_atac, cond, groups, gene_idx=genes, sampler=sampler, n_steps=n_steps,
-                                 n_samples=n_samples, batch_size=batch_size, group_batch=group_batch, seed=seed,
+                                 n_samples=n_samples, batch_size=batch_size, seed=seed,
                                  readout=readout, skip_closed=skip_closed, cell_names=cell_names)
         own = -np.diag(eff)
         scores[:] = own[pd.Index(genes).get_indexer(gpos)]

@@ -6,10 +6,17 @@ through these members (``docs/ARCHITECTURE.md``, "Tensor-level API"), so any obj
 :class:`~scdiffx_grn.ScDiffusionX` implements it; ``isinstance(obj, TranslationModel)`` checks
 that the members exist (not their signatures).
 
-Optional members, read with ``getattr`` when present: ``module`` (a ``torch.nn.Module`` put in
-eval mode while scoring; ``module.denoiser(z_rna, z_atac, t_rna, t_atac, cond,
-return_attention=True)`` for attention scores) and ``setup`` (the registry dict: the layers
-holding the raw inputs; default ``"counts"``).
+Optional members, read with ``getattr`` when present:
+
+- ``module``: a ``torch.nn.Module`` put in eval mode while scoring;
+- ``setup``: the registry dict (the layers holding the raw inputs; default ``"counts"``);
+- ``step_noise(names, seed, sample=0, *, device=None, **translate_kwargs)``: the per-step noise
+  ``(n_steps, B, latent_dim)`` of a stochastic sampler (``None`` for deterministic ones), keyed like
+  :meth:`TranslationModel.cell_noise`, passed to ``translate_latent`` as ``step_noise``;
+- ``forward_process``: the forward (noising) process the model was trained with (``add_noise``,
+  ``timestep_dtype``); default :func:`scdiffx_grn.model.training_scheduler` of ``config``;
+- ``denoiser_attention(z_rna, z_atac, t_rna, t_atac, cond)``: the denoiser's attention maps
+  ``{"rna_to_atac": [layers x (B, heads, T_rna, T_atac)], ...}`` (needed by attention scores only).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ class TranslationModel(Protocol):
     #: the model's genes and peaks, in its feature order (the columns of ``rna_tensor`` / ``atac_tensor`` inputs)
     rna_var_names: Sequence[str]
     atac_var_names: Sequence[str]
-    #: hyper-parameters (see :class:`ModelConfigLike`)
+    #: hyper-parameters (see :class:`ModelConfigLike`; ``config.latent_dim`` is the latent size)
     config: Any
 
     @property
@@ -61,12 +68,19 @@ class TranslationModel(Protocol):
     def condition_indices(self, labels: Mapping[str, Any] | None, n: int | None = None) -> Any:
         """Label indices (n, n_label_keys) (LongTensor); missing keys / ``None`` values get the null label."""
 
+    def cell_noise(self, names: Sequence[str], seed: int, sample: int = 0, *, stream: int = 0, device=None) -> Any:
+        """The noise ``translate_latent`` takes for cells ``names``: ``(len(names), width)`` standard normal,
+        keyed by each cell's obs name, ``seed``, ``sample`` and ``stream``
+        (:func:`scdiffx_grn._modelio.cell_noise`), so a cell's translation does not depend on its row
+        or batch-mates. The one noise convention: ``model.translate``, the perturbation engine and
+        the GRN scores all draw a cell's noise here."""
+
     def translate_latent(self, z_src, direction: str, cond, noise, **kwargs) -> Any:
         """Target latents (B, latent_dim) of normalised source latents; ``direction`` ``"atac->rna"`` or
-        ``"rna->atac"``, ``cond`` label indices or ``None``, ``noise`` (B, latent_dim) or (B, 2 latent_dim).
+        ``"rna->atac"``, ``cond`` label indices or ``None``, ``noise`` from :meth:`cell_noise`.
 
         Deterministic given ``noise`` (two calls with the same noise on edited and unedited inputs
         are a paired control) and differentiable when gradients are enabled. Keywords:
         ``readout`` (``"mean"``: posterior mean; ``"samples"``), ``sampler``, ``n_steps``,
-        ``guidance_scale``, ``source_guidance``.
+        ``guidance_scale``, ``source_guidance``, ``step_noise``.
         """

@@ -34,11 +34,12 @@ from ._config import ModelConfig
 from ._guidance import Guidance
 from ._modules import ScDXModule
 from ._pipeline import DiffusionPipeline
+from ._tensor_api import TensorHooks
 
 __all__ = ["ScDiffusionX", "PRETRAINED", "pretrained_path"]
 
 
-class ScDiffusionX:
+class ScDiffusionX(TensorHooks):
     """scDiffusion-X: paired RNA+ATAC latent diffusion with Dual-Cross-Attention.
 
     Parameters

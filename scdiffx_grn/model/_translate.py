@@ -2,7 +2,8 @@
 
 :func:`translate` is :meth:`ScDiffusionX.translate` (documented there): it streams the source
 modality in batches (:func:`~scdiffx_grn.model._access.row_source`), gives each cell noise keyed
-by its obs name (:func:`~scdiffx_grn._modelio.cell_noise`) and calls the tensor-level
+by its obs name (``model.cell_noise`` and, for stochastic samplers, ``model.step_noise``: the noise
+convention the perturbation engine and the GRN scores share) and calls the tensor-level
 ``model.translate_latent``. :func:`get_latent` encodes one modality.
 """
 
@@ -15,7 +16,6 @@ import torch
 from .._errors import InputDataError, OptionError, ScdxError
 from .._vocab import DIRECTIONS, READOUTS
 from ._access import check_features, labels_for, row_source
-from ._schedulers import make_scheduler
 
 __all__ = ["translate", "get_latent"]
 
@@ -44,7 +44,6 @@ def translate(model, mdata, direction: str = "atac->rna", *, readout=None, n_sam
     """:meth:`ScDiffusionX.translate` (see there)."""
     import anndata as ad
 
-    from .._modelio import cell_noise
     from .._settings import progress
 
     if direction not in DIRECTIONS:
@@ -75,15 +74,13 @@ def translate(model, mdata, direction: str = "atac->rna", *, readout=None, n_sam
     samples = np.empty((n_samples, n, n_f), dtype=np.float32) if (readout == "samples" and return_samples) else None
     kw = dict(readout=readout, sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
               source_guidance=source_guidance, method=method, recon_guidance=recon_guidance)
-    stochastic = readout == "samples" and getattr(make_scheduler(sampler, model.config), "stochastic", False)
     bar = progress(total=n * K, desc=f"translate {direction} ({readout})", unit="cell")
     for s, e, B in X.batches(batch_size):
         z_src = model.encode(src, f_in(B))
         zs, ys = [], []
         for k in range(K):
-            noise = cell_noise(names[s:e], 2 * L, seed, k, device=dev)
-            step_noise = (cell_noise(names[s:e], n_steps * L, seed, k, stream=1, device=dev)
-                          .view(e - s, n_steps, L).transpose(0, 1) if stochastic else None)
+            noise = model.cell_noise(names[s:e], seed, k, device=dev)
+            step_noise = model.step_noise(names[s:e], seed, k, device=dev, **kw)
             z_t = model.translate_latent(z_src, direction, cond_all[s:e], noise, step_noise=step_noise, **kw)
             zs.append(z_t.float())
             if readout == "samples":

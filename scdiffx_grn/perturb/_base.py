@@ -1,9 +1,9 @@
-"""Pieces shared by both perturbation engines (a leaf module: it imports no other ``perturb`` module).
+"""Pieces shared by the paired engine and its reductions (a leaf module: it imports no other ``perturb`` module).
 
 - :class:`EngineInputs` (made by :func:`~scdiffx_grn.perturb.prepare_inputs`) and
-  :class:`EngineResult` (returned by :func:`~scdiffx_grn.perturb.run_paired`,
-  :func:`~scdiffx_grn.perturb.run_mean` / :func:`~scdiffx_grn.perturb.iter_mean`);
-- :func:`noise_dim`, :func:`engine_autocast`, :func:`cell_names`, :func:`nearest`: engine helpers;
+  :class:`EngineResult` (the group sums of :func:`~scdiffx_grn.perturb.iter_results`,
+  :func:`~scdiffx_grn.perturb.run_mean` / :func:`~scdiffx_grn.perturb.run_paired`);
+- :func:`engine_autocast`, :func:`cell_names`, :func:`nearest`: engine helpers;
 - :func:`bh_fdr`: Benjamini-Hochberg q-values (shared by the effects and the control calibration);
 - :func:`group_column` / :func:`group_column_of`: the name of the cell-group column of every
   perturbation table (named after ``groupby``, as every ``tl`` result; see :mod:`scdiffx_grn._store`).
@@ -19,10 +19,8 @@ import numpy as np
 
 from .._store import group_column_name
 
-__all__ = ["READOUTS", "bh_fdr", "EngineInputs", "EngineResult", "noise_dim", "engine_autocast", "cell_names", "nearest",
+__all__ = ["bh_fdr", "EngineInputs", "EngineResult", "engine_autocast", "cell_names", "nearest",
            "group_column", "group_column_of", "RESERVED_COLUMNS"]
-
-READOUTS = ("mean", "samples")
 
 #: columns of the effects / state / summary tables (a ``groupby`` column cannot take these names)
 RESERVED_COLUMNS = frozenset({
@@ -73,16 +71,13 @@ def group_column(groupby: str | None) -> str:
     return group_column_name(groupby, RESERVED_COLUMNS, what="perturbation")
 
 
-def group_column_of(df, default: str = "cell_type") -> str | None:
-    """The group column of a perturbation table (effects, state, screen summary).
-
-    It is the column right after ``perturbation`` (where every table of this package puts it);
-    tables written by older versions name it ``cell_type``. ``None`` when there is none.
-    """
+def group_column_of(df) -> str | None:
+    """The group column of a perturbation table (effects, state, screen summary): the column right
+    after ``perturbation``, where every table of this package puts it. ``None`` when there is none."""
     cols = [str(c) for c in getattr(df, "columns", [])]
     if len(cols) > 1 and cols[0] == "perturbation" and cols[1] not in RESERVED_COLUMNS:
         return cols[1]
-    return default if default in cols else None
+    return None
 
 
 @dataclass
@@ -139,12 +134,12 @@ class EngineResult:
     ctrl_type: np.ndarray
     ctrl_profiles: np.ndarray | None
     n_samples: int
-    #: ``"samples"`` (sampled engine: tests over noise samples) or ``"cells"`` (posterior-mean
-    #: engine: tests over cells, with the fields below)
+    #: ``"samples"`` (readout ``"samples"``: tests over noise samples) or ``"cells"`` (readout ``"mean"``:
+    #: tests over cells, from the fields below)
     stats: str = "samples"
-    #: (E, G, F) sums over perturbed cells of squared differences (posterior-mean engine)
+    #: (E, G, F) sums over perturbed cells of squared differences (averaged over samples first)
     diff_sq: np.ndarray | None = None
-    #: (E, G, F) maximum |difference| over perturbed cells (posterior-mean engine)
+    #: (E, G, F) maximum |difference| over perturbed cells (averaged over samples first)
     diff_absmax: np.ndarray | None = None
     #: (E, G) cells whose input the edit changed (the others were skipped: difference 0)
     n_changed: np.ndarray | None = None
@@ -155,15 +150,6 @@ def nearest(z, centroids):
     import torch
 
     return torch.cdist(z.float(), centroids.to(z.device).float()).argmin(dim=1)
-
-
-def noise_dim(model, latent: int) -> int:
-    """Noise width passed to ``translate_latent``: ``2 latent`` for ScDiffusionX (as ``model.translate``), else ``latent``."""
-    try:
-        from ..model import ScDiffusionX
-    except ImportError:  # stand-in installs without the model package
-        return latent
-    return 2 * latent if isinstance(model, ScDiffusionX) else latent
 
 
 def engine_autocast(model, enabled: bool | None = None):

@@ -58,7 +58,6 @@ the calibrated columns are NaN there and nothing is called significant.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from typing import Sequence
 
@@ -66,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import OptionError
+from .._modelio import cell_keys
 from .._settings import logger
 
 __all__ = ["DEFAULT_N_CONTROLS", "DEFAULT_MIN_EFFECT", "CONTROL_PREFIX", "log2_effect", "feature_stats",
@@ -120,10 +120,6 @@ def feature_stats(X, groups: np.ndarray, n_groups: int, src: str) -> tuple[np.nd
     return level, detect
 
 
-def _name_key(name: str, seed: int) -> str:
-    return hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()
-
-
 def pick_controls(stats: np.ndarray, names: Sequence[str], target_idx: Sequence[int], pool_idx: Sequence[int],
                   n: int, seed: int = 0) -> list[int]:
     """``n`` pool features matched to the targets' distribution in the columns of ``stats``.
@@ -145,7 +141,7 @@ def pick_controls(stats: np.ndarray, names: Sequence[str], target_idx: Sequence[
     names = np.asarray(names, dtype=object)
     t_order = sorted(tix.tolist(), key=lambda i: (*stats[i].tolist(), str(names[i])))
     anchors = [t_order[int(round(k))] for k in np.linspace(0, len(t_order) - 1, n)]
-    key = np.array([_name_key(str(names[i]), seed) for i in pool], dtype=object)
+    key = cell_keys([str(names[i]) for i in pool], seed)
     tie = np.argsort(np.argsort(key, kind="stable"), kind="stable")  # rank of each pool member's hash
     used = np.zeros(len(pool), bool)
     out: list[int] = []
@@ -490,8 +486,9 @@ def control_perturbations(inputs, perts, resolved: dict, genes, peaks, *, n: int
         pool = [pk for i, pk in enumerate(peaks) if i not in used]
         for g in gnames:
             for k in range(min(n, len(pool) // size)):
-                key = sorted(pool, key=lambda pk: _name_key(f"{k}:{g}:{pk}", seed))
-                out.append(Perturbation(key[:size], modality="atac", cells=None if groupby is None else [g],
+                pick = np.argsort(cell_keys([f"{k}:{g}:{pk}" for pk in pool], seed), kind="stable")[:size]
+                out.append(Perturbation([pool[i] for i in pick], modality="atac",
+                                        cells=None if groupby is None else [g],
                                         name=control_name(f"set{k + 1}", None if groupby is None else g), **mk))
         return out
     feats = genes if p0.source == "rna" else peaks

@@ -12,8 +12,9 @@ from .._store import store as _store_result
 from .._store import stored as _stored
 from .._store import target as _target
 from .._errors import InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
-from ._base import READOUTS, EngineResult, bh_fdr, group_column, group_column_of
-from ._engine import Edit, model_features, prepare_inputs, run_paired
+from .._vocab import READOUTS, check_option
+from ._base import EngineResult, bh_fdr, group_column, group_column_of
+from ._engine import Edit, collect, engine_options, iter_results, model_features, prepare_inputs
 from ._spec import Perturbation, resolve_targets
 
 __all__ = ["bh_fdr", "paired_stats", "effects_table", "state_table", "perturb", "perturbation_df",
@@ -84,7 +85,7 @@ def effects_table(res: EngineResult, features: Sequence[str], *, test: str = "t"
     the test measures uncertainty of the *model's* prediction over sampling noise; any consistent
     effect, however small, can be significant. Filter by ``|effect|`` as well as ``fdr``.
 
-    Results of the posterior-mean engine (``res.stats == "cells"``) are tested over cells
+    Results of the posterior-mean readout (``res.stats == "cells"``) are tested over cells
     instead: see :func:`cell_effects_table`.
     """
     if getattr(res, "stats", "samples") == "cells":
@@ -141,7 +142,7 @@ def cell_stats(diff_sum: np.ndarray, diff_sq: np.ndarray, n: np.ndarray, absmax:
 
 def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells: int = 1,
                        atol: float = 1e-5, group_col: str = "cell_type") -> pd.DataFrame:
-    """Effects table of the posterior-mean engine: statistics over cells.
+    """Effects table of the posterior-mean readout: statistics over cells.
 
     For perturbation *e* and cell type *g*, ``d_c`` is cell *c*'s paired difference (edited -
     control readout of its posterior-mean translation; exactly 0 for cells the edit does not
@@ -293,12 +294,11 @@ def check_engine(readout: str, test: str, n_noise: int, *, batch_size: int = 1, 
 
     check_count("batch_size", batch_size, 1)
     check_count("batch_rows", batch_rows, 1)
-    if readout not in READOUTS:
-        raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
+    check_option("readout", readout, READOUTS)
     if test not in ("t", "wilcoxon"):
         raise OptionError(f"test must be 't' or 'wilcoxon', got {test!r}")
     if readout == "mean" and test != "t":
-        raise OptionError("the posterior-mean engine (readout='mean') tests per-cell differences with a t-test "
+        raise OptionError("the posterior-mean readout (readout='mean') tests per-cell differences with a t-test "
                           "from running sums; test='wilcoxon' needs readout='samples'")
     try:
         ok = int(n_noise) >= 1
@@ -335,18 +335,11 @@ def build_edits(model, inputs, perts: Sequence[Perturbation], resolved, groupby)
 
 
 def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: str | None = "cell_type",
-                      tf_peaks=None, on_unknown: str = "raise", seed: int = 0, test: str = "t",
-                      batch_size: int = 256, batch_targets: int = 8, n_pca: int = 20,
-                      translate_kwargs: dict | None = None, inputs=None, basis=None,
-                      use_labels: bool = False, progress_bar: bool = False, readout: str = "mean",
-                      n_noise: int = 1, batch_rows: int = 1024, skip_unchanged: bool = True) -> dict[str, Any]:
-    """Resolve, run and summarise several perturbations of one modality (engine + effects).
-
-    Returns a dict ``{"effects", "state", "report", "basis", "inputs"}``; the group column of the
-    effects and state tables is named after ``groupby`` (:func:`~._base.group_column`).
-    """
-    check_engine(readout, test, n_noise)
-    check_on_unknown(on_unknown)
+                      tf_peaks=None, on_unknown: str = "raise", test: str = "t", use_labels: bool = False,
+                      readout: str = "mean", n_pca: int = 20, **options) -> dict[str, Any]:
+    """Resolve, run (:class:`~._engine.PairedEngine`, ``options`` as :func:`~._engine.engine_options`) and
+    summarise several perturbations of one modality: ``{"effects", "state", "report"}``; the group
+    column of the effects and state tables is named after ``groupby`` (:func:`~._base.group_column`)."""
     gcol = group_column(groupby)
     src = _check_same_modality(perts)
     genes, peaks = model_features(model)
@@ -356,31 +349,20 @@ def run_perturbations(model, mdata, perts: Sequence[Perturbation], *, groupby: s
         reports.append(rep)
         resolved.append(idx)
     report = pd.concat(reports, ignore_index=True)
-    if inputs is None:
-        inputs = prepare_inputs(model, mdata, src, groupby=groupby, use_labels=use_labels)
+    inputs = prepare_inputs(model, mdata, src, groupby=groupby, use_labels=use_labels)
     edits, kept = build_edits(model, inputs, perts, resolved, groupby)
-    readout_names = peaks if src == "rna" else genes
     if not edits:
-        empty = pd.DataFrame(columns=_effect_cols(gcol))
-        return {"effects": empty, "state": pd.DataFrame(columns=["perturbation", gcol]), "report": report,
-                "basis": basis, "inputs": inputs}
-    if readout == "mean":
-        from ._mean import run_mean
-
-        res = run_mean(model, inputs, edits, n_noise=n_noise, seed=seed, batch_rows=batch_rows,
-                       translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
-    else:
-        res = run_paired(model, inputs, edits, n_samples=perts[0].n_samples, seed=seed, batch_size=batch_size,
-                         batch_targets=batch_targets, translate_kwargs=translate_kwargs, progress_bar=progress_bar)
-    if basis is None:
-        basis = pca_basis(res.ctrl_profiles, n_comps=n_pca)
-    eff = effects_table(res, readout_names, test=test, group_col=gcol)
-    state = state_table(res, basis, group_col=gcol)
+        return {"effects": pd.DataFrame(columns=_effect_cols(gcol)), "report": report,
+                "state": pd.DataFrame(columns=["perturbation", gcol])}
+    opts = engine_options(model, readout, n_samples=perts[0].n_samples, **options)
+    res = collect(iter_results(model, inputs, edits, **opts), edits)
+    eff = effects_table(res, peaks if src == "rna" else genes, test=test, group_col=gcol)
+    state = state_table(res, pca_basis(res.ctrl_profiles, n_comps=n_pca), group_col=gcol)
     meta = pd.DataFrame([{**p.to_dict(), "targets": ";".join(p.targets)} for p in kept])
     if len(meta) and len(state):
         state = state.merge(meta[["name", "kind", "modality"]].rename(columns={"name": "perturbation"}),
                             on="perturbation", how="left")
-    return {"effects": eff, "state": state, "report": report, "basis": basis, "inputs": inputs}
+    return {"effects": eff, "state": state, "report": report}
 
 
 def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | dict, *,
@@ -397,18 +379,19 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     re-encodes, translates to the other modality with the same noise as the unedited control,
     and summarises per perturbation x cell type x feature.
 
-    Two engines (``readout``):
+    One engine (:class:`~scdiffx_grn.perturb.PairedEngine`), two readouts (``readout``); either way
+    cells whose input the edit does not change are skipped exactly (their difference is 0; they
+    still count):
 
-    - ``"mean"`` (default): the posterior-mean engine. Each cell is translated to its posterior
-      mean (one denoiser call per cell for v / x0 / flow models; ``n_noise`` noises averaged in
-      latent space, as ``model.translate(readout="mean")``); cells whose input the edit does not
-      change are skipped exactly (their difference is 0; they still count); statistics are over
-      cells: ``effect`` = mean per-cell paired difference, ``se`` over cells, t-test of the
-      per-cell differences, BH FDR within perturbation x cell type (see
-      :func:`cell_effects_table`). ``Perturbation.n_samples`` is not used.
-    - ``"samples"``: the sampled engine. ``n_samples`` posterior samples per cell by the sampler
-      in ``translate_kwargs`` (``sampler``, ``n_steps``); statistics over samples
-      (``test="t"`` or ``"wilcoxon"``), for when the model's sampling uncertainty is wanted.
+    - ``"mean"`` (default): each cell is translated to its posterior mean (one denoiser call per
+      cell for v / x0 / flow models; ``n_noise`` noises averaged in latent space, as
+      ``model.translate(readout="mean")``); statistics are over cells: ``effect`` = mean
+      per-cell paired difference, ``se`` over cells, t-test of the per-cell differences, BH FDR
+      within perturbation x cell type (see :func:`cell_effects_table`). ``Perturbation.n_samples``
+      is not used.
+    - ``"samples"``: ``n_samples`` posterior samples per cell by the sampler in
+      ``translate_kwargs`` (``sampler``, ``n_steps``); statistics over samples (``test="t"`` or
+      ``"wilcoxon"``), for when the model's sampling uncertainty is wanted.
 
     Parameters
     ----------
@@ -437,10 +420,11 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     test
         ``"t"`` (paired t-test over sample cell-means) or ``"wilcoxon"`` (signed-rank).
     batch_size, batch_targets
-        Cells per batch and perturbations stacked per translation call.
+        Sampled readout: cells per control call, and about ``batch_targets x batch_size`` edited
+        cells per translation call.
     translate_kwargs
         Passed to ``model.translate_latent`` (e.g. ``{"sampler": "ddim", "n_steps": 20}`` for
-        the sampled engine; the engine sets ``readout`` itself).
+        the sampled readout; the engine sets ``readout`` itself).
     use_labels
         Condition the translation on the model's label columns (default ``False``: from the
         edited modality alone, so labels do not pin cells to their type).
@@ -448,15 +432,15 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
         ``True``: leave ``mdata`` untouched and return a modified copy holding the result;
         ``False`` (default): write into ``mdata`` and return ``None``.
     readout
-        ``"mean"`` (posterior-mean engine, default) or ``"samples"`` (sampled engine).
+        ``"mean"`` (posterior mean, default) or ``"samples"`` (sampled translations).
     n_noise
-        Noises averaged per cell by the posterior-mean engine (1 default; K = 4 agrees with
+        Noises averaged per cell by the posterior-mean readout (1 default; K = 4 agrees with
         K = 1 to Spearman ~0.998 on the demo model, BENCHMARKS.md).
     batch_rows
-        (cell x noise) rows per stacked translation call of the posterior-mean engine
-        (``batch_size`` / ``batch_targets`` apply to the sampled engine).
+        (cell x noise) rows per stacked translation call of the posterior-mean readout
+        (``batch_size`` / ``batch_targets`` apply to the sampled readout).
     skip_unchanged
-        Posterior-mean engine: do not re-translate cells the edit leaves unchanged (exact).
+        Do not re-translate cells the edit leaves unchanged (exact; ``False``: the reference).
     controls, alpha, min_effect
         Names of perturbations of this call that are controls (e.g. knockouts of matched
         ordinary genes): the other perturbations' effects are then tested against them per group
@@ -537,7 +521,7 @@ def _from_dict(d: dict) -> Perturbation:
 
 
 def _result_tables(mdata_or_result, key: str) -> dict:
-    """The result dict of :func:`perturb`: from ``uns[key]`` of a MuData, or the (legacy) dict itself."""
+    """The result dict of :func:`perturb`: ``uns[key]`` of a MuData, or such a dict itself."""
     if isinstance(mdata_or_result, dict):
         return mdata_or_result
     if not hasattr(mdata_or_result, "uns"):

@@ -18,8 +18,7 @@ from .._registry import labels
 from .._settings import logger, progress
 from ._base import group_column, group_column_of
 from ._controls import DEFAULT_MIN_EFFECT, DEFAULT_N_CONTROLS
-from ._effects import run_perturbations
-from ._engine import model_features, prepare_inputs
+from ._engine import engine_options, iter_results, model_features, prepare_inputs
 from ._spec import Perturbation, tf_peak_map
 
 __all__ = ["screen", "load_screen", "load_screen_effects", "summarise_effects", "ScreenLock", "is_screen_dir",
@@ -373,17 +372,18 @@ def screen(
         settings must match ``config.json``. A finished target whose result files are missing
         or damaged is recomputed, with a warning naming them. ``False`` starts over.
     readout
-        ``"mean"`` (default): the posterior-mean engine (one denoiser call per changed cell,
-        unchanged cells skipped exactly, statistics over cells; see
-        :func:`~scdiffx_grn.tl.perturb`). Cells and targets stream through it, so memory
-        stays flat in both; targets finish (and are written) one at a time.
-        ``"samples"``: the sampled engine (``n_samples``, ``translate_kwargs`` ``sampler`` /
-        ``n_steps``; statistics over samples), ``batch_targets`` targets per pass.
+        How the paired engine (:class:`~scdiffx_grn.perturb.PairedEngine`) reads each translation
+        out. ``"mean"`` (default): the posterior mean (one denoiser call per changed cell,
+        statistics over cells; see :func:`~scdiffx_grn.tl.perturb`). ``"samples"``: ``n_samples``
+        sampled translations per cell (``translate_kwargs`` ``sampler`` / ``n_steps``; statistics
+        over samples). Either way unchanged cells are skipped exactly and cells and targets
+        stream through the engine, so memory stays flat in both; targets finish (and are
+        written) one at a time.
     n_noise, batch_rows, skip_unchanged
-        Posterior-mean engine settings (noises per cell, rows per translation call, exact
-        skipping of unchanged cells).
+        Posterior-mean readout: noises per cell, rows per translation call; exact skipping of
+        unchanged cells (both readouts).
     batch_targets
-        Sampled engine: targets stacked in one translation call (and per written chunk).
+        Sampled readout: about ``batch_targets x batch_size`` edited cells per translation call.
     batch_size, n_samples, seed, test, translate_kwargs, use_labels
         Engine settings (see :func:`~scdiffx_grn.tl.perturb`).
     on_unknown
@@ -482,7 +482,7 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
                    tfs=None, organism=None):
     import time
 
-    from ._effects import build_edits, cell_effects_table, pca_basis, state_table
+    from ._effects import build_edits, effects_table, pca_basis, state_table
     from ._spec import resolve_targets
 
     gcol = group_column(groupby)
@@ -498,8 +498,6 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
                 raise CheckpointError(f"the screen settings {cfg_file} are damaged ({err}): the finished targets "
                                       "cannot be checked against this run; use another out_dir or resume=False "
                                       "(--no-resume)") from None
-            old.setdefault("readout", "samples")  # screens written before the posterior-mean engine
-            old.setdefault("n_noise", None)
             diff = {k: (old.get(k), v) for k, v in json.loads(json.dumps(config)).items() if old.get(k) != v}
             if diff:
                 raise CheckpointError(f"screen in {out} was run with other settings {diff}; "
@@ -594,55 +592,31 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
         bar = progress(total=len(runnable), initial=len(runnable) - len(todo), desc="screen", unit="target",
                        disable=not show_progress)
         try:
-            if readout == "mean":
-                from ._mean import iter_mean
-
-                edits, kept = build_edits(model, inputs, cperts + todo, cres + [resolved[p.name] for p in todo],
-                                          groupby)
-                cnames = {p.name for p in cperts}
-                n_c = sum(1 for p in kept if p.name in cnames)
-                meta = {p.name: (p.kind, p.modality) for p in kept}
-                it = iter_mean(model, inputs, edits, n_noise=n_noise, seed=seed, batch_rows=batch_rows,
-                               translate_kwargs=translate_kwargs, skip_unchanged=skip_unchanged)
-                _, ctrl = next(it)
-                basis = pca_basis(ctrl.ctrl_profiles)
-                if n_c == 0:
-                    controls_done()
-                for ei, res in it:  # edits come back in order: the controls first
-                    p = kept[ei]
-                    e = cell_effects_table(res, readout_names, group_col=gcol)
-                    st = state_table(res, basis, group_col=gcol)
-                    if len(st):
-                        st["kind"], st["modality"] = meta[p.name]
-                    if ei < n_c:
-                        ctrl_parts["effects"].append(e)
-                        ctrl_parts["state"].append(st)
-                        if ei == n_c - 1:
-                            controls_done()
-                        continue
-                    emit(p, e, st, bar)
-            else:
-                basis = None
-                for c0 in range(0, len(cperts), batch_targets):
-                    res = run_perturbations(model, mdata, cperts[c0:c0 + batch_targets], groupby=groupby,
-                                            tf_peaks=tf_peaks, on_unknown="report", seed=seed, test=test,
-                                            batch_size=batch_size, batch_targets=batch_targets,
-                                            translate_kwargs=translate_kwargs, inputs=inputs, basis=basis,
-                                            readout="samples")
-                    basis = res["basis"]
-                    ctrl_parts["effects"].append(res["effects"])
-                    ctrl_parts["state"].append(res["state"])
+            edits, kept = build_edits(model, inputs, cperts + todo, cres + [resolved[p.name] for p in todo], groupby)
+            cnames = {p.name for p in cperts}
+            n_c = sum(1 for p in kept if p.name in cnames)
+            meta = {p.name: (p.kind, p.modality) for p in kept}
+            it = iter_results(model, inputs, edits, **engine_options(
+                model, readout, n_noise=n_noise, n_samples=perts[0].n_samples, seed=seed, batch_rows=batch_rows,
+                batch_size=batch_size, batch_targets=batch_targets, translate_kwargs=translate_kwargs,
+                skip_unchanged=skip_unchanged))
+            _, ctrl = next(it)
+            basis = pca_basis(ctrl.ctrl_profiles)
+            if n_c == 0:
                 controls_done()
-                for c0 in range(0, len(todo), batch_targets):
-                    chunk = todo[c0:c0 + batch_targets]
-                    res = run_perturbations(model, mdata, chunk, groupby=groupby, tf_peaks=tf_peaks,
-                                            on_unknown="report", seed=seed, test=test, batch_size=batch_size,
-                                            batch_targets=batch_targets, translate_kwargs=translate_kwargs,
-                                            inputs=inputs, basis=basis, readout="samples")
-                    basis = res["basis"]
-                    eff, state = res["effects"], res["state"]
-                    for p in chunk:
-                        emit(p, eff[eff["perturbation"] == p.name], state[state["perturbation"] == p.name], bar)
+            for ei, res in it:  # edits come back in order: the controls first
+                p = kept[ei]
+                e = effects_table(res, readout_names, test=test, group_col=gcol)
+                st = state_table(res, basis, group_col=gcol)
+                if len(st):
+                    st["kind"], st["modality"] = meta[p.name]
+                if ei < n_c:
+                    ctrl_parts["effects"].append(e)
+                    ctrl_parts["state"].append(st)
+                    if ei == n_c - 1:
+                        controls_done()
+                    continue
+                emit(p, e, st, bar)
         finally:
             bar.close()
             if out is not None and last_write["dirty"]:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputDataError, OptionError, ScdxError, UnknownFeatureError, _fmt_items
+from .._vocab import other_modality
 
 __all__ = ["Perturbation", "read_screen", "resolve_targets", "KINDS", "MODALITIES"]
 
@@ -128,8 +129,8 @@ class Perturbation:
 
     @property
     def readout(self) -> str:
-        """The modality the effect is read out in (the other one)."""
-        return "atac" if self.source == "rna" else "rna"
+        """The modality the effect is read out in (the other one; the translation's target)."""
+        return other_modality(self.source)
 
     @property
     def direction(self) -> str:
