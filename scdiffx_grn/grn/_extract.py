@@ -181,18 +181,22 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
         raise MissingLabelError(f"cell types not in {groupby!r}: {_fmt_items(missing)}")
     X_rna, X_atac = model_inputs(model, mdata)
     obs_names = np.asarray(mdata.obs_names.astype(str))
-    parts = []
+    parts, info = [], {}
     for g in progress(sorted(groups), desc=f"extract_grn[{meth.name}]"):
         idx = np.flatnonzero(labels == g)
         if len(idx) < min_cells:
             logger.info("skipping cell type %r: %d cells < min_cells=%d", g, len(idx), min_cells)
             continue
+        full = idx
         if max_cells is not None and len(idx) > max_cells:  # by cell name: a group's cells never depend on others
             idx = idx[subsample_by_name(obs_names[idx], max_cells, seed, stream=_SUBSAMPLE_STREAM)]
-        cond = cond_for(model, mdata, idx)
-        names = np.asarray(mdata.obs_names)[idx]
-        w = meth(model, X_rna[idx], X_atac[idx], cond, cand, batch_size=batch_size, seed=seed, cell_names=names,
-                 **opts)
+        sel, more = (full, {"model_cells": np.isin(full, idx)}) if meth.full_group else (idx, {})
+        cond = cond_for(model, mdata, sel)
+        names = np.asarray(mdata.obs_names)[sel]
+        w = meth(model, X_rna[sel], X_atac[sel], cond, cand, batch_size=batch_size, seed=seed, cell_names=names,
+                 **more, **opts)
+        if isinstance(w, pd.DataFrame) and w.attrs:
+            info[g] = dict(w.attrs)
         extra = w.drop(columns="weight") if isinstance(w, pd.DataFrame) else None
         df = pd.DataFrame({"source": cand["peak"].to_numpy(), "target": cand["gene"].to_numpy(),
                            "weight": np.asarray(w["weight"] if extra is not None else w, float), gcol: g})
@@ -206,6 +210,9 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
     if not parts:
         raise ScdxError(f"no group of {groupby!r} has at least min_cells={min_cells} cells")
     out = pd.concat(parts, ignore_index=True)
+    more_params = {}
+    if meth.finalize is not None:  # one choice over every group (e.g. the consensus combination)
+        out, more_params = meth.finalize(out, gcol, info, opts)
     if out[gcol].nunique() > 1:
         # every type scores the same candidate pairs and types differ in overall scale: keep, per
         # edge, its type-scaled weight relative to the other types (see grn.type_specificity)
@@ -217,7 +224,7 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
               "cell_types": cell_types, "max_cells": max_cells, "min_cells": min_cells, "batch_size": batch_size,
               "seed": seed, "n_candidates": len(cand),
               "candidates": candidates if isinstance(candidates, str) else None,
-              "window": window if candidates is None else None}
+              "window": window if candidates is None else None, **more_params}
     target = _store.target(mdata, copy)
     _store.store(target, key_added, {"network": out}, params)
     return _store.done(target, copy)
