@@ -420,6 +420,10 @@ def tf_gene_network(peak_gene, tf_peak=None, expression=None, *, aggregate: str 
             tf_names = resolve_tfs(tfs, genes, organism=organism, default="collectri", data=mdata)
             tp = tf_peak_coaccessibility(mdata, tf_names, peaks=pd.unique(pg["peak"]), groupby=groupby,
                                          n_metacells=n_metacells, min_corr=min_corr, fdr=fdr, seed=seed)
+            if len(tp) == 0:
+                raise ScdxError(f"no TF -> peak co-accessibility link passes fdr={fdr}, min_corr={min_corr} over "
+                                f"the {n_metacells} metacells per group; raise fdr= (or pass fdr=None with a "
+                                "min_corr=), or give a motif table as tf_peak")
         else:
             tf_names = resolve_tfs(tfs, genes, organism=organism, data=mdata)
             tp = tf_peak_links(tf_peak, mdata, tfs=tf_names)
