@@ -60,7 +60,8 @@ def main(checkpoint: str = "mouse_mop_demo", *, out: str = "results/grn_predicti
         if m == "consensus":  # the cross-validated gain of every evidence subset, and the choice
             par = mdata.uns[f"grn_{m}"]["params"]["consensus"]
             pd.DataFrame(par["cv"]).T.rename_axis("evidence").to_csv(outdir / "consensus_cv.csv")
-            (outdir / "consensus_choice.txt").write_text(f"{par.get('carried_by')}: {par.get('rule')}\n")
+            (outdir / "consensus_choice.txt").write_text(
+                f"{par.get('carried_by')}: {par.get('rule')} ({par.get('n_units')} cross-validation units)\n")
     test = egrn.heldout_cells(mdata, model=model)
     train = mdata[~test].copy()
     t0 = time.perf_counter()

@@ -148,7 +148,7 @@ def _cv_gains(X_rna, X_atac, pairs, gi, pi, ev: dict, train: np.ndarray, names: 
 
 
 def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_scorer=None,
-                     n_metacells: int = 20, n_random: int = 5, n_folds: int = 5, pool: int = 10,
+                     n_metacells: int = 20, n_random: int = 5, n_folds: int = 5, pool: int = 30,
                      batch_size: int = 64, seed: int = 0, cell_names=None, model_cells=None) -> pd.DataFrame:
     """Evidence table and cross-validated consensus score of the candidate pairs of one group.
 

@@ -237,7 +237,7 @@ CONSENSUS = Method(
      Param("n_metacells", 20, "metacells of the group's train cells (correlation evidence)", check="positive_int"),
      Param("n_random", 5, "degree-preserving rewirings per held-out comparison", check="positive_int"),
      Param("n_folds", 5, "cross-validation folds of the group's train cells (by cell name)", check="positive_int"),
-     Param("pool", 10, "cells per pseudo-cell in the cross-validation", check="positive_int"),
+     Param("pool", 30, "cells per pseudo-cell in the cross-validation (fewer in a small group)", check="positive_int"),
      Param("weights_by", "network", "one evidence choice for every group ('network', from all groups' folds) "
            "or one per group ('group', from its own folds)", choices=("network", "group"))),
     "evidence table (distance prior, metacell correlation, accessibility, model attribution) and the rank "

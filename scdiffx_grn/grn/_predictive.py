@@ -150,7 +150,7 @@ def _gain_se(r2: np.ndarray, rand: np.ndarray, n_boot: int, seed: int) -> float:
 
 
 def summarise(res: dict, *, min_effect: float, n_boot: int = 200, seed: int = 0) -> dict:
-    """Median R^2, its rewired counterpart, the gain and its standard error, fraction of targets improved and the empirical p.
+    """Median R^2, its rewired counterpart, the gain and its standard error, targets improved, empirical p.
 
     ``delta_r2_se``: bootstrap standard error of the gain over the targets (``n_boot``
     resamples; ``nan`` with ``n_boot=0``): how much the gain would move with another draw of
