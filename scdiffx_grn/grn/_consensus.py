@@ -14,23 +14,26 @@ Per group of cells, every candidate pair gets four kinds of evidence:
 Each evidence is turned into within-group percentile ranks; a combination is a subset of the
 evidences and its score is the mean of their ranks. Which subset is learned without external
 truth, by k-fold cross-validation of held-out prediction (:mod:`scdiffx_grn.grn._predictive`)
-on the train cells only (cells in the model's stored test cells are never used): the group's
-train cells are split by cell name into ``n_folds`` folds; for each fold the data evidence is
-recomputed on the other folds' cells, fit and held-out cells are pooled separately into
-pseudo-cells of ``pool`` cells, and every subset's top edges (one per candidate gene on
-average) predict their targets on the held-out pseudo-cells from their linked peaks (ridge
-fitted on the fit pseudo-cells); the gain is the median R^2 above that of degree-preserving
-rewirings. Each (group, fold) is one unit, weighted by its held-out cells.
+on the train cells only (cells in the model's stored test cells are never used). The train cells
+of the network's groups are split by cell name into ``n_folds`` folds; for each fold the data
+evidence of every group is recomputed on that group's cells of the other folds, the network of
+each subset (each edge's mean score over the groups, the way :func:`~scdiffx_grn.eval.grn_predictive`
+scores a per-group network on all cells) keeps its top edges (one per candidate gene on
+average), and these predict their targets on the held-out fold from their linked peaks: fit
+and held-out cells are pooled separately into pseudo-cells of ``pool`` cells, a ridge is fitted
+on the fit pseudo-cells, and the gain is the median held-out R^2 above that of degree-preserving
+rewirings. Each fold is one unit, weighted by its held-out cells.
 
-The choice (``weights_by="network"``, default: one for every group, from the units of all
-groups; ``"group"``: per group, from its own folds): the single evidence with the largest mean
-gain, replaced by the best combination of several only when that beats it by more than one
-standard error of their paired difference over the units. So a combination is kept only when
-cross-validation shows it adds to the best single evidence, and with too few held-out cells
-to tell, the best single evidence carries the network. The chosen weights are stored per edge
-(``w_<evidence>``; equal over the chosen subset, summing to 1) and ``carried_by`` names the
-chosen evidences (``"model"``, ``"correlation+model"``, ...); the cross-validated gain of every
-subset is in ``uns[key]["params"]["consensus"]``.
+The choice: the single evidence with the largest mean gain, replaced by the best combination of
+several only when that beats it by more than one standard error of their paired difference over
+the units. So a combination is kept only when cross-validation shows it adds to the best single
+evidence, and when the held-out cells cannot tell, the best single evidence carries the network.
+``weights_by="group"`` instead chooses per group from folds of its own train cells (within-group
+prediction; far weaker than the between-group variation on sparse data, so noisier). The chosen
+weights are stored per edge (``w_<evidence>``; equal over the chosen subset, summing to 1) and
+``carried_by`` names the chosen evidences (``"model"``, ``"correlation+model"``, ...); the
+cross-validated gain of every subset, the rule applied and the units are in
+``uns[key]["params"]["consensus"]``.
 """
 
 from __future__ import annotations
@@ -149,14 +152,16 @@ def _cv_gains(X_rna, X_atac, pairs, gi, pi, ev: dict, train: np.ndarray, names: 
 
 def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_scorer=None,
                      n_metacells: int = 20, n_random: int = 5, n_folds: int = 5, pool: int = 30,
-                     batch_size: int = 64, seed: int = 0, cell_names=None, model_cells=None) -> pd.DataFrame:
+                     cross_validate: bool = True, batch_size: int = 64, seed: int = 0, cell_names=None,
+                     model_cells=None) -> pd.DataFrame:
     """Evidence table and cross-validated consensus score of the candidate pairs of one group.
 
     Returns a DataFrame (one row per pair): ``weight`` (the consensus score, a mean of the
     chosen evidences' percentile ranks in (0, 1]), ``ev_<evidence>`` (raw evidence),
-    ``w_<evidence>`` (its weight) and ``carried_by``, chosen from this group's folds alone;
-    :func:`finalize_consensus` may replace the choice by one over every group. The table's
-    ``attrs`` hold the cross-validation (``"consensus_cv"``). ``model_scorer``: the
+    ``w_<evidence>`` (its weight) and ``carried_by``, chosen from this group's folds alone
+    (``cross_validate``; otherwise every evidence weighs the same until
+    :func:`finalize_consensus` chooses for every group). The table's ``attrs`` hold the
+    cross-validation (``"consensus_cv"``). ``model_scorer``: the
     :class:`~scdiffx_grn.grn.Method` giving ``ev_model`` (``None``: data evidence only), run on
     the cells of ``model_cells`` (a mask; ``None``: every cell).
     """
@@ -178,12 +183,81 @@ def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_s
         rows = np.flatnonzero(mc)
         ev["model"] = model_scorer(model, X_rna[rows], X_atac[rows], _rows(cond, rows), pairs,
                                    batch_size=batch_size, seed=seed, cell_names=names[rows])
+    if not cross_validate:
+        return table(ev, tuple(k for k in EVIDENCE if k in ev))
     cv = _cv_gains(X_rna, X_atac, pairs, gi, pi, ev, train, names, n_folds=n_folds, pool=int(pool),
                    n_metacells=n_metacells, n_random=n_random, seed=seed)
     choice = choose(cv["units"], cv["gain"], list(ev))
     out = table(ev, choice["subset"])
     out.attrs["consensus_cv"] = cv
     return out
+
+
+def _test_mask(model, names: np.ndarray) -> np.ndarray:
+    split = (getattr(model, "setup", None) or {}).get("split")
+    if isinstance(split, dict) and split.get("test_cells"):
+        return np.isin(names, np.asarray(split["test_cells"]).astype(str))
+    return np.zeros(len(names), bool)
+
+
+def _network_cv(net: pd.DataFrame, gcol: str, keys, data: dict, *, n_folds: int, pool: int, n_metacells: int,
+                n_random: int, seed: int) -> dict:
+    """Cross-validated gain of every evidence subset for the whole network (folds of all train cells).
+
+    Returns ``{"units": held-out cells per fold, "gain": {subset name: gain per fold}}``.
+    """
+    from ._metacells import group_metacell_profiles
+    from ._predictive import RidgeR2, fold_ids
+
+    model = data["model"]
+    X_rna, X_atac = data["X_rna"], data["X_atac"]
+    labels = np.asarray(data["labels"]).astype(str)
+    names = np.asarray(data["names"]).astype(str)
+    groups = [str(g) for g in pd.unique(net[gcol].astype(str))]
+    parts = {g: d for g, d in net.groupby(net[gcol].astype(str), sort=False)}
+    ref = parts[groups[0]]
+    edge = pd.Index(ref["source"].astype(str) + "\t" + ref["target"].astype(str))
+    aligned = {}
+    for g in groups:  # every group scores the same candidate pairs: align them on the first group's order
+        d = parts[g]
+        pos = pd.Index(d["source"].astype(str) + "\t" + d["target"].astype(str)).get_indexer(edge)
+        aligned[g] = d.iloc[pos] if (pos >= 0).all() else None
+    groups = [g for g in groups if aligned[g] is not None]
+    pairs = pd.DataFrame({"peak": ref["source"].astype(str).to_numpy(), "gene": ref["target"].astype(str).to_numpy()})
+    gi = pd.Index(np.asarray(model.rna_var_names).astype(str)).get_indexer(pairs["gene"])
+    pi = pd.Index(np.asarray(model.atac_var_names).astype(str)).get_indexer(pairs["peak"])
+    train = np.flatnonzero(~_test_mask(model, names) & np.isin(labels, groups))
+    fold = fold_ids(names[train], n_folds, seed, stream=_FOLD_STREAM)
+    up, p_pos = np.unique(pi, return_inverse=True)
+    ug, g_pos = np.unique(gi, return_inverse=True)
+    n_top = max(1, len(ug))
+    subsets = _subsets(keys)
+    fixed = {g: {k: aligned[g][f"ev_{k}"].to_numpy(float) for k in keys if k in ("distance", "model")}
+             for g in groups}
+    units, gains = [], {_name(s): [] for s in subsets}
+    for f in range(int(n_folds)):
+        fit_i, val_i = train[fold != f], train[fold == f]
+        size = min(int(pool), len(val_i) // _MIN_PSEUDO)
+        if size < _MIN_POOL:
+            continue
+        ranks = {}
+        for g in groups:
+            cells = fit_i[labels[fit_i] == g]
+            ev = dict(fixed[g])
+            if len(cells):
+                ev.update(_evidence(X_rna[cells], X_atac[cells], pairs, gi, pi, n_metacells=n_metacells, seed=seed))
+            ranks[g] = {k: _ranks(ev.get(k, np.zeros(len(pairs)))) for k in keys}
+        (rf, af), (rv, av) = (group_metacell_profiles(X_rna[i], X_atac[i], len(i) // size,
+                                                      min_cells=max(1, size // 2), seed=seed)
+                              for i in (fit_i, val_i))
+        if min(rf.shape[0], rv.shape[0]) < _MIN_PSEUDO:
+            continue
+        fitter = RidgeR2(af[:, up], av[:, up], rf[:, ug], rv[:, ug])
+        units.append(len(val_i))
+        for s in subsets:
+            score = np.mean([_score(ranks[g], s) for g in groups], axis=0)
+            gains[_name(s)].append(_gain(score, p_pos, g_pos, fitter, n_top, n_random, seed + f))
+    return {"units": units, "gain": gains}
 
 
 def table(ev: dict, subset) -> pd.DataFrame:
@@ -241,36 +315,42 @@ def choose(units, gains: dict, keys) -> dict:
     return {"subset": chosen, "rule": rule, "table": tab}
 
 
-def finalize_consensus(net: pd.DataFrame, gcol: str, info: dict, opts: dict):
-    """One choice for every group (``weights_by="network"``) from the cross-validation units of all groups.
+def finalize_consensus(net: pd.DataFrame, gcol: str, info: dict, opts: dict, data: dict):
+    """The choice for the whole network (``weights_by="network"``), or the record of the per-group ones.
 
-    Returns the table with ``weight``, ``w_*`` and ``carried_by`` recomputed and the params to
-    store (``{"consensus": {"weights", "carried_by", "rule", "weights_by", "cv": ...}}``).
+    ``data``: what :func:`~scdiffx_grn.grn.extract_grn` hands a method's finalize step (the model,
+    the raw matrices of every cell, their labels and names, the seed). Returns the table with
+    ``weight``, ``w_*`` and ``carried_by`` set and the params to store (``{"consensus":
+    {"weights_by", "n_units", "cv", "carried_by", "rule", "weights"}}``; per group with
+    ``weights_by="group"``).
     """
     keys = [k for k in EVIDENCE if f"ev_{k}" in net]
     by = opts.get("weights_by", "network")
-    groups = [g for g in pd.unique(net[gcol]) if g in info]
-    units = [u for g in groups for u in info[g]["consensus_cv"]["units"]]
-    names = list(info[groups[0]]["consensus_cv"]["gain"]) if groups else []
-    gains = {n: [x for g in groups for x in info[g]["consensus_cv"]["gain"][n]] for n in names}
-    pooled = choose(units, gains, keys)
-    params = {"weights_by": by, "n_units": len(units),
-              "cv": {n: {"gain": round(v["gain"], 6), "se": round(v["se"], 6)} for n, v in pooled["table"].items()}}
     if by == "group":
-        per = {g: choose(info[g]["consensus_cv"]["units"], info[g]["consensus_cv"]["gain"], keys)
-               for g in groups}
-        params["per_group"] = {g: {"carried_by": _name(c["subset"]), "rule": c["rule"]} for g, c in per.items()}
+        per = {g: choose(v["consensus_cv"]["units"], v["consensus_cv"]["gain"], keys)
+               for g, v in info.items() if "consensus_cv" in v}
+        params = {"weights_by": by,
+                  "per_group": {str(g): {"carried_by": _name(c["subset"]), "rule": c["rule"],
+                                         "n_units": len(info[g]["consensus_cv"]["units"]),
+                                         "cv": {n: {"gain": round(v["gain"], 6), "se": round(v["se"], 6)}
+                                                for n, v in c["table"].items()}}
+                                for g, c in per.items()}}
         return net, {"consensus": params}
+    cv = _network_cv(net, gcol, keys, data, n_folds=opts.get("n_folds", 5), pool=int(opts.get("pool", 30)),
+                     n_metacells=opts.get("n_metacells", 20), n_random=opts.get("n_random", 5),
+                     seed=int(data.get("seed", 0)))
+    pooled = choose(cv["units"], cv["gain"], keys)
     parts = []
     for g, sub in net.groupby(gcol, sort=False, observed=True):
-        ev = {k: sub[f"ev_{k}"].to_numpy(float) for k in keys}
-        t = table(ev, pooled["subset"])
+        t = table({k: sub[f"ev_{k}"].to_numpy(float) for k in keys}, pooled["subset"])
         sub = sub.copy()
         for c in t.columns:
-            sub[c] = t[c].to_numpy() if c != "carried_by" else t[c].iloc[0]
+            sub[c] = t[c].to_numpy()
         parts.append(sub)
     out = pd.concat(parts).loc[net.index]
-    params.update(carried_by=_name(pooled["subset"]), rule=pooled["rule"],
-                  weights={k: float(k in pooled["subset"]) / len(pooled["subset"]) for k in keys})
+    params = {"weights_by": by, "n_units": len(cv["units"]), "carried_by": _name(pooled["subset"]),
+              "rule": pooled["rule"],
+              "weights": {k: float(k in pooled["subset"]) / len(pooled["subset"]) for k in keys},
+              "cv": {n: {"gain": round(v["gain"], 6), "se": round(v["se"], 6)} for n, v in pooled["table"].items()}}
     logger.info("consensus: carried by %s (%s)", params["carried_by"], pooled["rule"])
     return out, {"consensus": params}

@@ -212,7 +212,9 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
     out = pd.concat(parts, ignore_index=True)
     more_params = {}
     if meth.finalize is not None:  # one choice over every group (e.g. the consensus combination)
-        out, more_params = meth.finalize(out, gcol, info, opts)
+        data = {"model": model, "X_rna": X_rna, "X_atac": X_atac, "labels": labels, "names": obs_names,
+                "candidates": cand, "batch_size": batch_size, "seed": seed}
+        out, more_params = meth.finalize(out, gcol, info, opts, data)
     if out[gcol].nunique() > 1:
         # every type scores the same candidate pairs and types differ in overall scale: keep, per
         # edge, its type-scaled weight relative to the other types (see grn.type_specificity)

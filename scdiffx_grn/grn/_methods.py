@@ -108,9 +108,11 @@ class Method:
         The kernel gets every cell of the group and ``model_cells=`` (mask of the ``max_cells``
         subsample the model is run on), e.g. to compute data evidence on all the group's cells.
     finalize
-        ``finalize(network, group_column, info, options) -> (network, params)``: called once on the
-        table of all groups (``info``: each group's ``attrs`` of the kernel's table), e.g. to
-        choose one combination for every group; ``params`` are added to the stored params.
+        ``finalize(network, group_column, info, options, data) -> (network, params)``: called once
+        on the table of all groups (``info``: each group's ``attrs`` of the kernel's table;
+        ``data``: the model, the raw ``X_rna`` / ``X_atac`` of every cell, their ``labels`` and
+        ``names``, the ``candidates``, ``batch_size`` and ``seed``), e.g. to choose one combination
+        for every group; ``params`` are added to the stored params.
     """
 
     name: str
@@ -221,13 +223,15 @@ def _consensus_kernel(model, X_rna, X_atac, cond, pairs, *, model_evidence: str 
     from ._consensus import consensus_scores
 
     scorer = None if model_evidence == "none" else METHODS[model_evidence]
-    return consensus_scores(model, X_rna, X_atac, cond, pairs, model_scorer=scorer, **kw)
+    # weights_by="network": the choice is made once for every group by the finalize step
+    return consensus_scores(model, X_rna, X_atac, cond, pairs, model_scorer=scorer,
+                            cross_validate=weights_by == "group", **kw)
 
 
-def _consensus_finalize(net, gcol, info, opts):
+def _consensus_finalize(net, gcol, info, opts, data):
     from ._consensus import finalize_consensus
 
-    return finalize_consensus(net, gcol, info, opts)
+    return finalize_consensus(net, gcol, info, opts, data)
 
 
 CONSENSUS = Method(
@@ -238,8 +242,9 @@ CONSENSUS = Method(
      Param("n_random", 5, "degree-preserving rewirings per held-out comparison", check="positive_int"),
      Param("n_folds", 5, "cross-validation folds of the group's train cells (by cell name)", check="positive_int"),
      Param("pool", 30, "cells per pseudo-cell in the cross-validation (fewer in a small group)", check="positive_int"),
-     Param("weights_by", "network", "one evidence choice for every group ('network', from all groups' folds) "
-           "or one per group ('group', from its own folds)", choices=("network", "group"))),
+     Param("weights_by", "network", "one evidence choice for every group ('network': the whole network's "
+           "held-out prediction, folds of all train cells) or one per group ('group': its own folds)",
+           choices=("network", "group"))),
     "evidence table (distance prior, metacell correlation, accessibility, model attribution) and the rank "
     "mean of the evidences chosen by cross-validated held-out prediction of the targets (no external truth)",
     inputs=("rna", "atac"), cell_names=True, full_group=True, finalize=_consensus_finalize)
