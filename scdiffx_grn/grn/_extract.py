@@ -84,11 +84,14 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
       ``ig_engine``, ``sampler="ddim"``, ``translate_steps=10``, ``readout="mean"``.
     - ``"consensus"``: an evidence table per pair (``ev_distance`` prior, ``ev_correlation``
       over metacells of the group's train cells, ``ev_accessibility``, ``ev_model`` = the
-      ``model_evidence`` method's score, knockout by default) and ``weight`` = their weighted
-      mean of percentile ranks, the weights (``w_<evidence>``, ``carried_by``) chosen per group
-      by held-out prediction of the targets from their linked peaks on the group's train cells
-      (see :mod:`scdiffx_grn.grn._consensus` and :func:`scdiffx_grn.eval.grn_predictive`).
-      Options: ``model_evidence``, ``n_metacells=20``, ``n_random=5``.
+      ``model_evidence`` method's score, knockout by default, on ``max_cells`` cells; the data
+      evidence reads every cell of the group) and ``weight`` = the mean percentile rank of the
+      evidences chosen (``w_<evidence>``, ``carried_by``, ``params["consensus"]``) by k-fold
+      cross-validation of the network's held-out prediction of its targets from their linked
+      peaks on the train cells: a combination only when it beats the best single evidence by
+      more than a standard error (see :mod:`scdiffx_grn.grn._consensus` and
+      :func:`scdiffx_grn.eval.grn_predictive`). Options: ``model_evidence``,
+      ``n_metacells=20``, ``n_random=5``, ``n_folds=5``, ``pool=30``, ``weights_by="network"``.
     - ``"knockout"``: in-silico closing of each candidate peak (``knockout_group="peak"``) or of
       all candidate peaks of a gene (``"gene"``); score = drop of translated expression
       (log1p CP10k), paired noise. Options: ``knockout_group``, ``sampler``,
