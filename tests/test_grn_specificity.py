@@ -245,6 +245,10 @@ def test_tf_layer_default_two_types_with_different_regulation_differ_in_top_edge
     tb = set(zip(top[top.cell_type == "B"].source, top[top.cell_type == "B"].target))
     assert ta <= {("t0", g) for g in a_targets} and tb <= {("t1", g) for g in b_targets} and not ta & tb
     assert (net["corr"] > 0.5).all(), net
+    # a TF that is not a gene of the data cannot be tested: its paths are filtered by their peaks only
+    extra = pd.concat([tp, pd.DataFrame({"tf": ["tX"], "peak": [tp.peak.iloc[0]]})], ignore_index=True)
+    nx_ = grn.tf_gene_network(mdata, extra, tfs=["t0", "t1", "tX"], copy=True).uns["grn_tf"]["network"]
+    assert set(nx_[nx_.source == "tX"].cell_type) == {"A"}
     # type_pvalue=None: every path of the prior in every type (the same 80 edges in both), weights alone differ
     every = grn.tf_gene_network(mdata, tp, tfs=["t0", "t1"], type_pvalue=None, copy=True).uns["grn_tf"]["network"]
     sets = [set(zip(d.source, d.target)) for _, d in every.groupby("cell_type")]

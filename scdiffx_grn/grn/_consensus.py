@@ -170,10 +170,7 @@ def consensus_scores(model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, model_s
     gi = genes.get_indexer(pairs["gene"].astype(str))
     pi = peaks.get_indexer(pairs["peak"].astype(str))
     names = np.asarray(cell_names if cell_names is not None else np.arange(X_rna.shape[0])).astype(str)
-    split = (getattr(model, "setup", None) or {}).get("split")
-    test = (np.isin(names, np.asarray(split["test_cells"]).astype(str)) if isinstance(split, dict)
-            and split.get("test_cells") else np.zeros(len(names), bool))
-    train = np.flatnonzero(~test)
+    train = np.flatnonzero(~_test_mask(model, names))
     ev = {}
     if "distance" in pairs:
         ev["distance"] = -np.abs(pairs["distance"].to_numpy(float))

@@ -548,7 +548,8 @@ def _depleted(X, inside: np.ndarray, pvalue: float) -> np.ndarray:
 def _type_support(mdata, groupby: str | None, groups, tfs, peaks, pvalue: float) -> dict:
     """Per group: the peaks accessible and the TFs expressed in its own cells (those not significantly depleted
     there against the other cells, :func:`_depleted`). ``{group: (peaks, tfs)}`` for the groups that are labels of
-    ``mdata`` (others are not filtered)."""
+    ``mdata`` (others are not filtered); peaks and TFs that are not features of ``mdata`` cannot be tested and are
+    kept in every group."""
     from .._registry import counts
     from ._metacells import group_labels
 
@@ -557,7 +558,9 @@ def _type_support(mdata, groupby: str | None, groups, tfs, peaks, pvalue: float)
     gidx = pd.Index(mdata.mod["rna"].var_names.astype(str))
     peaks = pd.Index(pd.unique(np.asarray(peaks).astype(str)))
     tfs = pd.Index(pd.unique(np.asarray(tfs).astype(str)))
-    peaks, tfs = peaks[pidx.get_indexer(peaks) >= 0], tfs[gidx.get_indexer(tfs) >= 0]
+    p_in, t_in = pidx.get_indexer(peaks) >= 0, gidx.get_indexer(tfs) >= 0
+    untested_p, untested_t = set(peaks[~p_in]), set(tfs[~t_in])
+    peaks, tfs = peaks[p_in], tfs[t_in]
     A = counts(mdata, "atac")[:, pidx.get_indexer(peaks)]
     R = counts(mdata, "rna")[:, gidx.get_indexer(tfs)]
     out = {}
@@ -565,7 +568,8 @@ def _type_support(mdata, groupby: str | None, groups, tfs, peaks, pvalue: float)
         inside = lab == g
         if not inside.any():
             continue
-        out[g] = (set(peaks[~_depleted(A, inside, pvalue)]), set(tfs[~_depleted(R, inside, pvalue)]))
+        out[g] = (set(peaks[~_depleted(A, inside, pvalue)]) | untested_p,
+                  set(tfs[~_depleted(R, inside, pvalue)]) | untested_t)
     return out
 
 
