@@ -14,9 +14,12 @@ pooled into pseudo-cells of ``pool`` cells, against ``n_random`` degree-preservi
 ``--per-type`` scores each type on its own cells instead (the model's test split leaves ~70 test
 cells per type, too few pseudo-cells for most types). Also scores every network against the GxR links (AUROC, as in BENCHMARKS.md).
 
-Writes ``<out>/predictive.csv`` (per network and type), ``<out>/summary.csv`` (mean over types),
-``<out>/gxr.csv``, ``<out>/consensus_weights.csv`` and the networks
-(``<name>.parquet``).
+Writes ``<out>/predictive.csv`` (per network and type), ``<out>/summary.csv`` (mean over types;
+``delta_r2_se``: bootstrap standard error of the gain over targets), ``<out>/gxr.csv``,
+``<out>/consensus_weights.csv``, ``<out>/consensus_cv.csv`` (cross-validated gain of every
+evidence subset on the train cells), ``<out>/consensus_choice.txt`` and the networks
+(``<name>.parquet``). ``--reuse knockout`` (repeatable) reads a network of an earlier run from
+``<out>`` instead of extracting it again.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 
 def main(checkpoint: str = "mouse_mop_demo", *, out: str = "results/grn_predictive", max_cells: int = 200,
          ig_cells: int = 100, ig_steps: int = 8, top_k: int = 500, n_random: int = 20, pool: int | None = 30,
-         groupby: str | None = None, methods=("attention", "knockout", "integrated_gradients", "consensus"), seed: int = 0) -> pd.DataFrame:
+         groupby: str | None = None, methods=("attention", "knockout", "integrated_gradients", "consensus"), seed: int = 0,
+         reuse=()) -> pd.DataFrame:
     from scdiffx_grn import ScDiffusionX, datasets, grn
     from scdiffx_grn.eval import grn as egrn
 
@@ -44,6 +47,9 @@ def main(checkpoint: str = "mouse_mop_demo", *, out: str = "results/grn_predicti
     cand = grn.peak_gene_candidates(mdata, tss_table=tss, window=150_000)
     nets, timing = {}, {}
     for m in methods:
+        if m in reuse and (outdir / f"{m}.parquet").exists():  # a network of an earlier run of the same settings
+            nets[m] = grn.read_grn(outdir / f"{m}.parquet")
+            continue
         t0 = time.perf_counter()
         kw = {"ig_steps": ig_steps, "batch_size": 16} if m == "integrated_gradients" else {}
         grn.extract_grn(model, mdata, method=m, candidates=cand, max_cells=ig_cells if m == "integrated_gradients"
@@ -51,6 +57,11 @@ def main(checkpoint: str = "mouse_mop_demo", *, out: str = "results/grn_predicti
         timing[m] = time.perf_counter() - t0
         nets[m] = grn.network_table(mdata, f"grn_{m}")
         grn.write_grn(nets[m], outdir / f"{m}.parquet")
+        if m == "consensus":  # the cross-validated gain of every evidence subset, and the choice
+            par = mdata.uns[f"grn_{m}"]["params"]["consensus"]
+            pd.DataFrame(par["cv"]).T.rename_axis("evidence").to_csv(outdir / "consensus_cv.csv")
+            (outdir / "consensus_choice.txt").write_text(
+                f"{par.get('carried_by')}: {par.get('rule')} ({par.get('n_units')} cross-validation units)\n")
     test = egrn.heldout_cells(mdata, model=model)
     train = mdata[~test].copy()
     t0 = time.perf_counter()
@@ -66,7 +77,8 @@ def main(checkpoint: str = "mouse_mop_demo", *, out: str = "results/grn_predicti
     gcol = "cell_type" if groupby == "cell_type" else "group"
     summ = tab.groupby("network", sort=False).agg(
         n_groups=(gcol, "size"), median_r2=("median_r2", "mean"), random_median_r2=("random_median_r2", "mean"),
-        delta_r2=("delta_r2", "mean"), frac_targets_improved=("frac_targets_improved", "mean"),
+        delta_r2=("delta_r2", "mean"), delta_r2_se=("delta_r2_se", "mean"),
+        frac_targets_improved=("frac_targets_improved", "mean"),
         types_beating_random=("beats_random", "sum"), n_test=("n_test", "sum")).reset_index()
     summ.to_csv(outdir / "summary.csv", index=False)
     # GxR agreement, as in BENCHMARKS.md's peak -> gene table
@@ -99,10 +111,12 @@ def _cli() -> None:
             ig_cells: int = 100, ig_steps: int = 8, top_k: int = 500, n_random: int = 20, pool: int = 30,
             per_type: bool = typer.Option(False, help="score per cell type (default: all cells, mean weights)"),
             method: list[str] = typer.Option(["attention", "knockout", "integrated_gradients", "consensus"]),
-            seed: int = 0) -> None:
+            seed: int = 0,
+            reuse: list[str] = typer.Option([], help="read this method's network from <out>/<method>.parquet "
+                                                     "when it exists (an earlier run with the same settings)")) -> None:
         summ = main(checkpoint, out=out, max_cells=max_cells, ig_cells=ig_cells, ig_steps=ig_steps, top_k=top_k,
                     n_random=n_random, pool=pool or None, groupby="cell_type" if per_type else None,
-                    methods=tuple(method), seed=seed)
+                    methods=tuple(method), seed=seed, reuse=tuple(reuse))
         with pd.option_context("display.width", 200):
             typer.echo(summ.round(4).to_string(index=False))
 

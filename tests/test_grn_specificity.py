@@ -189,3 +189,89 @@ def test_tf_layer_planted_one_type_regulation():
         grn.tf_gene_network(mdata, tp, tfs=["t0"], weight="rank")
     with pytest.raises(OptionError, match="rank_by"):
         grn.grn_df(net, top_k=1, rank_by="corr")
+
+
+def _two_type_regulation(seed: int = 0, n_per_type: int = 300, n_targets: int = 20):
+    """Types A and B with different planted regulation: ``t0`` drives ``a1..a20`` through peaks open in A,
+    ``t1`` drives ``b1..b20`` through peaks open in B; ``t0`` is expressed in A only, ``t1`` in B only.
+
+    The TF -> peak prior (both TFs bind every peak) and the peak -> gene weights (peak k -> its gene,
+    weight 1) are the same in both types: only the types' own cells tell them apart."""
+    import anndata as ad
+    import mudata as md
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n = 2 * n_per_type
+    ct = np.repeat(["A", "B"], n_per_type)
+    in_a = ct == "A"
+    t0 = np.where(in_a, rng.gamma(2.0, 3.0, n), 0.02)
+    t1 = np.where(~in_a, rng.gamma(2.0, 3.0, n), 0.02)
+    targets = [f"a{i}" for i in range(1, n_targets + 1)] + [f"b{i}" for i in range(1, n_targets + 1)]
+    genes = ["t0", "t1"] + targets + [f"x{i}" for i in range(20)]
+    lam = np.full((n, len(genes)), 4.0)
+    lam[:, 0], lam[:, 1] = t0, t1
+    for j in range(n_targets):
+        lam[:, 2 + j] = np.where(in_a, 0.5 + 2.0 * t0, rng.gamma(4.0, 3.0, n))                # a_j follows t0 in A
+        lam[:, 2 + n_targets + j] = np.where(~in_a, 0.5 + 2.0 * t1, rng.gamma(4.0, 3.0, n))   # b_j follows t1 in B
+    R = rng.poisson(lam).astype(np.float32)
+    peaks = [f"chr1_{1000 * (i + 1)}_{1000 * (i + 1) + 500}" for i in range(len(targets))]
+    open_p = np.where(np.arange(len(targets))[None, :] < n_targets, np.where(in_a, 0.4, 0.02)[:, None],
+                      np.where(in_a, 0.02, 0.4)[:, None])
+    A = (rng.uniform(size=(n, len(peaks))) < open_p).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": ct}, index=[f"c{i}" for i in range(n)])
+    rna = ad.AnnData(sp.csr_matrix(R), obs=obs.copy(), var=pd.DataFrame(index=genes))
+    atac = ad.AnnData(sp.csr_matrix(A), obs=obs.copy(), var=pd.DataFrame(index=peaks))
+    rna.layers["counts"] = rna.X.copy()
+    atac.layers["counts"] = atac.X.copy()
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    mdata.obs["cell_type"] = ct
+    mdata.uns["grn"] = pd.DataFrame([(p, g, 1.0, c) for c in ("A", "B") for p, g in zip(peaks, targets)],
+                                    columns=["source", "target", "weight", "cell_type"])
+    tp = pd.DataFrame([(t, p) for t in ("t0", "t1") for p in peaks], columns=["tf", "peak"])
+    return mdata, tp, targets[:n_targets], targets[n_targets:]
+
+
+def test_tf_layer_default_two_types_with_different_regulation_differ_in_top_edges():
+    mdata, tp, a_targets, b_targets = _two_type_regulation()
+    net = grn.tf_gene_network(mdata, tp, tfs=["t0", "t1"], copy=True).uns["grn_tf"]["network"]
+    edges = {c: set(zip(d.source, d.target)) for c, d in net.groupby("cell_type")}
+    # each type's edges come from its own cells: its own TF, through the peaks open in it
+    assert edges["A"] == {("t0", g) for g in a_targets}, sorted(edges["A"])
+    assert edges["B"] == {("t1", g) for g in b_targets}, sorted(edges["B"])
+    # and its top edges by |weight| are its planted regulation, none shared with the other type
+    top = grn.grn_df(net, top_k=10, rank_by="weight")
+    ta = set(zip(top[top.cell_type == "A"].source, top[top.cell_type == "A"].target))
+    tb = set(zip(top[top.cell_type == "B"].source, top[top.cell_type == "B"].target))
+    assert ta <= {("t0", g) for g in a_targets} and tb <= {("t1", g) for g in b_targets} and not ta & tb
+    assert (net["corr"] > 0.5).all(), net
+    # a TF that is not a gene of the data cannot be tested: its paths are filtered by their peaks only
+    extra = pd.concat([tp, pd.DataFrame({"tf": ["tX"], "peak": [tp.peak.iloc[0]]})], ignore_index=True)
+    nx_ = grn.tf_gene_network(mdata, extra, tfs=["t0", "t1", "tX"], copy=True).uns["grn_tf"]["network"]
+    assert set(nx_[nx_.source == "tX"].cell_type) == {"A"}
+    # type_pvalue=None: every path of the prior in every type (the same 80 edges in both), weights alone differ
+    every = grn.tf_gene_network(mdata, tp, tfs=["t0", "t1"], type_pvalue=None, copy=True).uns["grn_tf"]["network"]
+    sets = [set(zip(d.source, d.target)) for _, d in every.groupby("cell_type")]
+    assert sets[0] == sets[1] and len(sets[0]) == 2 * (len(a_targets) + len(b_targets))
+    with pytest.raises(OptionError, match="type_pvalue"):
+        grn.tf_gene_network(mdata, tp, type_pvalue=0.0)
+
+
+def test_depletion_test_matches_a_reference_two_proportion_test():
+    from scipy.stats import norm
+
+    from scdiffx_grn.grn._tf import _depleted
+
+    rng = np.random.default_rng(3)
+    inside = rng.uniform(size=500) < 0.3
+    X = (rng.uniform(size=(500, 6)) < np.array([0.1, 0.25, 0.3, 0.05, 0.2, 0.0])).astype(float)
+    X[inside, 1] = (rng.uniform(size=inside.sum()) < 0.01)       # feature 1 depleted inside
+    X[inside, 2] = (rng.uniform(size=inside.sum()) < 0.6)        # feature 2 enriched inside
+    got = _depleted(X, inside, 0.05)
+    for j in range(6):
+        k1, n1, k0, n0 = X[inside, j].sum(), inside.sum(), X[~inside, j].sum(), (~inside).sum()
+        pp = (k1 + k0) / (n1 + n0)
+        se = np.sqrt(pp * (1 - pp) * (1 / n1 + 1 / n0))
+        ref = bool(se > 0 and norm.cdf((k1 / n1 - k0 / n0) / se) < 0.05)
+        assert got[j] == ref, j
+    assert got[1] and not got[2] and not got[5]

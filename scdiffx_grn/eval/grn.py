@@ -671,8 +671,9 @@ def grn_predictive(mdata, networks, *, model=None, groupby: str | None = "cell_t
     Returns
     -------
     DataFrame ``network, <group>, kind, n_edges, n_targets, n_train, n_test (cells or pseudo-cells), median_r2,
-    random_median_r2, delta_r2, frac_targets_improved, p_random, beats_random`` (one row per
-    network and group; ``frac_targets_improved``: targets whose R^2 beats their mean R^2 over the
+    random_median_r2, delta_r2, delta_r2_se, frac_targets_improved, p_random, beats_random`` (one
+    row per network and group; ``delta_r2_se``: bootstrap standard error of the gain over the
+    targets; ``frac_targets_improved``: targets whose R^2 beats their mean R^2 over the
     rewirings).
     """
     from .._registry import counts, labels, log_normalize
@@ -764,7 +765,7 @@ def grn_predictive(mdata, networks, *, model=None, groupby: str | None = "cell_t
             res = network_r2(fit, s_pos, t_pos, n_random=n_random, seed=seed)
             rows.append({**base, **summarise(res, min_effect=min_effect)})
     cols = ["network", gcol, "kind", "n_edges", "n_targets", "n_train", "n_test", "median_r2", "random_median_r2",
-            "delta_r2", "frac_targets_improved", "p_random", "beats_random"]
+            "delta_r2", "delta_r2_se", "frac_targets_improved", "p_random", "beats_random"]
     if not rows:
         raise ScdxError(f"no network and group could be scored: each group needs >= min_test_cells="
                         f"{min_test_cells} train and test cells (pseudo-cells with pool={pool}) and edges on the "

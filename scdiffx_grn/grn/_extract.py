@@ -84,11 +84,14 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
       ``ig_engine``, ``sampler="ddim"``, ``translate_steps=10``, ``readout="mean"``.
     - ``"consensus"``: an evidence table per pair (``ev_distance`` prior, ``ev_correlation``
       over metacells of the group's train cells, ``ev_accessibility``, ``ev_model`` = the
-      ``model_evidence`` method's score, knockout by default) and ``weight`` = their weighted
-      mean of percentile ranks, the weights (``w_<evidence>``, ``carried_by``) chosen per group
-      by held-out prediction of the targets from their linked peaks on the group's train cells
-      (see :mod:`scdiffx_grn.grn._consensus` and :func:`scdiffx_grn.eval.grn_predictive`).
-      Options: ``model_evidence``, ``n_metacells=20``, ``n_random=5``.
+      ``model_evidence`` method's score, knockout by default, on ``max_cells`` cells; the data
+      evidence reads every cell of the group) and ``weight`` = the mean percentile rank of the
+      evidences chosen (``w_<evidence>``, ``carried_by``, ``params["consensus"]``) by k-fold
+      cross-validation of the network's held-out prediction of its targets from their linked
+      peaks on the train cells: a combination only when it beats the best single evidence by
+      more than a standard error (see :mod:`scdiffx_grn.grn._consensus` and
+      :func:`scdiffx_grn.eval.grn_predictive`). Options: ``model_evidence``,
+      ``n_metacells=20``, ``n_random=5``, ``n_folds=5``, ``pool=30``, ``weights_by="network"``.
     - ``"knockout"``: in-silico closing of each candidate peak (``knockout_group="peak"``) or of
       all candidate peaks of a gene (``"gene"``); score = drop of translated expression
       (log1p CP10k), paired noise. Options: ``knockout_group``, ``sampler``,
@@ -181,18 +184,22 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
         raise MissingLabelError(f"cell types not in {groupby!r}: {_fmt_items(missing)}")
     X_rna, X_atac = model_inputs(model, mdata)
     obs_names = np.asarray(mdata.obs_names.astype(str))
-    parts = []
+    parts, info = [], {}
     for g in progress(sorted(groups), desc=f"extract_grn[{meth.name}]"):
         idx = np.flatnonzero(labels == g)
         if len(idx) < min_cells:
             logger.info("skipping cell type %r: %d cells < min_cells=%d", g, len(idx), min_cells)
             continue
+        full = idx
         if max_cells is not None and len(idx) > max_cells:  # by cell name: a group's cells never depend on others
             idx = idx[subsample_by_name(obs_names[idx], max_cells, seed, stream=_SUBSAMPLE_STREAM)]
-        cond = cond_for(model, mdata, idx)
-        names = np.asarray(mdata.obs_names)[idx]
-        w = meth(model, X_rna[idx], X_atac[idx], cond, cand, batch_size=batch_size, seed=seed, cell_names=names,
-                 **opts)
+        sel, more = (full, {"model_cells": np.isin(full, idx)}) if meth.full_group else (idx, {})
+        cond = cond_for(model, mdata, sel)
+        names = np.asarray(mdata.obs_names)[sel]
+        w = meth(model, X_rna[sel], X_atac[sel], cond, cand, batch_size=batch_size, seed=seed, cell_names=names,
+                 **more, **opts)
+        if isinstance(w, pd.DataFrame) and w.attrs:
+            info[g] = dict(w.attrs)
         extra = w.drop(columns="weight") if isinstance(w, pd.DataFrame) else None
         df = pd.DataFrame({"source": cand["peak"].to_numpy(), "target": cand["gene"].to_numpy(),
                            "weight": np.asarray(w["weight"] if extra is not None else w, float), gcol: g})
@@ -206,6 +213,11 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
     if not parts:
         raise ScdxError(f"no group of {groupby!r} has at least min_cells={min_cells} cells")
     out = pd.concat(parts, ignore_index=True)
+    more_params = {}
+    if meth.finalize is not None:  # one choice over every group (e.g. the consensus combination)
+        data = {"model": model, "X_rna": X_rna, "X_atac": X_atac, "labels": labels, "names": obs_names,
+                "candidates": cand, "batch_size": batch_size, "seed": seed}
+        out, more_params = meth.finalize(out, gcol, info, opts, data)
     if out[gcol].nunique() > 1:
         # every type scores the same candidate pairs and types differ in overall scale: keep, per
         # edge, its type-scaled weight relative to the other types (see grn.type_specificity)
@@ -217,7 +229,7 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
               "cell_types": cell_types, "max_cells": max_cells, "min_cells": min_cells, "batch_size": batch_size,
               "seed": seed, "n_candidates": len(cand),
               "candidates": candidates if isinstance(candidates, str) else None,
-              "window": window if candidates is None else None}
+              "window": window if candidates is None else None, **more_params}
     target = _store.target(mdata, copy)
     _store.store(target, key_added, {"network": out}, params)
     return _store.done(target, copy)

@@ -104,6 +104,15 @@ class Method:
         Matrices the kernel takes after the model: ``("rna", "atac")`` or ``("atac",)``.
     cell_names
         Whether the kernel takes ``cell_names=`` (obs names keying each cell's noise).
+    full_group
+        The kernel gets every cell of the group and ``model_cells=`` (mask of the ``max_cells``
+        subsample the model is run on), e.g. to compute data evidence on all the group's cells.
+    finalize
+        ``finalize(network, group_column, info, options, data) -> (network, params)``: called once
+        on the table of all groups (``info``: each group's ``attrs`` of the kernel's table;
+        ``data``: the model, the raw ``X_rna`` / ``X_atac`` of every cell, their ``labels`` and
+        ``names``, the ``candidates``, ``batch_size`` and ``seed``), e.g. to choose one combination
+        for every group; ``params`` are added to the stored params.
     """
 
     name: str
@@ -112,6 +121,8 @@ class Method:
     description: str = ""
     inputs: tuple[str, ...] = ("rna", "atac")
     cell_names: bool = False
+    full_group: bool = False
+    finalize: Callable | None = None
     _index: dict = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -155,7 +166,7 @@ class Method:
         return out
 
     def __call__(self, model, X_rna, X_atac, cond, pairs: pd.DataFrame, *, batch_size: int = 64, seed: int = 0,
-                 cell_names=None, **options) -> np.ndarray:
+                 cell_names=None, model_cells=None, **options) -> np.ndarray:
         """Scores of ``pairs`` on one group of cells (``options`` checked by :meth:`resolve`)."""
         opts = self.resolve(options)
         args = [X_rna if m == "rna" else X_atac for m in self.inputs]
@@ -163,6 +174,8 @@ class Method:
         kw.update(batch_size=batch_size, seed=seed)
         if self.cell_names:
             kw["cell_names"] = cell_names
+        if self.full_group:
+            kw["model_cells"] = model_cells
         res = self.kernel(model, *args, cond, pairs, **kw)
         # a kernel may return a table: ``weight`` plus per-pair columns (e.g. the consensus evidence)
         return res if isinstance(res, pd.DataFrame) else np.asarray(res, dtype=float)
@@ -205,11 +218,20 @@ KNOCKOUT = Method(
     "in-silico peak closing: drop of the translated expression (log1p CP10k), paired noise",
     inputs=("atac",), cell_names=True)
 
-def _consensus_kernel(model, X_rna, X_atac, cond, pairs, *, model_evidence: str = "knockout", **kw):
+def _consensus_kernel(model, X_rna, X_atac, cond, pairs, *, model_evidence: str = "knockout",
+                      weights_by: str = "network", **kw):
     from ._consensus import consensus_scores
 
     scorer = None if model_evidence == "none" else METHODS[model_evidence]
-    return consensus_scores(model, X_rna, X_atac, cond, pairs, model_scorer=scorer, **kw)
+    # weights_by="network": the choice is made once for every group by the finalize step
+    return consensus_scores(model, X_rna, X_atac, cond, pairs, model_scorer=scorer,
+                            cross_validate=weights_by == "group", **kw)
+
+
+def _consensus_finalize(net, gcol, info, opts, data):
+    from ._consensus import finalize_consensus
+
+    return finalize_consensus(net, gcol, info, opts, data)
 
 
 CONSENSUS = Method(
@@ -217,10 +239,15 @@ CONSENSUS = Method(
     (Param("model_evidence", "knockout", "model attribution used as evidence ('none': data evidence only)",
            choices=("knockout", "integrated_gradients", "attention", "none")),
      Param("n_metacells", 20, "metacells of the group's train cells (correlation evidence)", check="positive_int"),
-     Param("n_random", 5, "degree-preserving rewirings per held-out comparison", check="positive_int")),
-    "evidence table (distance prior, metacell correlation, accessibility, model attribution) and their "
-    "rank mean, weights chosen by held-out prediction of the targets (no external truth)",
-    inputs=("rna", "atac"), cell_names=True)
+     Param("n_random", 5, "degree-preserving rewirings per held-out comparison", check="positive_int"),
+     Param("n_folds", 5, "cross-validation folds of the group's train cells (by cell name)", check="positive_int"),
+     Param("pool", 30, "cells per pseudo-cell in the cross-validation (fewer in a small group)", check="positive_int"),
+     Param("weights_by", "network", "one evidence choice for every group ('network': the whole network's "
+           "held-out prediction, folds of all train cells) or one per group ('group': its own folds)",
+           choices=("network", "group"))),
+    "evidence table (distance prior, metacell correlation, accessibility, model attribution) and the rank "
+    "mean of the evidences chosen by cross-validated held-out prediction of the targets (no external truth)",
+    inputs=("rna", "atac"), cell_names=True, full_group=True, finalize=_consensus_finalize)
 
 #: the registered methods by name
 METHODS: dict[str, Method] = {m.name: m for m in (ATTENTION, INTEGRATED_GRADIENTS, KNOCKOUT, CONSENSUS)}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["RidgeR2", "heldout_mask", "rewire"]
+__all__ = ["RidgeR2", "fold_ids", "heldout_mask", "rewire"]
 
 
 def heldout_mask(names, fraction: float, seed: int, *, stream: int = 7) -> np.ndarray:
@@ -27,6 +27,14 @@ def heldout_mask(names, fraction: float, seed: int, *, stream: int = 7) -> np.nd
 
     u = cell_keys(np.asarray(names).astype(str), seed, stream=stream).astype(np.float64) / float(2 ** 63)
     return u < float(fraction)
+
+
+def fold_ids(names, n_folds: int, seed: int, *, stream: int = 11) -> np.ndarray:
+    """Fold (``0 .. n_folds - 1``) of each cell for k-fold cross-validation, keyed by its name (not its row)."""
+    from .._modelio import cell_keys
+
+    u = cell_keys(np.asarray(names).astype(str), seed, stream=stream).astype(np.float64) / float(2 ** 63)
+    return np.minimum((u * int(n_folds)).astype(np.int64), int(n_folds) - 1)
 
 
 def rewire(src: np.ndarray, tgt: np.ndarray, rng: np.random.Generator, *, n_passes: int = 20) -> np.ndarray:
@@ -130,8 +138,24 @@ def network_r2(fitter: RidgeR2, src: np.ndarray, tgt: np.ndarray, *, n_random: i
     return {"r2": r2[targets], "random": rand, "targets": targets}
 
 
-def summarise(res: dict, *, min_effect: float) -> dict:
-    """Median R^2, its rewired counterpart, fraction of targets improved and the empirical p."""
+def _gain_se(r2: np.ndarray, rand: np.ndarray, n_boot: int, seed: int) -> float:
+    """Bootstrap (over targets) standard error of ``median(r2) - mean_k median(rand[k])``."""
+    if n_boot < 2 or len(r2) < 2 or rand.shape[0] == 0:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    b = rng.integers(0, len(r2), size=(int(n_boot), len(r2)))
+    med = np.median(r2[b], axis=1)
+    rmed = np.nanmean(np.stack([np.nanmedian(r[b], axis=1) for r in rand]), axis=0)
+    return float(np.std(med - rmed, ddof=1))
+
+
+def summarise(res: dict, *, min_effect: float, n_boot: int = 200, seed: int = 0) -> dict:
+    """Median R^2, its rewired counterpart, the gain and its standard error, targets improved, empirical p.
+
+    ``delta_r2_se``: bootstrap standard error of the gain over the targets (``n_boot``
+    resamples; ``nan`` with ``n_boot=0``): how much the gain would move with another draw of
+    targets of the same network, the scale on which two networks' gains can be compared.
+    """
     r2, rand = res["r2"], res["random"]
     ok = np.isfinite(r2)
     med = float(np.median(r2[ok])) if ok.any() else float("nan")
@@ -143,8 +167,9 @@ def summarise(res: dict, *, min_effect: float) -> dict:
     else:
         rmean, p, improved = float("nan"), float("nan"), float("nan")
     delta = med - rmean
+    se = _gain_se(r2[ok], rand[:, ok], n_boot, seed) if ok.any() else float("nan")
     return {"n_targets": int(ok.sum()), "median_r2": med, "random_median_r2": rmean, "delta_r2": delta,
-            "frac_targets_improved": improved, "p_random": p,
+            "delta_r2_se": se, "frac_targets_improved": improved, "p_random": p,
             "beats_random": bool(np.isfinite(p) and p < 0.05 and delta >= min_effect)}
 
 
