@@ -17,6 +17,7 @@ from scdiffx_grn._errors import (
 )
 from scdiffx_grn.eval import grn as egrn
 
+from _helpers import StandInInputs
 from conftest import model_float32_tol
 
 
@@ -288,22 +289,6 @@ class _StandInModule:
         return z_r, z_a, {"rna_to_atac": [A, A], "atac_to_rna": [A, A], "rna_self": [], "atac_self": []}
 
 
-class StandInInputs:
-    """The model inputs of the stand-ins: log1p CP10k RNA (the library's transform), binary ATAC."""
-
-    def rna_tensor(self, X):
-        import torch
-
-        from scdiffx_grn._registry import log_normalize
-
-        return log_normalize(torch.as_tensor(np.asarray(X), dtype=torch.float32))
-
-    def atac_tensor(self, X):
-        import torch
-
-        return (torch.as_tensor(np.asarray(X), dtype=torch.float32) > 0).float()
-
-
 class StandInModel(StandInInputs):
     def __init__(self, mdata, latent=8, token_dim=2):
         from types import SimpleNamespace
@@ -522,38 +507,38 @@ def test_peak_gene_candidates_storage_contract():
         grn.peak_gene_candidates(mdata["atac"].var_names, grn.read_tss(tss)["gene"], tss, key_added="x")
 
 
+def _tiny_candidates(mdata, genes):
+    """Peak -> gene candidates of the shared tiny data: gene k with peaks k, k + 17 and k + 29 (modulo the
+    number of peaks) and their distance."""
+    peaks = list(mdata["atac"].var_names)
+    rows = [(peaks[p], f"gene{k}", 1000 * (p - k)) for k in genes for p in ((k + d) % len(peaks) for d in (0, 17, 29))]
+    return pd.DataFrame(rows, columns=["peak", "gene", "distance"])
+
+
 @pytest.mark.slow
-def test_extract_grn_real_tiny_model():
+def test_extract_grn_real_tiny_model(trained_tiny, tiny_mdata):
     """Plumbing against the real ScDiffusionX (tiny, barely trained): every method runs and is finite."""
-    model_mod = pytest.importorskip("scdiffx_grn.model")
-    mdata, cand, truth = _planted_mdata(n_cells=60)
-    model_mod.ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
-    model = model_mod.ScDiffusionX(mdata, width=16, n_layers=1, n_heads=2, latent_dim=8, token_dim=2)
-    model.train(ae_epochs=1, diffusion_steps=5, batch_size=32, seed=0, device="cpu")
-    small = cand[cand.gene.isin(["g0", "g1"])]
+    model, mdata = trained_tiny, tiny_mdata
+    small = _tiny_candidates(mdata, [0, 1])
     kw = {"attention": {"timesteps": (10,)}, "knockout": {"translate_steps": 2},
           "integrated_gradients": {"ig_steps": 2, "translate_steps": 2}}
     for method in ("attention", "knockout", "integrated_gradients"):
-        out = grn.extract_grn(model, mdata, method=method, candidates=small, cell_types=["T0"], max_cells=6,
+        out = grn.extract_grn(model, mdata, method=method, candidates=small, cell_types=["A"], max_cells=6,
                               batch_size=6, copy=True, **kw[method])
         res = grn.network_table(out, "grn")
         assert len(res) == len(small) and np.isfinite(res.weight).all()
 
 
 @pytest.mark.parametrize("baseline", ["zeros", "mean"])
-def test_ig_jacobian_engine_matches_captum(baseline):
+def test_ig_jacobian_engine_matches_captum(baseline, trained_tiny, tiny_mdata):
     """The all-genes-at-once IG engine equals captum's IntegratedGradients run gene by gene."""
     from scdiffx_grn.grn._scores import cond_for, ig_scores, model_inputs
 
-    model_mod = pytest.importorskip("scdiffx_grn.model")
-    mdata, cand, _ = _planted_mdata(n_cells=40)
-    model_mod.ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
-    model = model_mod.ScDiffusionX(mdata, width=16, n_layers=1, n_heads=2, latent_dim=8, token_dim=2)
-    model.train(ae_epochs=2, diffusion_steps=20, batch_size=32, seed=0, device="cpu")
-    idx = np.arange(9)
+    model, mdata = trained_tiny, tiny_mdata
+    idx = np.r_[0:5, 30:34]  # 9 cells of both types
     _, Xa = model_inputs(model, mdata)
     cond = cond_for(model, mdata, idx)
-    small = cand[cand.gene.isin(["g0", "g1", "g5"])].reset_index(drop=True)
+    small = _tiny_candidates(mdata, [0, 1, 15])  # genes of both expression levels
     kw = dict(baseline=baseline, n_steps=5, translate_steps=3, batch_size=4)
     fast = ig_scores(model, Xa[idx], cond, small, **kw)
     ref = ig_scores(model, Xa[idx], cond, small, engine="captum", **kw)
