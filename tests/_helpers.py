@@ -185,7 +185,7 @@ class LinearStandIn(LinearTensorAPI):
             self.Da[i, i] = 2.0
         self.delay = delay
         self.device = torch.device("cpu")
-        self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
+        self.setup = {"layers": {"rna": "counts", "atac": "counts"}}
         self.config = SimpleNamespace(latent_dim=LATENT, token_dim=1, label_keys=[])
 
     def translate_latent(self, z_src, direction, cond, noise, **kw):

@@ -229,9 +229,10 @@ def test_planted_peak_gene_recovered_by_metacell_correlation():
     assert set(bl) == {"distance", "metacell_correlation", "accessibility", "target_degree"}
     tp = grn.tf_peak_coaccessibility(mdata, ["g0", "g1", "nope"], min_corr=0.2, n_metacells=8)
     assert (tp.evidence == "coaccessibility").all() and set(tp.tf) <= {"g0", "g1"}
-    # a bare DataFrame in uns (earlier versions) is still read
-    mdata.uns["grn"] = mc.assign(cell_type="T0").pipe(lambda d: pd.concat([d, d.assign(cell_type="T1",
-                                                       weight=d.weight[::-1].to_numpy())]))
+    # a peak -> gene network stored as the tl functions store it
+    mdata.uns["grn"] = {"params": {"groupby": "cell_type", "group_column": "cell_type"},
+                        "network": mc.assign(cell_type="T0").pipe(
+                            lambda d: pd.concat([d, d.assign(cell_type="T1", weight=d.weight[::-1].to_numpy())]))}
     # storage contract: copy=True leaves the input untouched and returns the modified copy
     out = grn.tf_gene_network(mdata, tp, tfs=["g0", "g1"], n_metacells=5, copy=True)
     assert "grn_tf" not in mdata.uns and "grn_tf" in out.uns
@@ -304,7 +305,7 @@ class StandInModel(StandInInputs):
                                       beta_schedule="linear", prediction="epsilon")
         self.rna_var_names = list(mdata["rna"].var_names)
         self.atac_var_names = list(mdata["atac"].var_names)
-        self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
+        self.setup = {"layers": {"rna": "counts", "atac": "counts"}}
         self.device = torch.device("cpu")
 
     def encode(self, modality, x):
@@ -469,17 +470,22 @@ def test_group_column_named_after_groupby():
         grn.extract_grn(model, mdata, groupby="nolabel", **kw)
 
 
-def test_network_table_legacy_forms():
+def test_network_table_reads_stored_results_only():
+    """A stored result or a DataFrame is read; anything else under uns (a bare DataFrame, a dict of
+    tables without params) raises, naming what is there."""
     df = pd.DataFrame({"source": ["p1", "p2"], "target": ["A", "B"], "weight": [1.0, 2.0], "cell_type": ["X", "Y"]})
 
     from types import SimpleNamespace
 
     Holder = SimpleNamespace(uns={"bare": df, "per_type": {"X": df.drop(columns="cell_type").iloc[:1],
-                                                           "Y": df.drop(columns="cell_type").iloc[1:]}})
-
-    for key in ("bare", "per_type"):
-        t = grn.network_table(Holder, key)
-        assert t.attrs["group_column"] == "cell_type" and list(t["cell_type"]) == ["X", "Y"]
+                                                           "Y": df.drop(columns="cell_type").iloc[1:]},
+                                  "ok": {"params": {"group_column": "cell_type"}, "network": df}})
+    t = grn.network_table(Holder, "ok")
+    assert t.attrs["group_column"] == "cell_type" and t.equals(df)
+    with pytest.raises(InputDataError, match=r"uns\['bare'\] holds a DataFrame, not a GRN result"):
+        grn.network_table(Holder, "bare")
+    with pytest.raises(InputDataError, match=r"uns\['per_type'\] is not a stored GRN result.*'X', 'Y'"):
+        grn.network_table(Holder, "per_type")
     assert grn.network_table(df) is not df and grn.network_table(df).equals(df)
     with pytest.raises(ScdxError, match="nokey"):
         grn.network_table(Holder, "nokey")

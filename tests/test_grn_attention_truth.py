@@ -139,7 +139,7 @@ class _PlantedAttentionModel(StandInInputs):
                                       objective="diffusion")
         self.rna_var_names = list(mdata["rna"].var_names)
         self.atac_var_names = list(mdata["atac"].var_names)
-        self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
+        self.setup = {"layers": {"rna": "counts", "atac": "counts"}}
         self.device = torch.device("cpu")
 
     def encode(self, modality, x):
