@@ -187,17 +187,20 @@ def _assert_same_state(before: dict, after: dict, what: str):
 
     def same(a, b, path):
         if isinstance(a, dict) and isinstance(b, dict):
-            assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} -> {sorted(b)}"
+            if a.keys() != b.keys():
+                raise AssertionError(f"{path}: keys {sorted(map(str, a))} -> {sorted(map(str, b))}")
             for k in a:
                 same(a[k], b[k], f"{path}.{k}")
-        elif isinstance(a, torch.Tensor):
-            assert torch.equal(a, b), path
-        elif isinstance(a, np.ndarray):
-            assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), path
         elif isinstance(a, pd.DataFrame):
             pd.testing.assert_frame_equal(a, b, obj=path)
-        else:
-            assert a == b, path
+        elif isinstance(a, torch.Tensor):
+            if not torch.equal(a, b):
+                raise AssertionError(path)
+        elif isinstance(a, np.ndarray):
+            if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+                raise AssertionError(path)
+        elif a != b:
+            raise AssertionError(path)
 
     try:
         same(before, after, what)
