@@ -306,6 +306,20 @@ def shared_data_dir():
     return d
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With ``-n N`` and no ``--dist`` (README's and CI's command): whole test files per worker
+    (pytest-xdist's ``loadfile``). The default ``load`` hands a file's tests to both workers, and
+    each then builds the file's module fixtures (the trained models of test_model, test_translation,
+    test_seed_systems, test_grn_attention_truth: half a minute each), twice the work. An explicit
+    ``--dist`` is obeyed."""
+    if config.getvalue("dist") != "load" or any(str(a).startswith("--dist") for a in config.invocation_params.args):
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    return LoadFileScheduling(config, log)
+
+
 def pytest_configure(config):
     """Keep each test process on one BLAS/torch thread: with pytest-xdist workers on a 2-core
     machine, more threads only make the workers wait on each other.
