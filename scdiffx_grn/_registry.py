@@ -72,8 +72,6 @@ class Registry:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["modalities"], d["labels"] = list(self.modalities), list(self.labels)
-        # legacy keys, read by checkpoints written before the registry
-        d["rna_layer"], d["atac_layer"] = self.layer("rna"), self.layer("atac")
         return d
 
     @classmethod
@@ -81,10 +79,7 @@ class Registry:
         d = dict(d)
         labs = tuple(str(x) for x in np.atleast_1d(d.get("labels", [])) if str(x))
         mods = tuple(str(x) for x in np.atleast_1d(d.get("modalities", list(MODALITIES))))
-        layers = dict(d.get("layers") or {})
-        for m in MODALITIES:
-            if m not in layers:
-                layers[m] = d.get(f"{m}_layer", "counts")
+        layers = {**{m: "counts" for m in MODALITIES}, **dict(d.get("layers") or {})}
         layers = {k: (None if v is None or (isinstance(v, str) and v == "") else str(v)) for k, v in layers.items()}
         return cls(modalities=mods, labels=labs, layers=layers,
                    n_vars={k: int(v) for k, v in dict(d.get("n_vars") or {}).items()},
@@ -323,9 +318,6 @@ def setup_mudata(mdata, *, labels: Sequence[str] | str | None = ("cell_type",), 
                                  "(adata.var_names_make_unique())")
         n_vars[mod], feats[mod] = int(adata.n_vars), fingerprint(adata.var_names)
     reg = Registry(modalities=tuple(mods), labels=tuple(keys), layers=dict(layer_of), n_vars=n_vars, features=feats)
-    d = reg.to_dict()
-    if mods == ["rna", "atac"]:
-        d.pop("modalities")  # the default; kept out so older readers see the dict they know
-    mdata.uns[REGISTRY_KEY] = d
+    mdata.uns[REGISTRY_KEY] = reg.to_dict()
     return reg
 

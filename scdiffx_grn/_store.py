@@ -8,8 +8,8 @@
   JSON types) and the result tables by name (e.g. ``"network"``, ``"effects"``);
 - a column holding cell groups is named after ``groupby`` (``groupby="cell_type"`` -> ``cell_type``).
 
-The tidy getters (``get.*_df``) read the tables back with :func:`stored_table`, which also accepts
-the bare DataFrames written by earlier versions.
+The tidy getters (``get.*_df``) read the tables back with :func:`stored_table`; anything else under
+``uns[key]`` (e.g. a bare DataFrame) raises, naming what is there.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ._errors import ScdxError, _fmt_items
+from ._errors import InputDataError, ScdxError, _fmt_items
 
 __all__ = ["target", "store", "done", "stored", "stored_table", "stored_params", "jsonable", "group_column_name",
            "GROUP_ALL", "GROUP_NONE"]
@@ -85,15 +85,21 @@ def done(data, copy: bool):
 
 
 def stored(data, key: str, *, what: str = "result", hint: str | None = None) -> dict:
-    """The dict stored under ``data.uns[key]`` (a bare DataFrame of older versions -> ``{"table": df}``)."""
+    """The dict ``{"params", <table>: DataFrame, ...}`` a ``tl`` function stored under ``data.uns[key]``.
+
+    Raises :class:`~scdiffx_grn.ScdxError` when there is nothing under ``key`` and
+    :class:`~scdiffx_grn.InputDataError` when it holds something else than such a dict (e.g. a bare
+    DataFrame), naming what is there and the call that makes it.
+    """
     uns = getattr(data, "uns", None)
     if uns is None or key not in uns:
         have = [k for k in (uns.keys() if uns is not None else []) if not str(k).startswith("_")]
         raise ScdxError(f"no {what} under uns[{key!r}] ({'run ' + hint + ' first; ' if hint else ''}"
                         f"uns holds: {_fmt_items(have) or '(nothing)'})")
     v = uns[key]
-    if isinstance(v, pd.DataFrame):
-        return {"table": v, "params": {}}
+    if not isinstance(v, Mapping):
+        raise InputDataError(f"uns[{key!r}] holds a {type(v).__name__}, not a {what} (a dict of 'params' and tables, "
+                        f"as the tl functions store it){'; rerun ' + hint if hint else ''}")
     return dict(v)
 
 
@@ -102,8 +108,6 @@ def stored_table(data, key: str, table: str, *, what: str = "result", hint: str 
     d = stored(data, key, what=what, hint=hint)
     if table in d:
         return d[table]
-    if "table" in d:  # legacy bare DataFrame
-        return d["table"]
     raise ScdxError(f"uns[{key!r}] holds no {table!r} table (it holds {_fmt_items(k for k in d if k != 'params')})")
 
 

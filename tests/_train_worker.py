@@ -2,8 +2,9 @@
 
 python tests/_train_worker.py OUT [--ckpt DIR] [--resume] [--slow-saves S] [--steps N]
 
-Trains a tiny model on deterministic synthetic data (seed 0) and writes the final module
-state_dict to OUT (rank 0 only; every rank writes OUT.rank<k> under torchrun).
+Trains the tiny model (``_helpers.TINY`` on ``_helpers.make_tiny_mdata()``, seed 0) and writes the
+final module state_dict to OUT (rank 0 only; every rank writes OUT.rank<k> under torchrun). Run as
+a script, the tests folder is the first entry of ``sys.path``: ``_helpers`` imports from there.
 """
 
 from __future__ import annotations
@@ -14,32 +15,6 @@ import sys
 import time
 
 os.environ.setdefault("SCDX_PROGRESS", "0")
-
-
-def build_mdata(n=64, g=16, p=24, seed=0):
-    import anndata as ad
-    import mudata as md
-    import numpy as np
-    import pandas as pd
-    import scipy.sparse as sp
-
-    md.set_options(pull_on_update=False)
-    rng = np.random.default_rng(seed)
-    ct = np.repeat(["A", "B"], n // 2)
-    X = rng.poisson(np.where(ct == "A", 1.0, 3.0)[:, None] * np.ones(g)).astype(np.float32)
-    X[:, 0] += 1
-    A = (rng.random((n, p)) < 0.3).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical(ct)}, index=[f"c{i}" for i in range(n)])
-    r = ad.AnnData(sp.csr_matrix(X), obs=obs.copy(), var=pd.DataFrame(index=[f"g{i}" for i in range(g)]))
-    a = ad.AnnData(sp.csr_matrix(A), obs=obs.copy(), var=pd.DataFrame(index=[f"chr1-{i * 100}-{i * 100 + 50}" for i in range(p)]))
-    r.layers["counts"] = r.X.copy()
-    a.layers["counts"] = a.X.copy()
-    m = md.MuData({"rna": r, "atac": a})
-    m.obs["cell_type"] = obs["cell_type"]
-    return m
-
-
-TINY = dict(width=16, n_layers=1, n_heads=2, token_dim=4)
 
 
 def main(argv=None):
@@ -56,6 +31,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(1)
+    from _helpers import TINY, make_tiny_mdata
     from scdiffx_grn import ScDiffusionX, settings
     from scdiffx_grn.model import _train
 
@@ -68,7 +44,7 @@ def main(argv=None):
             time.sleep(args.slow_saves)
 
         _train.Trainer._save = slow_save
-    m = build_mdata()
+    m = make_tiny_mdata()
     ScDiffusionX.setup_mudata(m, labels=["cell_type"])
     model = ScDiffusionX(m, seed=0, **TINY)
     model.train(ae_epochs=args.ae_epochs, diffusion_steps=args.steps, batch_size=16, device="cpu", seed=0,

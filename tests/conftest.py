@@ -4,6 +4,12 @@
 - ``mop_small``: 600 cells of the embedded mouse MOp data, all genes, 3000 most frequent peaks
   (session scope: treat as read-only, ``.copy()`` before modifying)
 - ``shared_data_dir``: the shared reference-data directory (skips when absent)
+- ``tiny_mdata``, ``trained_tiny``, ``tiny_checkpoint``: one tiny data set, the tiny model trained on
+  it (``_helpers.train_tiny``) and its saved checkpoint, built once per session for the tests that
+  need *a* trained model; read-only (a test that changes one of them fails)
+- ``tiny_mop_checkpoint``: a tiny model trained on 300 mouse MOp cells, saved once per session
+
+Data builders and stand-in models shared by several test files are in ``_helpers.py``.
 """
 
 from __future__ import annotations
@@ -152,6 +158,149 @@ def mop_small(_mop_small_cached):
     return _mop_small_cached.copy()
 
 
+# ----------------------------------------------------------------------------- the shared tiny model
+def _model_state(model) -> dict:
+    """What a test could change in a trained model: weights, config, registry, feature names, history."""
+    import copy
+    import dataclasses
+
+    return {"state": {k: v.detach().clone() for k, v in model.module.state_dict().items()},
+            "config": dataclasses.asdict(model.config), "setup": copy.deepcopy(model.setup),
+            "features": (list(model.rna_var_names), list(model.atac_var_names)),
+            "history": copy.deepcopy(model.history)}
+
+
+def _mdata_state(mdata) -> dict:
+    """What a test could change in a MuData: every modality's matrices, obs, var, obsm and uns keys."""
+    import copy
+
+    import scipy.sparse as sp
+
+    def dense(X):
+        return X.toarray() if sp.issparse(X) else X.copy()
+
+    mods = {k: {"X": dense(a.X), "layers": {n: dense(v) for n, v in a.layers.items()}, "obs": a.obs.copy(),
+                "var": a.var.copy(), "obsm": sorted(a.obsm), "uns": sorted(a.uns)} for k, a in mdata.mod.items()}
+    return {"mods": mods, "obs": mdata.obs.copy(), "obsm": sorted(mdata.obsm),
+            "uns": copy.deepcopy(dict(mdata.uns))}
+
+
+def _assert_same_state(before: dict, after: dict, what: str):
+    """Compare two ``_model_state`` / ``_mdata_state`` results; fail naming the first difference."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    def same(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a.keys() != b.keys():
+                raise AssertionError(f"{path}: keys {sorted(map(str, a))} -> {sorted(map(str, b))}")
+            for k in a:
+                same(a[k], b[k], f"{path}.{k}")
+        elif isinstance(a, pd.DataFrame):
+            pd.testing.assert_frame_equal(a, b, obj=path)
+        elif isinstance(a, torch.Tensor):
+            if not torch.equal(a, b):
+                raise AssertionError(path)
+        elif isinstance(a, np.ndarray):
+            if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+                raise AssertionError(path)
+        elif a != b:
+            raise AssertionError(path)
+
+    try:
+        same(before, after, what)
+    except AssertionError as e:
+        pytest.fail(f"the test changed the shared, read-only {what} ({e}): work on a copy "
+                    "(mdata.copy(), or build a model of your own)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def _tiny_session():
+    from _helpers import make_tiny_mdata, train_tiny
+
+    m = make_tiny_mdata()
+    model = train_tiny(m)
+    return model, m, _model_state(model), _mdata_state(m)
+
+
+@pytest.fixture
+def tiny_mdata(_tiny_session):
+    """``_helpers.make_tiny_mdata()``: 60 cells (``cell{i}``, types A and B) x (20 genes ``gene{i}``,
+    40 peaks), raw counts, registered with ``labels=["cell_type"]``; the data of ``trained_tiny``.
+
+    Built once per session and shared: read-only (``.copy()`` before editing; the test fails if it
+    changed the shared object)."""
+    m = _tiny_session[1]
+    yield m
+    _assert_same_state(_tiny_session[3], _mdata_state(m), "tiny_mdata")
+
+
+@pytest.fixture
+def trained_tiny(_tiny_session):
+    """``_helpers.train_tiny(tiny_mdata)``: ``TINY`` trained for 2 autoencoder epochs and 20 denoiser
+    steps (seed 0), for the tests that need *a* trained model, not a good one.
+
+    Trained once per session and shared: read-only (load a copy from ``tiny_checkpoint`` to change
+    weights; the test fails if it changed the shared model)."""
+    model = _tiny_session[0]
+    yield model
+    _assert_same_state(_tiny_session[2], _model_state(model), "trained_tiny")
+
+
+@pytest.fixture(scope="session")
+def _tiny_checkpoint_session(_tiny_session, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_checkpoint") / "model"
+    _tiny_session[0].save(path)
+    return path, _folder_state(path)
+
+
+def _folder_state(path) -> dict:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def tiny_checkpoint(_tiny_checkpoint_session):
+    """``trained_tiny`` saved once per session (a folder for ``ScDiffusionX.load``); read-only (copy
+    the folder to damage or overwrite it; the test fails if it changed the shared folder)."""
+    path, before = _tiny_checkpoint_session
+    yield path
+    after = _folder_state(path) if path.is_dir() else {}
+    if after != before:
+        pytest.fail("the test changed the shared, read-only tiny_checkpoint folder: copy it first", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def _tiny_mop_session(tmp_path_factory):
+    import torch
+
+    from scdiffx_grn import ScDiffusionX, datasets, pp
+
+    torch.set_num_threads(1)
+    m = datasets.mouse_mop(n_cells=300, seed=1)
+    pp.filter_peaks(m, min_frac=0.0, top_n=400)
+    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
+    model = ScDiffusionX(m, latent_dim=8, token_dim=4, width=16, n_heads=2, n_layers=1,
+                         rna_hidden=(32,), atac_hidden=(32,))
+    model.train(ae_epochs=1, diffusion_steps=15, batch_size=128, seed=0, device="cpu")
+    path = tmp_path_factory.mktemp("tiny_mop") / "tiny"
+    model.save(path)
+    return path, _folder_state(path)
+
+
+@pytest.fixture
+def tiny_mop_checkpoint(_tiny_mop_session):
+    """A very small model (latent 8, width 16, one layer) trained for seconds on 300 mouse MOp cells
+    (seed 1: all genes, the 400 most frequent peaks), saved once per session for the demo report
+    and the notebooks; read-only like ``tiny_checkpoint``."""
+    path, before = _tiny_mop_session
+    yield path
+    after = _folder_state(path) if path.is_dir() else {}
+    if after != before:
+        pytest.fail("the test changed the shared, read-only tiny_mop_checkpoint folder: copy it first",
+                    pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir():
     """The shared reference-data directory; skips the test when it is not available."""
@@ -163,13 +312,33 @@ def shared_data_dir():
     return d
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With ``-n N`` and no ``--dist`` (README's and CI's command): whole test files per worker
+    (pytest-xdist's ``loadfile``). The default ``load`` hands a file's tests to both workers, and
+    each then builds the file's module fixtures (the trained models of test_model, test_translation,
+    test_seed_systems, test_grn_attention_truth: half a minute each), twice the work. An explicit
+    ``--dist`` is obeyed."""
+    if config.getvalue("dist") != "load" or any(str(a).startswith("--dist") for a in config.invocation_params.args):
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    return LoadFileScheduling(config, log)
+
+
 def pytest_configure(config):
     """Keep each test process on one BLAS/torch thread: with pytest-xdist workers on a 2-core
-    machine, more threads only make the workers wait on each other."""
+    machine, more threads only make the workers wait on each other.
+
+    ``NUMBA_NUM_THREADS`` too: numba's OpenMP threading layer (decoupler's parallel kernels, run by
+    the biomarker tests and the demo report) sets the process's OpenMP thread count to its own, the
+    number of CPUs by default, which torch shares; every later training in that process then ran on
+    all cores (ten times slower on a busy 2-core machine)."""
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     os.environ.setdefault("SCDX_PROGRESS", "0")
     try:
         import torch

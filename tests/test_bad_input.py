@@ -31,29 +31,11 @@ from scdiffx_grn import (
     tl,
 )
 
+from _helpers import TINY, make_tiny_mdata as make_mdata
 from conftest import float32_terms, float32_tol
 
 settings.progress = False
 md.set_options(pull_on_update=False)
-TINY = dict(width=16, n_layers=1, n_heads=2, token_dim=4)
-
-
-def make_mdata(n=60, g=20, p=40, seed=0):
-    rng = np.random.default_rng(seed)
-    ct = np.repeat(["A", "B"], n // 2)
-    mu = np.where(np.arange(g)[None, :] < g // 2, 1.0, 3.0) * np.where(ct == "A", 1.0, 2.0)[:, None]
-    X = rng.poisson(mu).astype(np.float32)
-    X[:, 0] += 1  # no all-zero cells
-    A = (rng.random((n, p)) < 0.3).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical(ct)}, index=[f"cell{i}" for i in range(n)])
-    rna = ad.AnnData(sp.csr_matrix(X), obs=obs.copy(), var=pd.DataFrame(index=[f"gene{i}" for i in range(g)]))
-    atac = ad.AnnData(sp.csr_matrix(A), obs=obs.copy(),
-                      var=pd.DataFrame(index=[f"chr1-{i * 1000}-{i * 1000 + 400}" for i in range(p)]))
-    rna.layers["counts"] = rna.X.copy()
-    atac.layers["counts"] = atac.X.copy()
-    m = md.MuData({"rna": rna, "atac": atac})
-    m.obs["cell_type"] = obs["cell_type"]
-    return m
 
 
 def _set(m, mod, fn):
@@ -65,25 +47,22 @@ def _set(m, mod, fn):
     return m
 
 
-@pytest.fixture(scope="module")
-def data():
-    m = make_mdata()
-    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
-    return m
+@pytest.fixture
+def data(tiny_mdata):
+    """``make_mdata()`` registered with labels ``cell_type``: the session's read-only ``tiny_mdata``."""
+    return tiny_mdata
 
 
-@pytest.fixture(scope="module")
-def model(data):
-    mdl = ScDiffusionX(data, seed=0, **TINY)
-    mdl.train(ae_epochs=1, diffusion_steps=4, batch_size=16, device="cpu", seed=0)
-    return mdl
+@pytest.fixture
+def model(trained_tiny):
+    """A tiny model trained on ``data``: the session's read-only ``trained_tiny``."""
+    return trained_tiny
 
 
-@pytest.fixture(scope="module")
-def ckpt(model, tmp_path_factory):
-    p = tmp_path_factory.mktemp("ck") / "model"
-    model.save(p)
-    return p
+@pytest.fixture
+def ckpt(tiny_checkpoint):
+    """``model`` saved: the session's read-only ``tiny_checkpoint``."""
+    return tiny_checkpoint
 
 
 def _variant(ckpt, tmp_path, fn):

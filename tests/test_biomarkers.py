@@ -336,10 +336,12 @@ def test_copy_semantics_and_stored_params():
     assert tf.loc["Tfb", "rank_reference"] == 1
     assert get.enrichment_df(mdata, group="B")["term"].iat[0] == "S1"
     assert list(get.enrichment_df(mdata).columns[:2]) == ["cell_type", "term"]
-    # legacy bare DataFrames are still read by the getters and plots
-    mdata.uns["old"] = get.regulator_df(mdata)
-    assert len(get.regulator_df(mdata, key="old")) == len(get.regulator_df(mdata))
-    assert pl.regulator_dotplot(mdata, key="old", top_k=1) is not None
+    # a bare DataFrame under uns is not a stored result: the getters and plots say so
+    mdata.uns["bare"] = get.regulator_df(mdata)
+    with pytest.raises(InputDataError, match=r"uns\['bare'\] holds a DataFrame, not a regulator table"):
+        get.regulator_df(mdata, key="bare")
+    with pytest.raises(InputDataError, match=r"uns\['bare'\] holds a DataFrame"):
+        pl.regulator_dotplot(mdata, key="bare", top_k=1)
 
 
 def test_rank_biomarkers_reads_stored_grn_with_groupby_column():
@@ -348,18 +350,15 @@ def test_rank_biomarkers_reads_stored_grn_with_groupby_column():
     mdata = md.MuData({"rna": rna, "atac": atac})
     grn = pd.concat([net.assign(ct2=g) for g in ["A", "B", "C"]], ignore_index=True)
     grn.loc[(grn["ct2"] == "B") & (grn["source"] == "Tfb"), "weight"] = 5.0
-    mdata.uns["grn"] = {"params": {"groupby": "ct2"}, "network": grn}
+    mdata.uns["grn"] = {"params": {"groupby": "ct2", "group_column": "ct2"}, "network": grn}
     tl.rank_biomarkers(mdata, "ct2", grn_key="grn", reference=None, peaks=False)
     new = get.biomarker_df(mdata, kind="tf")
     assert new.columns[0] == "ct2"
     b = new[new["ct2"] == "B"].set_index("feature")
     assert b.loc["Tfb", "rank_importance"] == 1
-    # the same as the DataFrame route (group column named after groupby) and a legacy bare DataFrame
+    # the same as the DataFrame route (group column named after groupby)
     tl.rank_biomarkers(mdata, "ct2", grn_key=grn, reference=None, peaks=False, key_added="b2")
-    mdata.uns["grn_old"] = grn.rename(columns={"ct2": "cell_type"})
-    tl.rank_biomarkers(mdata, "ct2", grn_key="grn_old", reference=None, peaks=False, key_added="b3")
-    for k in ("b2", "b3"):
-        pd.testing.assert_frame_equal(get.biomarker_df(mdata, key=k, kind="tf"), new)
+    pd.testing.assert_frame_equal(get.biomarker_df(mdata, key="b2", kind="tf"), new)
     with pytest.raises(ScdxError, match="no network under uns\\['nope'\\]"):
         tl.rank_biomarkers(mdata, "ct2", grn_key="nope", reference=None)
 

@@ -17,6 +17,7 @@ from scdiffx_grn._errors import (
 )
 from scdiffx_grn.eval import grn as egrn
 
+from _helpers import StandInInputs
 from conftest import model_float32_tol
 
 
@@ -228,9 +229,10 @@ def test_planted_peak_gene_recovered_by_metacell_correlation():
     assert set(bl) == {"distance", "metacell_correlation", "accessibility", "target_degree"}
     tp = grn.tf_peak_coaccessibility(mdata, ["g0", "g1", "nope"], min_corr=0.2, n_metacells=8)
     assert (tp.evidence == "coaccessibility").all() and set(tp.tf) <= {"g0", "g1"}
-    # a bare DataFrame in uns (earlier versions) is still read
-    mdata.uns["grn"] = mc.assign(cell_type="T0").pipe(lambda d: pd.concat([d, d.assign(cell_type="T1",
-                                                       weight=d.weight[::-1].to_numpy())]))
+    # a peak -> gene network stored as the tl functions store it
+    mdata.uns["grn"] = {"params": {"groupby": "cell_type", "group_column": "cell_type"},
+                        "network": mc.assign(cell_type="T0").pipe(
+                            lambda d: pd.concat([d, d.assign(cell_type="T1", weight=d.weight[::-1].to_numpy())]))}
     # storage contract: copy=True leaves the input untouched and returns the modified copy
     out = grn.tf_gene_network(mdata, tp, tfs=["g0", "g1"], n_metacells=5, copy=True)
     assert "grn_tf" not in mdata.uns and "grn_tf" in out.uns
@@ -288,31 +290,6 @@ class _StandInModule:
         return z_r, z_a, {"rna_to_atac": [A, A], "atac_to_rna": [A, A], "rna_self": [], "atac_self": []}
 
 
-class StandInInputs:
-    """The members the stand-ins share: inputs (log1p CP10k RNA, the library's transform; binary ATAC),
-    noise of width ``config.latent_dim`` keyed by obs name, the attention maps of ``module.denoiser``."""
-
-    def cell_noise(self, names, seed, sample=0, *, stream=0, device=None):
-        from scdiffx_grn._modelio import cell_noise
-
-        return cell_noise(names, self.config.latent_dim, seed, sample, stream=stream, device=device)
-
-    def denoiser_attention(self, z_rna, z_atac, t_rna, t_atac, cond):
-        return self.module.denoiser(z_rna, z_atac, t_rna, t_atac, cond, return_attention=True)[2]
-
-    def rna_tensor(self, X):
-        import torch
-
-        from scdiffx_grn._registry import log_normalize
-
-        return log_normalize(torch.as_tensor(np.asarray(X), dtype=torch.float32))
-
-    def atac_tensor(self, X):
-        import torch
-
-        return (torch.as_tensor(np.asarray(X), dtype=torch.float32) > 0).float()
-
-
 class StandInModel(StandInInputs):
     def __init__(self, mdata, latent=8, token_dim=2):
         from types import SimpleNamespace
@@ -328,7 +305,7 @@ class StandInModel(StandInInputs):
                                       beta_schedule="linear", prediction="epsilon")
         self.rna_var_names = list(mdata["rna"].var_names)
         self.atac_var_names = list(mdata["atac"].var_names)
-        self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
+        self.setup = {"layers": {"rna": "counts", "atac": "counts"}}
         self.device = torch.device("cpu")
 
     def encode(self, modality, x):
@@ -493,17 +470,22 @@ def test_group_column_named_after_groupby():
         grn.extract_grn(model, mdata, groupby="nolabel", **kw)
 
 
-def test_network_table_legacy_forms():
+def test_network_table_reads_stored_results_only():
+    """A stored result or a DataFrame is read; anything else under uns (a bare DataFrame, a dict of
+    tables without params) raises, naming what is there."""
     df = pd.DataFrame({"source": ["p1", "p2"], "target": ["A", "B"], "weight": [1.0, 2.0], "cell_type": ["X", "Y"]})
 
     from types import SimpleNamespace
 
     Holder = SimpleNamespace(uns={"bare": df, "per_type": {"X": df.drop(columns="cell_type").iloc[:1],
-                                                           "Y": df.drop(columns="cell_type").iloc[1:]}})
-
-    for key in ("bare", "per_type"):
-        t = grn.network_table(Holder, key)
-        assert t.attrs["group_column"] == "cell_type" and list(t["cell_type"]) == ["X", "Y"]
+                                                           "Y": df.drop(columns="cell_type").iloc[1:]},
+                                  "ok": {"params": {"group_column": "cell_type"}, "network": df}})
+    t = grn.network_table(Holder, "ok")
+    assert t.attrs["group_column"] == "cell_type" and t.equals(df)
+    with pytest.raises(InputDataError, match=r"uns\['bare'\] holds a DataFrame, not a GRN result"):
+        grn.network_table(Holder, "bare")
+    with pytest.raises(InputDataError, match=r"uns\['per_type'\] is not a stored GRN result.*'X', 'Y'"):
+        grn.network_table(Holder, "per_type")
     assert grn.network_table(df) is not df and grn.network_table(df).equals(df)
     with pytest.raises(ScdxError, match="nokey"):
         grn.network_table(Holder, "nokey")
@@ -531,38 +513,38 @@ def test_peak_gene_candidates_storage_contract():
         grn.peak_gene_candidates(mdata["atac"].var_names, grn.read_tss(tss)["gene"], tss, key_added="x")
 
 
+def _tiny_candidates(mdata, genes):
+    """Peak -> gene candidates of the shared tiny data: gene k with peaks k, k + 17 and k + 29 (modulo the
+    number of peaks) and their distance."""
+    peaks = list(mdata["atac"].var_names)
+    rows = [(peaks[p], f"gene{k}", 1000 * (p - k)) for k in genes for p in ((k + d) % len(peaks) for d in (0, 17, 29))]
+    return pd.DataFrame(rows, columns=["peak", "gene", "distance"])
+
+
 @pytest.mark.slow
-def test_extract_grn_real_tiny_model():
+def test_extract_grn_real_tiny_model(trained_tiny, tiny_mdata):
     """Plumbing against the real ScDiffusionX (tiny, barely trained): every method runs and is finite."""
-    model_mod = pytest.importorskip("scdiffx_grn.model")
-    mdata, cand, truth = _planted_mdata(n_cells=60)
-    model_mod.ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
-    model = model_mod.ScDiffusionX(mdata, width=16, n_layers=1, n_heads=2, latent_dim=8, token_dim=2)
-    model.train(ae_epochs=1, diffusion_steps=5, batch_size=32, seed=0, device="cpu")
-    small = cand[cand.gene.isin(["g0", "g1"])]
+    model, mdata = trained_tiny, tiny_mdata
+    small = _tiny_candidates(mdata, [0, 1])
     kw = {"attention": {"timesteps": (10,)}, "knockout": {"translate_steps": 2},
           "integrated_gradients": {"ig_steps": 2, "translate_steps": 2}}
     for method in ("attention", "knockout", "integrated_gradients"):
-        out = grn.extract_grn(model, mdata, method=method, candidates=small, cell_types=["T0"], max_cells=6,
+        out = grn.extract_grn(model, mdata, method=method, candidates=small, cell_types=["A"], max_cells=6,
                               batch_size=6, copy=True, **kw[method])
         res = grn.network_table(out, "grn")
         assert len(res) == len(small) and np.isfinite(res.weight).all()
 
 
 @pytest.mark.parametrize("baseline", ["zeros", "mean"])
-def test_ig_jacobian_engine_matches_captum(baseline):
+def test_ig_jacobian_engine_matches_captum(baseline, trained_tiny, tiny_mdata):
     """The all-genes-at-once IG engine equals captum's IntegratedGradients run gene by gene."""
     from scdiffx_grn.grn._scores import cond_for, ig_scores, model_inputs
 
-    model_mod = pytest.importorskip("scdiffx_grn.model")
-    mdata, cand, _ = _planted_mdata(n_cells=40)
-    model_mod.ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
-    model = model_mod.ScDiffusionX(mdata, width=16, n_layers=1, n_heads=2, latent_dim=8, token_dim=2)
-    model.train(ae_epochs=2, diffusion_steps=20, batch_size=32, seed=0, device="cpu")
-    idx = np.arange(9)
+    model, mdata = trained_tiny, tiny_mdata
+    idx = np.r_[0:5, 30:34]  # 9 cells of both types
     _, Xa = model_inputs(model, mdata)
     cond = cond_for(model, mdata, idx)
-    small = cand[cand.gene.isin(["g0", "g1", "g5"])].reset_index(drop=True)
+    small = _tiny_candidates(mdata, [0, 1, 15])  # genes of both expression levels
     kw = dict(baseline=baseline, n_steps=5, translate_steps=3, batch_size=4)
     fast = ig_scores(model, Xa[idx], cond, small, **kw)
     ref = ig_scores(model, Xa[idx], cond, small, engine="captum", **kw)

@@ -29,8 +29,6 @@ an unlinked (uniform) or a transposed map must not.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -40,8 +38,7 @@ import pytest
 from scdiffx_grn import datasets, grn, settings
 from scdiffx_grn.eval.grn import ranking_metrics
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_grn import StandInInputs  # noqa: E402
+from _helpers import StandInInputs
 
 settings.progress = False
 
@@ -142,7 +139,7 @@ class _PlantedAttentionModel(StandInInputs):
                                       objective="diffusion")
         self.rna_var_names = list(mdata["rna"].var_names)
         self.atac_var_names = list(mdata["atac"].var_names)
-        self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
+        self.setup = {"layers": {"rna": "counts", "atac": "counts"}}
         self.device = torch.device("cpu")
 
     def encode(self, modality, x):

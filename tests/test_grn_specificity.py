@@ -160,7 +160,7 @@ def _one_type_regulation(seed: int = 0, n_per_type: int = 300, n_genes: int = 80
     # the same peak -> gene weights in both types; t0 binds every peak
     pg = pd.DataFrame([(p, g, 1.0, c) for c in ("A", "B") for p, g in zip(peaks, genes)],
                       columns=["source", "target", "weight", "cell_type"])
-    mdata.uns["grn"] = pg
+    mdata.uns["grn"] = {"params": {"groupby": "cell_type", "group_column": "cell_type"}, "network": pg}
     tp = pd.DataFrame({"tf": "t0", "peak": peaks})
     return mdata, tp
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 
-import anndata as ad
-import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import scipy.stats as st
 import torch
 
@@ -26,41 +23,15 @@ from scdiffx_grn import (
 from scdiffx_grn.model import ModelConfig, TranslationModel, make_scheduler, nb_log_likelihood
 from scdiffx_grn.model._modules import DCADenoiser
 
+from _helpers import SMALL as TINY, two_type_mdata
 from conftest import model_float32_tol
 
-TINY = dict(width=32, n_layers=2, n_heads=2, token_dim=4)
 settings.progress = False
-
-
-def _two_type_mdata(n=240, g=40, p=80, seed=0):
-    """Two cell types with disjoint marker genes and marker peaks (planted structure)."""
-    rng = np.random.default_rng(seed)
-    ct = np.repeat([0, 1], n // 2)
-    mu = np.full((2, g), 1.0)
-    mu[0, : g // 4] = 12.0
-    mu[1, g // 4 : g // 2] = 12.0
-    X = rng.poisson(mu[ct]).astype(np.float32)
-    pa = np.full((2, p), 0.05)
-    pa[0, : p // 4] = 0.8
-    pa[1, p // 4 : p // 2] = 0.8
-    A = (rng.random((n, p)) < pa[ct]).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical(np.where(ct == 0, "A", "B")),
-                        "batch": pd.Categorical(rng.choice(["b1", "b2"], n))},
-                       index=[f"cell{i}" for i in range(n)])
-    rna = ad.AnnData(sp.csr_matrix(X), obs=obs.copy(), var=pd.DataFrame(index=[f"gene{i}" for i in range(g)]))
-    rna.layers["counts"] = rna.X.copy()
-    atac = ad.AnnData(sp.csr_matrix(A), obs=obs.copy(),
-                      var=pd.DataFrame(index=[f"chr1-{i * 1000}-{i * 1000 + 400}" for i in range(p)]))
-    atac.layers["counts"] = atac.X.copy()
-    mdata = md.MuData({"rna": rna, "atac": atac})
-    mdata.obs["cell_type"] = obs["cell_type"]
-    mdata.obs["batch"] = obs["batch"]
-    return mdata
 
 
 @pytest.fixture(scope="module")
 def planted():
-    return _two_type_mdata()
+    return two_type_mdata()
 
 
 @pytest.fixture(scope="module")
@@ -328,14 +299,22 @@ def test_model_implements_the_tensor_api(trained):
     np.testing.assert_array_equal(g1.mod["atac"].layers["prob"], g2.mod["atac"].layers["prob"])
 
 
-def test_attention_scores_run_on_a_flow_model(planted):
-    """GRN attention extraction uses the model's own forward process: it runs on flow-matching models."""
-    from scdiffx_grn.grn import _scores
-
+@pytest.fixture(scope="module")
+def flow_tiny(planted):
+    """A flow-matching model trained for a few steps on every 4th planted cell, and those cells
+    (read-only: the tests below only run it)."""
     p = planted[::4].copy()
     ScDiffusionX.setup_mudata(p, labels=["cell_type"])
     model = ScDiffusionX(p, objective="flow", **TINY)
     model.train(ae_epochs=1, diffusion_steps=3, batch_size=32, device="cpu", seed=0)
+    return model, p
+
+
+def test_attention_scores_run_on_a_flow_model(flow_tiny):
+    """GRN attention extraction uses the model's own forward process: it runs on flow-matching models."""
+    from scdiffx_grn.grn import _scores
+
+    model, p = flow_tiny
     assert _scores.forward_process(model).timestep_dtype == torch.float32
     X_rna, X_atac = _scores.model_inputs(model, p)
     cond = _scores.cond_for(model, p, np.arange(p.n_obs))
@@ -371,14 +350,11 @@ def _assert_batch_size_invariant(model, lab):
     return names
 
 
-def test_generate_invariant_to_batch_size(trained, planted):
+def test_generate_invariant_to_batch_size(trained, flow_tiny):
     """Every sampler (ddpm's per-step noise included) gives the same cells for any batch size."""
     lab = {"cell_type": ["A", "B"] * 35}  # 70 cells: one batch of 1024, 64 + 6, ten of 7
     assert _assert_batch_size_invariant(trained, lab) == ["ddim", "ddpm", "dpm++"]
-    p = planted[::4].copy()
-    ScDiffusionX.setup_mudata(p, labels=["cell_type"])
-    flow = ScDiffusionX(p, objective="flow", **TINY)
-    flow.train(ae_epochs=1, diffusion_steps=3, batch_size=32, device="cpu", seed=0)
+    flow = flow_tiny[0]
     assert _assert_batch_size_invariant(flow, lab) == ["euler", "heun"]
 
 

@@ -1,7 +1,7 @@
 """Execute every tutorial notebook (``SCDX_FAST=1``: small data, few steps) with nbclient.
 
 The notebooks find their model through ``$SCDX_DEMO_MODEL``; here it points at a very small model
-trained in a fixture, so the test neither needs nor waits on the shipped checkpoint. All five
+trained once per session (conftest's ``tiny_mop_checkpoint``), so the test neither needs nor waits on the shipped checkpoint. All five
 notebooks together take about two to four minutes on 2 CPU cores (marked ``slow``; deselect with
 ``-m "not slow"``).
 """
@@ -40,33 +40,13 @@ def test_notebooks_are_built_and_cleared():
         assert "SCDX_FAST" in src
 
 
-@pytest.fixture(scope="module")
-def fast_model(tmp_path_factory):
-    """A very small model on 300 mouse cells (all genes, 400 peaks), saved for the notebooks."""
-    import torch
-
-    from scdiffx_grn import ScDiffusionX, datasets, pp, settings
-
-    settings.progress = False
-    torch.set_num_threads(1)
-    m = datasets.mouse_mop(n_cells=300, seed=2)
-    pp.filter_peaks(m, min_frac=0.0, top_n=400)
-    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
-    model = ScDiffusionX(m, latent_dim=8, token_dim=4, width=16, n_heads=2, n_layers=1,
-                         rna_hidden=(32,), atac_hidden=(32,))
-    model.train(ae_epochs=1, diffusion_steps=15, batch_size=128, seed=0, device="cpu")
-    path = tmp_path_factory.mktemp("nb_model") / "tiny"
-    model.save(path)
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs(name, fast_model, monkeypatch, tmp_path):
+def test_notebook_runs(name, tiny_mop_checkpoint, monkeypatch, tmp_path):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("SCDX_FAST", "1")
-    monkeypatch.setenv("SCDX_DEMO_MODEL", str(fast_model))
+    monkeypatch.setenv("SCDX_DEMO_MODEL", str(tiny_mop_checkpoint))
     monkeypatch.setenv("SCDX_PROGRESS", "0")
     monkeypatch.setenv("SCDX_THREADS", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

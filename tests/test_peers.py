@@ -13,7 +13,8 @@ import pytest
 
 from scdiffx_grn import ScdxError
 from scdiffx_grn.eval import RidgeTranslator, recentre, source_dependence
-from test_translation import weak_signal_mdata
+
+from _helpers import weak_signal_mdata
 
 EPS = np.finfo(np.float64).eps
 

@@ -16,9 +16,7 @@ import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
-import anndata as ad  # noqa: E402
 import mudata as md  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 
 from scdiffx_grn import UnknownFeatureError  # noqa: E402
 from scdiffx_grn._errors import CheckpointError, InputDataError, OptionError  # noqa: E402
@@ -37,70 +35,11 @@ from scdiffx_grn.perturb import (  # noqa: E402
     volcano,
 )
 
-from conftest import LinearTensorAPI, float32_tol  # noqa: E402
-
-N_GENES, N_PEAKS, LATENT = 12, 16, 8
-TYPES = ("A", "B", "C")
+from _helpers import LATENT, N_GENES, N_PEAKS, LinearStandIn, make_synthetic  # noqa: E402
+from conftest import float32_tol  # noqa: E402
 
 
 # --------------------------------------------------------------------------- fixtures
-def make_synthetic(n_cells: int = 90, seed: int = 0, strength: float = 1.0) -> md.MuData:
-    """Paired counts: cell type A has peak p0 open and gene g0 high (g0 follows p0 in every cell)."""
-    rng = np.random.default_rng(seed)
-    ct = np.array([TYPES[i % 3] for i in range(n_cells)])
-    p_open = np.full((n_cells, N_PEAKS), 0.3)
-    p_open[:, 0] = np.where(ct == "A", 0.9, 0.1)
-    p_open[:, 1] = np.where(ct == "B", 0.9, 0.1)
-    atac = (rng.random((n_cells, N_PEAKS)) < p_open).astype(np.float32)
-    mu = np.full((n_cells, N_GENES), 5.0)
-    mu[:, 0] = 2.0 + 30.0 * strength * atac[:, 0]
-    mu[:, 1] = 2.0 + 30.0 * strength * atac[:, 1]
-    rna = rng.poisson(mu).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical(ct)}, index=[f"c{i}" for i in range(n_cells)])
-    r = ad.AnnData(sp.csr_matrix(rna), obs=obs.copy(), var=pd.DataFrame(index=[f"g{i}" for i in range(N_GENES)]))
-    a = ad.AnnData(sp.csr_matrix(atac), obs=obs.copy(), var=pd.DataFrame(index=[f"chr1-{100 * i}-{100 * i + 50}"
-                                                                                 for i in range(N_PEAKS)]))
-    r.layers["counts"] = r.X.copy()
-    a.layers["counts"] = a.X.copy()
-    m = md.MuData({"rna": r, "atac": a})
-    m.obs["cell_type"] = obs["cell_type"]
-    return m
-
-
-class LinearStandIn(LinearTensorAPI):
-    """Deterministic stand-in honouring the model's tensor API; translation is a known linear map.
-
-    Peak i (i = 0, 1) feeds latent dim i, which raises gene i in the RNA decoder; gene i feeds
-    latent dim i, which raises peak i in the ATAC decoder. Noise enters additively, so the
-    translation is deterministic given the noise.
-    """
-
-    def __init__(self, delay: float = 0.0, seed: int = 0):
-        from types import SimpleNamespace
-
-        g = torch.Generator().manual_seed(seed)
-        self.rna_var_names = [f"g{i}" for i in range(N_GENES)]
-        self.atac_var_names = [f"chr1-{100 * i}-{100 * i + 50}" for i in range(N_PEAKS)]
-        self.Wa = 0.1 * torch.randn(N_PEAKS, LATENT, generator=g)
-        self.Wr = 0.1 * torch.randn(N_GENES, LATENT, generator=g)
-        self.Dr = 0.1 * torch.randn(LATENT, N_GENES, generator=g)
-        self.Da = 0.1 * torch.randn(LATENT, N_PEAKS, generator=g)
-        for i in (0, 1):
-            self.Wa[i, i] = 3.0
-            self.Wr[i, i] = 1.0
-            self.Dr[i, i] = 2.0
-            self.Da[i, i] = 2.0
-        self.delay = delay
-        self.device = torch.device("cpu")
-        self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
-        self.config = SimpleNamespace(latent_dim=LATENT, token_dim=1, label_keys=[])
-
-    def translate_latent(self, z_src, direction, cond, noise, **kw):
-        if self.delay:
-            time.sleep(self.delay)
-        return z_src + 0.3 * noise
-
-
 def test_standin_implements_the_tensor_api():
     from scdiffx_grn.model import TranslationModel
 
@@ -284,7 +223,7 @@ def test_plots(model, mdata, tmp_path):
 _SCREEN_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_perturb import LinearStandIn, make_synthetic
+from _helpers import LinearStandIn, make_synthetic
 from scdiffx_grn.perturb import screen
 m = make_synthetic()
 screen(LinearStandIn(delay={delay}), m, {targets!r}, kind="close", modality="atac", out_dir={out!r},

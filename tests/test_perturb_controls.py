@@ -60,7 +60,7 @@ class WideStandIn(LinearTensorAPI):
         self.Da = 0.1 * torch.randn(LATENT, N_PEAKS, generator=g)
         self.Wr[0, 0], self.Da[0, 0] = 1.0, 3.0
         self.device = torch.device("cpu")
-        self.setup = {"rna_layer": "counts", "atac_layer": "counts"}
+        self.setup = {"layers": {"rna": "counts", "atac": "counts"}}
         self.config = SimpleNamespace(latent_dim=LATENT, token_dim=1, label_keys=[])
 
     def translate_latent(self, z_src, direction, cond, noise, **kw):

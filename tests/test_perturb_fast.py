@@ -30,9 +30,7 @@ from scdiffx_grn.perturb import (
     screen,
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_perturb import LATENT, N_GENES, N_PEAKS, LinearStandIn, make_synthetic
-
+from _helpers import LATENT, N_GENES, N_PEAKS, LinearStandIn, make_synthetic
 from conftest import float32_tol
 
 N_TERMS = N_GENES + N_PEAKS + LATENT  # float32 sums behind one value of the stand-in (encode + decode)
@@ -253,7 +251,7 @@ def test_screen_lock_held_and_stale(model, mdata, tmp_path):
 _LOCK_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_perturb import LinearStandIn, make_synthetic
+from _helpers import LinearStandIn, make_synthetic
 from scdiffx_grn.perturb import screen
 screen(LinearStandIn(delay={delay}), make_synthetic(), {targets!r}, out_dir={out!r}, batch_rows=8,
        show_progress=False)

@@ -4,7 +4,6 @@ the automatic preset and the real-size benchmark script (at a small scale)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 

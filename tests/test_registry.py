@@ -25,9 +25,10 @@ def test_setup_writes_registry_and_reads_back(synthetic_mdata):
     assert reg.labels == ("cell_type",) and reg.modalities == ("rna", "atac")
     assert reg.layer("rna") == "counts" and reg.n_vars == {"rna": m.mod["rna"].n_vars, "atac": m.mod["atac"].n_vars}
     assert reg.features["atac"] == R.fingerprint(m.mod["atac"].var_names)
-    # the stored form is plain types (writes with the MuData) and keeps the legacy keys
+    # the stored form is plain types (writes with the MuData), the registry's fields and nothing else
     d = m.uns[R.REGISTRY_KEY]
-    assert d["rna_layer"] == "counts" and d["labels"] == ["cell_type"]
+    assert d["layers"] == {"rna": "counts", "atac": "counts"} and d["labels"] == ["cell_type"]
+    assert set(d) == {"modalities", "labels", "layers", "n_vars", "features"}
     # the model's registration is the same registry
     sx.ScDiffusionX.setup_mudata(m, labels=["cell_type"], rna_layer="counts")
     assert R.registry(m) == reg
@@ -134,8 +135,9 @@ def test_store_contract(synthetic_mdata):
     assert "res" not in m.uns and S.done(out, True) is out and S.done(m, False) is None
     assert S.stored_params(out, "res") == {"groupby": "cell_type", "n": 3, "keys": ["a", "b"]}
     assert S.stored_table(out, "res", "network").equals(df)
-    out.uns["legacy"] = df  # bare DataFrames of earlier versions still read
-    assert S.stored_table(out, "legacy", "network").equals(df)
+    out.uns["bare"] = df  # not a stored result: named, not read as one
+    with pytest.raises(InputDataError, match=r"uns\['bare'\] holds a DataFrame, not a result.*rerun tl.x"):
+        S.stored_table(out, "bare", "network", hint="tl.x")
     with pytest.raises(ScdxError, match="run tl.x first"):
         S.stored(out, "missing", hint="tl.x")
     with pytest.raises(ScdxError, match="no 'effects' table"):

@@ -16,9 +16,8 @@ import torch
 from scdiffx_grn import ScDiffusionX, settings
 from scdiffx_grn.model import _model as model_mod
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_worker import TINY, build_mdata  # noqa: E402
-from conftest import float32_terms, float32_tol, model_float32_tol  # noqa: E402
+from _helpers import train_tiny
+from conftest import float32_terms, float32_tol, model_float32_tol
 
 settings.progress = False
 WORKER = Path(__file__).parent / "_train_worker.py"
@@ -32,23 +31,16 @@ def _env():
     return env
 
 
-def _train(seed=0, **kw):
-    m = build_mdata()
-    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
-    model = ScDiffusionX(m, seed=seed, **TINY)
-    model.train(ae_epochs=2, diffusion_steps=20, batch_size=16, device="cpu", seed=seed, **kw)
-    return model, m
-
-
 def _same_state(a: dict, b: dict):
     assert a.keys() == b.keys()
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diff, f"tensors differ: {diff[:10]}"
 
 
-@pytest.fixture(scope="module")
-def trained():
-    return _train()
+@pytest.fixture
+def trained(trained_tiny, tiny_mdata):
+    """The session's read-only tiny model (``_helpers.train_tiny``) and its data."""
+    return trained_tiny, tiny_mdata
 
 
 # ----------------------------------------------------------------------------- atomic save
@@ -150,7 +142,7 @@ def test_sigkill_training_then_resume_is_identical(tmp_path):
 # ----------------------------------------------------------------------------- determinism
 def test_same_seed_same_outputs(trained):
     model, m = trained
-    again, _ = _train()
+    again = train_tiny()  # the same recipe and seed on a new copy of the same data
     _same_state(model.module.state_dict(), again.module.state_dict())
     assert model.history == again.history
     g1 = model.generate({"cell_type": ["A", "B"] * 5}, n_steps=5, seed=3)

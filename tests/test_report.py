@@ -132,23 +132,11 @@ def test_report_builder_self_contained(tmp_path):
 
 
 # ----------------------------------------------------------------------------- reduced demo
-@pytest.fixture(scope="module")
-def tiny_mop_model(tmp_path_factory):
-    """A very small model on 300 mouse cells, all genes and the 400 most frequent peaks (seconds)."""
-    import torch
-
-    from scdiffx_grn import ScDiffusionX, datasets, pp
-
-    torch.set_num_threads(1)
-    m = datasets.mouse_mop(n_cells=300, seed=1)
-    pp.filter_peaks(m, min_frac=0.0, top_n=400)
-    ScDiffusionX.setup_mudata(m, labels=["cell_type"])
-    model = ScDiffusionX(m, latent_dim=8, token_dim=4, width=16, n_heads=2, n_layers=1,
-                         rna_hidden=(32,), atac_hidden=(32,))
-    model.train(ae_epochs=1, diffusion_steps=15, batch_size=128, seed=0, device="cpu")
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    model.save(path)
-    return path
+@pytest.fixture
+def tiny_mop_model(tiny_mop_checkpoint):
+    """A very small model on 300 mouse cells, all genes and the 400 most frequent peaks: the
+    session's read-only ``tiny_mop_checkpoint``."""
+    return tiny_mop_checkpoint
 
 
 FAST = dict(n_cells=240, n_generate=90, n_translate=60, n_steps=2, n_tfs=2, n_cell_types=2, grn_cells=15,

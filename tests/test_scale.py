@@ -20,8 +20,7 @@ from scdiffx_grn import _matrix
 from scdiffx_grn.model import _data
 from scdiffx_grn.model._data import RowSource
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_worker import TINY, build_mdata  # noqa: E402
+from _helpers import TINY, make_tiny_mdata
 
 settings.progress = False
 ROOT = Path(__file__).parents[1]
@@ -81,7 +80,7 @@ def test_backed_values_are_validated_naming_the_cell(tmp_path, monkeypatch):
 
 
 def test_backed_training_equals_in_memory_and_never_densifies(tmp_path, monkeypatch):
-    m = build_mdata()
+    m = make_tiny_mdata()
     mb = _write_backed(m, tmp_path)
     assert mb.mod["rna"].isbacked and _matrix.is_backed(mb.mod["rna"].X)
     monkeypatch.setattr(_matrix, "SCAN_ROWS", 16)

@@ -12,8 +12,7 @@ from scdiffx_grn import MissingLabelError, ScDiffusionX, ScdxError, settings
 from scdiffx_grn.model import (LatentClassifier, ModelConfig, SetEncoder, generate_with_classifier, interpolate,
                                load_classifier, make_scheduler, nearest_type_fractions, train_latent_classifier)
 
-from test_model import TINY, _two_type_mdata
-
+from _helpers import SMALL as TINY, two_type_mdata
 from conftest import float32_terms, float32_tol, model_float32_tol
 
 settings.progress = False
@@ -42,7 +41,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def planted():
-    return _two_type_mdata()
+    return two_type_mdata()
 
 
 @pytest.fixture(scope="module")

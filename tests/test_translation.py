@@ -9,50 +9,21 @@ working one must beat it.
 
 from __future__ import annotations
 
-import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 
 from scdiffx_grn import ScDiffusionX, ScdxError, settings
 from scdiffx_grn.eval import energy_score, pit_coverage, source_dependence, translation_scores
 from scdiffx_grn.model import ModelConfig, make_scheduler
 
+from _helpers import N_F_GENES, weak_signal_mdata
 from conftest import float32_tol, model_float32_tol
 
 settings.progress = False
 TINY = dict(width=32, n_layers=2, n_heads=2, token_dim=4, latent_dim=16, rna_hidden=(64,), atac_hidden=(64,))
-N_F_GENES = 12
-
-
-def weak_signal_mdata(n: int = 800, g: int = 40, p: int = 60, seed: int = 0):
-    """Paired cells whose RNA depends weakly (~10 % of its log-mean variance) on the ATAC factor."""
-    rng = np.random.default_rng(seed)
-    f = rng.normal(size=n)
-    h = rng.normal(size=(n, 2))
-    w = np.where(np.arange(p) % 2 == 0, 1.0, -1.0)
-    pa = 1 / (1 + np.exp(-(-0.5 + 1.6 * f[:, None] * w[None, :])))
-    A = (rng.random((n, p)) < pa).astype(np.float32)
-    a = np.zeros(g)
-    a[:N_F_GENES] = 0.45  # f-driven genes
-    b = rng.normal(0, 0.6, size=(2, g))
-    log_mu = 1.6 + f[:, None] * a[None, :] + h @ b
-    X = rng.poisson(np.exp(log_mu)).astype(np.float32)
-    ct = np.where(f + 0.3 * rng.normal(size=n) > 0, "hi", "lo")
-    obs = pd.DataFrame({"cell_type": pd.Categorical(ct)}, index=[f"c{i}" for i in range(n)])
-    rna = ad.AnnData(sp.csr_matrix(X), obs=obs.copy(), var=pd.DataFrame(index=[f"g{i}" for i in range(g)]))
-    rna.layers["counts"] = rna.X.copy()
-    atac = ad.AnnData(sp.csr_matrix(A), obs=obs.copy(),
-                      var=pd.DataFrame(index=[f"chr1_{i * 1000}_{i * 1000 + 400}" for i in range(p)]))
-    atac.layers["counts"] = atac.X.copy()
-    mdata = md.MuData({"rna": rna, "atac": atac})
-    mdata.obs["cell_type"] = obs["cell_type"]
-    split = np.where(np.arange(n) < int(0.75 * n), "train", "test")
-    mdata.obs["split"] = pd.Categorical(split)
-    return mdata
 
 
 def _train(mdata, **cfg):

@@ -232,7 +232,7 @@ def rank_biomarkers(mdata, groupby: str = "cell_type", *, grn_key=None, importan
     grn_key
         An extracted network (DataFrame ``source, target, weight[, <group>, peak]``) or the ``uns``
         key holding one (``uns[grn_key]["network"]`` as stored by ``tl.extract_grn``, whose group
-        column is named after the ``groupby`` in its ``params``; a bare DataFrame is accepted);
+        column is named in its ``params``);
         gives the ``importance`` component. The group column of a DataFrame is ``groupby`` when
         present, else ``cell_type`` (or an alias); a network whose groups are all ``"all"`` (or
         without a group column) applies to every group.

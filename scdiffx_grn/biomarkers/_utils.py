@@ -54,11 +54,11 @@ def group_labels(data, key: str, adata=None) -> pd.Series:
 
 
 def stored_result(data, key: str, tables, *, what: str, hint: str) -> pd.DataFrame:
-    """The first of ``tables`` stored under ``data.uns[key]`` (a table itself, or a legacy bare DataFrame)."""
+    """The first of ``tables`` stored under ``data.uns[key]`` (``data`` itself when a DataFrame)."""
     if isinstance(data, pd.DataFrame):
         return data
     d = stored(data, key, what=what, hint=hint)
-    for name in (*tables, "table"):
+    for name in tables:
         if name in d and isinstance(d[name], pd.DataFrame):
             return d[name]
     have = [k for k in d if k != "params"]

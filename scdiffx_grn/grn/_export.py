@@ -75,8 +75,8 @@ def grn_df(mdata, key: str = "grn", cell_type=None, top_k: int | None = None,
         ``uns`` key.
     cell_type
         A group (cell type) or list of groups to keep (``None``: all). Groups are read from the
-        group column the network was stored with (named after ``groupby``; ``cell_type`` for
-        earlier versions).
+        group column the network was stored with (named after ``groupby``, see
+        :func:`group_column`).
     top_k
         Keep the ``top_k`` edges per group, ranked by ``rank_by``.
     rank_by

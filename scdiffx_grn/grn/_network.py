@@ -8,9 +8,9 @@ Every grn ``tl`` function stores ``data.uns[key_added] = {"params": {...}, <tabl
 ``"all"``); its name is kept in ``params["group_column"]`` and in the table's
 ``attrs["group_column"]``.
 
-:func:`network_table` reads either form (and the bare DataFrames, or ``{cell type: DataFrame}``
-dicts, written by earlier versions, whose group column is ``cell_type``); :func:`group_column`
-says which column holds the groups.
+:func:`network_table` reads a stored result (from ``uns[key]``, or the stored dict itself) or a
+DataFrame; anything else under ``uns[key]`` raises. :func:`group_column` says which column holds
+the groups.
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ def group_column_for(groupby: str | None) -> str:
 def group_column(df: pd.DataFrame, params: Mapping | None = None) -> str | None:
     """The column of ``df`` holding cell groups, or ``None`` when it has none.
 
-    Looked up in order: ``params["group_column"]`` (stored by the ``tl`` function), the column
-    named after ``params["groupby"]``, ``df.attrs["group_column"]``, then a ``cell_type`` column (earlier versions), then ``group``.
+    Where each form says it: a stored result in ``params["group_column"]`` (written by the ``tl``
+    functions), a table returned by this package in ``df.attrs["group_column"]``; a table from
+    elsewhere (e.g. read from a file) has it under the name of the default ``groupby``,
+    ``cell_type``, or ``group`` (a network of all cells).
     """
     params = params or {}
-    for cand in (params.get("group_column"), params.get("groupby"), getattr(df, "attrs", {}).get("group_column")):
+    for cand in (params.get("group_column"), getattr(df, "attrs", {}).get("group_column")):
         if cand is not None and cand in df.columns:
             return str(cand)
     for cand in ("cell_type", GROUP_DEFAULT):
@@ -66,20 +68,14 @@ def tag(df: pd.DataFrame, col: str | None) -> pd.DataFrame:
     return df
 
 
-def _legacy_per_type(d: Mapping) -> bool:
-    return "params" not in d and bool(d) and all(isinstance(v, pd.DataFrame) for v in d.values()) \
-        and not (set(d) & set(_TABLES))
-
-
 def network_table(data, key: str = "grn", *, table: str | None = None, group: str | None = None) -> pd.DataFrame:
     """The network (or candidate) table of a grn result, from a MuData / AnnData key or a DataFrame.
 
     Parameters
     ----------
     data
-        A MuData / AnnData holding the result in ``uns[key]`` (any form: the ``{"params", "network"}``
-        dict of the ``tl`` functions, a bare DataFrame or a ``{cell type: DataFrame}`` dict of
-        earlier versions), the stored dict itself, or a DataFrame (returned as is).
+        A MuData / AnnData holding the result in ``uns[key]`` (the ``{"params", "network"}`` dict
+        of the ``tl`` functions), the stored dict itself, or a DataFrame (returned as is).
     key
         ``uns`` key.
     table
@@ -98,7 +94,8 @@ def network_table(data, key: str = "grn", *, table: str | None = None, group: st
     ScdxError
         No result under ``uns[key]``, or it holds no such table.
     InputDataError
-        ``data`` is neither a DataFrame nor an object with ``uns``.
+        ``data`` is neither a DataFrame nor an object with ``uns``, or ``uns[key]`` holds something
+        else than a stored result.
     """
     params: Mapping = {}
     if isinstance(data, pd.DataFrame):
@@ -111,22 +108,19 @@ def network_table(data, key: str = "grn", *, table: str | None = None, group: st
         else:
             raise InputDataError(f"expected a MuData / AnnData with uns[{key!r}] or a GRN DataFrame, got "
                                  f"{type(data).__name__}")
-        if _legacy_per_type(d):
-            df = pd.concat([v if "cell_type" in v else v.assign(cell_type=k) for k, v in d.items()],
-                           ignore_index=True)
-        else:
-            params = d.get("params") or {}
-            names = [table] if table is not None else [t for t in _TABLES if t in d]
-            if table is None and not names:
-                names = [k for k in d if k != "params" and isinstance(d[k], pd.DataFrame)][:1] or ["table"]
-            name = names[0]
-            if name in d:
-                df = d[name]
-            elif "table" in d:  # a bare legacy DataFrame
-                df = d["table"]
-            else:
-                raise ScdxError(f"uns[{key!r}] holds no {name!r} table (it holds "
-                                f"{_fmt_items(k for k in d if k != 'params') or 'nothing'})")
+        if "params" not in d:
+            raise InputDataError(f"uns[{key!r}] is not a stored GRN result (a dict of 'params' and tables, as "
+                                 f"tl.extract_grn / tl.tf_gene_network store it; it holds "
+                                 f"{_fmt_items(map(str, d)) or 'nothing'})")
+        params = d["params"] or {}
+        names = [table] if table is not None else [t for t in _TABLES if t in d]
+        if table is None and not names:
+            names = [k for k in d if k != "params" and isinstance(d[k], pd.DataFrame)][:1] or ["network"]
+        name = names[0]
+        if name not in d:
+            raise ScdxError(f"uns[{key!r}] holds no {name!r} table (it holds "
+                            f"{_fmt_items(k for k in d if k != 'params') or 'nothing'})")
+        df = d[name]
     if not isinstance(df, pd.DataFrame):
         raise InputDataError(f"uns[{key!r}] does not hold a table (got {type(df).__name__})")
     col = group_column(df, params)

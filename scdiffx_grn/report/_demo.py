@@ -170,20 +170,14 @@ def _demo_tfs(genes, organism: str = "mouse") -> list[str]:
     return tf_list(genes, organism=organism, source="dorothea", levels="ABC", min_targets=1)
 
 
-def _group_col(df: pd.DataFrame, groupby: str) -> str:
-    """The group column of a stored network / table: named after ``groupby`` (the storage contract),
-    ``cell_type`` in tables written before it."""
-    return groupby if groupby in df.columns else "cell_type"
-
-
 def _result_table(returned, data, key: str, table: str) -> pd.DataFrame:
     """A ``tl`` function's result table: what it returned when a table, else ``data.uns[key]``
-    (``_store``: ``{"params", table, ...}``, or a bare DataFrame of earlier versions)."""
+    (``_store``: ``{"params", table, ...}``)."""
     if isinstance(returned, pd.DataFrame):
         return returned
     res = stored(data, key)
-    if table in res or "table" in res:
-        return stored_table(data, key, table)
+    if table in res:
+        return res[table]
     frames = [v for k, v in res.items() if k != "params" and isinstance(v, pd.DataFrame)]
     if len(frames) == 1:
         return frames[0]
@@ -371,7 +365,7 @@ def _grn_section(sec, cfg, model, mdata, groupby, state) -> None:
     tss = grn.read_tss(datasets.tss_annotation(cfg.genome))
     tl.extract_grn(model, mdata, groupby=groupby, method="attention", tss=tss, cell_types=types,
                    max_cells=cfg.grn_cells, seed=cfg.seed, key_added="grn")
-    pg = stored_table(mdata, "grn", "network")  # uns["grn"] = {"params", "network"} (or a bare table)
+    pg = stored_table(mdata, "grn", "network")  # uns["grn"] = {"params", "network"}
     sec.text(f"Peak -> gene scores (Dual-Cross-Attention x encoder saliency) for the {len(types)} largest cell "
              f"types ({', '.join(types)}), {cfg.grn_cells} cells each; candidates within 150 kb of a TSS. "
              "TF -> peak links from TF expression / peak accessibility co-variation across metacells "
@@ -381,7 +375,7 @@ def _grn_section(sec, cfg, model, mdata, groupby, state) -> None:
     tl.tf_gene_network(mdata, "coaccessibility", tfs=tfs, groupby=groupby, key_added="grn_tf", seed=cfg.seed)
     net = stored_table(mdata, "grn_tf", "network")
     state["grn_tf"] = net
-    pc, nc = _group_col(pg, groupby), _group_col(net, groupby)
+    pc = nc = groupby  # both networks' group column is named after groupby (the storage contract)
     stats = (pg.groupby(pc).size().rename("peak->gene edges").rename_axis(groupby).to_frame()
              .join(net.groupby(nc).size().rename("TF->gene edges").rename_axis(groupby), how="outer")
              .join(net.groupby(nc)["source"].nunique().rename("TFs").rename_axis(groupby), how="outer"))
@@ -507,7 +501,7 @@ def _biomarker_section(sec, cfg, model, mdata, groupby, state) -> None:
     from .. import pl, tl
 
     tl.regulator_activity(mdata, "dorothea", organism="mouse", groupby=groupby, key_added="regulators")
-    # the TF -> gene network of the GRN section, as a table (uns["grn_tf"] new-style or a bare DataFrame)
+    # the TF -> gene network of the GRN section, as a table (uns["grn_tf"] = {"params", "network"})
     grn_net = stored_table(mdata, "grn_tf", "network") if "grn_tf" in mdata.uns else None
     ret = tl.rank_biomarkers(mdata, groupby, grn_key=grn_net, reference="dorothea", organism="mouse",
                              activity_key="regulators", peak_top=200, key_added="biomarkers")
