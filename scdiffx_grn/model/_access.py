@@ -1,4 +1,5 @@
-"""Data access of a model: the data's raw-count layers, its features in the model's order, its labels.
+"""Data access of a model: its state (trained? paired?), the data's raw-count layers, its features in
+the model's order, its labels.
 
 Functions take the model duck-typed (``rna_var_names``, ``atac_var_names``, ``setup``, ``config``)
 and read the MuData only through :mod:`scdiffx_grn._registry`. The raw counts of a modality are
@@ -19,14 +20,29 @@ from .._errors import (
     InputDataError,
     MissingLabelError,
     OptionError,
+    ScdxError,
     _fmt_items,
 )
 from .._registry import feature_columns, input_layer, layer_matrix
 from .._registry import labels as registry_labels
 from ._data import RowSource, validate_matrix
 
-__all__ = ["model_layer", "data_layer", "check_features", "subset_to_model", "model_matrix", "row_source", "label_categories",
-           "label_indices", "labels_for", "as_csr"]
+__all__ = ["require_fitted", "require_paired", "model_layer", "data_layer", "check_features", "subset_to_model",
+           "model_matrix", "row_source", "label_categories", "label_indices", "labels_for", "as_csr"]
+
+
+def require_paired(model, what: str) -> None:
+    """Raise :class:`~scdiffx_grn.ScdxError` unless ``model`` is a paired RNA+ATAC model (``what`` needs one)."""
+    if not model.config.paired:
+        raise ScdxError(f"{what} needs a paired RNA+ATAC model; this is a single-modality model "
+                        f"(modalities={model.config.modalities}). Train with setup_mudata(..., "
+                        "modalities=('rna', 'atac')) on paired data.")
+
+
+def require_fitted(model) -> None:
+    """Raise :class:`~scdiffx_grn.ScdxError` unless ``model`` is trained (or loaded)."""
+    if int(model.module.fitted) == 0:
+        raise ScdxError("the model is not trained yet: call model.train(...) or ScDiffusionX.load(path)")
 
 
 def as_csr(X) -> sp.csr_matrix:

@@ -68,12 +68,12 @@ def _say(msg: str) -> None:
         tqdm.write(msg)
 
 
-def calibrate(model, mdata, *, batch_size: int, n_batches: int = 3, n_steps: int = 5, split_key=None,
+def calibrate(model, mdata, *, batch_size: int, n_batches: int = 3, diffusion_steps: int = 5, split_key=None,
               train_value: str = "train", seed: int = 0, device=None) -> dict[str, float]:
     """Seconds per autoencoder step and per denoiser step, measured on a copy of ``model``.
 
-    The copy trains one autoencoder epoch over ``n_batches`` batches of training cells, then ``n_steps``
-    denoiser steps, through the public ``train``; ``model`` itself is untouched.
+    The copy trains one autoencoder epoch over ``n_batches`` batches of training cells, then
+    ``diffusion_steps`` denoiser steps, through the public ``train``; ``model`` itself is untouched.
     """
     from .._registry import labels as registry_labels
 
@@ -94,14 +94,15 @@ def calibrate(model, mdata, *, batch_size: int, n_batches: int = 3, n_steps: int
     prog, settings.progress = settings.progress, False
     try:
         t0 = time.perf_counter()
-        cal.train(mdata=sub, ae_epochs=1, diffusion_steps=int(n_steps), batch_size=int(batch_size), seed=seed,
-                  device=device, log_every=max(1, int(n_steps)))
+        cal.train(mdata=sub, ae_epochs=1, diffusion_steps=int(diffusion_steps), batch_size=int(batch_size),
+                  seed=seed, device=device, log_every=max(1, int(diffusion_steps)))
         wall = time.perf_counter() - t0
     finally:
         settings.progress = prog
     t = cal.timing
     n_ae = math.ceil(n_cal / batch_size)
-    return {"ae_step_s": float(t["ae_seconds"]) / n_ae, "diffusion_step_s": float(t["diffusion_seconds"]) / int(n_steps),
+    return {"ae_step_s": float(t["ae_seconds"]) / n_ae,
+            "diffusion_step_s": float(t["diffusion_seconds"]) / int(diffusion_steps),
             "calibration_s": wall, "calibration_cells": n_cal}
 
 

@@ -38,6 +38,7 @@ from .._errors import (
 )
 from .._io import atomic_dir
 from .._registry import labels as registry_labels
+from ._access import require_fitted
 from ._guidance import ClassifierGuidance, Guidance, LabelGuidance
 from ._modules import timestep_embedding
 from ._schedulers import training_scheduler
@@ -197,7 +198,7 @@ def train_latent_classifier(model, mdata, label_key: str, *, modalities: Sequenc
     LatentClassifier
         In eval mode on the model's device; ``history`` holds the loss every 50 steps.
     """
-    model._require_fitted()
+    require_fitted(model)
     cfg = model.config
     mods = list(cfg.modalities if modalities is None else modalities)
     bad = [m for m in mods if m not in cfg.modalities]

@@ -1,6 +1,7 @@
 """Generation: labels of the cells to make, the joint sampling loop, count sampling, the MuData.
 
-:func:`generate` is :meth:`ScDiffusionX.generate` (documented there); the latents come from the
+:func:`generate_cells` is :meth:`ScDiffusionX.generate` (documented there) with its sampling settings
+checked into one :class:`~scdiffx_grn.model._options.SamplingOptions`; the latents come from the
 model's :class:`~scdiffx_grn.model._pipeline.DiffusionPipeline`, the counts from the decoders'
 likelihoods (:func:`draw_counts`).
 """
@@ -16,9 +17,11 @@ import scipy.sparse as sp
 import torch
 
 from .._errors import InputDataError, OptionError, ScdxError
+from ._access import require_fitted
 from ._guidance import Guidance, HookGuidance, LabelGuidance
+from ._options import SamplingOptions
 
-__all__ = ["generate", "label_frame", "draw_counts", "STEP_NOISE_STREAM"]
+__all__ = ["generate_cells", "label_frame", "draw_counts", "STEP_NOISE_STREAM"]
 
 #: the noise of step ``k`` of stochastic samplers (ddpm) for generated cell ``i`` is
 #: ``cell_noise(["gen_<i>"], width, seed, sample=k, stream=STEP_NOISE_STREAM)``: keyed by the cell, not its batch
@@ -84,7 +87,7 @@ def draw_counts(module, rho: np.ndarray, prob: np.ndarray, c0: np.ndarray, rng: 
     return counts, peaks, lib
 
 
-def _guidance(model, n: int, guidance_scale, guidance_mode, classifier_guidance, guidance_hook,
+def _guidance(model, n: int, options: SamplingOptions, classifier_guidance, guidance_hook,
               guidance: Guidance | None) -> Guidance:
     given = [g for g in (classifier_guidance, guidance_hook, guidance) if g]
     if len(given) > 1:
@@ -94,26 +97,25 @@ def _guidance(model, n: int, guidance_scale, guidance_mode, classifier_guidance,
     if classifier_guidance:
         from ._classifier import classifier_guidance as build
 
-        return build(model, classifier_guidance, n, guidance_scale=guidance_scale, guidance_mode=guidance_mode)
+        return build(model, classifier_guidance, n, guidance_scale=options.guidance_scale,
+                     guidance_mode=options.guidance_mode)
     if guidance_hook is not None:
         return HookGuidance(guidance_hook)
-    return LabelGuidance(guidance_scale, guidance_mode)
+    return LabelGuidance(options.guidance_scale, options.guidance_mode)
 
 
 @torch.no_grad()
-def generate(model, labels=None, *, n_cells=None, sampler="dpm++", n_steps=20, guidance_scale=1.0,
-             guidance_mode="joint", seed=0, batch_size=1024, sample_counts: bool = True, atac_probs=None,
-             classifier_guidance=None, guidance_hook=None, guidance: Guidance | None = None):
-    """:meth:`ScDiffusionX.generate` (see there)."""
+def generate_cells(model, labels, options: SamplingOptions, *, n_cells=None, seed=0, batch_size=1024,
+                   sample_counts: bool = True, atac_probs=None, classifier_guidance=None, guidance_hook=None,
+                   guidance: Guidance | None = None):
+    """:meth:`ScDiffusionX.generate` (see there) with checked sampling ``options``."""
     import anndata as ad
     import mudata as md
 
-    from .._validate import check_count, check_positive
+    from .._validate import check_count
 
-    model._require_fitted()
+    require_fitted(model)
     check_count("batch_size", batch_size, 1)
-    for s in (guidance_scale.values() if isinstance(guidance_scale, Mapping) else [guidance_scale]):
-        check_positive("guidance_scale", s, allow_zero=True)
     rng = np.random.default_rng(seed)
     lab = label_frame(model, labels, n_cells, rng)
     n = len(lab)
@@ -124,18 +126,18 @@ def generate(model, labels=None, *, n_cells=None, sampler="dpm++", n_steps=20, g
     L = model.config.latent_dim
     paired = model.config.paired
     noise = torch.randn((n, 2 * L if paired else L), generator=gen)  # RNA-only: zero-width ATAC latent
-    guide = _guidance(model, n, guidance_scale, guidance_mode, classifier_guidance, guidance_hook, guidance)
+    guide = _guidance(model, n, options, classifier_guidance, guidance_hook, guidance)
     model.module.eval()
     dev, pipe = model.device, model.pipeline
-    stochastic = pipe.scheduler(sampler).stochastic
+    stochastic = pipe.scheduler(options.sampler).stochastic
     names = np.array([f"gen_{i}" for i in range(n)])  # the obs names of the generated cells
     rhos, probs = [], []
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
         # ddpm's step noise is keyed by cell, step and seed: the same for any batch size
         step_noise = partial(_step_noise, names[s:e], noise.shape[1], seed, dev) if stochastic else None
-        z_r, z_a = pipe.sample_joint(cond_all[s:e], noise[s:e, :L].to(dev), noise[s:e, L:].to(dev), sampler=sampler,
-                                     n_steps=n_steps, guidance=guide, rows=slice(s, e), step_noise=step_noise)
+        z_r, z_a = pipe.sample_joint(cond_all[s:e], noise[s:e, :L].to(dev), noise[s:e, L:].to(dev), options,
+                                     guidance=guide, rows=slice(s, e), step_noise=step_noise)
         rhos.append(model.decode_rna(z_r).cpu().numpy())
         probs.append(model.decode_atac(z_a).cpu().numpy() if paired else np.zeros((e - s, 0), np.float32))
     rho, prob = np.concatenate(rhos), np.concatenate(probs)
@@ -156,7 +158,8 @@ def generate(model, labels=None, *, n_cells=None, sampler="dpm++", n_steps=20, g
         mdata = md.MuData(mods)
     for c in obs.columns:
         mdata.obs[c] = obs[c].astype("category")
-    mdata.uns["generation"] = {"sampler": sampler, "n_steps": int(n_steps), "seed": int(seed),
-                               "guidance_scale": guidance_scale if not isinstance(guidance_scale, Mapping)
-                               else dict(guidance_scale), "guidance_mode": guidance_mode}
+    gs = options.guidance_scale
+    mdata.uns["generation"] = {"sampler": options.sampler, "n_steps": int(options.n_steps), "seed": int(seed),
+                               "guidance_scale": dict(gs) if isinstance(gs, Mapping) else gs,
+                               "guidance_mode": options.guidance_mode}
     return mdata

@@ -24,7 +24,9 @@ from .._errors import InputDataError, ScdxError
 from .._registry import labels as registry_labels
 from .._registry import layer_matrix, log_normalize
 from ._classifier import classifier_guidance
+from ._generate import generate_cells
 from ._guidance import LabelGuidance, MixGuidance, WithConditions
+from ._options import SamplingOptions
 from ._schedulers import default_sampler
 
 
@@ -75,6 +77,8 @@ def interpolate(model, state_a, state_b, weights: Sequence[float] = (0.0, 0.25, 
 
     if sampler is None:
         sampler = default_sampler(model.config)
+    opts = SamplingOptions(sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
+                           guidance_mode=guidance_mode, readout="samples").checked(model.config)
     weights = [float(w) for w in weights]
     if not weights:
         raise InputDataError("no interpolation weights given")
@@ -90,13 +94,12 @@ def interpolate(model, state_a, state_b, weights: Sequence[float] = (0.0, 0.25, 
             lab = pd.DataFrame({k: [v] * n for k, v in dict(labels or {}).items()}, index=range(n)) if labels else base
             guide = classifier_guidance(model, {classifier.label_key: (classifier, {state_a: w, state_b: 1.0 - w},
                                                                        scale)}, n,
-                                        guidance_scale=guidance_scale, guidance_mode=guidance_mode)
+                                        guidance_scale=opts.guidance_scale, guidance_mode=opts.guidance_mode)
         else:  # w * out(x_t | a) + (1 - w) * out(x_t | b), each with label guidance
             lab = base
-            cfg_guide = LabelGuidance(guidance_scale, guidance_mode)
+            cfg_guide = LabelGuidance(opts.guidance_scale, opts.guidance_mode)
             guide = MixGuidance(WithConditions(cond_a, cfg_guide), WithConditions(cond_b, cfg_guide), w)
-        g = model.generate(lab, sampler=sampler, n_steps=n_steps, seed=seed, guidance_scale=guidance_scale,
-                           guidance_mode=guidance_mode, guidance=guide, **generate_kwargs)
+        g = generate_cells(model, lab, opts, seed=seed, guidance=guide, **generate_kwargs)
         outs.append((w, g))
     mods = {}
     for mod in outs[0][1].mod:
@@ -113,7 +116,7 @@ def interpolate(model, state_a, state_b, weights: Sequence[float] = (0.0, 0.25, 
     out.obs["state_a"] = str(state_a)
     out.obs["state_b"] = str(state_b)
     out.uns["interpolation"] = {"weights": weights, "mode": "classifier" if classifier is not None else "labels",
-                                "sampler": sampler, "n_steps": int(n_steps), "seed": int(seed),
+                                "sampler": opts.sampler, "n_steps": int(opts.n_steps), "seed": int(seed),
                                 "scale": float(scale), "guidance_scale": float(guidance_scale)}
     return out
 

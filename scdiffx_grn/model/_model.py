@@ -4,7 +4,8 @@
 - networks and their losses: :mod:`._modules` (:class:`ScDXModule`);
 - training: :mod:`._train` (loop) and :mod:`._trainingplan` (policy);
 - sampling: :mod:`._pipeline` (:class:`DiffusionPipeline`) with :mod:`._guidance`;
-- generation / translation of cells: :mod:`._generate`, :mod:`._translate`;
+- generation / translation of cells: :mod:`._generate`, :mod:`._translate`, their settings one
+  checked :class:`~._options.SamplingOptions`; checks of the model's state: :mod:`._access`;
 - checkpoints: :mod:`._checkpoint`.
 
 The tensor-level API (what ``grn`` and ``perturb`` use) is described by
@@ -27,12 +28,13 @@ from .._registry import log_normalize, registry
 from .._registry import setup_mudata as registry_setup_mudata
 from .._settings import get_device
 from .._vocab import READOUTS
-from ._access import check_features, label_categories, label_indices, model_matrix
+from ._access import check_features, label_categories, label_indices, model_matrix, require_paired
 from ._access import subset_to_model as _subset_to_model
 from ._checkpoint import PRETRAINED, load_model, pretrained_path, save_model
 from ._config import ModelConfig
 from ._guidance import Guidance
 from ._modules import ScDXModule
+from ._options import SamplingOptions
 from ._pipeline import DiffusionPipeline
 from ._tensor_api import TensorHooks
 
@@ -244,12 +246,12 @@ class ScDiffusionX(TensorHooks):
         flow samplers, so two calls with the same noise on edited and unedited inputs form a
         paired control. Differentiable when gradients are enabled.
         """
-        self._require_paired("translation")  # direction and readout are checked by the pipeline
-        return self.pipeline.translate_latent(z_src, direction, cond, noise, readout=readout, sampler=sampler,
-                                              n_steps=n_steps, guidance_scale=guidance_scale,
-                                              guidance_mode=guidance_mode, source_guidance=source_guidance,
-                                              method=method, recon_guidance=recon_guidance, generator=generator,
-                                              step_noise=step_noise)
+        require_paired(self, "translation")  # the direction is checked by the pipeline
+        opts = SamplingOptions(sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
+                               guidance_mode=guidance_mode, readout=readout, source_guidance=source_guidance,
+                               method=method, recon_guidance=recon_guidance).checked(self.config)
+        return self.pipeline.translate_latents(z_src, direction, cond, noise, opts, generator=generator,
+                                               step_noise=step_noise)
 
     # ------------------------------------------------------------------ training
     def train(self, *, ae_epochs: int = 40, diffusion_steps: int = 20_000, batch_size: int = 256,
@@ -383,12 +385,13 @@ class ScDiffusionX(TensorHooks):
         MuData with ``rna`` (X = counts, ``layers['counts']``, ``obs['library_size']``) and ``atac``
         (X = binary peaks, ``layers['prob']``), obs holding the labels.
         """
-        from ._generate import generate
+        from ._generate import generate_cells
 
-        return generate(self, labels, n_cells=n_cells, sampler=sampler, n_steps=n_steps,
-                        guidance_scale=guidance_scale, guidance_mode=guidance_mode, seed=seed, batch_size=batch_size,
-                        sample_counts=sample_counts, atac_probs=atac_probs, classifier_guidance=classifier_guidance,
-                        guidance_hook=guidance_hook, guidance=guidance)
+        opts = SamplingOptions(sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
+                               guidance_mode=guidance_mode, readout="samples").checked(self.config)
+        return generate_cells(self, labels, opts, n_cells=n_cells, seed=seed, batch_size=batch_size,
+                              sample_counts=sample_counts, atac_probs=atac_probs,
+                              classifier_guidance=classifier_guidance, guidance_hook=guidance_hook, guidance=guidance)
 
     def translate(self, mdata, direction: str = "atac->rna", *, readout: str | None = None,
                   n_samples: int | None = None, n_noise: int = 4, sampler: str = "ddim", n_steps: int = 50,
@@ -449,18 +452,20 @@ class ScDiffusionX(TensorHooks):
         and, with ``return_samples``, ``uns['samples']`` holds the (n_samples, cells, features)
         array of decoded samples.
         """
-        from ._translate import translate
+        from ._translate import resolve_readout, translate_cells
 
-        return translate(self, mdata, direction, readout=readout, n_samples=n_samples, n_noise=n_noise,
-                         sampler=sampler, n_steps=n_steps, seed=seed, labels=labels, guidance_scale=guidance_scale,
-                         source_guidance=source_guidance, method=method, recon_guidance=recon_guidance,
-                         batch_size=batch_size, return_samples=return_samples)
+        readout, n_samples = resolve_readout(readout, n_samples, n_noise, method)
+        opts = SamplingOptions(sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale, readout=readout,
+                               source_guidance=source_guidance, method=method,
+                               recon_guidance=recon_guidance).checked(self.config)
+        return translate_cells(self, mdata, direction, opts, n_samples=n_samples, n_noise=n_noise, seed=seed,
+                               labels=labels, batch_size=batch_size, return_samples=return_samples)
 
     def get_latent(self, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
         """Normalised latent of each cell (cells x latent_dim) from one modality."""
-        from ._translate import get_latent
+        from ._translate import encode_cells
 
-        return get_latent(self, mdata, modality, batch_size=batch_size)
+        return encode_cells(self, mdata, modality, batch_size=batch_size)
 
     @torch.no_grad()
     def reconstruct(self, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
@@ -468,16 +473,6 @@ class ScDiffusionX(TensorHooks):
         z = torch.as_tensor(self.get_latent(mdata, modality, batch_size=batch_size), device=self.device)
         dec = self.decode_rna if modality == "rna" else self.decode_atac
         return np.concatenate([dec(z[s:s + batch_size]).cpu().numpy() for s in range(0, len(z), batch_size)])
-
-    def _require_paired(self, what: str) -> None:
-        if not self.config.paired:
-            raise ScdxError(f"{what} needs a paired RNA+ATAC model; this is a single-modality model "
-                            f"(modalities={self.config.modalities}). Train with setup_mudata(..., "
-                            "modalities=('rna', 'atac')) on paired data.")
-
-    def _require_fitted(self) -> None:
-        if int(self.module.fitted) == 0:
-            raise ScdxError("the model is not trained yet: call model.train(...) or ScDiffusionX.load(path)")
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, half: bool | None = None) -> None:

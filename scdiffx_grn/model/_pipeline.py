@@ -6,8 +6,11 @@ its config. It knows nothing about AnnData: latents and label indices in, latent
 - :meth:`DiffusionPipeline.sample_joint`: both modalities generated from noise;
 - :meth:`DiffusionPipeline.sample_translation`: one modality observed (given clean, or noised
   for inpainting), the other generated;
-- :meth:`DiffusionPipeline.translate_latent`: the tensor-level translation of the model
+- :meth:`DiffusionPipeline.translate_latents`: the tensor-level translation of the model
   (posterior-mean readout in one denoiser call, or a sampled trajectory).
+
+Every loop reads its sampler, steps and guidance settings from one checked
+:class:`~scdiffx_grn.model._options.SamplingOptions`.
 
 Each step asks a guidance object (:mod:`~scdiffx_grn.model._guidance`) for the model output;
 the default is :class:`~scdiffx_grn.model._guidance.LabelGuidance` (classifier-free guidance over
@@ -16,12 +19,10 @@ the labels). Timesteps are integers for diffusion and floats (model time) for fl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from .._errors import OptionError
-from .._vocab import READOUTS, check_option, split_direction
+from .._vocab import split_direction
 from ._guidance import (
     Guidance,
     LabelGuidance,
@@ -29,12 +30,10 @@ from ._guidance import (
     ReconstructionGuidance,
     SourceGuidance,
 )
+from ._options import TRANSLATION_METHODS, SamplingOptions
 from ._schedulers import deterministic_sampler, make_scheduler, training_scheduler
 
 __all__ = ["DiffusionPipeline", "TRANSLATION_METHODS"]
-
-#: how the observed modality enters a sampled translation: given clean, or noised and inpainted
-TRANSLATION_METHODS: tuple[str, ...] = ("conditional", "inpaint")
 
 
 def _steps(sched, n_steps: int, cond: torch.Tensor):
@@ -96,22 +95,24 @@ class DiffusionPipeline:
         return o_r.float(), o_a.float()
 
     # ------------------------------------------------------------------ loops
-    def sample_joint(self, cond: torch.Tensor, noise_r: torch.Tensor, noise_a: torch.Tensor, *, sampler: str = "dpm++",
-                     n_steps: int = 20, guidance: Guidance | None = None, generator=None,
-                     rows: slice = slice(None), step_noise: torch.Tensor | None = None):
-        """Generate both modalities of one batch from noise; returns ``(z_rna, z_atac)``.
+    def sample_joint(self, cond: torch.Tensor, noise_r: torch.Tensor, noise_a: torch.Tensor, options: SamplingOptions,
+                     *, guidance: Guidance | None = None, generator=None, rows: slice = slice(None),
+                     step_noise: torch.Tensor | None = None):
+        """Generate both modalities of one batch from noise with ``options.sampler`` / ``options.n_steps``;
+        returns ``(z_rna, z_atac)``.
 
-        ``rows``: the rows of the whole request this batch holds (for per-cell guidance targets).
-        ``step_noise``: the per-step noise of stochastic samplers, a tensor (len(timesteps), B,
-        rna + atac latent width) or a function of the step index giving its (B, width) noise
-        (else it is drawn from ``generator``, which ties it to the batch).
+        ``guidance``: default the label guidance of ``options``. ``rows``: the rows of the whole
+        request this batch holds (for per-cell guidance targets). ``step_noise``: the per-step noise
+        of stochastic samplers, a tensor (len(timesteps), B, rna + atac latent width) or a function
+        of the step index giving its (B, width) noise (else it is drawn from ``generator``, which
+        ties it to the batch).
         """
-        guidance = LabelGuidance() if guidance is None else guidance
-        sched = self.scheduler(sampler)
+        guidance = LabelGuidance(options.guidance_scale, options.guidance_mode) if guidance is None else guidance
+        sched = self.scheduler(options.sampler)
         if not sched.stochastic:
             step_noise = None
         x_r, x_a = noise_r, noise_a
-        for i, (t, tt) in enumerate(_steps(sched, n_steps, cond)):
+        for i, (t, tt) in enumerate(_steps(sched, options.n_steps, cond)):
             o_r, o_a = guidance(self, PipelineState(x_r, x_a, tt, tt, cond, sched, rows=rows))
             # two schedulers would keep separate multistep states: stack the branches instead
             x = sched.step(torch.cat([o_r, o_a], -1), t, torch.cat([x_r, x_a], -1), generator,
@@ -121,20 +122,19 @@ class DiffusionPipeline:
         return x_r, x_a
 
     def sample_translation(self, direction: str, cond: torch.Tensor, noise_r: torch.Tensor, noise_a: torch.Tensor,
-                           z_src: torch.Tensor, *, sampler: str = "ddim", n_steps: int = 50,
-                           guidance: Guidance | None = None, method: str = "conditional", generator=None,
-                           step_noise: torch.Tensor | None = None):
+                           z_src: torch.Tensor, options: SamplingOptions, *, guidance: Guidance | None = None,
+                           generator=None, step_noise: torch.Tensor | None = None):
         """Generate the target modality of one batch given the observed source latent ``z_src``.
 
-        ``method="conditional"``: the source is given clean (timestep 0); ``"inpaint"``: it is
-        noised to the current timestep with the source-side noise. The target starts from its
-        noise (``noise_a`` for ``"rna->atac"``). ``step_noise`` (n_steps, B, latent_dim): the
-        per-step noise of stochastic samplers. Returns ``(z_rna, z_atac)``.
+        ``options.method == "conditional"``: the source is given clean (timestep 0); ``"inpaint"``:
+        it is noised to the current timestep with the source-side noise. The target starts from its
+        noise (``noise_a`` for ``"rna->atac"``). ``guidance``: default :meth:`translation_guidance`.
+        ``step_noise`` (n_steps, B, latent_dim): the per-step noise of stochastic samplers.
+        Returns ``(z_rna, z_atac)``.
         """
-        check_option("translation method", method, TRANSLATION_METHODS)
         source, _ = split_direction(direction)
-        guidance = LabelGuidance() if guidance is None else guidance
-        sched = self.scheduler(sampler)
+        guidance = self.translation_guidance(options) if guidance is None else guidance
+        sched = self.scheduler(options.sampler)
         b = cond.shape[0]
         zero = torch.zeros(b, dtype=torch.long, device=cond.device)
         src_is_rna = source == "rna"
@@ -142,8 +142,8 @@ class DiffusionPipeline:
         noise_src = noise_r if src_is_rna else noise_a  # inpainting and the null source
         if not sched.stochastic:
             step_noise = None
-        for i, (t, tt) in enumerate(_steps(sched, n_steps, cond)):
-            if method == "conditional":
+        for i, (t, tt) in enumerate(_steps(sched, options.n_steps, cond)):
+            if options.method == "conditional":
                 src, t_src = z_src, zero
             else:  # inpaint
                 src, t_src = sched.add_noise(z_src, noise_src, tt), tt
@@ -155,22 +155,18 @@ class DiffusionPipeline:
         return (z_src, x) if src_is_rna else (x, z_src)
 
     # ------------------------------------------------------------------ translation
-    def translation_guidance(self, *, guidance_scale: float | Mapping[str, float] = 1.0, guidance_mode: str = "joint",
-                             source_guidance: float = 1.0, method: str = "conditional",
-                             recon_guidance: float = 0.0) -> Guidance:
+    def translation_guidance(self, options: SamplingOptions) -> Guidance:
         """The guidance of a translation: label CFG inside source CFG, or reconstruction guidance (inpainting)."""
-        base = LabelGuidance(guidance_scale, guidance_mode)
-        if recon_guidance and method == "inpaint":
-            return ReconstructionGuidance(float(recon_guidance), base)
-        return SourceGuidance(float(source_guidance), base)
+        base = LabelGuidance(options.guidance_scale, options.guidance_mode)
+        if options.recon_guidance and options.method == "inpaint":
+            return ReconstructionGuidance(float(options.recon_guidance), base)
+        return SourceGuidance(float(options.source_guidance), base)
 
-    def translate_latent(self, z_src: torch.Tensor, direction: str, cond: torch.Tensor | None, noise: torch.Tensor,
-                         *, readout: str = "mean", sampler: str = "ddim", n_steps: int = 50, guidance_scale=1.0,
-                         guidance_mode: str = "joint", source_guidance: float = 1.0, method: str = "conditional",
-                         recon_guidance: float = 0.0, generator=None, step_noise=None) -> torch.Tensor:
-        """Target latents of normalised source latents (see :meth:`ScDiffusionX.translate_latent`)."""
+    def translate_latents(self, z_src: torch.Tensor, direction: str, cond: torch.Tensor | None, noise: torch.Tensor,
+                          options: SamplingOptions, *, generator=None, step_noise=None) -> torch.Tensor:
+        """Target latents of normalised source latents with checked ``options`` (see
+        :meth:`ScDiffusionX.translate_latent`)."""
         source, _ = split_direction(direction)
-        check_option("readout", readout, READOUTS)
         if cond is None:
             cond = self.null_labels(z_src.shape[0], z_src.device)
         L = z_src.shape[1]
@@ -181,7 +177,7 @@ class DiffusionPipeline:
         else:
             raise OptionError(f"noise must have latent_dim ({L}) or 2 x latent_dim columns, got {noise.shape[1]}")
         src_is_rna = source == "rna"
-        if readout == "mean" and self.config.prediction != "epsilon":
+        if options.readout == "mean" and self.config.prediction != "epsilon":
             # the clean-latent estimate from pure noise at the noisiest timestep: E[z_tgt | z_src, labels]
             # (the source is given clean: conditional, whatever ``method`` says)
             sched = self.scheduler(deterministic_sampler(self.config))
@@ -190,16 +186,13 @@ class DiffusionPipeline:
             zero = torch.zeros_like(tt)
             st = (PipelineState(z_src, noise, zero, tt, cond, sched) if src_is_rna
                   else PipelineState(noise, z_src, tt, zero, cond, sched))
-            guide = SourceGuidance(float(source_guidance), LabelGuidance(guidance_scale, guidance_mode))
+            guide = SourceGuidance(float(options.source_guidance),
+                                   LabelGuidance(options.guidance_scale, options.guidance_mode))
             o_r, o_a = guide(self, st.replace(source=source, null_source=noise_src, z_source=z_src))
             return sched.to_x0_eps(o_a if src_is_rna else o_r, noise, tt)[0]
-        if readout == "mean":  # epsilon model: a deterministic trajectory
-            sampler = deterministic_sampler(self.config)
-        guidance = self.translation_guidance(guidance_scale=guidance_scale, guidance_mode=guidance_mode,
-                                             source_guidance=source_guidance, method=method,
-                                             recon_guidance=recon_guidance)
+        if options.readout == "mean":  # epsilon model: a deterministic trajectory
+            options = options.replace(sampler=deterministic_sampler(self.config))
         nr, na = (noise_src, noise) if src_is_rna else (noise, noise_src)
-        z_r, z_a = self.sample_translation(direction, cond, nr, na, z_src, sampler=sampler, n_steps=n_steps,
-                                           guidance=guidance, method=method, generator=generator,
+        z_r, z_a = self.sample_translation(direction, cond, nr, na, z_src, options, generator=generator,
                                            step_noise=step_noise)
         return z_a if src_is_rna else z_r

@@ -1,10 +1,13 @@
 """Cell-level translation and latents: MuData in, AnnData / arrays out.
 
-:func:`translate` is :meth:`ScDiffusionX.translate` (documented there): it streams the source
-modality in batches (:func:`~scdiffx_grn.model._access.row_source`), gives each cell noise keyed
-by its obs name (``model.cell_noise`` and, for stochastic samplers, ``model.step_noise``: the noise
-convention the perturbation engine and the GRN scores share) and calls the tensor-level
-``model.translate_latent``. :func:`get_latent` encodes one modality.
+:func:`translate_cells` is :meth:`ScDiffusionX.translate` (documented there) after the facade has
+resolved the readout (:func:`resolve_readout`) and checked the settings into one
+:class:`~scdiffx_grn.model._options.SamplingOptions`: it streams the source modality in batches
+(:func:`~scdiffx_grn.model._access.row_source`), gives each cell noise keyed by its obs name
+(``model.cell_noise`` and, for stochastic samplers, ``model.step_noise``: the noise convention the
+perturbation engine and the GRN scores share) and translates each batch's latents with the
+pipeline (:meth:`~scdiffx_grn.model._pipeline.DiffusionPipeline.translate_latents`).
+:func:`encode_cells` encodes one modality (:meth:`ScDiffusionX.get_latent`).
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ import pandas as pd
 import torch
 
 from .._errors import InputDataError, OptionError, ScdxError
-from .._vocab import DIRECTIONS, READOUTS
-from ._access import check_features, labels_for, row_source
+from .._vocab import READOUTS, check_option, split_direction
+from ._access import check_features, labels_for, require_fitted, require_paired, row_source
+from ._options import SamplingOptions
 
-__all__ = ["translate", "get_latent"]
+__all__ = ["translate_cells", "resolve_readout", "encode_cells"]
 
 
-def _readout(readout, n_samples, n_noise, method):
+def resolve_readout(readout, n_samples, n_noise, method) -> tuple[str, int | None]:
+    """``(readout, n_samples)`` of a translation request: ``readout=None`` is ``"samples"`` when
+    ``n_samples`` is given or ``method`` is not ``"conditional"``, else ``"mean"``; the samples
+    readout draws 10 samples by default."""
     if readout is None:
         readout = "samples" if (n_samples is not None or method != "conditional") else "mean"
-    if readout not in READOUTS:
-        raise OptionError(f"readout must be one of {READOUTS}, got {readout!r}")
+    check_option("readout", readout, READOUTS)
     if readout == "samples":
         n_samples = 10 if n_samples is None else int(n_samples)
         if n_samples < 1:
@@ -37,21 +43,18 @@ def _readout(readout, n_samples, n_noise, method):
 
 
 @torch.no_grad()
-def translate(model, mdata, direction: str = "atac->rna", *, readout=None, n_samples=None, n_noise: int = 4,
-              sampler: str = "ddim", n_steps: int = 50, seed: int = 0, labels=None, guidance_scale: float = 1.0,
-              source_guidance: float = 1.0, method: str = "conditional", recon_guidance: float = 0.0,
-              batch_size: int = 512, return_samples: bool = False):
-    """:meth:`ScDiffusionX.translate` (see there)."""
+def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n_samples: int | None = None,
+                    n_noise: int = 4, seed: int = 0, labels=None, batch_size: int = 512, return_samples: bool = False):
+    """:meth:`ScDiffusionX.translate` (see there) with checked ``options`` (``options.readout`` resolved
+    by :func:`resolve_readout`, as is ``n_samples``)."""
     import anndata as ad
 
     from .._settings import progress
 
-    if direction not in DIRECTIONS:
-        raise OptionError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    model._require_paired("translation")
-    readout, n_samples = _readout(readout, n_samples, n_noise, method)
-    model._require_fitted()
-    src = "atac" if direction == "atac->rna" else "rna"
+    src, _ = split_direction(direction)
+    require_paired(model, "translation")
+    require_fitted(model)
+    readout = options.readout
     tgt_names = model.rna_var_names if src == "atac" else model.atac_var_names
     order = check_features(model, mdata, (src,))[src]
     X = row_source(model, mdata, src, order)  # streamed in batches, validated as read
@@ -72,8 +75,7 @@ def translate(model, mdata, direction: str = "atac->rna", *, readout=None, n_sam
     y_out = np.empty((n, n_f), dtype=np.float32)
     std = np.empty((n, n_f), dtype=np.float32) if readout == "samples" else None
     samples = np.empty((n_samples, n, n_f), dtype=np.float32) if (readout == "samples" and return_samples) else None
-    kw = dict(readout=readout, sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
-              source_guidance=source_guidance, method=method, recon_guidance=recon_guidance)
+    pipe, kw = model.pipeline, options.translate_kwargs()  # step_noise takes the tensor API's keywords
     bar = progress(total=n * K, desc=f"translate {direction} ({readout})", unit="cell")
     for s, e, B in X.batches(batch_size):
         z_src = model.encode(src, f_in(B))
@@ -81,7 +83,7 @@ def translate(model, mdata, direction: str = "atac->rna", *, readout=None, n_sam
         for k in range(K):
             noise = model.cell_noise(names[s:e], seed, k, device=dev)
             step_noise = model.step_noise(names[s:e], seed, k, device=dev, **kw)
-            z_t = model.translate_latent(z_src, direction, cond_all[s:e], noise, step_noise=step_noise, **kw)
+            z_t = pipe.translate_latents(z_src, direction, cond_all[s:e], noise, options, step_noise=step_noise)
             zs.append(z_t.float())
             if readout == "samples":
                 ys.append(decode(z_t).float().cpu().numpy())
@@ -104,9 +106,10 @@ def translate(model, mdata, direction: str = "atac->rna", *, readout=None, n_sam
     if std is not None:
         res.layers["std"] = std
     res.uns["translation"] = {"direction": direction, "readout": readout, "n_noise": int(n_noise),
-                              "n_samples": int(n_samples or 0), "sampler": sampler, "n_steps": int(n_steps),
-                              "seed": int(seed), "method": method, "guidance_scale": float(guidance_scale),
-                              "source_guidance": float(source_guidance),
+                              "n_samples": int(n_samples or 0), "sampler": options.sampler,
+                              "n_steps": int(options.n_steps), "seed": int(seed), "method": options.method,
+                              "guidance_scale": float(options.guidance_scale),
+                              "source_guidance": float(options.source_guidance),
                               "values": "log1p(1e4*rho)" if src == "atac" else "probability"}
     if samples is not None:
         res.uns["samples"] = samples
@@ -114,9 +117,9 @@ def translate(model, mdata, direction: str = "atac->rna", *, readout=None, n_sam
 
 
 @torch.no_grad()
-def get_latent(model, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
+def encode_cells(model, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
     """:meth:`ScDiffusionX.get_latent` (see there)."""
-    model._require_fitted()
+    require_fitted(model)
     if modality not in model.config.modalities:
         raise ScdxError(f"this model has no {modality!r} modality (modalities={model.config.modalities})")
     order = check_features(model, mdata, (modality,))[modality]
