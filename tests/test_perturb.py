@@ -288,7 +288,7 @@ from test_perturb import LinearStandIn, make_synthetic
 from scdiffx_grn.perturb import screen
 m = make_synthetic()
 screen(LinearStandIn(delay={delay}), m, {targets!r}, kind="close", modality="atac", out_dir={out!r},
-       batch_targets=1, n_samples=2, show_progress=False)
+       batch_targets=1, n_samples=2, show_progress=False, chunk_targets=1)
 """
 
 
@@ -390,7 +390,7 @@ def test_screen_resume_after_kill(tmp_path, mdata):
     # resume in-process with the same settings
     model = LinearStandIn()
     summ = screen(model, mdata, _screen_targets(), kind="close", modality="atac", out_dir=out,
-                  batch_targets=1, n_samples=2, show_progress=False)
+                  batch_targets=1, n_samples=2, show_progress=False, chunk_targets=1)
     for t, s in finished.items():  # no finished target recomputed
         assert (out / "effects" / f"{s}.parquet").stat().st_mtime_ns == stamps[t]
     assert len(json.loads(done_file.read_text())["done"]) == 10
@@ -457,7 +457,7 @@ def test_screen_recomputes_a_damaged_result_file(model, mdata, tmp_path):
     """A truncated, garbled or missing per-target file of a finished target is recomputed on resume with a
     warning naming it (not a pyarrow traceback); the result equals the uninterrupted run's."""
     targets = _screen_targets()[:5]
-    kw = dict(kind="close", modality="atac", show_progress=False)
+    kw = dict(kind="close", modality="atac", show_progress=False, chunk_targets=1)  # one target per result file
     out = tmp_path / "scr"
     ref = screen(model, mdata, targets, out_dir=out, **kw)
     ref_eff = load_screen_effects(out)
@@ -476,7 +476,8 @@ def test_screen_recomputes_a_damaged_result_file(model, mdata, tmp_path):
     pd.testing.assert_frame_equal(load_screen_effects(out), ref_eff)
     assert kept.stat().st_mtime_ns == stamp  # intact targets are not recomputed
     # the readers name a damaged file and the way out
-    truncated.write_bytes(b"PAR1")
+    done = json.loads((out / "done.json").read_text())["done"]  # recomputed targets went to a new chunk
+    (out / "effects" / f"{done[targets[0]]}.parquet").write_bytes(b"PAR1")
     with pytest.raises(CheckpointError, match=r"effects of 'chr1-0-50'.*damaged.*rerun the screen"):
         load_screen_effects(out)
     (out / "config.json").write_text('{"kind": ')  # the settings cannot be compared: named, not a JSON traceback
