@@ -68,7 +68,7 @@ from .._errors import OptionError
 from .._modelio import cell_keys
 from .._settings import logger
 
-__all__ = ["DEFAULT_N_CONTROLS", "DEFAULT_MIN_EFFECT", "CONTROL_PREFIX", "log2_effect", "feature_stats",
+__all__ = ["bh_fdr_rows", "DEFAULT_N_CONTROLS", "DEFAULT_MIN_EFFECT", "CONTROL_PREFIX", "log2_effect", "feature_stats",
            "pick_controls", "choose_controls", "ControlCalibration", "sign_flip_test", "panel_test",
            "add_state_fdr", "MIN_CONTROLS", "significance_text"]
 
@@ -90,6 +90,32 @@ def log2_effect(ctrl_mean, pert_mean, readout: str) -> np.ndarray:
     c = np.clip(c, _P_CLIP, 1 - _P_CLIP)
     p = np.clip(p, _P_CLIP, 1 - _P_CLIP)
     return (np.log(p) - np.log1p(-p) - np.log(c) + np.log1p(-c)) / np.log(2.0)
+
+
+def bh_fdr_rows(p: np.ndarray) -> np.ndarray:
+    """:func:`bh_fdr` of every row of a 2-D array at once (the same arithmetic, row by row)."""
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError("bh_fdr_rows needs a 2-D array")
+    m, F = p.shape
+    if m == 0 or F == 0:
+        return np.full(p.shape, np.nan)
+    finite = np.isfinite(p).all(axis=1)
+    out = np.empty(p.shape)
+    if finite.any():
+        pf = p[finite]
+        order = np.argsort(pf, axis=1, kind="stable")
+        ranked = np.take_along_axis(pf, order, axis=1) * F / np.arange(1, F + 1)
+        q = np.clip(np.minimum.accumulate(ranked[:, ::-1], axis=1)[:, ::-1], 0.0, 1.0)
+        res = np.empty_like(q)
+        np.put_along_axis(res, order, q, axis=1)
+        out[finite] = res
+    if not finite.all():
+        from ._base import bh_fdr
+
+        for i in np.flatnonzero(~finite):  # rows with NaN: not counted, as bh_fdr does
+            out[i] = bh_fdr(p[i])
+    return out
 
 
 # --------------------------------------------------------------------------- choice of controls
@@ -324,8 +350,6 @@ class ControlCalibration:
         ``p_vs_controls``, ``fdr_vs_controls``) and ``n_controls`` (``m``), equal to
         :meth:`effects` on the same rows.
         """
-        from ._effects import bh_fdr_rows
-
         l2 = np.asarray(l2, dtype=np.float64)
         m, F = l2.shape
         z, p, q = (np.full((m, F), np.nan) for _ in range(3))

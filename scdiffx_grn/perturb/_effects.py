@@ -12,13 +12,13 @@ from .._store import store as _store_result
 from .._store import stored as _stored
 from .._store import target as _target
 from .._errors import InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
-from .._vocab import READOUTS, check_option
 from ._base import EngineResult, bh_fdr, group_column, group_column_of
 from ._engine import Edit, collect, engine_options, iter_results, model_features, prepare_inputs
+from ._options import check_engine
 from ._spec import Perturbation, resolve_targets
 
-__all__ = ["bh_fdr", "bh_fdr_rows", "paired_stats", "effects_table", "state_table", "perturb", "perturbation_df",
-           "make_edit", "TABLES"]
+__all__ = ["bh_fdr", "paired_stats", "effects_table", "state_table", "perturb", "perturbation_df",
+           "make_edit", "TABLES", "check_engine"]
 
 #: the tables of a ``tl.perturb`` result (``mdata.uns[key_added]``, beside ``"params"``)
 TABLES = ("effects", "state", "report")
@@ -164,6 +164,8 @@ def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells:
         return pd.DataFrame(columns=_effect_cols(group_col) + ["n_changed"])
     mean, se, stat, p = cell_stats(res.diff_sum[:, 0], res.diff_sq, nc[:, :, None], res.diff_absmax, atol=atol)
     ctrl = res.ctrl_sum[:, 0] / np.maximum(nc, 1)[:, :, None]
+    from ._controls import bh_fdr_rows
+
     ei, gi = np.nonzero(keep)
     q = bh_fdr_rows(p[ei, gi].reshape(len(ei), F))
     def sel(arr):
@@ -179,29 +181,6 @@ def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells:
         "ctrl_mean": sel(ctrl), "pert_mean": sel(ctrl + mean),
         "n_cells": np.repeat(nc[ei, gi], F), "n_samples": res.n_samples,
         "n_changed": np.repeat(nch[ei, gi], F)})
-    return out
-
-
-def bh_fdr_rows(p: np.ndarray) -> np.ndarray:
-    """:func:`bh_fdr` of every row of a 2-D array at once (the same arithmetic, row by row)."""
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError("bh_fdr_rows needs a 2-D array")
-    m, F = p.shape
-    if m == 0 or F == 0:
-        return np.full(p.shape, np.nan)
-    finite = np.isfinite(p).all(axis=1)
-    out = np.empty(p.shape)
-    if finite.any():
-        pf = p[finite]
-        order = np.argsort(pf, axis=1, kind="stable")
-        ranked = np.take_along_axis(pf, order, axis=1) * F / np.arange(1, F + 1)
-        q = np.clip(np.minimum.accumulate(ranked[:, ::-1], axis=1)[:, ::-1], 0.0, 1.0)
-        res = np.empty_like(q)
-        np.put_along_axis(res, order, q, axis=1)
-        out[finite] = res
-    for i in np.flatnonzero(~finite):  # rows with NaN: not counted, as bh_fdr does
-        out[i] = bh_fdr(p[i])
     return out
 
 
@@ -320,27 +299,6 @@ def _check_same_modality(perts: Sequence[Perturbation]) -> str:
     if len(ns) != 1:
         raise InputDataError(f"perturbations run together must share n_samples, got {sorted(ns)}")
     return srcs.pop()
-
-
-def check_engine(readout: str, test: str, n_noise: int, *, batch_size: int = 1, batch_rows: int = 1) -> None:
-    """Validate the engine choice (``readout``, ``test``, ``n_noise``, ``batch_size``, ``batch_rows``);
-    bad values raise :class:`OptionError`."""
-    from .._validate import check_count
-
-    check_count("batch_size", batch_size, 1)
-    check_count("batch_rows", batch_rows, 1)
-    check_option("readout", readout, READOUTS)
-    if test not in ("t", "wilcoxon"):
-        raise OptionError(f"test must be 't' or 'wilcoxon', got {test!r}")
-    if readout == "mean" and test != "t":
-        raise OptionError("the posterior-mean readout (readout='mean') tests per-cell differences with a t-test "
-                          "from running sums; test='wilcoxon' needs readout='samples'")
-    try:
-        ok = int(n_noise) >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise OptionError(f"n_noise must be an integer >= 1, got {n_noise!r}")
 
 
 def check_summary_options(alpha, n_top, min_effect) -> None:
@@ -510,7 +468,11 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     names = [p.name for p in perts]
     if len(set(names)) != len(names):
         raise InputDataError(f"perturbation names must be unique, got {names}")
-    check_engine(readout, test, n_noise, batch_size=batch_size, batch_rows=batch_rows)
+    from ._options import EngineOptions
+
+    eng = EngineOptions(readout=readout, test=test, n_noise=n_noise, seed=seed, batch_rows=batch_rows,
+                        batch_size=batch_size, batch_targets=batch_targets, skip_unchanged=skip_unchanged,
+                        translate_kwargs=translate_kwargs, use_labels=use_labels)  # bad values raise here
     check_on_unknown(on_unknown)
     group_column(groupby)  # a colliding name raises before any work
     if controls is not None:
@@ -520,9 +482,9 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
             raise OptionError(f"controls {bad} are not names of the perturbations given ({_fmt_items(names)}); "
                               "pass the control perturbations too and name them in controls=")
     out = run_perturbations(model, mdata, perts, groupby=groupby, tf_peaks=tf_peaks, on_unknown=on_unknown,
-                            seed=seed, test=test, batch_size=batch_size, batch_targets=batch_targets,
-                            translate_kwargs=translate_kwargs, use_labels=use_labels, readout=readout,
-                            n_noise=n_noise, batch_rows=batch_rows, skip_unchanged=skip_unchanged)
+                            seed=eng.seed, test=eng.test, batch_size=eng.batch_size, batch_targets=eng.batch_targets,
+                            translate_kwargs=translate_kwargs, use_labels=eng.use_labels, readout=eng.readout,
+                            n_noise=eng.n_noise, batch_rows=eng.batch_rows, skip_unchanged=eng.skip_unchanged)
     if controls is not None:
         from ._controls import DEFAULT_MIN_EFFECT, ControlCalibration
 

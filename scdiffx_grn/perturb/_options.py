@@ -18,7 +18,7 @@ import numpy as np
 from .._errors import OptionError
 
 __all__ = ["EngineOptions", "ControlOptions", "OutputOptions", "KEEP_EFFECTS", "AUTO_EFFECT_ROWS",
-           "CHUNK_ROWS", "options_from"]
+           "CHUNK_ROWS", "options_from", "check_engine"]
 
 #: values of ``keep_effects``
 KEEP_EFFECTS = ("auto", "all", "significant", "none")
@@ -30,6 +30,28 @@ CHUNK_ROWS = 2_000_000
 
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_engine(readout: str, test: str, n_noise: int, *, batch_size: int = 1, batch_rows: int = 1) -> None:
+    """Validate the engine choice (``readout``, ``test``, ``n_noise``, ``batch_size``, ``batch_rows``);
+    bad values raise :class:`OptionError`."""
+    from .._validate import check_count
+    from .._vocab import READOUTS, check_option
+
+    check_count("batch_size", batch_size, 1)
+    check_count("batch_rows", batch_rows, 1)
+    check_option("readout", readout, READOUTS)
+    if test not in ("t", "wilcoxon"):
+        raise OptionError(f"test must be 't' or 'wilcoxon', got {test!r}")
+    if readout == "mean" and test != "t":
+        raise OptionError("the posterior-mean readout (readout='mean') tests per-cell differences with a t-test "
+                          "from running sums; test='wilcoxon' needs readout='samples'")
+    try:
+        ok = int(n_noise) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise OptionError(f"n_noise must be an integer >= 1, got {n_noise!r}")
 
 
 @dataclass(frozen=True)
@@ -49,8 +71,6 @@ class EngineOptions:
     test: str = "t"
 
     def __post_init__(self):
-        from ._effects import check_engine
-
         check_engine(self.readout, self.test, self.n_noise, batch_size=self.batch_size, batch_rows=self.batch_rows)
         if not _is_int(self.batch_targets) or self.batch_targets < 1:
             raise OptionError(f"batch_targets must be an integer >= 1, got {self.batch_targets!r}")
