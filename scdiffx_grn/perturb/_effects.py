@@ -162,23 +162,22 @@ def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells:
     keep = (nc >= max(min_cells, 1))  # E x G
     if not keep.any():
         return pd.DataFrame(columns=_effect_cols(group_col) + ["n_changed"])
-    mean, se, stat, p = cell_stats(res.diff_sum[:, 0], res.diff_sq, nc[:, :, None], res.diff_absmax, atol=atol)
-    ctrl = res.ctrl_sum[:, 0] / np.maximum(nc, 1)[:, :, None]
     from ._controls import bh_fdr_rows
 
-    ei, gi = np.nonzero(keep)
-    q = bh_fdr_rows(p[ei, gi].reshape(len(ei), F))
-    def sel(arr):
-        return arr[ei, gi].ravel()
-
-    nch = res.n_changed if res.n_changed is not None else np.zeros_like(nc)
+    ei, gi = np.nonzero(keep)  # only the (perturbation, group) blocks with cells
     m = len(ei)
+    ncs = nc[ei, gi][:, None]
+    mean, se, stat, p = cell_stats(res.diff_sum[ei, 0, gi], res.diff_sq[ei, gi], ncs,
+                                   None if res.diff_absmax is None else res.diff_absmax[ei, gi], atol=atol)
+    ctrl = res.ctrl_sum[ei, 0, gi] / np.maximum(ncs, 1)
+    q = bh_fdr_rows(p)
+    nch = res.n_changed if res.n_changed is not None else np.zeros_like(nc)
     out = pd.DataFrame({
         "perturbation": np.repeat(np.asarray(res.names, dtype=object)[ei], F),
         group_col: np.repeat(np.asarray(res.group_names, dtype=object)[gi], F),
         "feature": np.tile(features, m), "readout": res.readout,
-        "effect": sel(mean), "se": sel(se), "stat": sel(stat), "pval": sel(p), "fdr": q.ravel(),
-        "ctrl_mean": sel(ctrl), "pert_mean": sel(ctrl + mean),
+        "effect": mean.ravel(), "se": se.ravel(), "stat": stat.ravel(), "pval": p.ravel(), "fdr": q.ravel(),
+        "ctrl_mean": ctrl.ravel(), "pert_mean": (ctrl + mean).ravel(),
         "n_cells": np.repeat(nc[ei, gi], F), "n_samples": res.n_samples,
         "n_changed": np.repeat(nch[ei, gi], F)})
     return out

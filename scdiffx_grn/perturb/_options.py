@@ -25,7 +25,7 @@ KEEP_EFFECTS = ("auto", "all", "significant", "none")
 #: ``keep_effects="auto"`` keeps every effect row up to this many (targets x groups x features), none above
 AUTO_EFFECT_ROWS = 5_000_000
 #: effect rows (targets x groups x features) per chunk of a screen (``chunk_targets=None``)
-CHUNK_ROWS = 2_000_000
+CHUNK_ROWS = 500_000
 
 
 def _is_int(v) -> bool:

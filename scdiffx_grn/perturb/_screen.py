@@ -421,7 +421,7 @@ def screen(
         output stays bounded (pass ``"all"`` / ``"significant"`` to keep per-feature effects).
     chunk_targets
         Targets per result chunk (one effects and one summary file each); ``None`` (default):
-        about 2 M effect rows per chunk (at most 256 targets).
+        about 0.5 M effect rows per chunk (at most 256 targets).
     engine, control, output
         The options as objects (:class:`~scdiffx_grn.perturb.EngineOptions`,
         :class:`~scdiffx_grn.perturb.ControlOptions`, :class:`~scdiffx_grn.perturb.OutputOptions`)
