@@ -14,6 +14,12 @@ Every part runs in its own subprocess (one torch thread; peak RSS from ``ru_maxr
 - ``genes``: every model gene x 15 cell types on all cells, same settings (K = 1).
 - ``peaks`` (not in the default run): every model peak closed x 15 cell types on all cells
   (ATAC -> RNA), same settings.
+- ``compare`` (not in the default run): the first ``--n-genes`` model genes (all 1,677 by
+  default) x 15 cell types on all cells (``keep_effects="significant"``, default controls), run
+  by the source tree ``--base-src`` (the earlier engine: one file per target, statistics per
+  target) and by this tree, each in its own subprocess (one thread); wall and CPU time of each,
+  and the largest absolute difference of every numeric column of the summary, the controls'
+  summary and the significant effects (other columns compared exactly).
 - ``grn``: ``tl.extract_grn`` integrated gradients (Gauss-Legendre 8, batch 16) and peak
   knockout for 15 cell types at 64 cells per type, posterior-mean readout, vs the sampled
   readout (DDIM 5) on one cell type (the per-type ratio).
@@ -38,8 +44,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("SCDX_PROGRESS", "0")
-PARTS = ("throughput", "tfs", "tfs_k4", "genes", "grn", "peaks")
-DEFAULT_PARTS = PARTS[:-1]
+PARTS = ("throughput", "tfs", "tfs_k4", "genes", "grn", "peaks", "compare")
+DEFAULT_PARTS = PARTS[:-2]
 
 
 def _rss_mb() -> float:
@@ -164,6 +170,84 @@ def part_peaks(args) -> dict:
     return _screen(args, "peaks", kind="close", modality="atac")
 
 
+def part_genes_n(args) -> dict:
+    """The screen of the first ``--n-genes`` model genes into ``--out/<--label>`` (run by ``compare``)."""
+    from scdiffx_grn import tl
+
+    model, mdata = _setup(args.model_path, None, args.force_v)
+    genes = list(model.rna_var_names)[: args.n_genes]
+    out_dir = Path(args.out) / f"screen_{args.label}"
+    t0, c0 = time.perf_counter(), time.process_time()
+    summ = tl.screen(model, mdata, genes, out_dir=out_dir, resume=False, keep_effects="significant",
+                     show_progress=False)
+    return {"n_cells": int(mdata.n_obs), "n_targets": int(summ["perturbation"].nunique()),
+            "n_types": int(summ["cell_type"].nunique()), "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0, "peak_rss_mb": _rss_mb(),
+            "n_sig_total": int(summ["n_sig"].sum()), "out_dir": str(out_dir)}
+
+
+def _max_abs_diff(a, b) -> dict:
+    """Largest absolute difference per numeric column of two frames (other columns: equal or not)."""
+    import numpy as np
+    import pandas as pd
+
+    out = {"rows": [len(a), len(b)], "columns_equal": list(a.columns) == list(b.columns)}
+    diffs, unequal = {}, []
+    for c in b.columns:
+        if c not in a:
+            unequal.append(c)
+            continue
+        x, y = a[c], b[c]
+        if pd.api.types.is_float_dtype(y) or pd.api.types.is_float_dtype(x):
+            xv, yv = x.to_numpy(np.float64), y.to_numpy(np.float64)
+            same_nan = bool((np.isnan(xv) == np.isnan(yv)).all())
+            d = np.abs(xv - yv)[~np.isnan(yv) & ~np.isnan(xv)]
+            diffs[c] = float(d.max()) if d.size else 0.0
+            if not same_nan:
+                unequal.append(c + " (NaN pattern)")
+        elif not x.fillna("<NA>").astype(str).equals(y.fillna("<NA>").astype(str)):
+            unequal.append(c)
+    out["max_abs_diff"] = diffs
+    out["max_abs_diff_all"] = max(diffs.values()) if diffs else 0.0
+    out["unequal_columns"] = unequal
+    return out
+
+
+def part_compare(args) -> dict:
+    import pandas as pd
+
+    if not args.base_src:
+        raise SystemExit("--parts compare needs --base-src (the source tree of the earlier engine)")
+    env = {**os.environ, "SCDX_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SCDX_PROGRESS": "0"}
+    here = str(Path(__file__).resolve().parents[1])
+    res = {}
+    for label, src in (("base", args.base_src), ("new", here)):
+        cmd = [sys.executable, __file__, "--part", "genes_n", "--label", label, "--model-path", args.model_path,
+               "--out", args.out] + (["--n-genes", str(args.n_genes)] if args.n_genes else [])
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env={**env, "PYTHONPATH": src})
+        res[label] = json.loads((Path(args.out) / "genes_n.json").read_text())
+        res[label]["wall_seconds"] = time.perf_counter() - t0
+        res[label]["src"] = src
+        print(f"[compare:{label}] {res[label]['seconds']:.1f} s wall, {res[label]['cpu_seconds']:.1f} s CPU",
+              flush=True)
+    sys.path.insert(0, here)
+    from scdiffx_grn.perturb import load_screen, load_screen_effects
+
+    a, b = (Path(res[k]["out_dir"]) for k in ("new", "base"))
+    sa, sb = load_screen(a), load_screen(b)
+    key = ["perturbation", "cell_type"]
+    sa, sb = (s.sort_values(key).reset_index(drop=True) for s in (sa, sb))
+    res["summary"] = _max_abs_diff(sa, sb)
+    res["controls"] = _max_abs_diff(*(pd.read_parquet(d / "controls.parquet").sort_values(key).reset_index(drop=True)
+                                     for d in (a, b)))
+    fk = key + ["feature"]
+    ea, eb = (e.sort_values(fk).reset_index(drop=True) for e in (load_screen_effects(a), load_screen_effects(b)))
+    res["effects"] = _max_abs_diff(ea, eb)
+    res["speedup"] = res["base"]["seconds"] / res["new"]["seconds"]
+    return res
+
+
 def part_grn(args) -> dict:
     import numpy as np
     import pandas as pd
@@ -243,6 +327,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--parts", nargs="+", default=list(DEFAULT_PARTS), choices=PARTS)
     ap.add_argument("--part", default=None, help=argparse.SUPPRESS)  # one part, in this process
     ap.add_argument("--force-v", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--base-src", default=None, help="source tree of the earlier engine (--parts compare)")
+    ap.add_argument("--n-genes", type=int, default=None, help="genes screened by --parts compare (default all)")
+    ap.add_argument("--label", default="new", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # smoke test of the code paths
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -258,6 +345,8 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         cmd = [sys.executable, __file__, "--part", p, "--model-path", args.model_path, "--out", args.out]
         cmd += [f for f, on in (("--force-v", args.force_v), ("--quick", args.quick)) if on]
+        cmd += ["--base-src", args.base_src] if args.base_src else []
+        cmd += ["--n-genes", str(args.n_genes)] if args.n_genes else []
         subprocess.run(cmd, check=True, env=env)
         results[p] = json.loads((out / f"{p}.json").read_text())
         results[p]["wall_seconds"] = time.perf_counter() - t0

@@ -785,12 +785,15 @@ def screen(
     min_effect: float = typer.Option(0.1, help="Smallest |log2 fold change| (of expression, or of accessibility "
                                      "odds) a significant feature must have."),
     on_unknown: str = typer.Option("raise", help="Unknown targets: 'raise' (error) or 'report' (skip, listed)."),
+    keep_effects: str = typer.Option("auto", help="Per-feature effect rows written: all, significant, none "
+                                     "(summaries only) or auto (all up to 5 M rows, none above)."),
     resume: bool = typer.Option(True, help="Skip targets finished in an earlier run of the same screen."),
     overwrite: bool = OverwriteOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, no_progress: bool = NoProgressOpt, debug: bool = DebugOpt,
     config: str | None = ConfigOpt,
 ):
-    """Run an in-silico perturbation screen (one target at a time) and summarise it per cell type."""
+    """Run an in-silico perturbation screen (each target on its own, written per chunk of targets) and summarise
+    it per cell type."""
     from . import pl, tl
     from ._errors import UnknownFeatureError, _fmt_items
     from ._io import check_output_dir, check_writable
@@ -824,6 +827,9 @@ def screen(
     if on_unknown not in ("raise", "report"):
         raise OptionError(f"--on-unknown must be 'raise' or 'report', got {on_unknown!r}")
     check_option("--readout", readout, READOUTS)
+    from .perturb._options import KEEP_EFFECTS
+
+    check_option("--keep-effects", keep_effects, KEEP_EFFECTS)
     from .perturb._controls import check_controls
 
     ctrl: Any = int(controls) if controls.strip().lstrip("-").isdigit() else controls
@@ -839,6 +845,7 @@ def screen(
                             out_dir=out, resume=resume, n_samples=n_samples, batch_targets=batch_targets,
                             batch_size=batch_size, seed=seed, alpha=alpha, on_unknown=on_unknown,
                             readout=readout, n_noise=n_noise, controls=ctrl, min_effect=min_effect,
+                            keep_effects=keep_effects,
                             translate_kwargs={"n_steps": n_steps} if readout == "samples" else None,
                             show_progress=settings.progress)
     except UnknownFeatureError as e:  # raised before any target runs

@@ -34,6 +34,7 @@ from scdiffx_grn.perturb import (  # noqa: E402
     screen_heatmap,
     volcano,
 )
+from scdiffx_grn.perturb import ControlOptions, EngineOptions, OutputOptions  # noqa: E402
 
 from _helpers import LATENT, N_GENES, N_PEAKS, LinearStandIn, make_synthetic  # noqa: E402
 from conftest import float32_tol  # noqa: E402
@@ -227,7 +228,7 @@ from _helpers import LinearStandIn, make_synthetic
 from scdiffx_grn.perturb import screen
 m = make_synthetic()
 screen(LinearStandIn(delay={delay}), m, {targets!r}, kind="close", modality="atac", out_dir={out!r},
-       batch_targets=1, n_samples=2, show_progress=False)
+       batch_targets=1, n_samples=2, show_progress=False, chunk_targets=1)
 """
 
 
@@ -329,7 +330,7 @@ def test_screen_resume_after_kill(tmp_path, mdata):
     # resume in-process with the same settings
     model = LinearStandIn()
     summ = screen(model, mdata, _screen_targets(), kind="close", modality="atac", out_dir=out,
-                  batch_targets=1, n_samples=2, show_progress=False)
+                  batch_targets=1, n_samples=2, show_progress=False, chunk_targets=1)
     for t, s in finished.items():  # no finished target recomputed
         assert (out / "effects" / f"{s}.parquet").stat().st_mtime_ns == stamps[t]
     assert len(json.loads(done_file.read_text())["done"]) == 10
@@ -396,7 +397,7 @@ def test_screen_recomputes_a_damaged_result_file(model, mdata, tmp_path):
     """A truncated, garbled or missing per-target file of a finished target is recomputed on resume with a
     warning naming it (not a pyarrow traceback); the result equals the uninterrupted run's."""
     targets = _screen_targets()[:5]
-    kw = dict(kind="close", modality="atac", show_progress=False)
+    kw = dict(kind="close", modality="atac", show_progress=False, chunk_targets=1)  # one target per result file
     out = tmp_path / "scr"
     ref = screen(model, mdata, targets, out_dir=out, **kw)
     ref_eff = load_screen_effects(out)
@@ -415,7 +416,8 @@ def test_screen_recomputes_a_damaged_result_file(model, mdata, tmp_path):
     pd.testing.assert_frame_equal(load_screen_effects(out), ref_eff)
     assert kept.stat().st_mtime_ns == stamp  # intact targets are not recomputed
     # the readers name a damaged file and the way out
-    truncated.write_bytes(b"PAR1")
+    done = json.loads((out / "done.json").read_text())["done"]  # recomputed targets went to a new chunk
+    (out / "effects" / f"{done[targets[0]]}.parquet").write_bytes(b"PAR1")
     with pytest.raises(CheckpointError, match=r"effects of 'chr1-0-50'.*damaged.*rerun the screen"):
         load_screen_effects(out)
     (out / "config.json").write_text('{"kind": ')  # the settings cannot be compared: named, not a JSON traceback
@@ -536,3 +538,131 @@ def test_all_tfs_from_the_one_tf_list(model, mdata):
     tfp = pd.DataFrame({"tf": ["G1", "g0", "TFX"], "peak": ["chr1-0-50", "chr1-100-150", "chr1-0-50"]})
     assert _all_tfs("rna", model.rna_var_names, tfp, None, None) == ["g0", "g1"]  # the genes' spelling
     assert _all_tfs("rna", ["Sox2"], None, ["Sox2"], None) == ["Sox2"]
+
+
+# --------------------------------------------------------------------------- chunks and option groups
+def test_screen_chunk_resume_after_kill(model, mdata, tmp_path, monkeypatch):
+    """A run killed after its second chunk resumes at chunk granularity: the finished chunks'
+    files are not rewritten, only the remaining targets are computed, and the final tables equal
+    an uninterrupted run's."""
+    import scdiffx_grn.perturb._screen as scr
+
+    targets = _screen_targets()
+    kw = dict(kind="close", modality="atac", show_progress=False, chunk_targets=3)
+    ref_dir = tmp_path / "ref"
+    ref = screen(model, mdata, targets, out_dir=ref_dir, **kw)
+    assert sorted(p.name for p in (ref_dir / "effects").iterdir()) == [f"chunk-{k:05d}.parquet" for k in range(4)]
+    real = scr._chunk_tables
+    seen: list[list[str]] = []
+
+    def spy(res, calib, *a, **k):
+        names = [n for n in res.names if not n.startswith("control:")]
+        if names:
+            seen.append(names)
+            if kill_after is not None and len(seen) > kill_after:
+                raise KeyboardInterrupt("killed")
+        return real(res, calib, *a, **k)
+
+    kill_after = 2
+    monkeypatch.setattr(scr, "_chunk_tables", spy)
+    out = tmp_path / "scr"
+    with pytest.raises(KeyboardInterrupt):
+        screen(model, mdata, targets, out_dir=out, **kw)
+    done = json.loads((out / "done.json").read_text())["done"]
+    assert list(done) == targets[:6] and set(done.values()) == {"chunk-00000", "chunk-00001"}
+    assert scr.is_screen_dir(out)
+    stamps = {f: f.stat().st_mtime_ns for f in (out / "effects").iterdir()}
+    seen.clear()
+    kill_after = None
+    summ = screen(model, mdata, targets, out_dir=out, **kw)
+    assert seen == [targets[6:9], targets[9:]]  # only the rest, in chunks
+    assert all(f.stat().st_mtime_ns == t for f, t in stamps.items())  # finished chunks untouched
+    pd.testing.assert_frame_equal(summ, ref)
+    pd.testing.assert_frame_equal(load_screen_effects(out), load_screen_effects(ref_dir))
+    pd.testing.assert_frame_equal(load_screen_effects(out, targets[7]),
+                                  load_screen_effects(ref_dir, targets[7]))
+    # chunks of one target, and the whole screen in one chunk, give the same tables
+    one = screen(model, mdata, targets, out_dir=tmp_path / "one", **{**kw, "chunk_targets": 1})
+    pd.testing.assert_frame_equal(one, ref)
+    mem = screen(model, mdata, targets, **{**kw, "chunk_targets": 100})
+    pd.testing.assert_frame_equal(mem.drop(columns=[]), ref, check_like=False)
+
+
+def test_screen_chunk_statistics_equal_per_target_tables(model, mdata, tmp_path):
+    """The vectorised per-chunk summaries equal summarise_effects of the stored calibrated effects,
+    and ControlCalibration.block_effects equals ControlCalibration.effects row by row (a target
+    that is also a control left out of its own controls)."""
+    from scdiffx_grn.perturb._controls import ControlCalibration
+    from scdiffx_grn.perturb._screen import summarise_effects
+
+    targets = _screen_targets()
+    out = tmp_path / "s"
+    summ = screen(model, mdata, targets, kind="close", modality="atac", show_progress=False, chunk_targets=4,
+                  keep_effects="all", out_dir=out, controls=5, min_effect=0.01)
+    eff = load_screen_effects(out)
+    ref = summarise_effects(eff, alpha=0.05, n_top=5, min_effect=0.01)
+    assert eff["significant"].any() and eff["n_controls"].gt(0).any()
+    pd.testing.assert_frame_equal(summ[ref.columns], ref)
+    # block_effects vs effects on planted control and target effects
+    rng = np.random.default_rng(0)
+    F, feats = 40, [f"f{i}" for i in range(40)]
+
+    def table(names, group, scale):
+        n = len(names)
+        c = rng.uniform(0.5, 2.0, (n, F))
+        return pd.DataFrame({"perturbation": np.repeat(names, F), "cell_type": group, "feature": feats * n,
+                             "readout": "rna", "ctrl_mean": c.ravel(),
+                             "pert_mean": (c + rng.normal(0, scale, (n, F))).ravel(), "n_changed": 3})
+
+    ctrl = pd.concat([table([f"c{i}" for i in range(6)], "A", 0.1), table([f"c{i}" for i in range(2)], "B", 0.1)],
+                     ignore_index=True)
+    cal = ControlCalibration(ctrl, None, group_col="cell_type", alpha=0.05, min_effect=0.1)
+    tgt = pd.concat([table(["t0", "c3", "t1"], "A", 0.5), table(["t2"], "B", 0.5), table(["t3"], "Z", 0.5)],
+                    ignore_index=True)
+    by_row = cal.effects(tgt)
+    from scdiffx_grn.perturb._controls import log2_effect
+
+    l2 = log2_effect(tgt["ctrl_mean"], tgt["pert_mean"], "rna").reshape(-1, F)
+    z, p, q, nc = cal.block_effects(l2, tgt["perturbation"][::F], tgt["cell_type"][::F], feats)
+    np.testing.assert_array_equal(z.ravel(), by_row["z_vs_controls"])
+    np.testing.assert_array_equal(p.ravel(), by_row["p_vs_controls"])
+    np.testing.assert_array_equal(q.ravel(), by_row["fdr_vs_controls"])
+    np.testing.assert_array_equal(np.repeat(nc, F), by_row["n_controls"])
+    assert np.isfinite(q[:3]).all() and np.isnan(q[3:]).all()  # group B has 2 controls, Z none
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: EngineOptions(readout="median"), "readout"),
+    (lambda: EngineOptions(n_noise=0), "n_noise"),
+    (lambda: EngineOptions(batch_rows=0), "batch_rows"),
+    (lambda: EngineOptions(batch_targets=0), "batch_targets"),
+    (lambda: EngineOptions(readout="mean", test="wilcoxon"), "wilcoxon"),
+    (lambda: EngineOptions(skip_unchanged="yes"), "skip_unchanged"),
+    (lambda: EngineOptions(translate_kwargs=[1]), "translate_kwargs"),
+    (lambda: ControlOptions(alpha=1.5), "alpha"),
+    (lambda: ControlOptions(min_effect=-1), "min_effect"),
+    (lambda: ControlOptions(controls=-2), "controls"),
+    (lambda: OutputOptions(keep_effects="some"), "keep_effects"),
+    (lambda: OutputOptions(chunk_targets=0), "chunk_targets"),
+    (lambda: OutputOptions(n_top=-1), "n_top"),
+])
+def test_option_dataclasses_reject_bad_values(make, match):
+    with pytest.raises(OptionError, match=match):
+        make()
+
+
+def test_screen_option_objects_equal_keywords(model, mdata, tmp_path):
+    targets = _screen_targets()[:3]
+    kw = dict(kind="close", modality="atac")
+    flat = screen(model, mdata, targets, seed=3, alpha=0.1, n_top=2, show_progress=False,
+                  out_dir=tmp_path / "flat", **kw)
+    obj = screen(model, mdata, targets, engine=EngineOptions(seed=3), control=ControlOptions(alpha=0.1),
+                 output=OutputOptions(out_dir=tmp_path / "obj", n_top=2, show_progress=False), **kw)
+    pd.testing.assert_frame_equal(flat, obj)
+    cfg = json.loads((tmp_path / "obj" / "config.json").read_text())
+    assert cfg["seed"] == 3 and cfg["alpha"] == 0.1 and cfg["keep_effects"] == "all"  # "auto" resolved
+    with pytest.raises(OptionError, match="seed.*both"):
+        screen(model, mdata, targets, seed=5, engine=EngineOptions(seed=3), **kw)
+    with pytest.raises(OptionError, match="EngineOptions"):
+        screen(model, mdata, targets, engine={"seed": 3}, **kw)
+    assert EngineOptions(seed=3).to_dict()["seed"] == 3 and OutputOptions(out_dir=tmp_path).to_dict()["out_dir"] == str(tmp_path)

@@ -9,7 +9,8 @@ Public API (also re-exported as ``tl.perturb``, ``tl.screen``, ``get.perturbatio
   and ``"samples"``; exact skipping of unchanged cells) and its reductions :func:`iter_results`
   (group sums per edit), :func:`run_mean` / :func:`run_paired` (all edits, one readout each),
   :func:`cell_effects` (per-cell differences, for checks); :func:`prepare_inputs`, :func:`changed_rows`
-- :func:`screen` (``tl.screen``), :func:`load_screen`, :func:`load_screen_effects`
+- :func:`screen` (``tl.screen``), :func:`load_screen`, :func:`load_screen_effects`; its option groups
+  :class:`EngineOptions`, :class:`ControlOptions`, :class:`OutputOptions`
 - control calibration (:mod:`._controls`): :class:`ControlCalibration`, :func:`panel_test`,
   :func:`sign_flip_test`
 - :func:`peak_knockout_effect` (shared with :mod:`scdiffx_grn.grn`)
@@ -33,6 +34,7 @@ from ._engine import (
     run_mean,
     run_paired,
 )
+from ._options import ControlOptions, EngineOptions, OutputOptions
 from ._plots import screen_heatmap, volcano
 from ._screen import ScreenLock, load_screen, load_screen_effects, screen, summarise_effects
 from ._spec import Perturbation, read_screen, resolve_targets
@@ -42,4 +44,5 @@ __all__ = ["Perturbation", "read_screen", "resolve_targets", "perturb", "perturb
            "paired_stats", "volcano", "screen_heatmap", "Edit", "EngineInputs", "EngineResult", "prepare_inputs",
            "run_paired", "run_mean", "iter_results", "PairedEngine", "CellDiffs", "cell_effects", "changed_rows",
            "cell_effects_table", "cell_stats",
-           "ScreenLock", "ControlCalibration", "panel_test", "sign_flip_test"]
+           "ScreenLock", "ControlCalibration", "panel_test", "sign_flip_test", "EngineOptions", "ControlOptions",
+           "OutputOptions"]

@@ -12,13 +12,13 @@ from .._store import store as _store_result
 from .._store import stored as _stored
 from .._store import target as _target
 from .._errors import InputDataError, MissingLabelError, OptionError, ScdxError, _fmt_items
-from .._vocab import READOUTS, check_option
 from ._base import EngineResult, bh_fdr, group_column, group_column_of
 from ._engine import Edit, collect, engine_options, iter_results, model_features, prepare_inputs
+from ._options import check_engine
 from ._spec import Perturbation, resolve_targets
 
 __all__ = ["bh_fdr", "paired_stats", "effects_table", "state_table", "perturb", "perturbation_df",
-           "make_edit", "TABLES"]
+           "make_edit", "TABLES", "check_engine"]
 
 #: the tables of a ``tl.perturb`` result (``mdata.uns[key_added]``, beside ``"params"``)
 TABLES = ("effects", "state", "report")
@@ -162,36 +162,49 @@ def cell_effects_table(res: EngineResult, features: Sequence[str], *, min_cells:
     keep = (nc >= max(min_cells, 1))  # E x G
     if not keep.any():
         return pd.DataFrame(columns=_effect_cols(group_col) + ["n_changed"])
-    mean, se, stat, p = cell_stats(res.diff_sum[:, 0], res.diff_sq, nc[:, :, None], res.diff_absmax, atol=atol)
-    ctrl = res.ctrl_sum[:, 0] / np.maximum(nc, 1)[:, :, None]
-    ei, gi = np.nonzero(keep)
-    q = np.empty((len(ei), F))
-    for k, (a, b) in enumerate(zip(ei, gi)):
-        q[k] = bh_fdr(p[a, b])
-    def sel(arr):
-        return arr[ei, gi].ravel()
+    from ._controls import bh_fdr_rows
 
-    nch = res.n_changed if res.n_changed is not None else np.zeros_like(nc)
+    ei, gi = np.nonzero(keep)  # only the (perturbation, group) blocks with cells
     m = len(ei)
+    ncs = nc[ei, gi][:, None]
+    mean, se, stat, p = cell_stats(res.diff_sum[ei, 0, gi], res.diff_sq[ei, gi], ncs,
+                                   None if res.diff_absmax is None else res.diff_absmax[ei, gi], atol=atol)
+    ctrl = res.ctrl_sum[ei, 0, gi] / np.maximum(ncs, 1)
+    q = bh_fdr_rows(p)
+    nch = res.n_changed if res.n_changed is not None else np.zeros_like(nc)
     out = pd.DataFrame({
         "perturbation": np.repeat(np.asarray(res.names, dtype=object)[ei], F),
         group_col: np.repeat(np.asarray(res.group_names, dtype=object)[gi], F),
         "feature": np.tile(features, m), "readout": res.readout,
-        "effect": sel(mean), "se": sel(se), "stat": sel(stat), "pval": sel(p), "fdr": q.ravel(),
-        "ctrl_mean": sel(ctrl), "pert_mean": sel(ctrl + mean),
+        "effect": mean.ravel(), "se": se.ravel(), "stat": stat.ravel(), "pval": p.ravel(), "fdr": q.ravel(),
+        "ctrl_mean": ctrl.ravel(), "pert_mean": (ctrl + mean).ravel(),
         "n_cells": np.repeat(nc[ei, gi], F), "n_samples": res.n_samples,
         "n_changed": np.repeat(nch[ei, gi], F)})
     return out
 
 
 def pca_basis(profiles: np.ndarray | None, n_comps: int = 20) -> np.ndarray | None:
-    """Loadings (F x k) of a PCA of control translated profiles (centred, via SVD)."""
+    """Loadings (F x k) of a PCA of control translated profiles (n cells x F features, centred).
+
+    The top ``k`` right singular vectors, from the eigenvectors of the smaller of the two Gram
+    matrices (n x n or F x F): memory and time bounded by ``min(n, F)^2`` and ``n F min(n, F)``, no
+    dense SVD over all features. Signs follow the eigensolver (the projections' norms, which
+    :func:`state_table` uses, do not depend on them)."""
     if profiles is None or profiles.shape[0] < 3:
         return None
-    X = profiles - profiles.mean(axis=0, keepdims=True)
-    k = int(min(n_comps, X.shape[0] - 1, X.shape[1]))
-    _, _, vt = np.linalg.svd(X.astype(np.float64), full_matrices=False)
-    return vt[:k].T
+    X = np.asarray(profiles, dtype=np.float64)
+    X = X - X.mean(axis=0, keepdims=True)
+    n, F = X.shape
+    k = int(min(n_comps, n - 1, F))
+    if n < F:
+        w, u = np.linalg.eigh(X @ X.T)
+        top = np.argsort(w)[::-1][:k]
+        s = np.sqrt(np.maximum(w[top], 0.0))
+        v = (X.T @ u[:, top]) / np.where(s > 0, s, 1.0)
+    else:
+        w, v = np.linalg.eigh(X.T @ X)
+        v = v[:, np.argsort(w)[::-1][:k]]
+    return v
 
 
 def state_table(res: EngineResult, basis: np.ndarray | None = None, *,
@@ -285,27 +298,6 @@ def _check_same_modality(perts: Sequence[Perturbation]) -> str:
     if len(ns) != 1:
         raise InputDataError(f"perturbations run together must share n_samples, got {sorted(ns)}")
     return srcs.pop()
-
-
-def check_engine(readout: str, test: str, n_noise: int, *, batch_size: int = 1, batch_rows: int = 1) -> None:
-    """Validate the engine choice (``readout``, ``test``, ``n_noise``, ``batch_size``, ``batch_rows``);
-    bad values raise :class:`OptionError`."""
-    from .._validate import check_count
-
-    check_count("batch_size", batch_size, 1)
-    check_count("batch_rows", batch_rows, 1)
-    check_option("readout", readout, READOUTS)
-    if test not in ("t", "wilcoxon"):
-        raise OptionError(f"test must be 't' or 'wilcoxon', got {test!r}")
-    if readout == "mean" and test != "t":
-        raise OptionError("the posterior-mean readout (readout='mean') tests per-cell differences with a t-test "
-                          "from running sums; test='wilcoxon' needs readout='samples'")
-    try:
-        ok = int(n_noise) >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise OptionError(f"n_noise must be an integer >= 1, got {n_noise!r}")
 
 
 def check_summary_options(alpha, n_top, min_effect) -> None:
@@ -475,7 +467,11 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
     names = [p.name for p in perts]
     if len(set(names)) != len(names):
         raise InputDataError(f"perturbation names must be unique, got {names}")
-    check_engine(readout, test, n_noise, batch_size=batch_size, batch_rows=batch_rows)
+    from ._options import EngineOptions
+
+    eng = EngineOptions(readout=readout, test=test, n_noise=n_noise, seed=seed, batch_rows=batch_rows,
+                        batch_size=batch_size, batch_targets=batch_targets, skip_unchanged=skip_unchanged,
+                        translate_kwargs=translate_kwargs, use_labels=use_labels)  # bad values raise here
     check_on_unknown(on_unknown)
     group_column(groupby)  # a colliding name raises before any work
     if controls is not None:
@@ -485,9 +481,9 @@ def perturb(model, mdata, perturbation: Perturbation | Sequence[Perturbation] | 
             raise OptionError(f"controls {bad} are not names of the perturbations given ({_fmt_items(names)}); "
                               "pass the control perturbations too and name them in controls=")
     out = run_perturbations(model, mdata, perts, groupby=groupby, tf_peaks=tf_peaks, on_unknown=on_unknown,
-                            seed=seed, test=test, batch_size=batch_size, batch_targets=batch_targets,
-                            translate_kwargs=translate_kwargs, use_labels=use_labels, readout=readout,
-                            n_noise=n_noise, batch_rows=batch_rows, skip_unchanged=skip_unchanged)
+                            seed=eng.seed, test=eng.test, batch_size=eng.batch_size, batch_targets=eng.batch_targets,
+                            translate_kwargs=translate_kwargs, use_labels=eng.use_labels, readout=eng.readout,
+                            n_noise=eng.n_noise, batch_rows=eng.batch_rows, skip_unchanged=eng.skip_unchanged)
     if controls is not None:
         from ._controls import DEFAULT_MIN_EFFECT, ControlCalibration
 

@@ -1,13 +1,12 @@
-"""Resumable in-silico screens: every target x cell type, one result file per finished target."""
+"""Resumable in-silico screens: every target x cell type, one effects and one summary file per chunk of targets."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,8 @@ from .._registry import labels
 from .._settings import logger, progress
 from ._base import group_column, group_column_of
 from ._controls import DEFAULT_MIN_EFFECT, DEFAULT_N_CONTROLS
-from ._engine import engine_options, iter_results, model_features, prepare_inputs
+from ._engine import iter_results, model_features, prepare_inputs
+from ._options import ControlOptions, EngineOptions, OutputOptions, options_from
 from ._spec import Perturbation, tf_peak_map
 
 __all__ = ["screen", "load_screen", "load_screen_effects", "summarise_effects", "ScreenLock", "is_screen_dir",
@@ -103,11 +103,6 @@ def _damaged(out: Path, stem: str) -> str | None:
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
             return f"{path} is damaged ({' '.join(str(err).split())[:120]})"
     return None
-
-
-def _stem(target: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", target)[:60]
-    return f"{safe}-{hashlib.sha1(target.encode()).hexdigest()[:8]}"
 
 
 def summarise_effects(effects: pd.DataFrame, state: pd.DataFrame | None = None, *, alpha: float = 0.05,
@@ -331,7 +326,7 @@ def screen(
     n_top: int = 5,
     min_effect: float = DEFAULT_MIN_EFFECT,
     controls: int | Sequence[str] | None = DEFAULT_N_CONTROLS,
-    keep_effects: Literal["all", "significant", "none"] = "all",
+    keep_effects: Literal["auto", "all", "significant", "none"] = "auto",
     translate_kwargs: dict | None = None,
     use_labels: bool = False,
     show_progress: bool = True,
@@ -339,6 +334,10 @@ def screen(
     n_noise: int = 1,
     batch_rows: int = 1024,
     skip_unchanged: bool = True,
+    chunk_targets: int | None = None,
+    engine: EngineOptions | None = None,
+    control: ControlOptions | None = None,
+    output: OutputOptions | None = None,
 ) -> pd.DataFrame:
     """Perturb every target on its own and summarise every target x cell type.
 
@@ -359,26 +358,30 @@ def screen(
         Cell-type column.
     out_dir
         Directory for results (the group column of every table is named after ``groupby``,
-        ``group`` when it is ``None``): ``effects/<target>.parquet`` and ``summary/<target>.parquet`` for
-        each finished target (written atomically), then ``done.json`` (atomic) naming the finished
-        targets; ``report.parquet`` lists unknown targets; ``summary.parquet`` is the final
-        concatenation. ``None`` keeps everything in memory. The directory is locked while the
+        ``group`` when it is ``None``), written once per chunk of targets (``chunk_targets``):
+        ``effects/chunk-<k>.parquet`` and ``summary/chunk-<k>.parquet`` (written atomically), then
+        ``done.json`` (atomic) naming the finished targets and their chunk; ``report.parquet``
+        lists unknown targets; ``controls.parquet`` the controls' summary; ``summary.parquet`` is
+        the final concatenation. ``None`` keeps everything in memory. The directory is locked while the
         screen runs (``screen.lock``): a second screen on it raises :class:`CheckpointError`
         naming the running one. The lock, ``config.json`` and ``done.json`` are written before
         any result, so a run killed at any point leaves a folder that :func:`is_screen_dir`
         recognises and a rerun resumes.
     resume
-        Skip targets listed in ``done.json`` (their files are never rewritten). The screen's
-        settings must match ``config.json``. A finished target whose result files are missing
-        or damaged is recomputed, with a warning naming them. ``False`` starts over.
+        Skip targets listed in ``done.json`` (their files are never rewritten; a killed run resumes
+        at chunk granularity: the chunk in progress is recomputed). The screen's settings must
+        match ``config.json``. A finished target whose chunk files are missing or damaged is
+        recomputed (with every target of that chunk), with a warning naming them. ``False``
+        starts over. Folders of earlier versions (one file per target) are read and resumed too.
     readout
         How the paired engine (:class:`~scdiffx_grn.perturb.PairedEngine`) reads each translation
         out. ``"mean"`` (default): the posterior mean (one denoiser call per changed cell,
         statistics over cells; see :func:`~scdiffx_grn.tl.perturb`). ``"samples"``: ``n_samples``
         sampled translations per cell (``translate_kwargs`` ``sampler`` / ``n_steps``; statistics
         over samples). Either way unchanged cells are skipped exactly and cells and targets
-        stream through the engine, so memory stays flat in both; targets finish (and are
-        written) one at a time.
+        stream through the engine, so memory stays flat in both; the statistics of a chunk of
+        targets (effects, t-tests, the tests against controls, summaries) are computed at once,
+        vectorised over the chunk.
     n_noise, batch_rows, skip_unchanged
         Posterior-mean readout: noises per cell, rows per translation call; exact skipping of
         unchanged cells (both readouts).
@@ -412,10 +415,20 @@ def screen(
         t-test columns ``pval``/``fdr`` and ``n_sig_t`` remain). The controls' own summary is in
         ``.attrs["controls"]`` and ``out_dir/controls.parquet``.
     keep_effects
-        Which effect rows to write per target (``"significant"``: the rows called significant
-        against the controls).
+        Which effect rows to write: ``"all"``, ``"significant"`` (the rows called significant
+        against the controls), ``"none"`` (summaries only), or ``"auto"`` (default): ``"all"``
+        up to 5 M effect rows (targets x groups x features), ``"none"`` above, so a large screen's
+        output stays bounded (pass ``"all"`` / ``"significant"`` to keep per-feature effects).
+    chunk_targets
+        Targets per result chunk (one effects and one summary file each); ``None`` (default):
+        about 0.5 M effect rows per chunk (at most 256 targets).
+    engine, control, output
+        The options as objects (:class:`~scdiffx_grn.perturb.EngineOptions`,
+        :class:`~scdiffx_grn.perturb.ControlOptions`, :class:`~scdiffx_grn.perturb.OutputOptions`)
+        instead of the keywords of their group (a keyword that differs from its default and from
+        the object raises :class:`OptionError`).
     show_progress
-        A progress bar that advances once per finished target.
+        A progress bar that advances by the targets of each finished chunk.
 
     Returns
     -------
@@ -423,20 +436,20 @@ def screen(
         Summary per target x cell type (see :func:`summarise_effects`), also in
         ``out_dir/summary.parquet``; the report of unknown targets is in ``.attrs["report"]``.
     """
-    from ._controls import check_controls
-    from ._effects import check_engine, check_on_unknown, check_summary_options
+    import inspect
+
+    from ._effects import check_on_unknown
     from ._spec import check_targets
 
-    check_engine(readout, test, n_noise, batch_size=batch_size, batch_rows=batch_rows)
+    kw = {k: v for k, v in locals().items() if k not in ("model", "mdata", "targets", "engine", "control", "output",
+                                                         "inspect", "check_on_unknown", "check_targets")}
+    defaults = {k: p.default for k, p in inspect.signature(screen).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    opts = options_from(kw, {"engine": engine, "control": control, "output": output}, defaults)
+    eng, ctl, outp = opts["engine"], opts["control"], opts["output"]
     check_on_unknown(on_unknown)
-    check_summary_options(alpha, n_top, min_effect)
-    n_ctrl, ctrl_names = check_controls(controls)
     group_column(groupby)  # a name colliding with a table column raises before any work
-    labels(mdata, groupby)  # a missing label column (or unlabelled cells) raises before out_dir is touched
-    if keep_effects not in ("all", "significant", "none"):
-        raise OptionError(f"keep_effects must be 'all', 'significant' or 'none', got {keep_effects!r}")
-    if not isinstance(batch_targets, (int, np.integer)) or batch_targets < 1:
-        raise OptionError(f"batch_targets must be an integer >= 1, got {batch_targets!r}")
+    lab = labels(mdata, groupby)  # a missing label column (or unlabelled cells) raises before out_dir is touched
     genes, peaks = model_features(model)
     if isinstance(targets, str):
         if targets == "all_genes":
@@ -450,46 +463,134 @@ def screen(
     targets = list(dict.fromkeys(str(t) for t in targets))
     if not targets:
         raise InputDataError("the screen has no targets")
-    perts = [Perturbation([t], kind=kind, modality=modality, factor=factor, n_samples=n_samples, name=t)
+    perts = [Perturbation([t], kind=kind, modality=modality, factor=factor, n_samples=eng.n_samples, name=t)
              for t in targets]
     check_targets(perts, genes, peaks, tf_peaks, on_unknown)  # unknown targets raise before any work
+    n_feat = len(peaks if perts[0].source == "rna" else genes)
+    n_groups = max(int(pd.unique(lab.to_numpy()).size), 1)
+    keep = outp.resolved_keep(len(targets) * n_groups * n_feat)
+    if keep != outp.keep_effects:
+        logger.info("screen: keep_effects='auto' -> %r (%d targets x %d groups x %d features)", keep, len(targets),
+                    n_groups, n_feat)
     config = {"kind": kind, "modality": modality, "factor": perts[0].factor, "groupby": groupby,
-              "n_samples": n_samples, "seed": seed, "test": test, "alpha": alpha, "n_top": n_top, "min_effect": min_effect,
-              "controls": ctrl_names if ctrl_names is not None else n_ctrl,
-              "keep_effects": keep_effects, "translate_kwargs": translate_kwargs or {}, "use_labels": use_labels,
-              "n_cells": int(mdata.n_obs), "readout": readout, "n_noise": int(n_noise) if readout == "mean" else None}
-    out = Path(out_dir) if out_dir is not None else None
+              "n_samples": eng.n_samples, "seed": eng.seed, "test": eng.test, "alpha": ctl.alpha, "n_top": outp.n_top,
+              "min_effect": ctl.min_effect, "controls": ctl.controls, "keep_effects": keep,
+              "translate_kwargs": eng.translate_kwargs, "use_labels": eng.use_labels, "n_cells": int(mdata.n_obs),
+              "readout": eng.readout, "n_noise": eng.n_noise if eng.readout == "mean" else None}
+    out = Path(outp.out_dir) if outp.out_dir is not None else None
     lock = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         lock = ScreenLock(out).acquire()
     try:
-        return _screen_locked(model, mdata, perts, out, config, genes, peaks, resume=resume, tf_peaks=tf_peaks,
-                              on_unknown=on_unknown, groupby=groupby, use_labels=use_labels, readout=readout,
-                              n_noise=n_noise, batch_rows=batch_rows, skip_unchanged=skip_unchanged,
-                              batch_targets=batch_targets, batch_size=batch_size, seed=seed, test=test,
-                              alpha=alpha, n_top=n_top, min_effect=min_effect, keep_effects=keep_effects,
-                              translate_kwargs=translate_kwargs, show_progress=show_progress,
-                              controls=(n_ctrl, ctrl_names), tfs=tfs, organism=organism)
+        return _screen_locked(model, mdata, perts, out, config, genes, peaks, eng=eng, ctl=ctl, outp=outp,
+                              keep=keep, chunk=outp.chunk_size(n_groups, n_feat), tf_peaks=tf_peaks,
+                              on_unknown=on_unknown, groupby=groupby, tfs=tfs, organism=organism)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf_peaks, on_unknown, groupby,
-                   use_labels, readout, n_noise, batch_rows, skip_unchanged, batch_targets, batch_size, seed, test,
-                   alpha, n_top, min_effect, keep_effects, translate_kwargs, show_progress, controls=(0, None),
-                   tfs=None, organism=None):
-    import time
+_CHUNK = re.compile(r"chunk-(\d+)$")
 
-    from ._effects import build_edits, effects_table, pca_basis, state_table
+
+def _next_chunk(done: dict[str, str]) -> int:
+    """Index of the next chunk file: one past the chunks ``done.json`` names (a chunk a killed run
+    wrote but did not list is rewritten)."""
+    ks = [int(m.group(1)) for m in (_CHUNK.match(s) for s in set(done.values())) if m]
+    return max(ks) + 1 if ks else 0
+
+
+def _join(results: list) -> Any:
+    """The per-edit ``EngineResult`` of :func:`~._engine.iter_results` joined into one (``E`` edits)."""
+    from ._base import EngineResult
+
+    fields = ("diff_sum", "ctrl_sum", "n_cells", "zdiff_sum", "type_changed", "new_type", "diff_sq", "diff_absmax",
+              "n_changed")
+    r0 = results[0]
+    return EngineResult(**{**vars(r0), "names": [n for r in results for n in r.names], **{
+        f: None if getattr(r0, f) is None else np.concatenate([getattr(r, f) for r in results]) for f in fields}})
+
+
+def _summarise_blocks(perts, groups, gcol: str, features, l2, effect, fdr, sig, *, alpha: float,
+                      n_top: int) -> pd.DataFrame:
+    """:func:`summarise_effects` of a control-calibrated effects table laid out in ``m`` blocks of
+    ``F`` features (``m x F`` arrays), vectorised over the blocks; the same rows and values."""
+    m, F = l2.shape
+    with np.errstate(invalid="ignore"):
+        sig_t = fdr <= alpha if fdr is not None else np.zeros((m, F), bool)
+        up_m, down_m = sig & (l2 > 0), sig & (l2 < 0)
+    features = np.asarray(features, dtype=object)
+
+    def tops(mask, key):
+        out = [""] * m
+        for i in np.flatnonzero(mask.any(axis=1)):
+            ix = np.flatnonzero(mask[i])
+            ix = ix[np.argsort(key[i, ix], kind="stable")[:n_top]]
+            out[i] = ";".join(map(str, features[ix]))
+        return out
+
+    summ = pd.DataFrame({
+        "perturbation": np.asarray(perts, dtype=object), gcol: np.asarray(groups, dtype=object),
+        "n_features": np.full(m, F, np.int64), "n_sig": sig.sum(axis=1).astype(np.int64),
+        "n_up": up_m.sum(axis=1).astype(np.int64), "n_down": down_m.sum(axis=1).astype(np.int64),
+        "top_up": tops(up_m, -l2), "top_down": tops(down_m, l2),
+        "max_abs_effect": np.abs(effect).max(axis=1) if F else np.full(m, np.nan),
+        "n_sig_t": sig_t.sum(axis=1).astype(np.int64),
+        "max_abs_log2fc": np.abs(l2).max(axis=1) if F else np.full(m, np.nan)})
+    return summ
+
+
+def _chunk_tables(res, calib, basis, features, *, gcol: str, test: str, meta: dict, alpha: float, n_top: int,
+                  min_effect: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Calibrated effects, calibrated state and summary of the targets of one joined ``EngineResult``,
+    vectorised over the chunk (the tables :meth:`ControlCalibration.effects` / ``.state`` and
+    :func:`summarise_effects` give target by target)."""
+    from ._controls import log2_effect
+    from ._effects import effects_table, state_table
+
+    e = effects_table(res, features, test=test, group_col=gcol)
+    st = state_table(res, basis, group_col=gcol)
+    if len(st):
+        kinds = st["perturbation"].map(lambda n: meta[n][0])
+        st["kind"], st["modality"] = kinds.to_numpy(), st["perturbation"].map(lambda n: meta[n][1]).to_numpy()
+    st = calib.state(st)
+    F = len(features)
+    if not len(e) or F == 0 or len(e) % F:
+        e = calib.effects(e)
+        return e, st, summarise_effects(e, st, alpha=alpha, n_top=n_top, min_effect=min_effect)
+    m = len(e) // F
+    perts, groups = e["perturbation"].to_numpy()[::F], e[gcol].to_numpy()[::F]
+    l2 = log2_effect(e["ctrl_mean"].to_numpy(), e["pert_mean"].to_numpy(), str(e["readout"].iloc[0])).reshape(m, F)
+    z, p, q, nc = calib.block_effects(l2, perts, groups, features)
+    with np.errstate(invalid="ignore"):
+        sig = (q <= calib.alpha) & (np.abs(l2) >= calib.min_effect)
+    e["log2fc"] = l2.ravel()
+    e["z_vs_controls"] = z.ravel()
+    e["p_vs_controls"] = p.ravel()
+    e["fdr_vs_controls"] = q.ravel()
+    e["significant"] = sig.ravel()
+    e["n_controls"] = np.repeat(nc, F)
+    fdr = e["fdr"].to_numpy(np.float64).reshape(m, F) if "fdr" in e else None
+    summ = _summarise_blocks(perts, groups, gcol, features, l2, e["effect"].to_numpy(np.float64).reshape(m, F),
+                             fdr, sig, alpha=alpha, n_top=n_top)
+    if len(st) and len(summ):
+        summ = summ.merge(st[[c for c in st.columns if c != "n_samples"]], on=["perturbation", gcol], how="left")
+    return e, st, summ
+
+
+def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, eng: EngineOptions, ctl: ControlOptions,
+                   outp: OutputOptions, keep: str, chunk: int, tf_peaks, on_unknown, groupby, tfs=None,
+                   organism=None):
+    from ._effects import build_edits, pca_basis
     from ._spec import resolve_targets
 
     gcol = group_column(groupby)
+    alpha, n_top, min_effect = ctl.alpha, outp.n_top, ctl.min_effect
     done: dict[str, str] = {}
     if out is not None:
         cfg_file = out / _CONFIG
-        if resume and cfg_file.exists():
+        if outp.resume and cfg_file.exists():
             try:
                 old = json.loads(cfg_file.read_text())
                 if not isinstance(old, dict):
@@ -505,9 +606,10 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
             done = _read_done(out)
         _remove_leftovers(out)
         atomic_write_json(cfg_file, config)
-        if not resume or not (out / _DONE).exists():  # the index exists before any result
+        if not outp.resume or not (out / _DONE).exists():  # the index exists before any result
             atomic_write_json(out / _DONE, {"done": {}})
-        bad = {t: why for t, why in ((t, _damaged(out, stem)) for t, stem in done.items()) if why}
+        bad_stems = {stem: why for stem, why in ((s, _damaged(out, s)) for s in dict.fromkeys(done.values())) if why}
+        bad = {t: bad_stems[stem] for t, stem in done.items() if stem in bad_stems}
         if bad:
             import warnings
 
@@ -533,104 +635,123 @@ def _screen_locked(model, mdata, perts, out, config, genes, peaks, *, resume, tf
         with atomic_path(out / "report.parquet") as tmp:
             report.to_parquet(tmp, index=False)
     todo = [p for p in runnable if p.name not in done]
-    summaries: dict[str, pd.DataFrame] = {}
-    last_write = {"t": 0.0, "cost": 0.0, "dirty": False}
-
-    def write_done(force: bool = False):
-        # done.json is rewritten at most ~10 % of the time (every target when it is cheap)
-        now = time.perf_counter()
-        if force or now - last_write["t"] >= 10 * last_write["cost"]:
-            atomic_write_json(out / _DONE, {"done": done})
-            last_write["cost"] = time.perf_counter() - now
-            last_write["t"] = time.perf_counter()
-            last_write["dirty"] = False
-        else:
-            last_write["dirty"] = True
-
-    calib = {"c": None}
-    ctrl_parts: dict[str, list] = {"effects": [], "state": []}
-
-    def emit(p, e, s, bar):
-        e, s = calib["c"].effects(e), calib["c"].state(s)
-        summ = summarise_effects(e, s, alpha=alpha, n_top=n_top, min_effect=min_effect)
-        summaries[p.name] = summ
-        if out is not None:
-            stem = _stem(p.name)
-            keep = e if keep_effects == "all" else (e[e["significant"]] if keep_effects == "significant"
-                                                    else e.iloc[:0])
-            with atomic_path(out / "effects" / f"{stem}.parquet") as tmp:
-                keep.reset_index(drop=True).to_parquet(tmp, index=False)
-            with atomic_path(out / "summary" / f"{stem}.parquet") as tmp:
-                summ.to_parquet(tmp, index=False)
-            done[p.name] = stem
-            write_done()
-        bar.update(1)
-
-    def controls_done():
-        from ._controls import ControlCalibration
-
-        ce = pd.concat(ctrl_parts["effects"], ignore_index=True) if ctrl_parts["effects"] else None
-        cs = pd.concat(ctrl_parts["state"], ignore_index=True) if ctrl_parts["state"] else None
-        calib["c"] = ControlCalibration(ce, cs, group_col=gcol, alpha=alpha, min_effect=min_effect)
-        if ce is not None:
-            # each control against the others: how many features the test calls for a null edit
-            csumm = summarise_effects(calib["c"].effects(ce), calib["c"].state(cs) if cs is not None else None,
-                                      alpha=alpha, n_top=n_top, min_effect=min_effect)
-            ctrl_parts["summary"] = csumm
-            if out is not None:
-                with atomic_path(out / "controls.parquet") as tmp:
-                    csumm.to_parquet(tmp, index=False)
-
+    summaries: list[pd.DataFrame] = []
+    ctrl_summary = pd.DataFrame()
     if todo:
-        from ._controls import control_perturbations
+        from ._controls import ControlCalibration, control_perturbations
 
-        inputs = prepare_inputs(model, mdata, perts[0].source, groupby=groupby, use_labels=use_labels)
-        readout_names = peaks if perts[0].source == "rna" else genes
-        cperts = control_perturbations(inputs, runnable, resolved, genes, peaks, n=controls[0], names=controls[1],
-                                       seed=seed, groupby=groupby, tfs=tfs, organism=organism)
+        inputs = prepare_inputs(model, mdata, perts[0].source, groupby=groupby, use_labels=eng.use_labels)
+        features = peaks if perts[0].source == "rna" else genes
+        cperts = control_perturbations(inputs, runnable, resolved, genes, peaks, n=ctl.n_controls, names=ctl.names,
+                                       seed=eng.seed, groupby=groupby, tfs=tfs, organism=organism)
         cres = [resolve_targets(p, genes, peaks, tf_peaks=tf_peaks, on_unknown="report")[0] for p in cperts]
         bar = progress(total=len(runnable), initial=len(runnable) - len(todo), desc="screen", unit="target",
-                       disable=not show_progress)
+                       disable=not outp.show_progress)
+        k_next = _next_chunk(done)
         try:
             edits, kept = build_edits(model, inputs, cperts + todo, cres + [resolved[p.name] for p in todo], groupby)
             cnames = {p.name for p in cperts}
             n_c = sum(1 for p in kept if p.name in cnames)
             meta = {p.name: (p.kind, p.modality) for p in kept}
-            it = iter_results(model, inputs, edits, **engine_options(
-                model, readout, n_noise=n_noise, n_samples=perts[0].n_samples, seed=seed, batch_rows=batch_rows,
-                batch_size=batch_size, batch_targets=batch_targets, translate_kwargs=translate_kwargs,
-                skip_unchanged=skip_unchanged))
+            it = iter_results(model, inputs, edits, **eng.engine_kwargs(model))
             _, ctrl = next(it)
-            basis = pca_basis(ctrl.ctrl_profiles)
+            basis = pca_basis(ctrl.ctrl_profiles)  # once per screen, shared by every chunk
+            tab = dict(gcol=gcol, test=eng.test, meta=meta, alpha=alpha, n_top=n_top, min_effect=min_effect)
+            calib = None
+            ctrl_res: list = []
+            buf: list = []
+
+            def controls_done():
+                nonlocal calib, ctrl_summary
+                if not ctrl_res:
+                    calib = ControlCalibration(None, None, group_col=gcol, alpha=alpha, min_effect=min_effect)
+                    return
+                from ._effects import effects_table, state_table
+
+                r = _join(ctrl_res)
+                ce = effects_table(r, features, test=eng.test, group_col=gcol)
+                cs = state_table(r, basis, group_col=gcol)
+                if len(cs):
+                    cs["kind"] = cs["perturbation"].map(lambda n: meta[n][0]).to_numpy()
+                    cs["modality"] = cs["perturbation"].map(lambda n: meta[n][1]).to_numpy()
+                calib = ControlCalibration(ce, cs, group_col=gcol, alpha=alpha, min_effect=min_effect)
+                # each control against the others: how many features the test calls for a null edit
+                ctrl_summary = _chunk_tables(r, calib, basis, features, **tab)[2]
+                if out is not None:
+                    with atomic_path(out / "controls.parquet") as tmp:
+                        ctrl_summary.to_parquet(tmp, index=False)
+
+            def flush():
+                nonlocal k_next
+                if not buf:
+                    return
+                e, _, summ = _chunk_tables(_join(buf), calib, basis, features, **tab)
+                names = [n for r in buf for n in r.names]
+                buf.clear()
+                summaries.append(summ)
+                if out is not None:
+                    stem = f"chunk-{k_next:05d}"
+                    kept_e = e if keep == "all" else (e[e["significant"].to_numpy()] if keep == "significant"
+                                                      else e.iloc[:0])
+                    with atomic_path(out / "effects" / f"{stem}.parquet") as tmp:
+                        kept_e.reset_index(drop=True).to_parquet(tmp, index=False)
+                    with atomic_path(out / "summary" / f"{stem}.parquet") as tmp:
+                        summ.to_parquet(tmp, index=False)
+                    done.update({n: stem for n in names})
+                    atomic_write_json(out / _DONE, {"done": done})
+                    k_next += 1
+                bar.update(len(names))
+
             if n_c == 0:
                 controls_done()
             for ei, res in it:  # edits come back in order: the controls first
-                p = kept[ei]
-                e = effects_table(res, readout_names, test=test, group_col=gcol)
-                st = state_table(res, basis, group_col=gcol)
-                if len(st):
-                    st["kind"], st["modality"] = meta[p.name]
                 if ei < n_c:
-                    ctrl_parts["effects"].append(e)
-                    ctrl_parts["state"].append(st)
+                    ctrl_res.append(res)
                     if ei == n_c - 1:
                         controls_done()
                     continue
-                emit(p, e, st, bar)
+                buf.append(res)
+                if len(buf) >= chunk:
+                    flush()
+            flush()
         finally:
             bar.close()
-            if out is not None and last_write["dirty"]:
-                write_done(force=True)
     if out is not None:
         summary = load_screen(out, targets=[p.name for p in runnable], _write=True)
     else:
         from ._controls import add_state_fdr
 
-        frames = [summaries[p.name] for p in runnable if p.name in summaries]
+        frames = [f for f in summaries if len(f)]
         summary = add_state_fdr(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), alpha)
-        summary.attrs["controls"] = ctrl_parts.get("summary", pd.DataFrame())
+        summary.attrs["controls"] = ctrl_summary
     summary.attrs["report"] = report
     return summary
+
+
+def _read_targets(out: Path, done: dict[str, str], names: Sequence[str], sub: str, what: str) -> pd.DataFrame:
+    """The rows of ``names`` in the result files ``<sub>/<stem>.parquet`` (a chunk of several
+    targets, or one target's file of an earlier version), each file read once, in the order of ``names``."""
+    names = list(names)
+    if not names:
+        return pd.DataFrame()
+    by_stem: dict[str, list[str]] = {}
+    for t in names:
+        by_stem.setdefault(done[t], []).append(t)
+    frames = []
+    for stem, ts in by_stem.items():
+        label = f"{what} of " + ", ".join(repr(t) for t in ts[:3]) + (" ..." if len(ts) > 3 else "")
+        df = _read_result(out / sub / f"{stem}.parquet", label)
+        if len(df) and "perturbation" in df:
+            held = df["perturbation"].astype(str)
+            if not held.isin(ts).all():
+                df = df[held.isin(ts).to_numpy()]
+        frames.append(df)
+    res = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    if len(by_stem) > 1 and len(res) and "perturbation" in res:
+        pos = pd.Index(names).get_indexer(res["perturbation"].astype(str))
+        if (np.diff(pos) < 0).any():
+            res = res.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
+    return res
 
 
 def load_screen(out_dir: str | os.PathLike, targets: Sequence[str] | None = None, *, _write: bool = False) -> pd.DataFrame:
@@ -640,8 +761,7 @@ def load_screen(out_dir: str | os.PathLike, targets: Sequence[str] | None = None
     if not done and not (out / _DONE).exists():
         raise CheckpointError(f"{out} is not a screen directory (no {_DONE})")
     names = [t for t in (targets if targets is not None else done) if t in done]
-    frames = [_read_result(out / "summary" / f"{done[t]}.parquet", f"summary of {t!r}") for t in names]
-    summary = _finish_summary(out, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    summary = _finish_summary(out, _read_targets(out, done, names, "summary", "summary"))
     if _write:
         with atomic_path(out / "summary.parquet") as tmp:
             summary.to_parquet(tmp, index=False)
@@ -674,5 +794,4 @@ def load_screen_effects(out_dir: str | os.PathLike, target: str | Sequence[str] 
     missing = [t for t in names if t not in done]
     if missing:
         raise ScdxError(f"targets not finished in {out}: {missing[:10]}")
-    frames = [_read_result(out / "effects" / f"{done[t]}.parquet", f"effects of {t!r}") for t in names]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _read_targets(out, done, names, "effects", "effects")
