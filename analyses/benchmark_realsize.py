@@ -141,7 +141,8 @@ def _grn_steps(a, out: Path, st: Steps) -> list[dict]:
     for meth in a.methods:
         csv = out / f"grn_{meth}.csv"
         if a.grn_timeout <= 0:
-            r = st.run(f"extract_grn[{meth}]", lambda: _grn(str(model_dir), str(data_path), meth, a.grn_cells, str(csv), a.seed))
+            r = st.run(f"extract_grn[{meth}]", lambda: _grn(str(model_dir), str(data_path), meth, a.grn_cells, str(csv), a.seed,
+                                                             a.grn_types))
         else:
             cmd = [sys.executable, __file__, "--seed", str(a.seed), "--grn-mem-gb", str(a.grn_mem_gb),
                    "--grn-types", str(a.grn_types), "--grn-worker", str(model_dir), str(data_path), meth,
