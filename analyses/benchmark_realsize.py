@@ -70,8 +70,19 @@ class Steps:
         return out
 
 
-def _grn(model_dir: str, data: str, method: str, n_cells: int, out_csv: str, seed: int) -> dict:
-    """One method over every cell type (in this process); returns timing and the network size."""
+def _method_spec(spec: str) -> tuple[str, dict]:
+    """``name`` or ``name:key=value,key=value`` (e.g. ``knockout:knockout_engine=linear``)."""
+    name, _, opts = spec.partition(":")
+    kw = {}
+    for kv in filter(None, opts.split(",")):
+        k, v = kv.split("=", 1)
+        kw[k] = int(v) if v.lstrip("-").isdigit() else v
+    return name, kw
+
+
+def _grn(model_dir: str, data: str, method: str, n_cells: int, out_csv: str, seed: int, n_types: int = 0) -> dict:
+    """One method over every cell type (the first ``n_types`` when > 0; in this process); returns timing
+    and the network size."""
     import mudata
 
     import scdiffx_grn as scdx
@@ -81,9 +92,12 @@ def _grn(model_dir: str, data: str, method: str, n_cells: int, out_csv: str, see
     for mod in ("rna", "atac"):
         m.mod[mod].layers["counts"] = m.mod[mod].X
     model = scdx.ScDiffusionX.load(model_dir)
+    name, kw = _method_spec(method)
+    types = sorted(m.obs["cell_type"].astype(str).unique())
     t0 = time.perf_counter()
-    scdx.tl.extract_grn(model, m, method=method, groupby="cell_type", candidates="select_features",
-                        max_cells=n_cells, seed=seed, key_added="grn")
+    scdx.tl.extract_grn(model, m, method=name, groupby="cell_type", candidates="select_features",
+                        cell_types=types[:n_types] if n_types > 0 else None, max_cells=n_cells, seed=seed,
+                        key_added="grn", **kw)
     sec = time.perf_counter() - t0
     net = m.uns["grn"]["network"]
     net[["source", "target", "cell_type", "weight"]].to_csv(out_csv, index=False)
@@ -120,6 +134,46 @@ def _recovery(out: Path, methods: list[str], planted_csv: Path, cand) -> list[di
     return rows
 
 
+def _grn_steps(a, out: Path, st: Steps) -> list[dict]:
+    """Every method of ``a.methods`` over the cell types, each in its own process (unless ``--grn-timeout 0``)."""
+    model_dir, data_path = out / "model", out / "selected.h5mu"
+    grn_rows = []
+    for meth in a.methods:
+        csv = out / f"grn_{meth}.csv"
+        if a.grn_timeout <= 0:
+            r = st.run(f"extract_grn[{meth}]", lambda: _grn(str(model_dir), str(data_path), meth, a.grn_cells, str(csv), a.seed,
+                                                             a.grn_types))
+        else:
+            cmd = [sys.executable, __file__, "--seed", str(a.seed), "--grn-mem-gb", str(a.grn_mem_gb),
+                   "--grn-types", str(a.grn_types), "--grn-worker", str(model_dir), str(data_path), meth,
+                   str(a.grn_cells), str(csv)]
+            t0 = time.perf_counter()
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.grn_timeout)
+                lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+                if lines:
+                    r = json.loads(lines[-1][7:])
+                else:
+                    err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                    r = {"method": meth, "status": f"failed (exit {proc.returncode}): {err[:200]}",
+                         "seconds": round(time.perf_counter() - t0, 1)}
+            except subprocess.TimeoutExpired:
+                r = {"method": meth, "status": f"did not finish in {a.grn_timeout:.0f} s",
+                     "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"[realsize] extract_grn[{meth}]: {r}", flush=True)
+        grn_rows.append(r)
+    return grn_rows
+
+
+def _grn_md(grn_rows: list[dict], rec: list[dict]) -> list[str]:
+    md = ["| GRN method | status | seconds | types | s per type | peak RSS (MB) |", "|---|---|---:|---:|---:|---:|"]
+    md += [f"| {r['method']} | {r['status']} | {r.get('seconds', '')} | {r.get('n_types', '')} | "
+           f"{r.get('seconds_per_type', '')} | {r.get('peak_rss_mb', '')} |" for r in grn_rows]
+    md += ["", "| scorer | pairs | planted | average precision |", "|---|---:|---:|---:|"]
+    md += [f"| {r['scorer']} | {r['n_pairs']} | {r['n_planted']} | {r['average_precision']} |" for r in rec]
+    return md
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cells", type=int, default=10_000)
@@ -133,6 +187,9 @@ def main(argv=None) -> dict:
     p.add_argument("--time-budget", type=float, default=1200.0, help="seconds of training (preset auto)")
     p.add_argument("--methods", nargs="*", default=list(METHODS))
     p.add_argument("--grn-cells", type=int, default=64, help="cells per type for the GRN (max_cells)")
+    p.add_argument("--grn-types", type=int, default=0, help="score the first N cell types only (0: all)")
+    p.add_argument("--grn-only", action="store_true",
+                   help="reuse <out>/model and <out>/selected.h5mu of an earlier run: GRN steps and recovery only")
     p.add_argument("--grn-timeout", type=float, default=600.0,
                    help="seconds per GRN method (own process); 0: run in this process without a limit")
     p.add_argument("--grn-mem-gb", type=float, default=8.0,
@@ -148,7 +205,7 @@ def main(argv=None) -> dict:
         if a.grn_mem_gb > 0:
             lim = int(a.grn_mem_gb * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-        res = _grn(md, data, meth, int(n), csv, a.seed)
+        res = _grn(md, data, meth, int(n), csv, a.seed, a.grn_types)
         print("RESULT " + json.dumps(res), flush=True)
         return res
 
@@ -162,6 +219,20 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     st = Steps()
+    if a.grn_only:
+        import mudata
+
+        mudata.set_options(pull_on_update=False)
+        cand = mudata.read_h5mu(out / "selected.h5mu").uns["select_features"]["candidates"]
+        grn_rows = _grn_steps(a, out, st)
+        rec = _recovery(out, [r["method"] for r in grn_rows if r.get("status") == "done"], out / "planted_links.csv",
+                        cand)
+        res = {"args": vars(a), "grn": grn_rows, "recovery": rec}
+        (out / "realsize_grn.json").write_text(json.dumps(res, indent=1, default=str))
+        md = _grn_md(grn_rows, rec)
+        (out / "realsize_grn.md").write_text("\n".join(md) + "\n")
+        print("\n".join(md), flush=True)
+        return res
     h5 = out / "filtered_feature_bc_matrix.h5"
     labels_csv, planted_csv = out / "cell_types.csv", out / "planted_links.csv"
 
@@ -232,29 +303,7 @@ def main(argv=None) -> dict:
     del model
     gc.collect()
 
-    grn_rows = []
-    for meth in a.methods:
-        csv = out / f"grn_{meth}.csv"
-        if a.grn_timeout <= 0:
-            r = st.run(f"extract_grn[{meth}]", lambda: _grn(str(model_dir), str(data_path), meth, a.grn_cells, str(csv), a.seed))
-        else:
-            cmd = [sys.executable, __file__, "--seed", str(a.seed), "--grn-mem-gb", str(a.grn_mem_gb), "--grn-worker", str(model_dir), str(data_path), meth,
-                   str(a.grn_cells), str(csv)]
-            t0 = time.perf_counter()
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.grn_timeout)
-                lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-                if lines:
-                    r = json.loads(lines[-1][7:])
-                else:
-                    err = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                    r = {"method": meth, "status": f"failed (exit {proc.returncode}): {err[:200]}",
-                         "seconds": round(time.perf_counter() - t0, 1)}
-            except subprocess.TimeoutExpired:
-                r = {"method": meth, "status": f"did not finish in {a.grn_timeout:.0f} s",
-                     "seconds": round(time.perf_counter() - t0, 1)}
-            print(f"[realsize] extract_grn[{meth}]: {r}", flush=True)
-        grn_rows.append(r)
+    grn_rows = _grn_steps(a, out, st)
     rec = _recovery(out, [r["method"] for r in grn_rows if r.get("status") == "done"], planted_csv, cand)
     res = {"args": vars(a), "shape": shape, "selection": counts, "default_model_all_features": default_size,
            "model": {**size, **arch, "checkpoint_mb_on_disk": round(ckpt_mb, 1)},
@@ -263,11 +312,7 @@ def main(argv=None) -> dict:
     (out / "realsize.json").write_text(json.dumps(res, indent=1, default=str))
     md = ["| step | seconds | peak RSS (MB) |", "|---|---:|---:|"]
     md += [f"| {r['step']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in st.rows]
-    md += ["", "| GRN method | status | seconds | s per type | peak RSS (MB) |", "|---|---|---:|---:|---:|"]
-    md += [f"| {r['method']} | {r['status']} | {r.get('seconds', '')} | {r.get('seconds_per_type', '')} | "
-           f"{r.get('peak_rss_mb', '')} |" for r in grn_rows]
-    md += ["", "| scorer | pairs | planted | average precision |", "|---|---:|---:|---:|"]
-    md += [f"| {r['scorer']} | {r['n_pairs']} | {r['n_planted']} | {r['average_precision']} |" for r in rec]
+    md += [""] + _grn_md(grn_rows, rec)
     (out / "realsize.md").write_text("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     return res

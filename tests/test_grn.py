@@ -610,3 +610,145 @@ def test_extract_grn_group_invariant_to_other_groups():
         pd.testing.assert_frame_equal(shuffled[shuffled.cell_type == g][cols].reset_index(drop=True), part[cols])
     other = grn.network_table(grn.extract_grn(model, mdata, **{**kw, "seed": 5}), "grn")
     assert not np.array_equal(other["weight"], full["weight"])  # the seed does choose the cells
+
+
+# ----------------------------------------------------------------------------- closed-form / sparse scorers
+@pytest.fixture(scope="module")
+def tiny_trained():
+    """A tiny, briefly trained ScDiffusionX on the planted data, its ATAC inputs and candidate pairs."""
+    from scdiffx_grn.grn._scores import cond_for, model_inputs
+
+    model_mod = pytest.importorskip("scdiffx_grn.model")
+    mdata, cand, _ = _planted_mdata(n_cells=40)
+    model_mod.ScDiffusionX.setup_mudata(mdata, labels=["cell_type"])
+    model = model_mod.ScDiffusionX(mdata, width=16, n_layers=1, n_heads=2, latent_dim=8, token_dim=2)
+    model.train(ae_epochs=2, diffusion_steps=20, batch_size=32, seed=0, device="cpu")
+    idx = np.arange(9)
+    _, Xa = model_inputs(model, mdata)
+    small = cand[cand.gene.isin(["g0", "g1", "g5", "g7"])].reset_index(drop=True)
+    return model, Xa[idx], cond_for(model, mdata, idx), small, np.asarray(mdata.obs_names)[idx]
+
+
+def _ig_reference(model, X_atac, cond, pairs, *, baseline, n_steps, translate_steps, names):
+    """The previous all-genes IG: per latent dimension a backward pass and a forward-mode product, the
+    (rows x pairs) products gathered densely; the reference of the closed form."""
+    import torch
+    from captum.attr._utils.approximation_methods import approximation_parameters
+
+    from scdiffx_grn._modelio import dense_rows, eval_mode, translate
+    from scdiffx_grn.grn._scores import _decoder_jvp, _ig_baseline, _pair_index, _translate_kw
+
+    gpos, ppos = _pair_index(model, pairs)
+    kw = _translate_kw("mean", "ddim", translate_steps)
+    step_fn, alpha_fn = approximation_parameters("gausslegendre")
+    steps = torch.tensor(step_fn(n_steps), dtype=torch.float32)
+    alphas = torch.tensor(alpha_fn(n_steps), dtype=torch.float32)
+    genes = np.unique(gpos)
+    gi = torch.as_tensor(pd.Index(genes).get_indexer(gpos))
+    pp = torch.as_tensor(ppos)
+    acc = np.zeros(len(pairs))
+    with eval_mode(model):
+        x = model.atac_tensor(dense_rows(X_atac, np.arange(X_atac.shape[0])))
+        b = x.shape[0]
+        xb = _ig_baseline(model, X_atac, baseline)
+        base = torch.zeros_like(x) if xb is None else xb.expand_as(x)
+        m = len(alphas)
+        xin = (base[None] + alphas[:, None, None] * (x - base)[None]).reshape(m * b, -1).requires_grad_(True)
+        nin = model.cell_noise(names, 0, 0).repeat(m, 1)
+        cin = cond.repeat(m, 1) if cond is not None else None
+        w = (steps[:, None, None] * (x - base)[None]).reshape(m * b, -1)[:, pp]
+        with torch.enable_grad():
+            z = translate(model, "atac", xin, cin, nin, kw)
+            for d in range(z.shape[1]):
+                (gd,) = torch.autograd.grad(z[:, d].sum(), xin, retain_graph=True)
+                Dd = _decoder_jvp(model, z.detach(), torch.as_tensor(genes), d)
+                acc += (Dd[:, gi] * gd[:, pp] * w).sum(0).detach().double().numpy()
+    return acc / b
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "mean"])
+def test_ig_closed_form_equals_reference_and_chunking(tiny_trained, baseline):
+    """The closed-form IG (low-rank product read at (cell, pair) entries) equals the dense per-latent-dim
+    reference; cell chunks, entry chunks and the memory budget do not change the scores."""
+    from scdiffx_grn.grn._scores import ig_scores
+
+    model, Xa, cond, small, names = tiny_trained
+    kw = dict(baseline=baseline, n_steps=5, translate_steps=3, cell_names=names)
+    ref = _ig_reference(model, Xa, cond, small, baseline=baseline, n_steps=5, translate_steps=3, names=names)
+    fast = ig_scores(model, Xa, cond, small, batch_size=4, **kw)
+    assert np.abs(ref).max() > 0
+    # the same float32 terms summed in another order: through both autoencoders and one denoiser call
+    # (posterior mean), the latent sum (8 terms) and the quadrature (5)
+    tol = model_float32_tol(ref, model, denoiser_calls=1, extra_terms=8 + 5)
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=tol)
+    for opts in ({"batch_size": 1, "pair_chunk": 1}, {"batch_size": 9, "pair_chunk": 7},
+                 {"batch_size": 64, "mem_budget_mb": 1e-6}):
+        np.testing.assert_allclose(ig_scores(model, Xa, cond, small, **opts, **kw), fast, rtol=0, atol=tol)
+    # a cell's score does not depend on its batch-mates: one cell alone == its share of the batch
+    one = ig_scores(model, Xa[2:3], cond[2:3], small, n_steps=5, translate_steps=3, cell_names=names[2:3],
+                    baseline="zeros")
+    ref1 = _ig_reference(model, Xa[2:3], cond[2:3], small, baseline="zeros", n_steps=5, translate_steps=3,
+                         names=names[2:3])
+    np.testing.assert_allclose(one, ref1, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("which", ["standin", "tiny"])
+def test_knockout_sparse_blocks_equal_dense(tiny_trained, which):
+    """Sparse-block knockout (only open (cell, peak) edits, rows built per call) equals the dense reference
+    (every peak closed in every cell through close_peaks_effect); call sizes do not change it."""
+    from conftest import float32_tol
+
+    from scdiffx_grn.grn._scores import cond_for, knockout_scores, model_inputs
+
+    if which == "tiny":
+        model, Xa, cond, small, names = tiny_trained
+        # an effect is a difference of two readouts log1p(1e4 rho) <= log1p(1e4): float32 noise at that scale
+        tol = model_float32_tol(np.log1p(1e4), model, denoiser_calls=1)
+    else:  # the stand-in: peak k drives gene k strongly (effects of order 1)
+        mdata, cand, _ = _planted_mdata(n_cells=30)
+        model = StandInModel(mdata)
+        _, Xa = model_inputs(model, mdata)
+        cond, names = cond_for(model, mdata, np.arange(30)), np.asarray(mdata.obs_names)
+        small = cand[cand.gene.isin(["g0", "g1", "g5", "g20"])].reset_index(drop=True)
+        tol = float32_tol(np.log1p(1e4), Xa.shape[1] + 2 * model.config.latent_dim + len(model.rna_var_names))
+    kw = dict(cell_names=names, n_steps=3)
+    dense = knockout_scores(model, Xa, cond, small, skip_closed=False, **kw)
+    sparse = knockout_scores(model, Xa, cond, small, **kw)
+    assert np.abs(dense).max() > (100 * tol if which == "standin" else 0)
+    np.testing.assert_allclose(sparse, dense, rtol=0, atol=tol)
+    for opts in ({"batch_rows": 1}, {"batch_rows": 5, "batch_size": 2}, {"mem_budget_mb": 1e-6}):
+        np.testing.assert_allclose(knockout_scores(model, Xa, cond, small, **opts, **kw), sparse, rtol=0, atol=tol)
+    # a peak closed in every cell has no effect: exactly 0
+    closed = np.asarray((Xa > 0).sum(0)).ravel() == 0
+    peaks = np.asarray(model.atac_var_names)
+    if closed.any():
+        assert (sparse[small.peak.isin(peaks[closed]).to_numpy()] == 0).all()
+    with pytest.raises(OptionError, match="engine"):
+        knockout_scores(model, Xa, cond, small, engine="nope")
+
+
+def test_knockout_linear_is_first_order(tiny_trained):
+    """engine='linear' is x_p * dy_g/dx_p at the cell's input (the first-order effect of closing p), from
+    the full per-cell Jacobian by autograd."""
+    import torch
+
+    from scdiffx_grn._modelio import dense_rows, eval_mode, translate
+    from scdiffx_grn.grn._scores import _log_expr, _pair_index, _translate_kw, knockout_scores
+
+    model, Xa, cond, small, names = tiny_trained
+    lin = knockout_scores(model, Xa, cond, small, engine="linear", cell_names=names, n_steps=3)
+    gpos, ppos = _pair_index(model, small)
+    kw = _translate_kw("mean", "ddim", 3)
+    ref = np.zeros(len(small))
+    with eval_mode(model):
+        for i in range(Xa.shape[0]):
+            x = model.atac_tensor(dense_rows(Xa, [i]))
+            f = lambda xx: _log_expr(model.decode_rna(translate(model, "atac", xx, cond[i:i + 1],
+                                                                model.cell_noise(names[i:i + 1], 0, 0), kw)))[0]
+            J = torch.autograd.functional.jacobian(f, x)[:, 0]  # genes x peaks
+            ref += (x[0, ppos] * J[gpos, ppos]).double().numpy()
+    ref /= Xa.shape[0]
+    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(lin, ref, rtol=0, atol=model_float32_tol(ref, model, denoiser_calls=1, extra_terms=8))
+    with pytest.raises(OptionError, match="n_samples"):
+        knockout_scores(model, Xa, cond, small, engine="linear", n_samples=2)

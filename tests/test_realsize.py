@@ -279,6 +279,11 @@ def test_benchmark_realsize_runs_end_to_end_at_small_scale(tmp_path):
     assert {r["scorer"] for r in res["recovery"]} >= {"distance baseline (-|distance|)", "knockout"}
     assert json.loads((tmp_path / "realsize.json").read_text())["shape"]["cells"] == 120
     assert (tmp_path / "realsize.md").read_text().startswith("| step |")
+    # the GRN steps alone on the saved model and data: every scorer (closed-form IG, first-order knockout)
+    again = mod.main(["--grn-only", "--grn-cells", "8", "--grn-types", "1", "--grn-timeout", "0", "--methods",
+                      "integrated_gradients", "knockout:knockout_engine=linear", "--out", str(tmp_path)])
+    assert [(g["status"], g["n_types"]) for g in again["grn"]] == [("done", 1), ("done", 1)]
+    assert {r["scorer"] for r in again["recovery"]} >= {"integrated_gradients", "knockout:knockout_engine=linear"}
 
 
 @hg38

@@ -78,8 +78,8 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
       ``layers=None``, ``head_reduce="mean"``, ``noise_atac=False``.
     - ``"integrated_gradients"``: integrated gradients (captum's quadrature) of the ATAC -> RNA
       translated expression (log1p CP10k) of each candidate gene w.r.t. its candidate peaks,
-      averaged over cells; every gene at once through the latent Jacobian
-      (``ig_engine="jacobian"``) or one captum call per gene (``"captum"``, same numbers,
+      averaged over cells; in closed form over the candidate pairs through the latent Jacobians
+      (``ig_engine="jacobian"``: one Jacobian of each side per cell, memory-bounded chunks) or one captum call per gene (``"captum"``, same numbers,
       slower). Options: ``ig_baseline="zeros"`` (or ``"mean"``), ``ig_steps=16``,
       ``ig_engine``, ``sampler="ddim"``, ``translate_steps=10``, ``readout="mean"``.
     - ``"consensus"``: an evidence table per pair (``ev_distance`` prior, ``ev_correlation``
@@ -95,8 +95,10 @@ def extract_grn(model, mdata, *, method: str | Method = "attention", groupby: st
     - ``"knockout"``: in-silico closing of each candidate peak (``knockout_group="peak"``) or of
       all candidate peaks of a gene (``"gene"``); score = drop of translated expression
       (log1p CP10k), paired noise. Options: ``knockout_group``, ``sampler``,
-      ``translate_steps``, ``n_samples=1``, ``readout``. Cells where a peak is already closed are
-      skipped (exactly 0 effect).
+      ``translate_steps``, ``n_samples=1``, ``readout``, ``knockout_engine="exact"`` (only the
+      (cell, peak) edits where the peak is open are translated, in sparse blocks; cells where it is
+      already closed have exactly 0 effect) or ``"linear"`` (the first-order approximation
+      ``-x_p dy/dx_p`` in closed form, one Jacobian per cell; an approximation).
 
     ``readout`` (integrated gradients, knockout): ``"mean"`` the posterior mean (one denoiser call
     per cell for v / x0 / flow models; epsilon models run a DDIM trajectory of

@@ -214,7 +214,10 @@ KNOCKOUT = Method(
            choices=("peak", "gene"), kernel_arg="group"),
      _SAMPLER, Param("translate_steps", 10, "steps of the sampled translation", kernel_arg="n_steps",
                      check="positive_int"),
-     Param("n_samples", 1, "noise samples averaged", check="positive_int"), _READOUT),
+     Param("n_samples", 1, "noise samples averaged", check="positive_int"), _READOUT,
+     Param("knockout_engine", "exact", "'exact' (sparse blocks: every open (cell, peak) translated) or 'linear' "
+           "(first-order approximation -x_p dy/dx_p in closed form, knockout_group='peak')",
+           choices=("exact", "linear"), kernel_arg="engine")),
     "in-silico peak closing: drop of the translated expression (log1p CP10k), paired noise",
     inputs=("atac",), cell_names=True)
 
