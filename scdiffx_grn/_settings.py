@@ -99,11 +99,18 @@ _applied_threads: list[int] = []
 
 
 def _apply_threads() -> None:
-    """Set torch's intra-op threads to ``settings.threads`` (when set and not applied yet)."""
-    n = settings.threads
-    if n and (not _applied_threads or _applied_threads[-1] != n):
-        import torch
+    """Set torch's intra-op threads to ``settings.threads`` (when set and torch's count differs).
 
+    Compared with torch's own count each time, not with what was applied before: other OpenMP users in
+    the process (numba's threading layer, run by decoupler's kernels) reset the count to the number of
+    cores, so training, translation and the engines call this when they start.
+    """
+    n = settings.threads
+    if not n:
+        return
+    import torch
+
+    if torch.get_num_threads() != int(n):
         torch.set_num_threads(int(n))
         _applied_threads.append(int(n))
 

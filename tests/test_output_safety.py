@@ -622,6 +622,24 @@ def test_scdx_threads_is_read_by_the_python_api():
     assert out.stdout.strip() == "3"
 
 
+def test_scdx_threads_survive_an_openmp_reset_by_another_library():
+    # numba's OpenMP layer (decoupler's kernels) resets the process's thread count to the number of
+    # cores; training, translation and the engines put settings.threads back when they start
+    code = ("import scdiffx_grn as s, torch; from scdiffx_grn._settings import get_device, _apply_threads; "
+            "get_device('cpu'); torch.set_num_threads(2); _apply_threads(); print(torch.get_num_threads())")
+    env = {**os.environ, "SCDX_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+    import inspect
+
+    from scdiffx_grn.model import _train, _translate
+    from scdiffx_grn.perturb import _engine
+
+    for fn in (_train.Trainer.run, _translate.translate_cells, _engine.PairedEngine.__init__):
+        assert "_apply_threads()" in inspect.getsource(fn), fn
+
+
 def test_report_is_an_attribute():
     assert scdiffx_grn.report.run_demo is not None
     assert "report" in dir(scdiffx_grn)

@@ -220,6 +220,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ phases
     def run(self, *, ae_epochs: int, diffusion_steps: int, resume: bool):
+        from .._settings import _apply_threads
+
+        _apply_threads()  # other OpenMP users may have reset torch's thread count
         ck = self._load() if resume else None
         if resume and ck is None:
             logger.info("resume=True but no checkpoint found; starting from scratch")

@@ -54,6 +54,9 @@ def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n
     src, _ = split_direction(direction)
     require_paired(model, "translation")
     require_fitted(model)
+    from .._settings import _apply_threads
+
+    _apply_threads()
     readout = options.readout
     tgt_names = model.rna_var_names if src == "atac" else model.atac_var_names
     order = check_features(model, mdata, (src,))[src]

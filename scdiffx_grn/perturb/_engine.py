@@ -155,6 +155,9 @@ class PairedEngine:
                  skip_unchanged: bool = True, autocast: bool | None = None, max_targets_in_flight: int = 64):
         import torch
 
+        from .._settings import _apply_threads
+
+        _apply_threads()  # other OpenMP users (numba) may have reset torch's thread count
         check_option("readout", readout, READOUTS)
         self.kw = dict(translate_kwargs or {})
         if self.kw.setdefault("readout", readout) != readout:

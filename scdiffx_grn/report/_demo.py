@@ -380,7 +380,7 @@ def _grn_section(sec, cfg, model, mdata, groupby, state) -> None:
              .join(net.groupby(nc).size().rename("TF->gene edges").rename_axis(groupby), how="outer")
              .join(net.groupby(nc)["source"].nunique().rename("TFs").rename_axis(groupby), how="outer"))
     if "corr_p" in net:
-        # every type scores the same candidate edges; what differs is how many its own cells support
+        # each type keeps its own paths (peaks accessible, TFs expressed in its cells); how many edges its own cells support
         stats = stats.join(net.groupby(nc)["corr_p"].apply(lambda p: int((p < 0.05).sum()))
                            .rename("TF->gene edges with own-type p < 0.05").rename_axis(groupby), how="outer")
         stats["expected by chance (5 %)"] = (0.05 * stats["TF->gene edges"]).round()
