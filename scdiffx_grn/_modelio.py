@@ -13,7 +13,7 @@ stand-in models that lack optional attributes (``module``, ``setup``). Data is r
   ``model.cell_noise`` (the one noise convention of ``translate``, the perturbation engine and the
   GRN scores), :func:`cell_keys`, :func:`subsample_by_name`, :func:`torch_generator`;
 - :func:`eval_mode`: no dropout while scoring, training flag restored afterwards;
-- :class:`Edit`, :func:`translate`, :func:`readout`: in-silico edits of the source modality, the
+- :class:`Edit`, :func:`translate_inputs`, :func:`readout`: in-silico edits of the source modality, the
   translation of encoder inputs and its readout (the primitives of the paired engine,
   :class:`scdiffx_grn.perturb.PairedEngine`).
 """
@@ -33,7 +33,7 @@ from ._vocab import other_modality
 
 __all__ = ["model_features", "label_keys", "feature_layer", "feature_matrix", "model_inputs", "dense_rows",
            "cell_conditions", "cell_noise", "cell_keys", "subsample_by_name", "torch_generator", "eval_mode",
-           "readout", "translate", "Edit"]
+           "readout", "translate_inputs", "Edit"]
 
 
 # --------------------------------------------------------------------------- features and inputs
@@ -225,7 +225,7 @@ def readout(model, tgt: str, z):
     return model.decode_atac(z)
 
 
-def translate(model, src: str, x, cond, noise, translate_kwargs: dict | None = None):
+def translate_inputs(model, src: str, x, cond, noise, translate_kwargs: dict | None = None):
     """Target latent of encoder inputs ``x`` (``rna_tensor``/``atac_tensor`` output) of modality ``src``.
 
     Deterministic given ``noise``; differentiable when grad is enabled. ``translate_kwargs`` go to

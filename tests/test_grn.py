@@ -635,7 +635,7 @@ def _ig_reference(model, X_atac, cond, pairs, *, baseline, n_steps, translate_st
     import torch
     from captum.attr._utils.approximation_methods import approximation_parameters
 
-    from scdiffx_grn._modelio import dense_rows, eval_mode, translate
+    from scdiffx_grn._modelio import dense_rows, eval_mode, translate_inputs as translate
     from scdiffx_grn.grn._scores import _decoder_jvp, _ig_baseline, _pair_index, _translate_kw
 
     gpos, ppos = _pair_index(model, pairs)
@@ -732,7 +732,7 @@ def test_knockout_linear_is_first_order(tiny_trained):
     the full per-cell Jacobian by autograd."""
     import torch
 
-    from scdiffx_grn._modelio import dense_rows, eval_mode, translate
+    from scdiffx_grn._modelio import dense_rows, eval_mode, translate_inputs as translate
     from scdiffx_grn.grn._scores import _log_expr, _pair_index, _translate_kw, knockout_scores
 
     model, Xa, cond, small, names = tiny_trained

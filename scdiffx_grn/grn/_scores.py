@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import OptionError, ScdxError, UnknownFeatureError, _fmt_items
-from .._modelio import Edit, cell_conditions, eval_mode, torch_generator, translate
+from .._modelio import Edit, cell_conditions, eval_mode, torch_generator, translate_inputs
 from .._modelio import dense_rows as _dense
 from .._modelio import model_inputs as _model_inputs
 from .._vocab import READOUTS, check_option
@@ -203,7 +203,7 @@ def _names(cell_names, n: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ integrated gradients
 def _translate_rna(model, x_atac, cond, noise, kw):
-    return model.decode_rna(translate(model, "atac", x_atac, cond, noise, kw))
+    return model.decode_rna(translate_inputs(model, "atac", x_atac, cond, noise, kw))
 
 
 def _log_expr(rho):
@@ -308,7 +308,7 @@ def _jacobian_pair_sums(model, X_atac, cond, noise_all, lay: _PairLayout, alphas
             cin = c.repeat(m, 1) if c is not None else None
             dx = (x - base)[:, peaks_t]  # b x P: the IG weight (x_p - b_p) at the candidate peaks
             with torch.enable_grad():
-                z = translate(model, "atac", xin, cin, nin, kw)
+                z = translate_inputs(model, "atac", xin, cin, nin, kw)
                 L = z.shape[1]
                 B = torch.empty(m * b, L, P, dtype=torch.float32, device=dev)  # dz/dx at candidate peaks
                 for d in range(L):
@@ -507,7 +507,7 @@ def _knockout_sparse(model, X_atac, cond, lay: _PairLayout, *, readout: str, kw:
         x = _dense(X_atac, uc)[inv]
         x[np.arange(len(cols)), lay.peaks[cols]] = 0.0
         with eval_mode(model), torch.inference_mode():
-            z = eng.translate(x, cells)
+            z = eng.translate_rows(x, cells)
             zc = eng.z_ctrl[:, torch.as_tensor(cells, device=eng.dev)]
             d = (eng.read(z)[..., gsel] - eng.read(zc)[..., gsel]).double().sum(0).cpu().numpy()  # rows x G
         pr, pos = lay.pairs_of(cols)

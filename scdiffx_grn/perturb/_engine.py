@@ -205,7 +205,7 @@ class PairedEngine:
             return self._noise[:, torch.as_tensor(rows, device=self.dev)].flatten(0, 1)
         return torch.cat([m.cell_noise(names[rows], self.seed, k, device=self.dev) for k in range(self.K)])
 
-    def translate(self, x: np.ndarray, rows: np.ndarray):
+    def translate_rows(self, x: np.ndarray, rows: np.ndarray):
         """Translated latents ``(S, len(rows), L)`` of raw source inputs ``x`` of the engine's cells ``rows``."""
         import torch
 
@@ -240,7 +240,7 @@ class PairedEngine:
         for s in range(0, self.n, self.ctrl_cap):
             rows = np.arange(s, min(self.n, s + self.ctrl_cap))
             with self._ctx():
-                z = self.translate(dense_rows(self.X, rows), rows)
+                z = self.translate_rows(dense_rows(self.X, rows), rows)
                 y = self.read(z)
                 if z_all is None:
                     z_all = torch.empty(self.S, self.n, z.shape[2], device=self.dev)
@@ -293,7 +293,7 @@ class PairedEngine:
                 for ei, r, _ in buf:
                     x[off:off + len(r)] = edits[ei].apply(x[off:off + len(r)])
                     off += len(r)
-                z = self.translate(x, cells)
+                z = self.translate_rows(x, cells)
                 zc = self.z_ctrl[:, torch.as_tensor(cells, device=self.dev)]
                 d, zd = self.read(z) - self.read(zc), z - zc
             else:
