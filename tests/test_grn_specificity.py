@@ -226,8 +226,9 @@ def _two_type_regulation(seed: int = 0, n_per_type: int = 300, n_targets: int = 
     atac.layers["counts"] = atac.X.copy()
     mdata = md.MuData({"rna": rna, "atac": atac})
     mdata.obs["cell_type"] = ct
-    mdata.uns["grn"] = pd.DataFrame([(p, g, 1.0, c) for c in ("A", "B") for p, g in zip(peaks, targets)],
-                                    columns=["source", "target", "weight", "cell_type"])
+    pg = pd.DataFrame([(p, g, 1.0, c) for c in ("A", "B") for p, g in zip(peaks, targets)],
+                      columns=["source", "target", "weight", "cell_type"])
+    mdata.uns["grn"] = {"params": {"groupby": "cell_type", "group_column": "cell_type"}, "network": pg}
     tp = pd.DataFrame([(t, p) for t in ("t0", "t1") for p in peaks], columns=["tf", "peak"])
     return mdata, tp, targets[:n_targets], targets[n_targets:]
 
