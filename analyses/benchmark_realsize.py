@@ -13,13 +13,19 @@ symbols and TSSs, 10x-like sparsity, planted peak -> gene links; default 10,000 
    features (``--grn-cells`` cells per type), each method in its own process with ``--grn-timeout``
    seconds: a method that does not finish (or runs out of memory) is reported as such, with its time;
 5. recovery of the planted links among the candidate pairs (average precision) by each method and by the
-   distance baseline (``-|distance|``).
+   distance baseline (``-|distance|``);
+6. ``tl.screen`` of every TF among the kept genes (``--screen-tfs``; knockout, posterior mean, matched
+   controls, per-target summaries: ``keep_effects="auto"``) in its own process with ``--screen-timeout``
+   seconds. The screen folder is resumable: a screen stopped by the timeout reports how many TFs it
+   finished in that time (a measured rate, not an extrapolation), the output size on disk and the
+   worker's peak RSS.
 
 Time (wall) and peak RSS (``resource.getrusage``, the process's maximum so far; a GRN worker's own
 maximum) are printed after every step and written to ``<out>/realsize.json`` and ``<out>/realsize.md``.
 
     python analyses/benchmark_realsize.py --out results/realsize --time-budget 1200
     python analyses/benchmark_realsize.py --cells 300 --genes 2000 --peaks 5000 --out /tmp/rs --time-budget 10
+    python analyses/benchmark_realsize.py --out results/realsize --screen-only --screen-timeout 1800
 """
 
 from __future__ import annotations
@@ -105,6 +111,70 @@ def _grn(model_dir: str, data: str, method: str, n_cells: int, out_csv: str, see
     return {"method": method, "status": "done", "seconds": round(sec, 2), "n_types": n_types,
             "seconds_per_type": round(sec / max(n_types, 1), 2), "n_edges": int(len(net)),
             "peak_rss_mb": round(_now_rss_mb("VmHWM"), 1)}
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
+
+
+def _screen(model_dir: str, data: str, out_dir: str, n_tfs: int, seed: int) -> dict:
+    """``tl.screen`` of the TFs among the model's genes (the first ``n_tfs`` alphabetically when > 0), every
+    cell type, in this process; resumable in ``out_dir``."""
+    import mudata
+
+    import scdiffx_grn as scdx
+
+    mudata.set_options(pull_on_update=False)
+    m = mudata.read_h5mu(data)
+    for mod in ("rna", "atac"):
+        m.mod[mod].layers["counts"] = m.mod[mod].X
+    model = scdx.ScDiffusionX.load(model_dir)
+    tfs = scdx.datasets.tf_list(model.rna_var_names, organism="human", source="collectri", order="name")
+    tfs = tfs[:n_tfs] if n_tfs > 0 else tfs
+    Path(out_dir).parent.joinpath("screen_targets.json").write_text(json.dumps(tfs))  # for a stopped run's report
+    t0 = time.perf_counter()
+    summ = scdx.tl.screen(model, m, targets=tfs, groupby="cell_type", out_dir=out_dir, seed=seed,
+                          show_progress=False)
+    sec = time.perf_counter() - t0
+    return {"status": "done", "seconds": round(sec, 1), "n_tfs": len(tfs), "n_done": len(tfs),
+            "summary_rows": int(len(summ)), "n_significant": int(summ["n_sig"].sum()) if "n_sig" in summ else None,
+            "output_mb": round(_dir_mb(Path(out_dir)), 1), "peak_rss_mb": round(_now_rss_mb("VmHWM"), 1)}
+
+
+def _screen_step(a, out: Path) -> dict:
+    """The TF screen in its own process (``--screen-timeout`` seconds; 0: in this process)."""
+    model_dir, data_path, sdir = out / "model", out / "selected.h5mu", out / "screen_tfs"
+    if a.screen_timeout <= 0:
+        r = _screen(str(model_dir), str(data_path), str(sdir), a.screen_tfs, a.seed)
+    else:
+        cmd = [sys.executable, __file__, "--seed", str(a.seed), "--screen-worker", str(model_dir), str(data_path),
+               str(sdir), str(a.screen_tfs)]
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.screen_timeout)
+            lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if lines:
+                r = json.loads(lines[-1][7:])
+            else:
+                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                r = {"status": f"failed (exit {proc.returncode}): {err[:200]}",
+                     "seconds": round(time.perf_counter() - t0, 1)}
+        except subprocess.TimeoutExpired:
+            done = json.loads((sdir / "done.json").read_text()).get("done", {}) if (sdir / "done.json").exists() else {}
+            tgt = out / "screen_targets.json"
+            r = {"status": f"stopped at {a.screen_timeout:.0f} s (resumable)", "n_done": len(done),
+                 "n_tfs": len(json.loads(tgt.read_text())) if tgt.exists() else None,
+                 "seconds": round(time.perf_counter() - t0, 1), "output_mb": round(_dir_mb(sdir), 1)}
+    if r.get("n_done"):
+        r["seconds_per_tf"] = round(r["seconds"] / r["n_done"], 2)
+    print(f"[realsize] screen of the TFs: {r}", flush=True)
+    return r
+
+
+def _screen_md(r: dict) -> list[str]:
+    return ["| TF screen | TFs done | seconds | s per TF | output (MB) | peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|",
+            f"| {r['status']} | {r.get('n_done', '')} of {r.get('n_tfs', '?')} | {r.get('seconds', '')} | "
+            f"{r.get('seconds_per_tf', '')} | {r.get('output_mb', '')} | {r.get('peak_rss_mb', '')} |"]
 
 
 def _recovery(out: Path, methods: list[str], planted_csv: Path, cand) -> list[dict]:
@@ -198,6 +268,12 @@ def main(argv=None) -> dict:
                    help="model size overrides, e.g. width=16 n_layers=1 (default: the model's default sizes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/realsize")
+    p.add_argument("--screen-tfs", type=int, default=0,
+                   help="TFs to screen (the first N alphabetically; 0: every TF among the kept genes; -1: no screen)")
+    p.add_argument("--screen-timeout", type=float, default=1800.0,
+                   help="seconds for the TF screen's own process (0: in this process, no limit)")
+    p.add_argument("--screen-only", action="store_true", help="only the TF screen, on the saved model and data")
+    p.add_argument("--screen-worker", nargs=4, metavar=("MODEL", "DATA", "OUT", "N"), help=argparse.SUPPRESS)
     p.add_argument("--grn-worker", nargs=5, metavar=("MODEL", "DATA", "METHOD", "CELLS", "CSV"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.grn_worker:
@@ -206,6 +282,11 @@ def main(argv=None) -> dict:
             lim = int(a.grn_mem_gb * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
         res = _grn(md, data, meth, int(n), csv, a.seed, a.grn_types)
+        print("RESULT " + json.dumps(res), flush=True)
+        return res
+    if a.screen_worker:
+        md, data, sdir, n = a.screen_worker
+        res = _screen(md, data, sdir, int(n), a.seed)
         print("RESULT " + json.dumps(res), flush=True)
         return res
 
@@ -219,6 +300,12 @@ def main(argv=None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     st = Steps()
+    if a.screen_only:
+        r = _screen_step(a, out)
+        (out / "realsize_screen.json").write_text(json.dumps({"args": vars(a), "screen": r}, indent=1, default=str))
+        (out / "realsize_screen.md").write_text("\n".join(_screen_md(r)) + "\n")
+        print("\n".join(_screen_md(r)), flush=True)
+        return {"screen": r}
     if a.grn_only:
         import mudata
 
@@ -305,14 +392,15 @@ def main(argv=None) -> dict:
 
     grn_rows = _grn_steps(a, out, st)
     rec = _recovery(out, [r["method"] for r in grn_rows if r.get("status") == "done"], planted_csv, cand)
+    scr = _screen_step(a, out) if a.screen_tfs >= 0 else None
     res = {"args": vars(a), "shape": shape, "selection": counts, "default_model_all_features": default_size,
            "model": {**size, **arch, "checkpoint_mb_on_disk": round(ckpt_mb, 1)},
-           "training": plan, "steps": st.rows, "grn": grn_rows, "recovery": rec,
+           "training": plan, "steps": st.rows, "grn": grn_rows, "recovery": rec, "screen": scr,
            "peak_rss_mb": round(_rss_mb(), 1), "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0)}
     (out / "realsize.json").write_text(json.dumps(res, indent=1, default=str))
     md = ["| step | seconds | peak RSS (MB) |", "|---|---:|---:|"]
     md += [f"| {r['step']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in st.rows]
-    md += [""] + _grn_md(grn_rows, rec)
+    md += [""] + _grn_md(grn_rows, rec) + ([""] + _screen_md(scr) if scr else [])
     (out / "realsize.md").write_text("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     return res

@@ -267,8 +267,8 @@ def test_benchmark_realsize_runs_end_to_end_at_small_scale(tmp_path):
     spec.loader.exec_module(mod)
     res = mod.main(["--cells", "120", "--genes", "800", "--peaks", "2000", "--types", "2", "--links", "60",
                     "--n-top-genes", "100", "--n-latent-peaks", "200", "--time-budget", "1", "--grn-cells", "8",
-                    "--grn-timeout", "0", "--methods", "attention", "knockout",
-                    "--model-option", "width=16", "n_layers=1", "n_heads=2", "--out", str(tmp_path)])
+                    "--grn-timeout", "0", "--methods", "attention", "knockout", "--screen-tfs", "3",
+                    "--screen-timeout", "0", "--model-option", "width=16", "n_layers=1", "n_heads=2", "--out", str(tmp_path)])
     steps = [r["step"] for r in res["steps"]]
     assert steps[:4] == ["simulate + write h5 (not part of the workflow)", "read_multiome (10x h5)", "pp.qc",
                          "tl.select_features"]
@@ -279,6 +279,12 @@ def test_benchmark_realsize_runs_end_to_end_at_small_scale(tmp_path):
     assert {r["scorer"] for r in res["recovery"]} >= {"distance baseline (-|distance|)", "knockout"}
     assert json.loads((tmp_path / "realsize.json").read_text())["shape"]["cells"] == 120
     assert (tmp_path / "realsize.md").read_text().startswith("| step |")
+    scr = res["screen"]  # three TFs, every type, summaries and control calls, in this process
+    assert (scr["status"], scr["n_tfs"], scr["n_done"]) == ("done", 3, 3)
+    assert scr["summary_rows"] == 3 * 2 and scr["output_mb"] > 0 and "| TF screen |" in (tmp_path / "realsize.md").read_text()
+    # the screen alone, in its own process, resumes the finished folder (nothing recomputed)
+    alone = mod.main(["--screen-only", "--screen-tfs", "3", "--screen-timeout", "600", "--out", str(tmp_path)])
+    assert (alone["screen"]["status"], alone["screen"]["n_done"]) == ("done", 3)
     # the GRN steps alone on the saved model and data: every scorer (closed-form IG, first-order knockout)
     again = mod.main(["--grn-only", "--grn-cells", "8", "--grn-types", "1", "--grn-timeout", "0", "--methods",
                       "integrated_gradients", "knockout:knockout_engine=linear", "--out", str(tmp_path)])
