@@ -160,14 +160,16 @@ def mop_small(_mop_small_cached):
 
 # ----------------------------------------------------------------------------- the shared tiny model
 def _model_state(model) -> dict:
-    """What a test could change in a trained model: weights, config, registry, feature names, history."""
+    """What a test could change in a trained model: weights, config, registry, feature names, history,
+    translation calibration."""
     import copy
     import dataclasses
 
     return {"state": {k: v.detach().clone() for k, v in model.module.state_dict().items()},
             "config": dataclasses.asdict(model.config), "setup": copy.deepcopy(model.setup),
             "features": (list(model.rna_var_names), list(model.atac_var_names)),
-            "history": copy.deepcopy(model.history)}
+            "history": copy.deepcopy(model.history),
+            "translation_calibration": copy.deepcopy(getattr(model, "translation_calibration", {}))}
 
 
 def _mdata_state(mdata) -> dict:

@@ -1,7 +1,8 @@
 """Checkpoints: the model directory format, shipped checkpoints, save and load.
 
 A checkpoint is a directory with ``config.json`` (format version, :class:`ModelConfig`, the
-registry / setup the model was trained with, loss history), ``model.pt`` (the module's
+registry / setup the model was trained with, loss history, the translation calibration of
+:meth:`ScDiffusionX.calibrate_translation` if one was fitted), ``model.pt`` (the module's
 state_dict; loads with ``weights_only=True``) and the feature names (``rna_var_names.txt``,
 ``atac_var_names.txt``). It is written beside its final place and renamed when complete.
 """
@@ -65,6 +66,7 @@ def save_model(model, path: str | os.PathLike, *, overwrite: bool = False, half:
         torch.save(state, tmp / "model.pt")
         meta = {"format_version": FORMAT_VERSION, "config": model.config.to_dict(),
                 "setup": _jsonable(model.setup), "history": model.history,
+                "translation_calibration": _jsonable(getattr(model, "translation_calibration", {}) or {}),
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         (tmp / "rna_var_names.txt").write_text("\n".join(model.rna_var_names) + "\n")
@@ -111,6 +113,13 @@ def load_model(cls, path: str | os.PathLike, mdata=None, *, device: str | None =
         raise CheckpointError(f"{path / 'config.json'} has a bad model config: {e}") from None
     model.setup = meta.get("setup", {})
     model.history = meta.get("history", {"ae_loss": [], "diffusion_loss": []})
+    cal = meta.get("translation_calibration") or {}
+    if not isinstance(cal, dict):
+        raise CheckpointError(f"{path / 'config.json'}: translation_calibration must be a mapping")
+    from ._calibration import check_calibration_record
+
+    model.translation_calibration = {d: check_calibration_record(d, r, cfg.n_peaks, f"{path / 'config.json'}: ")
+                                     for d, r in cal.items()}
     try:
         model.rna_var_names = (path / "rna_var_names.txt").read_text().splitlines()
         model.atac_var_names = (path / "atac_var_names.txt").read_text().splitlines() if cfg.n_peaks else []

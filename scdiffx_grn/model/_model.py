@@ -27,7 +27,7 @@ from .._errors import OptionError, ScdxError
 from .._registry import log_normalize, registry
 from .._registry import setup_mudata as registry_setup_mudata
 from .._settings import get_device
-from .._vocab import READOUTS
+from .._vocab import READOUTS, check_option, split_direction
 from ._access import check_features, label_categories, label_indices, model_matrix, require_paired
 from ._access import subset_to_model as _subset_to_model
 from ._checkpoint import PRETRAINED, load_model, pretrained_path, save_model
@@ -71,6 +71,8 @@ class ScDiffusionX(TensorHooks):
     def __init__(self, mdata=None, config: ModelConfig | None = None, *, seed: int | None = None, **overrides):
         self.history: dict[str, list[float]] = {"ae_loss": [], "diffusion_loss": []}
         self.timing: dict[str, float] = {}
+        #: fitted translation calibrations by direction (:meth:`calibrate_translation`; saved with the model)
+        self.translation_calibration: dict[str, dict[str, Any]] = {}
         self._device = None
         if mdata is None:  # used by load()
             if config is None:
@@ -397,7 +399,7 @@ class ScDiffusionX(TensorHooks):
                   n_samples: int | None = None, n_noise: int = 4, sampler: str = "ddim", n_steps: int = 50,
                   seed: int = 0, labels: str | Mapping | pd.DataFrame | None = None, guidance_scale: float = 1.0,
                   source_guidance: float = 1.0, method: str = "conditional", recon_guidance: float = 0.0,
-                  batch_size: int = 512, return_samples: bool = False):
+                  batch_size: int = 512, return_samples: bool = False, calibrated: bool = False):
         """Translate one modality into the other, cell by cell (pairing kept).
 
         Parameters
@@ -442,6 +444,10 @@ class ScDiffusionX(TensorHooks):
             ``"conditional"`` (the observed latent given clean to the denoiser; default) or
             ``"inpaint"`` (joint denoising with the observed branch replaced by its noised latent,
             optionally with reconstruction guidance of weight ``recon_guidance``; samples readout).
+        calibrated
+            Apply the calibration fitted by :meth:`calibrate_translation` for this direction
+            (``"rna->atac"``, mean readout) to the peak probabilities. Off by default: a
+            calibration is used only when asked for, and asking without one fitted raises.
 
         Returns
         -------
@@ -458,8 +464,90 @@ class ScDiffusionX(TensorHooks):
         opts = SamplingOptions(sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale, readout=readout,
                                source_guidance=source_guidance, method=method,
                                recon_guidance=recon_guidance).checked(self.config)
+        calibration = None
+        if calibrated:
+            split_direction(direction)
+            calibration = self.translation_calibration.get(direction)
+            if calibration is None:
+                raise ScdxError(f"no translation calibration for {direction!r} (fitted: "
+                                f"{sorted(self.translation_calibration) or 'none'}); call "
+                                f"model.calibrate_translation(mdata, direction={direction!r}) first")
+            if readout != calibration.get("readout", "mean"):
+                raise OptionError(f"the {direction} calibration was fitted on the {calibration.get('readout', 'mean')!r} "
+                                  f"readout; got readout={readout!r}")
         return translate_cells(self, mdata, direction, opts, n_samples=n_samples, n_noise=n_noise, seed=seed,
-                               labels=labels, batch_size=batch_size, return_samples=return_samples)
+                               labels=labels, batch_size=batch_size, return_samples=return_samples,
+                               calibration=calibration)
+
+    def calibrate_translation(self, mdata, direction: str = "rna->atac", *, cells="val", method: str = "offset",
+                              n_noise: int = 4, seed: int = 0, batch_size: int = 512) -> dict[str, Any]:
+        """Fit a post-hoc calibration of the posterior-mean translation on held-out, non-test cells.
+
+        No weight changes. The RNA->ATAC mean readout decodes the posterior-mean latent once; the
+        sigmoid decoder is convex where peaks are rare, so its probabilities are too low (on the
+        shipped mouse checkpoint 0.0027 on average against 0.018 observed) and their differences
+        between cells are flattened. The calibration maps each predicted logit ``L`` of peak ``p``
+        to ``offset + prior_weight * c_p + amplitude * (L - c_p)`` (``c_p``: the peak's mean
+        predicted logit over the fitting cells), fitted by Bernoulli log-likelihood of the cells'
+        observed peaks, and is stored in ``translation_calibration[direction]`` (saved with the
+        model). It is applied only by ``translate(..., calibrated=True)``.
+
+        Parameters
+        ----------
+        mdata
+            MuData with both modalities in the model's features (the observed ATAC is the target).
+        direction
+            ``"rna->atac"`` (the only direction that can be calibrated).
+        cells
+            ``"val"`` (default): the cells with ``obs[<split key>] == "val"`` (the checkpoint's
+            split key, ``model.setup["split"]["key"]``, else ``"split"``); or a boolean mask /
+            positions of cells the model was not trained on. Test cells (``"test"`` in the split
+            column or in the checkpoint's recorded test cells) are refused.
+        method
+            ``"offset"`` (default): one logit offset; a monotone map of every logit, so the order of
+            peaks within a cell and of cells within a peak, hence per-cell and per-peak AUROC, are
+            unchanged. ``"amplitude"``: deviations from each peak's mean logit scaled by one number.
+            ``"affine"``: offset, weight of the peak mean and amplitude together. (On the shipped
+            mouse checkpoint, fitted on its 1,034 val cells and scored on its 1,028 test cells,
+            ``"offset"`` (+1.98 logits) lifts the re-centred classifier accuracy from 39.4 to 55.6 %
+            with both AUROCs unchanged; ``analyses/translation_calibration.py``.)
+        n_noise, seed, batch_size
+            The mean readout's settings (as in :meth:`translate`).
+
+        Returns
+        -------
+        The fitted record: ``method``, ``offset``, ``prior_weight``, ``amplitude``, ``centre``
+        (per-peak mean logit), ``loglik_before`` / ``loglik_after`` (mean Bernoulli
+        log-likelihood per entry on the fitting cells), ``n_cells``, ``readout``, ``n_noise``, ``seed``.
+
+        Raises
+        ------
+        OptionError
+            Unknown direction / method, ``direction="atac->rna"``, ``cells="test"``.
+        InputDataError
+            Test cells among ``cells``, fewer than 10 cells, no ``val`` cells or no split column.
+        """
+        from ._calibration import CALIBRATED_DIRECTIONS, CALIBRATION_METHODS, calibration_cells, fit_logit_calibration
+
+        src, tgt = split_direction(direction)
+        if direction not in CALIBRATED_DIRECTIONS:
+            raise OptionError(f"only {', '.join(CALIBRATED_DIRECTIONS)} can be calibrated, got direction={direction!r}")
+        check_option("method", method, CALIBRATION_METHODS)
+        require_paired(self, "translation calibration")
+        idx = calibration_cells(self, mdata, cells)
+        part = mdata[idx].copy()
+        res = self.translate(part, direction, readout="mean", n_noise=n_noise, seed=seed, batch_size=batch_size)
+        z = torch.as_tensor(res.obsm["latent"], device=self.device)
+        with torch.no_grad():
+            logits = np.concatenate([self.module.decode_atac_logits(z[s:s + batch_size]).float().cpu().numpy()
+                                     for s in range(0, len(z), batch_size)])
+        order = check_features(self, part, (tgt,))[tgt]
+        y = self._matrix(part, tgt, order)
+        rec = fit_logit_calibration(logits, y.toarray() > 0, method)
+        rec.update(n_cells=int(len(idx)), readout="mean", n_noise=int(n_noise), seed=int(seed),
+                   cells=cells if isinstance(cells, str) else "given")
+        self.translation_calibration[direction] = rec
+        return rec
 
     def get_latent(self, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
         """Normalised latent of each cell (cells x latent_dim) from one modality."""

@@ -472,6 +472,10 @@ class ScDXModule(nn.Module):
         ae = self._ae(modality)
         return ae.decode(self.denormalize(modality, z_norm))
 
+    def decode_atac_logits(self, z_norm: torch.Tensor) -> torch.Tensor:
+        """Accessibility logits (before the sigmoid of :meth:`decode`) from a normalised ATAC latent."""
+        return self._ae("atac").decode_logits(self.denormalize("atac", z_norm))
+
     # losses -----------------------------------------------------------------------------
     def autoencoder_loss(self, counts, x_log, lib, x_bin) -> LossOutput:
         """The autoencoders' loss (:func:`autoencoder_loss`)."""

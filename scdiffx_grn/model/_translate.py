@@ -44,9 +44,12 @@ def resolve_readout(readout, n_samples, n_noise, method) -> tuple[str, int | Non
 
 @torch.no_grad()
 def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n_samples: int | None = None,
-                    n_noise: int = 4, seed: int = 0, labels=None, batch_size: int = 512, return_samples: bool = False):
+                    n_noise: int = 4, seed: int = 0, labels=None, batch_size: int = 512, return_samples: bool = False,
+                    calibration: dict | None = None):
     """:meth:`ScDiffusionX.translate` (see there) with checked ``options`` (``options.readout`` resolved
-    by :func:`resolve_readout`, as is ``n_samples``)."""
+    by :func:`resolve_readout`, as is ``n_samples``). ``calibration``: a record of
+    :func:`~scdiffx_grn.model._calibration.fit_logit_calibration` applied to the ATAC logits of the
+    mean readout (``None``: none)."""
     import anndata as ad
 
     from .._settings import progress
@@ -72,6 +75,17 @@ def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n
     model.module.eval()
     f_in = model.rna_tensor if src == "rna" else model.atac_tensor
     decode = (lambda z: torch.log1p(1e4 * model.decode_rna(z))) if src == "atac" else model.decode_atac
+    if calibration is None:
+        decode_out = decode
+    else:
+        if src != "rna" or readout != "mean":
+            raise ScdxError("a translation calibration applies to the rna->atac mean readout only")
+        c = torch.as_tensor(np.asarray(calibration["centre"], np.float32), device=model.device)
+        off, pw, amp = (float(calibration[k]) for k in ("offset", "prior_weight", "amplitude"))
+
+        def decode_out(z):
+            lg = model.module.decode_atac_logits(z).float()
+            return torch.sigmoid(off + pw * c + amp * (lg - c))
     K = int(n_noise) if readout == "mean" else n_samples
     n_f = len(tgt_names)
     z_out = np.empty((n, L), dtype=np.float32)
@@ -93,7 +107,7 @@ def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n
             bar.update(e - s)
         z_mean = torch.stack(zs).mean(0)
         z_out[s:e] = z_mean.cpu().numpy()
-        y_out[s:e] = decode(z_mean).float().cpu().numpy()
+        y_out[s:e] = decode_out(z_mean).float().cpu().numpy()
         if readout == "samples":
             Y = np.stack(ys)
             std[s:e] = Y.std(0)
@@ -113,7 +127,8 @@ def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n
                               "n_steps": int(options.n_steps), "seed": int(seed), "method": options.method,
                               "guidance_scale": float(options.guidance_scale),
                               "source_guidance": float(options.source_guidance),
-                              "values": "log1p(1e4*rho)" if src == "atac" else "probability"}
+                              "values": "log1p(1e4*rho)" if src == "atac" else "probability",
+                              "calibrated": calibration is not None}
     if samples is not None:
         res.uns["samples"] = samples
     return res
