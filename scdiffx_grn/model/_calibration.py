@@ -181,3 +181,90 @@ def check_calibration_record(direction: str, rec, n_peaks: int, where: str = "")
         return out
     except (KeyError, TypeError, ValueError, ScdxError) as e:
         raise CheckpointError(f"{where}bad translation calibration for {direction!r}: {e}") from None
+
+
+def fitted_calibration(model, direction: str, readout: str) -> dict[str, Any]:
+    """The calibration ``translate(..., calibrated=True)`` applies, checked against the direction and readout."""
+    split_direction(direction)
+    calibration = model.translation_calibration.get(direction)
+    if calibration is None:
+        raise ScdxError(f"no translation calibration for {direction!r} (fitted: "
+                        f"{sorted(model.translation_calibration) or 'none'}); call "
+                        f"model.calibrate_translation(mdata, direction={direction!r}) first")
+    if readout != calibration.get("readout", "mean"):
+        raise OptionError(f"the {direction} calibration was fitted on the {calibration.get('readout', 'mean')!r} "
+                          f"readout; got readout={readout!r}")
+    return calibration
+
+
+def calibrate_translation(model, mdata, direction: str = "rna->atac", *, cells="val", method: str = "offset",
+                          n_noise: int = 4, seed: int = 0, batch_size: int = 512) -> dict[str, Any]:
+    """Fit a post-hoc calibration of the posterior-mean translation on held-out, non-test cells.
+
+    No weight changes. The RNA->ATAC mean readout decodes the posterior-mean latent once; the
+    sigmoid decoder is convex where peaks are rare, so its probabilities are too low (on the
+    shipped mouse checkpoint 0.0027 on average against 0.018 observed) and their differences
+    between cells are flattened. The calibration maps each predicted logit ``L`` of peak ``p``
+    to ``offset + prior_weight * c_p + amplitude * (L - c_p)`` (``c_p``: the peak's mean
+    predicted logit over the fitting cells), fitted by Bernoulli log-likelihood of the cells'
+    observed peaks, and is stored in ``translation_calibration[direction]`` (saved with the
+    model). It is applied only by ``translate(..., calibrated=True)``.
+
+    Parameters
+    ----------
+    mdata
+        MuData with both modalities in the model's features (the observed ATAC is the target).
+    direction
+        ``"rna->atac"`` (the only direction that can be calibrated).
+    cells
+        ``"val"`` (default): the cells with ``obs[<split key>] == "val"`` (the checkpoint's
+        split key, ``model.setup["split"]["key"]``, else ``"split"``); or a boolean mask /
+        positions of cells the model was not trained on. Test cells (``"test"`` in the split
+        column or in the checkpoint's recorded test cells) are refused.
+    method
+        ``"offset"`` (default): one logit offset; a monotone map of every logit, so the order of
+        peaks within a cell and of cells within a peak, hence per-cell and per-peak AUROC, are
+        unchanged. ``"amplitude"``: deviations from each peak's mean logit scaled by one number.
+        ``"affine"``: offset, weight of the peak mean and amplitude together. (On the shipped
+        mouse checkpoint, fitted on its 1,034 val cells and scored on its 1,028 test cells,
+        ``"offset"`` (+1.98 logits) lifts the re-centred classifier accuracy from 39.4 to 55.6 %
+        with both AUROCs unchanged; ``analyses/translation_calibration.py``.)
+    n_noise, seed, batch_size
+        The mean readout's settings (as in :meth:`translate`).
+
+    Returns
+    -------
+    The fitted record: ``method``, ``offset``, ``prior_weight``, ``amplitude``, ``centre``
+    (per-peak mean logit), ``loglik_before`` / ``loglik_after`` (mean Bernoulli
+    log-likelihood per entry on the fitting cells), ``n_cells``, ``readout``, ``n_noise``, ``seed``.
+
+    Raises
+    ------
+    OptionError
+        Unknown direction / method, ``direction="atac->rna"``, ``cells="test"``.
+    InputDataError
+        Test cells among ``cells``, fewer than 10 cells, no ``val`` cells or no split column.
+    """
+    import torch
+
+    from ._access import check_features, require_paired
+
+    src, tgt = split_direction(direction)
+    if direction not in CALIBRATED_DIRECTIONS:
+        raise OptionError(f"only {', '.join(CALIBRATED_DIRECTIONS)} can be calibrated, got direction={direction!r}")
+    check_option("method", method, CALIBRATION_METHODS)
+    require_paired(model, "translation calibration")
+    idx = calibration_cells(model, mdata, cells)
+    part = mdata[idx].copy()
+    res = model.translate(part, direction, readout="mean", n_noise=n_noise, seed=seed, batch_size=batch_size)
+    z = torch.as_tensor(res.obsm["latent"], device=model.device)
+    with torch.no_grad():
+        logits = np.concatenate([model.module.decode_atac_logits(z[s:s + batch_size]).float().cpu().numpy()
+                                 for s in range(0, len(z), batch_size)])
+    order = check_features(model, part, (tgt,))[tgt]
+    y = model._matrix(part, tgt, order)
+    rec = fit_logit_calibration(logits, y.toarray() > 0, method)
+    rec.update(n_cells=int(len(idx)), readout="mean", n_noise=int(n_noise), seed=int(seed),
+               cells=cells if isinstance(cells, str) else "given")
+    model.translation_calibration[direction] = rec
+    return rec

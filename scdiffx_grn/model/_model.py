@@ -27,8 +27,8 @@ from .._errors import OptionError, ScdxError
 from .._registry import log_normalize, registry
 from .._registry import setup_mudata as registry_setup_mudata
 from .._settings import get_device
-from .._vocab import READOUTS, check_option, split_direction
-from ._access import check_features, label_categories, label_indices, model_matrix, require_paired
+from .._vocab import READOUTS
+from ._access import check_features, label_categories, label_indices, model_matrix
 from ._access import subset_to_model as _subset_to_model
 from ._checkpoint import PRETRAINED, load_model, pretrained_path, save_model
 from ._config import ModelConfig
@@ -215,47 +215,6 @@ class ScDiffusionX(TensorHooks):
         """
         return torch.as_tensor(label_indices(self.config, labels, n), device=self.device)
 
-    def translate_latent(self, z_src: torch.Tensor, direction: str, cond: torch.Tensor | None, noise: torch.Tensor,
-                         *, readout: str = "mean", sampler: str = "ddim", n_steps: int = 50, guidance_scale=1.0,
-                         guidance_mode="joint", source_guidance: float = 1.0, method: str = "conditional",
-                         recon_guidance: float = 0.0, generator=None, step_noise=None) -> torch.Tensor:
-        """Translate normalised source latents into target latents (one batch, tensor level).
-
-        Parameters
-        ----------
-        z_src
-            Normalised source latents (B, latent_dim).
-        direction
-            ``"atac->rna"`` or ``"rna->atac"``.
-        cond
-            Label indices (B, n_label_keys) or ``None`` (no labels).
-        noise
-            (B, latent_dim) noise starting the target, or (B, 2 latent_dim): the second half is the
-            source-side noise (null source for ``source_guidance``, noised source for inpainting;
-            default: the first half reversed).
-        readout
-            ``"mean"`` (default): the posterior mean ``E[z_tgt | z_src, labels]`` in ONE denoiser
-            call at the noisiest timestep (the clean-latent estimate of a v / x0 / flow model
-            from pure noise; for epsilon models, which cannot give it in one call, a
-            deterministic DDIM trajectory of ``n_steps`` steps). ``"samples"``: one posterior
-            sample by ``sampler`` with ``n_steps`` steps.
-        step_noise
-            For stochastic samplers (``ddpm``): the per-step noise, ``(n_steps, B, latent_dim)``,
-            so that a cell's sample does not depend on its batch-mates (``translate`` passes
-            per-cell streams); default: drawn from ``generator``.
-
-        Deterministic given ``noise`` for the mean readout and the DDIM (eta=0), DPM-Solver++ and
-        flow samplers, so two calls with the same noise on edited and unedited inputs form a
-        paired control. Differentiable when gradients are enabled.
-        """
-        require_paired(self, "translation")  # the direction is checked by the pipeline
-        opts = SamplingOptions(sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
-                               guidance_mode=guidance_mode, readout=readout, source_guidance=source_guidance,
-                               method=method, recon_guidance=recon_guidance).checked(self.config)
-        return self.pipeline.translate_latents(z_src, direction, cond, noise, opts, generator=generator,
-                                               step_noise=step_noise)
-
-    # ------------------------------------------------------------------ training
     def train(self, *, ae_epochs: int = 40, diffusion_steps: int = 20_000, batch_size: int = 256,
               ae_lr: float = 1e-3, lr: float = 5e-4, weight_decay: float = 1e-4, ema_decay: float = 0.999,
               grad_clip: float = 1.0, seed: int = 0, device: str | None = None, split_key: str | None = None,
@@ -466,88 +425,25 @@ class ScDiffusionX(TensorHooks):
                                recon_guidance=recon_guidance).checked(self.config)
         calibration = None
         if calibrated:
-            split_direction(direction)
-            calibration = self.translation_calibration.get(direction)
-            if calibration is None:
-                raise ScdxError(f"no translation calibration for {direction!r} (fitted: "
-                                f"{sorted(self.translation_calibration) or 'none'}); call "
-                                f"model.calibrate_translation(mdata, direction={direction!r}) first")
-            if readout != calibration.get("readout", "mean"):
-                raise OptionError(f"the {direction} calibration was fitted on the {calibration.get('readout', 'mean')!r} "
-                                  f"readout; got readout={readout!r}")
+            from ._calibration import fitted_calibration
+
+            calibration = fitted_calibration(self, direction, readout)
         return translate_cells(self, mdata, direction, opts, n_samples=n_samples, n_noise=n_noise, seed=seed,
                                labels=labels, batch_size=batch_size, return_samples=return_samples,
                                calibration=calibration)
 
     def calibrate_translation(self, mdata, direction: str = "rna->atac", *, cells="val", method: str = "offset",
                               n_noise: int = 4, seed: int = 0, batch_size: int = 512) -> dict[str, Any]:
-        """Fit a post-hoc calibration of the posterior-mean translation on held-out, non-test cells.
+        """Fit a post-hoc calibration of the posterior-mean RNA->ATAC translation on held-out, non-test
+        cells (``cells="val"`` by default; test cells are refused), stored in
+        ``translation_calibration[direction]``, saved with the model and applied only by
+        ``translate(..., calibrated=True)``. ``method``: ``"offset"`` (default; AUROCs unchanged),
+        ``"amplitude"`` or ``"affine"``. See :func:`scdiffx_grn.model._calibration.calibrate_translation`
+        for the parameters, what is fitted and why, and the measured effect."""
+        from ._calibration import calibrate_translation
 
-        No weight changes. The RNA->ATAC mean readout decodes the posterior-mean latent once; the
-        sigmoid decoder is convex where peaks are rare, so its probabilities are too low (on the
-        shipped mouse checkpoint 0.0027 on average against 0.018 observed) and their differences
-        between cells are flattened. The calibration maps each predicted logit ``L`` of peak ``p``
-        to ``offset + prior_weight * c_p + amplitude * (L - c_p)`` (``c_p``: the peak's mean
-        predicted logit over the fitting cells), fitted by Bernoulli log-likelihood of the cells'
-        observed peaks, and is stored in ``translation_calibration[direction]`` (saved with the
-        model). It is applied only by ``translate(..., calibrated=True)``.
-
-        Parameters
-        ----------
-        mdata
-            MuData with both modalities in the model's features (the observed ATAC is the target).
-        direction
-            ``"rna->atac"`` (the only direction that can be calibrated).
-        cells
-            ``"val"`` (default): the cells with ``obs[<split key>] == "val"`` (the checkpoint's
-            split key, ``model.setup["split"]["key"]``, else ``"split"``); or a boolean mask /
-            positions of cells the model was not trained on. Test cells (``"test"`` in the split
-            column or in the checkpoint's recorded test cells) are refused.
-        method
-            ``"offset"`` (default): one logit offset; a monotone map of every logit, so the order of
-            peaks within a cell and of cells within a peak, hence per-cell and per-peak AUROC, are
-            unchanged. ``"amplitude"``: deviations from each peak's mean logit scaled by one number.
-            ``"affine"``: offset, weight of the peak mean and amplitude together. (On the shipped
-            mouse checkpoint, fitted on its 1,034 val cells and scored on its 1,028 test cells,
-            ``"offset"`` (+1.98 logits) lifts the re-centred classifier accuracy from 39.4 to 55.6 %
-            with both AUROCs unchanged; ``analyses/translation_calibration.py``.)
-        n_noise, seed, batch_size
-            The mean readout's settings (as in :meth:`translate`).
-
-        Returns
-        -------
-        The fitted record: ``method``, ``offset``, ``prior_weight``, ``amplitude``, ``centre``
-        (per-peak mean logit), ``loglik_before`` / ``loglik_after`` (mean Bernoulli
-        log-likelihood per entry on the fitting cells), ``n_cells``, ``readout``, ``n_noise``, ``seed``.
-
-        Raises
-        ------
-        OptionError
-            Unknown direction / method, ``direction="atac->rna"``, ``cells="test"``.
-        InputDataError
-            Test cells among ``cells``, fewer than 10 cells, no ``val`` cells or no split column.
-        """
-        from ._calibration import CALIBRATED_DIRECTIONS, CALIBRATION_METHODS, calibration_cells, fit_logit_calibration
-
-        src, tgt = split_direction(direction)
-        if direction not in CALIBRATED_DIRECTIONS:
-            raise OptionError(f"only {', '.join(CALIBRATED_DIRECTIONS)} can be calibrated, got direction={direction!r}")
-        check_option("method", method, CALIBRATION_METHODS)
-        require_paired(self, "translation calibration")
-        idx = calibration_cells(self, mdata, cells)
-        part = mdata[idx].copy()
-        res = self.translate(part, direction, readout="mean", n_noise=n_noise, seed=seed, batch_size=batch_size)
-        z = torch.as_tensor(res.obsm["latent"], device=self.device)
-        with torch.no_grad():
-            logits = np.concatenate([self.module.decode_atac_logits(z[s:s + batch_size]).float().cpu().numpy()
-                                     for s in range(0, len(z), batch_size)])
-        order = check_features(self, part, (tgt,))[tgt]
-        y = self._matrix(part, tgt, order)
-        rec = fit_logit_calibration(logits, y.toarray() > 0, method)
-        rec.update(n_cells=int(len(idx)), readout="mean", n_noise=int(n_noise), seed=int(seed),
-                   cells=cells if isinstance(cells, str) else "given")
-        self.translation_calibration[direction] = rec
-        return rec
+        return calibrate_translation(self, mdata, direction, cells=cells, method=method, n_noise=n_noise, seed=seed,
+                                     batch_size=batch_size)
 
     def get_latent(self, mdata, modality: str = "rna", *, batch_size: int = 1024) -> np.ndarray:
         """Normalised latent of each cell (cells x latent_dim) from one modality."""

@@ -1,10 +1,12 @@
 """The members of the tensor-level API (:class:`~scdiffx_grn.model.TranslationModel`) that
-:class:`~scdiffx_grn.ScDiffusionX` derives from its config, pipeline and module: the noise of a
-cell (the one noise convention) and the hooks of the GRN attention scores."""
+:class:`~scdiffx_grn.ScDiffusionX` derives from its config, pipeline and module: the one-batch translation of latents, the noise
+of a cell (the one noise convention) and the hooks of the GRN attention scores."""
 
 from __future__ import annotations
 
 from .._modelio import cell_noise
+from ._access import require_paired
+from ._options import SamplingOptions
 from ._schedulers import make_scheduler
 
 __all__ = ["TensorHooks"]
@@ -12,6 +14,48 @@ __all__ = ["TensorHooks"]
 
 class TensorHooks:
     """Mixed into :class:`~scdiffx_grn.ScDiffusionX` (needs ``config``, ``pipeline`` and ``module``)."""
+
+    def translate_latent(self, z_src, direction: str, cond, noise,
+                         *, readout: str = "mean", sampler: str = "ddim", n_steps: int = 50, guidance_scale=1.0,
+                         guidance_mode="joint", source_guidance: float = 1.0, method: str = "conditional",
+                         recon_guidance: float = 0.0, generator=None, step_noise=None):
+        """Translate normalised source latents into target latents (one batch, tensor level).
+
+        Parameters
+        ----------
+        z_src
+            Normalised source latents (B, latent_dim).
+        direction
+            ``"atac->rna"`` or ``"rna->atac"``.
+        cond
+            Label indices (B, n_label_keys) or ``None`` (no labels).
+        noise
+            (B, latent_dim) noise starting the target, or (B, 2 latent_dim): the second half is the
+            source-side noise (null source for ``source_guidance``, noised source for inpainting;
+            default: the first half reversed).
+        readout
+            ``"mean"`` (default): the posterior mean ``E[z_tgt | z_src, labels]`` in ONE denoiser
+            call at the noisiest timestep (the clean-latent estimate of a v / x0 / flow model
+            from pure noise; for epsilon models, which cannot give it in one call, a
+            deterministic DDIM trajectory of ``n_steps`` steps). ``"samples"``: one posterior
+            sample by ``sampler`` with ``n_steps`` steps.
+        step_noise
+            For stochastic samplers (``ddpm``): the per-step noise, ``(n_steps, B, latent_dim)``,
+            so that a cell's sample does not depend on its batch-mates (``translate`` passes
+            per-cell streams); default: drawn from ``generator``.
+
+        Deterministic given ``noise`` for the mean readout and the DDIM (eta=0), DPM-Solver++ and
+        flow samplers, so two calls with the same noise on edited and unedited inputs form a
+        paired control. Differentiable when gradients are enabled.
+        """
+        require_paired(self, "translation")  # the direction is checked by the pipeline
+        opts = SamplingOptions(sampler=sampler, n_steps=n_steps, guidance_scale=guidance_scale,
+                               guidance_mode=guidance_mode, readout=readout, source_guidance=source_guidance,
+                               method=method, recon_guidance=recon_guidance).checked(self.config)
+        return self.pipeline.translate_latents(z_src, direction, cond, noise, opts, generator=generator,
+                                               step_noise=step_noise)
+
+    # ------------------------------------------------------------------ training
 
     def cell_noise(self, names, seed: int, sample: int = 0, *, stream: int = 0, device=None):
         """Noise ``(len(names), 2 latent_dim)`` of cells ``names`` for ``translate_latent``: the target's
