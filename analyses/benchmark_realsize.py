@@ -113,6 +113,18 @@ def _grn(model_dir: str, data: str, method: str, n_cells: int, out_csv: str, see
             "peak_rss_mb": round(_now_rss_mb("VmHWM"), 1)}
 
 
+def _run_worker(cmd: list[str], timeout: float) -> dict:
+    """Run a worker process of this script: its ``RESULT`` line, or a failure row with the last line of its
+    stderr (``subprocess.TimeoutExpired`` when it runs past ``timeout`` seconds)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if lines:
+        return json.loads(lines[-1][7:])
+    err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return {"status": f"failed (exit {proc.returncode}): {err[:200]}", "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def _dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
 
@@ -151,14 +163,7 @@ def _screen_step(a, out: Path) -> dict:
                str(sdir), str(a.screen_tfs)]
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.screen_timeout)
-            lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if lines:
-                r = json.loads(lines[-1][7:])
-            else:
-                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                r = {"status": f"failed (exit {proc.returncode}): {err[:200]}",
-                     "seconds": round(time.perf_counter() - t0, 1)}
+            r = _run_worker(cmd, a.screen_timeout)
         except subprocess.TimeoutExpired:
             done = json.loads((sdir / "done.json").read_text()).get("done", {}) if (sdir / "done.json").exists() else {}
             tgt = out / "screen_targets.json"
@@ -219,14 +224,7 @@ def _grn_steps(a, out: Path, st: Steps) -> list[dict]:
                    str(a.grn_cells), str(csv)]
             t0 = time.perf_counter()
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.grn_timeout)
-                lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-                if lines:
-                    r = json.loads(lines[-1][7:])
-                else:
-                    err = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                    r = {"method": meth, "status": f"failed (exit {proc.returncode}): {err[:200]}",
-                         "seconds": round(time.perf_counter() - t0, 1)}
+                r = {"method": meth, **_run_worker(cmd, a.grn_timeout)}
             except subprocess.TimeoutExpired:
                 r = {"method": meth, "status": f"did not finish in {a.grn_timeout:.0f} s",
                      "seconds": round(time.perf_counter() - t0, 1)}
