@@ -37,7 +37,7 @@ from .._errors import CheckpointError, InputDataError, OptionError, ScdxError
 from .._vocab import check_option, split_direction
 
 __all__ = ["CALIBRATION_METHODS", "CALIBRATED_DIRECTIONS", "fit_logit_calibration", "apply_logit_calibration",
-           "calibration_cells", "check_calibration_record", "bernoulli_loglik"]
+           "calibration_cells", "check_calibration_record", "bernoulli_loglik", "calibrated_logits"]
 
 CALIBRATION_METHODS: tuple[str, ...] = ("offset", "amplitude", "affine")
 #: directions a calibration can be fitted for (ATAC->RNA: a softmax amplitude did not help, BENCHMARKS.md)
@@ -52,13 +52,20 @@ def bernoulli_loglik(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(Y * L - np.logaddexp(0.0, L)))
 
 
+def calibrated_logits(logits, centre, record: dict[str, Any]):
+    """``offset + prior_weight * centre + amplitude * (logits - centre)`` of a fitted ``record``; the
+    arithmetic only, for numpy arrays and torch tensors alike (``centre`` of the same kind)."""
+    off, pw, amp = (float(record[k]) for k in ("offset", "prior_weight", "amplitude"))
+    return off + pw * centre + amp * (logits - centre)
+
+
 def apply_logit_calibration(logits, record: dict[str, Any]) -> np.ndarray:
-    """Calibrated logits ``offset + prior_weight * c + amplitude * (logits - c)`` of a fitted ``record``."""
+    """Calibrated logits (:func:`calibrated_logits`) of a fitted ``record``, checked against its peaks."""
     L = np.asarray(logits, np.float64)
     c = np.asarray(record["centre"], np.float64)
     if L.ndim != 2 or L.shape[1] != len(c):
         raise InputDataError(f"the calibration has {len(c)} peaks; got logits of shape {L.shape}")
-    return record["offset"] + record["prior_weight"] * c + record["amplitude"] * (L - c)
+    return calibrated_logits(L, c, record)
 
 
 def fit_logit_calibration(logits, y, method: str = "offset") -> dict[str, Any]:

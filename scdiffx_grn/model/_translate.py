@@ -80,12 +80,12 @@ def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n
     else:
         if src != "rna" or readout != "mean":
             raise ScdxError("a translation calibration applies to the rna->atac mean readout only")
+        from ._calibration import calibrated_logits
+
         c = torch.as_tensor(np.asarray(calibration["centre"], np.float32), device=model.device)
-        off, pw, amp = (float(calibration[k]) for k in ("offset", "prior_weight", "amplitude"))
 
         def decode_out(z):
-            lg = model.module.decode_atac_logits(z).float()
-            return torch.sigmoid(off + pw * c + amp * (lg - c))
+            return torch.sigmoid(calibrated_logits(model.module.decode_atac_logits(z).float(), c, calibration))
     K = int(n_noise) if readout == "mean" else n_samples
     n_f = len(tgt_names)
     z_out = np.empty((n, L), dtype=np.float32)
