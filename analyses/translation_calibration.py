@@ -82,7 +82,7 @@ class LibraryCalibrated(_ModelPoint):
 
         m = copy.copy(model)
         m.translation_calibration = {}
-        self.record = m.calibrate_translation(mdata, "rna->atac", cells="val", method=method, seed=seed)
+        self.record = m.calibrate_translation(mdata, "rna->atac", method=method, seed=seed)  # maps: val; head: train
         super().__init__(m)
 
     def translate(self, mdata, direction="rna->atac", *, seed=0, readout="mean", n_noise=4, **_):
@@ -225,13 +225,21 @@ def main(out: str = "results/translation_calibration", checkpoint: str = "mouse_
     Y_te = observed_target(m_te.mod["atac"], "atac", "counts")
 
     t0 = time.perf_counter()
-    cands = {f"calibrated: {m}": LibraryCalibrated(model, mdata, m, seed) for m in ("offset", "amplitude", "affine")}
+    cands = {f"calibrated: {m}": LibraryCalibrated(model, mdata, m, seed)
+             for m in ("offset", "amplitude", "affine", "head")}
     cands["per-peak logistic"] = PerPeak(model, m_val, Y_val, seed)
     cands["latent amplitude"] = LatentAmplitude(model, m_val, Y_val, seed)
     fit_s = time.perf_counter() - t0
     params = []
     for k, c in cands.items():
-        if isinstance(c, LibraryCalibrated):
+        if isinstance(c, LibraryCalibrated) and c.record["method"] == "head":
+            r = c.record
+            w_rms = float(np.sqrt(np.mean(r["weight"] ** 2)))
+            params.append({"candidate": k, "parameters": f"scale {r['scale']:.3f}, |W| rms {w_rms:.4f}, "
+                           f"best epoch {r['best_epoch']} of {r['epochs']} ({r['n_cells']} train cells, stopped on "
+                           f"{r['n_val_cells']} val cells)",
+                           "val loglik before / after": f"{r['loglik_before']:.4f} / {r['loglik_after']:.4f}"})
+        elif isinstance(c, LibraryCalibrated):
             r = c.record
             params.append({"candidate": k, "parameters": f"offset {r['offset']:.3f}, prior_weight "
                            f"{r['prior_weight']:.3f}, amplitude {r['amplitude']:.3f}",

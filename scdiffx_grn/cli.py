@@ -603,6 +603,9 @@ def translate(
                                            "ddim for diffusion models, euler for flow models)."),
     n_steps: int = typer.Option(50, help="Sampler steps (with --n-samples)."),
     use_labels: bool = typer.Option(False, help="Also condition on the model's label columns found in the data."),
+    calibrated: bool = typer.Option(False, "--calibrated", help="rna->atac posterior mean: apply the model's "
+                                    "fitted calibration or readout head (model.calibrate_translation; the shipped "
+                                    "checkpoint has a readout head)."),
     metrics: Path | None = typer.Option(None, help="Also compare with the observed target modality and write "
                                            "the metrics table here (.csv)."),
     groupby: str = typer.Option("cell_type", help="Cell-type column for per-type metrics."),
@@ -640,7 +643,7 @@ def translate(
 
     readout = dict(readout="samples", n_samples=n_samples) if n_samples else dict(readout="mean", n_noise=n_noise)
     pred = m.translate(mdata, direction=direction.value, sampler=_sampler(sampler, m, deterministic_sampler),
-                       n_steps=n_steps, seed=seed,
+                       n_steps=n_steps, seed=seed, calibrated=calibrated,
                        source_guidance=source_guidance, labels="auto" if use_labels else None, **readout)
     for c in mdata.obs.columns:  # keep the cells' annotations (cell_type, batch, ...) beside the prediction
         if c not in pred.obs and not str(c).startswith(("rna:", "atac:")):

@@ -20,7 +20,7 @@ runner = CliRunner()
 COMMAND_OPTIONS = {
     "train": ["--out", "--data", "--rna", "--atac", "--label", "--ae-epochs", "--diffusion-steps", "--model-option", "--precision"],
     "generate": ["--model", "--out", "--n-cells", "--cell-type", "--sampler", "--n-steps", "--guidance-scale"],
-    "translate": ["--model", "--out", "--direction", "--n-samples", "--n-steps", "--metrics"],
+    "translate": ["--model", "--out", "--direction", "--n-samples", "--n-steps", "--metrics", "--calibrated"],
     "grn": ["--model", "--out", "--method", "--groupby", "--genome", "--window", "--tf-prior"],
     "screen": ["--model", "--target", "--out", "--kind", "--n-samples", "--on-unknown", "--resume"],
     "biomarkers": ["--out", "--groupby", "--reference", "--organism", "--grn", "--gene-sets"],
@@ -131,6 +131,28 @@ def test_train_generate_translate_roundtrip(files, trained):
     p2 = ad.read_h5ad(out2)
     assert p2.shape == (40, 120)
     assert np.nanmin(p2.X) >= 0 and np.nanmax(p2.X) <= 1
+    # --calibrated without a fitted calibration: one line naming the fix
+    line = _one_line_error(_run(["translate", "-m", trained, "--data", files / "syn.h5mu", "-o", files / "c.h5ad",
+                                 "--direction", "rna->atac", "--n-cells", "10", "--calibrated"]))
+    assert "calibrate_translation" in line
+
+
+def test_translate_calibrated_uses_the_shipped_readout_head(tmp_path):
+    import anndata as ad
+
+    from scdiffx_grn import ScDiffusionX, datasets
+
+    model = ScDiffusionX.load_pretrained("mouse_mop_demo")
+    assert model.translation_calibration["rna->atac"]["method"] == "head"
+    out = tmp_path / "head.h5ad"
+    res = _run(["translate", "-m", "mouse_mop_demo", "-d", "mouse_mop", "--n-cells", "30", "-o", out,
+                "--direction", "rna->atac", "--calibrated"])
+    assert res.exit_code == 0, res.output
+    got = ad.read_h5ad(out)
+    assert got.uns["translation"]["calibrated"]
+    mdata = model.subset_to_model(datasets.mouse_mop(n_cells=30, seed=0))
+    ref = model.translate(mdata[got.obs_names].copy(), "rna->atac", calibrated=True).X
+    np.testing.assert_allclose(got.X, ref, rtol=0, atol=8 * np.finfo(np.float32).eps)
 
 
 def test_missing_file_is_one_line_error(files, trained, tmp_path):

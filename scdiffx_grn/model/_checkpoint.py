@@ -3,8 +3,9 @@
 A checkpoint is a directory with ``config.json`` (format version, :class:`ModelConfig`, the
 registry / setup the model was trained with, loss history, the translation calibration of
 :meth:`ScDiffusionX.calibrate_translation` if one was fitted), ``model.pt`` (the module's
-state_dict; loads with ``weights_only=True``) and the feature names (``rna_var_names.txt``,
-``atac_var_names.txt``). It is written beside its final place and renamed when complete.
+state_dict; loads with ``weights_only=True``), the feature names (``rna_var_names.txt``,
+``atac_var_names.txt``) and, for a fitted readout head, ``translation_head.pt`` (its arrays, by
+direction; ``weights_only=True``). It is written beside its final place and renamed when complete.
 """
 
 from __future__ import annotations
@@ -64,9 +65,17 @@ def save_model(model, path: str | os.PathLike, *, overwrite: bool = False, half:
         state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
                  for k, v in model.module.state_dict().items()}
         torch.save(state, tmp / "model.pt")
+        from ._calibration import HEAD_ARRAYS
+
+        cal = getattr(model, "translation_calibration", {}) or {}
+        arrays = {f"{d}/{k}": torch.as_tensor(np.asarray(r[k], np.float32)) for d, r in cal.items()
+                  for k in HEAD_ARRAYS if k in r}
+        if arrays:
+            torch.save(arrays, tmp / "translation_head.pt")
         meta = {"format_version": FORMAT_VERSION, "config": model.config.to_dict(),
                 "setup": _jsonable(model.setup), "history": model.history,
-                "translation_calibration": _jsonable(getattr(model, "translation_calibration", {}) or {}),
+                "translation_calibration": _jsonable({d: {k: v for k, v in r.items() if k not in HEAD_ARRAYS}
+                                                      for d, r in cal.items()}),
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         (tmp / "rna_var_names.txt").write_text("\n".join(model.rna_var_names) + "\n")
@@ -116,9 +125,19 @@ def load_model(cls, path: str | os.PathLike, mdata=None, *, device: str | None =
     cal = meta.get("translation_calibration") or {}
     if not isinstance(cal, dict):
         raise CheckpointError(f"{path / 'config.json'}: translation_calibration must be a mapping")
-    from ._calibration import check_calibration_record
+    from ._calibration import HEAD_ARRAYS, check_calibration_record
 
-    model.translation_calibration = {d: check_calibration_record(d, r, cfg.n_peaks, f"{path / 'config.json'}: ")
+    if any(isinstance(r, dict) and r.get("method") == "head" for r in cal.values()):
+        try:
+            arrays = torch.load(path / "translation_head.pt", map_location="cpu", weights_only=True)
+            cal = {d: {**r, **{k: arrays[f"{d}/{k}"].numpy() for k in HEAD_ARRAYS}} if r.get("method") == "head"
+                   else r for d, r in cal.items()}
+        except Exception as e:  # missing, truncated or without a direction's arrays
+            raise CheckpointError(f"{path / 'translation_head.pt'}: the readout head's arrays could not be read "
+                                  f"({type(e).__name__}: {e}); refit it with calibrate_translation(method='head')"
+                                  ) from None
+    model.translation_calibration = {d: check_calibration_record(d, r, cfg.n_peaks, f"{path / 'config.json'}: ",
+                                                                 cfg.latent_dim)
                                      for d, r in cal.items()}
     try:
         model.rna_var_names = (path / "rna_var_names.txt").read_text().splitlines()

@@ -48,8 +48,8 @@ def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n
                     calibration: dict | None = None):
     """:meth:`ScDiffusionX.translate` (see there) with checked ``options`` (``options.readout`` resolved
     by :func:`resolve_readout`, as is ``n_samples``). ``calibration``: a record of
-    :func:`~scdiffx_grn.model._calibration.fit_logit_calibration` applied to the ATAC logits of the
-    mean readout (``None``: none)."""
+    :func:`~scdiffx_grn.model._calibration.fit_logit_calibration` or ``fit_readout_head`` applied to
+    the ATAC logits of the mean readout (``None``: none)."""
     import anndata as ad
 
     from .._settings import progress
@@ -80,12 +80,14 @@ def translate_cells(model, mdata, direction: str, options: SamplingOptions, *, n
     else:
         if src != "rna" or readout != "mean":
             raise ScdxError("a translation calibration applies to the rna->atac mean readout only")
-        from ._calibration import calibrated_logits
+        from ._calibration import HEAD_ARRAYS, calibrated_logits
 
-        c = torch.as_tensor(np.asarray(calibration["centre"], np.float32), device=model.device)
+        rec = {**calibration, **{k: torch.as_tensor(np.asarray(calibration[k], np.float32), device=dev)
+                                 for k in ("centre", *HEAD_ARRAYS) if k in calibration}}
 
         def decode_out(z):
-            return torch.sigmoid(calibrated_logits(model.module.decode_atac_logits(z).float(), c, calibration))
+            return torch.sigmoid(calibrated_logits(model.module.decode_atac_logits(z).float(), rec.get("centre"), rec,
+                                                   z.float()))
     K = int(n_noise) if readout == "mean" else n_samples
     n_f = len(tgt_names)
     z_out = np.empty((n, L), dtype=np.float32)
