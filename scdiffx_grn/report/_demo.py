@@ -318,13 +318,17 @@ def _translation_section(sec, cfg, model, held, groupby) -> None:
 
     from .. import eval as ev
 
+    cal = getattr(model, "translation_calibration", {}).get("rna->atac")
     sec.text(f"Translation of {held.n_obs:,} cells not used for training (split seed 0 of "
              "analyses/train_model.py), read out as the posterior mean (the model's point prediction: one "
-             "denoiser call per noise at the noisiest timestep, 4 noises averaged in latent space).")
+             "denoiser call per noise at the noisiest timestep, 4 noises averaged in latent space)"
+             + (f"; RNA->ATAC through the model's fitted {cal['method']!r} calibration "
+                "(model.calibrate_translation; translate(..., calibrated=True))." if cal else "."))
     rows = []
     per_type = {}
     for direction, target in (("atac->rna", "rna"), ("rna->atac", "atac")):
-        pred = model.translate(held, direction=direction, seed=cfg.seed)
+        pred = model.translate(held, direction=direction, seed=cfg.seed,
+                               calibrated=bool(cal) and direction == "rna->atac")
         tab = ev.evaluate_translation(held.mod[target], pred, modality=target, groupby=groupby, seed=cfg.seed,
                                       distribution=False)
         tab["direction"] = direction
