@@ -3,6 +3,7 @@
     python analyses/train_model.py --preset demo --out scdiffx_grn/pretrained/mouse_mop_demo
     python analyses/train_model.py --preset full --out runs/mouse_mop_full   # GPU recommended
     python analyses/train_model.py --head-only --out scdiffx_grn/pretrained/mouse_mop_demo  # refit the head only
+    python analyses/train_model.py --preset demo --out runs/mouse_mop_demo_6k --diffusion-steps 6000  # variants
 
 ``demo`` is the small checkpoint shipped in ``models/`` (all 1,677 genes, the 3,000 most frequent
 peaks of the training cells, small networks, weights stored as float16). ``full`` uses every peak
@@ -94,16 +95,20 @@ def add_readout_head(path: str, *, seed: int = 0):
 
 
 def main(preset: str = "demo", out: str = "scdiffx_grn/pretrained/mouse_mop_demo", seed: int = 0, device: str = "auto",
-         translate_cond_dropout: float = -1.0, head_only: bool = False):
+         translate_cond_dropout: float = -1.0, head_only: bool = False, diffusion_steps: int = 0, n_layers: int = 0):
     """Command-line entry: train a preset and save it (``--translate-cond-dropout`` >= 0 sets that model option;
-    ``--head-only``: refit the readout head of the checkpoint at ``--out`` and nothing else)."""
+    ``--diffusion-steps`` / ``--n-layers`` > 0 replace the preset's denoiser steps / DCA blocks; ``--head-only``:
+    refit the readout head of the checkpoint at ``--out`` and nothing else)."""
     if head_only:
         rec = add_readout_head(out, seed=seed)
         print(f"readout head: scale {rec['scale']:.3f}, best epoch {rec['best_epoch']} of {rec['epochs']}, val "
               f"log-likelihood {rec['loglik_before']:.4f} -> {rec['loglik_after']:.4f}")
         return
-    mo = {"translate_cond_dropout": translate_cond_dropout} if translate_cond_dropout >= 0 else None
-    model, _ = train(preset, out, seed=seed, device=device, model_overrides=mo)
+    mo = {"translate_cond_dropout": translate_cond_dropout} if translate_cond_dropout >= 0 else {}
+    if n_layers > 0:
+        mo["n_layers"] = n_layers
+    ov = {"diffusion_steps": diffusion_steps} if diffusion_steps > 0 else None
+    model, _ = train(preset, out, seed=seed, device=device, model_overrides=mo or None, overrides=ov)
     print(model)
     print(json.dumps(model.timing, indent=2, default=str))
 
