@@ -265,6 +265,8 @@ def test_readout_head_recovers_what_the_decoder_misses():
         fit_readout_head(Z, base, Y, np.arange(2000), np.arange(1990, 3000))
     with pytest.raises(InputDataError, match="one row per cell"):
         fit_readout_head(Z[:10], base, Y, np.arange(5), np.arange(5, 10))
+    with pytest.raises(OptionError, match="latents"):
+        apply_logit_calibration(base, rec)
 
 
 def test_model_readout_head_is_applied_saved_and_loaded(model, data, tmp_path):

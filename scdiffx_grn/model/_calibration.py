@@ -32,7 +32,8 @@ AUROC from 0.615 to 0.628 and the per-cell AUROC from 0.670 to 0.684 on the test
 
 :func:`fit_logit_calibration` and :func:`apply_logit_calibration` work on arrays;
 :meth:`ScDiffusionX.calibrate_translation` fits a calibration on cells of a MuData and stores it
-in ``model.translation_calibration`` (saved with the checkpoint in ``config.json``), and
+in ``model.translation_calibration`` (saved with the checkpoint in ``config.json``; a head's arrays in
+``translation_head.pt``), and
 ``model.translate(..., calibrated=True)`` applies it.
 """
 
@@ -76,7 +77,11 @@ def calibrated_logits(logits, centre, record: dict[str, Any], z=None):
 
 
 def apply_logit_calibration(logits, record: dict[str, Any]) -> np.ndarray:
-    """Calibrated logits (:func:`calibrated_logits`) of a fitted ``record``, checked against its peaks."""
+    """Calibrated logits (:func:`calibrated_logits`) of a fitted map ``record``, checked against its peaks
+    (a ``"head"`` record also needs the latents: ``calibrated_logits(logits, None, record, z)``)."""
+    if record.get("method") == "head":
+        raise OptionError("a readout head maps latents as well as logits: use calibrated_logits(logits, None, "
+                          "record, z) with the posterior-mean latents z")
     L = np.asarray(logits, np.float64)
     c = np.asarray(record["centre"], np.float64)
     if L.ndim != 2 or L.shape[1] != len(c):
