@@ -215,6 +215,7 @@ class ScDiffusionX(TensorHooks):
         """
         return torch.as_tensor(label_indices(self.config, labels, n), device=self.device)
 
+    # ------------------------------------------------------------------ training
     def train(self, *, ae_epochs: int = 40, diffusion_steps: int = 20_000, batch_size: int = 256,
               ae_lr: float = 1e-3, lr: float = 5e-4, weight_decay: float = 1e-4, ema_decay: float = 0.999,
               grad_clip: float = 1.0, seed: int = 0, device: str | None = None, split_key: str | None = None,

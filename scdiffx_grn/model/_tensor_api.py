@@ -55,8 +55,6 @@ class TensorHooks:
         return self.pipeline.translate_latents(z_src, direction, cond, noise, opts, generator=generator,
                                                step_noise=step_noise)
 
-    # ------------------------------------------------------------------ training
-
     def cell_noise(self, names, seed: int, sample: int = 0, *, stream: int = 0, device=None):
         """Noise ``(len(names), 2 latent_dim)`` of cells ``names`` for ``translate_latent``: the target's
         starting noise, then the source-side noise; keyed by obs name, ``seed``, ``sample`` and
