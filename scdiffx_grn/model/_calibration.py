@@ -257,9 +257,11 @@ def check_calibration_record(direction: str, rec, n_peaks: int, where: str = "",
         out = dict(rec)
         if rec["method"] == "head":
             out["scale"] = float(rec["scale"])
+            if not np.isfinite(out["scale"]):
+                raise ValueError("the head's scale is not finite")
             for k, shape in (("weight", (latent_dim, int(n_peaks))), ("bias", (int(n_peaks),))):
                 out[k] = np.asarray(rec[k], np.float32)
-                if out[k].shape != shape or not np.all(np.isfinite(out[k])) or not np.isfinite(out["scale"]):
+                if out[k].shape != shape or not np.all(np.isfinite(out[k])):
                     raise ValueError(f"the head's {k} must be {shape} finite values, got {out[k].shape}")
             return out
         for k in ("offset", "prior_weight", "amplitude"):
@@ -357,9 +359,10 @@ def calibrate_translation(model, mdata, direction: str = "rna->atac", *, cells=N
     cells = ("train" if head else "val") if cells is None else cells
     idx = calibration_cells(model, mdata, cells)
     stop = calibration_cells(model, mdata, val_cells) if head else idx[:0]
-    if len(np.intersect1d(idx, stop)):
+    both = np.intersect1d(idx, stop)
+    if len(both):
         raise InputDataError(f"the head's fitting cells ({cells!r}) and stopping cells ({val_cells!r}) overlap in "
-                             f"{len(np.intersect1d(idx, stop))} cells; give it two disjoint sets")
+                             f"{len(both)} cells; give it two disjoint sets")
     part = mdata[np.concatenate([idx, stop])].copy()
     res = model.translate(part, direction, readout="mean", n_noise=n_noise, seed=seed, batch_size=batch_size)
     z = torch.as_tensor(res.obsm["latent"], device=model.device)
