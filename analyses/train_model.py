@@ -66,14 +66,32 @@ def train(preset: str = "demo", out: str | None = None, *, seed: int = 0, device
     model.setup["training"] = {"preset": preset, "seed": int(seed), "train": kw,
                                "seconds": round(float(model.timing["total_seconds"]), 1),
                                "torch_threads": int(__import__("torch").get_num_threads())}
-    if model.config.n_peaks:
-        model.calibrate_translation(mdata, "rna->atac", method="head", seed=seed)
+    half = (preset == "demo") if half is None else half
+    if model.config.n_peaks:  # the head reads the weights as they are saved and loaded (float16 for the demo)
+        ref = _as_saved_half(model) if (half and out is not None) else model
+        model.translation_calibration["rna->atac"] = ref.calibrate_translation(mdata, "rna->atac", method="head",
+                                                                               seed=seed)
     if out is not None:
-        model.save(out, overwrite=True, half=(preset == "demo") if half is None else half)
+        model.save(out, overwrite=True, half=half)
         Path(out, "training.json").write_text(json.dumps({"preset": preset, "seed": seed, "train": kw,
                                                           "model_overrides": model_overrides or {},
                                                           "timing": model.timing}, indent=2, default=str))
     return model, mdata
+
+
+def _as_saved_half(model):
+    """A copy of ``model`` whose floating-point weights are rounded to float16 and back: what ``load`` gives
+    after ``save(half=True)``."""
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in m.module.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().to(t.dtype))
+    return m
 
 
 def add_readout_head(path: str, *, seed: int = 0):
