@@ -96,19 +96,26 @@ def _as_saved_half(model):
 
 def add_readout_head(path: str, *, seed: int = 0):
     """Fit the RNA->ATAC readout head of a saved mouse checkpoint (its stored split: train cells, stopped on
-    the val cells) and save the checkpoint in place; the weights and ``training.json`` are kept as they are."""
+    the val cells) and save the checkpoint in place. The weights are kept as they are, and so is every other
+    file of the folder the save does not write (``training.json``, a user's notes); a folder with subfolders
+    is refused before any work."""
     from scdiffx_grn import ScDiffusionX, datasets
 
+    sub = [f.name for f in Path(path).iterdir() if f.is_dir()] if Path(path).is_dir() else []
+    if sub:
+        raise SystemExit(f"{path} holds folders ({', '.join(sub)}) that re-saving the checkpoint would drop; "
+                         "move them out first")
     model = ScDiffusionX.load(path)
     split_seed = int(model.setup.get("split", {}).get("seed", 0))
     mdata = model.subset_to_model(prepare(datasets.mouse_mop(), n_peaks=None, seed=split_seed))
     if set(mdata.obs_names[(mdata.obs["split"] == "test").to_numpy()]) != set(model.setup["split"]["test_cells"]):
         raise SystemExit("the re-made split differs from the checkpoint's stored split")
     rec = model.calibrate_translation(mdata, "rna->atac", method="head", seed=seed)
-    keep = {f: Path(path, f).read_bytes() for f in ("training.json",) if Path(path, f).exists()}
+    keep = {f.name: f.read_bytes() for f in Path(path).iterdir() if f.is_file()}
     model.save(path, overwrite=True)
-    for f, b in keep.items():
-        Path(path, f).write_bytes(b)
+    for name, b in keep.items():
+        if not Path(path, name).exists():  # not one the save wrote
+            Path(path, name).write_bytes(b)
     return rec
 
 
