@@ -7,8 +7,10 @@ symbols and TSSs, 10x-like sparsity, planted peak -> gene links; default 10,000 
 1. ``read_multiome`` of the h5 (cell types from a labels table), ``pp.qc``;
 2. ``tl.select_features`` (HVGs + TFs, every peak within the window of their TSSs, top peaks); the
    candidate pairs the old recipe (HVGs x the most open 3,000 peaks) would have left are counted beside;
-3. ``ScDiffusionX`` with default sizes, ``train(preset="auto", time_budget=...)``: the estimate printed
-   before training is compared with the measured time; save (checkpoint size);
+3. ``ScDiffusionX`` with the denoiser sized for the device and the budget (``model.denoiser_size``, as
+   the CLI's ``train --preset auto``; ``--model-size default`` keeps the default sizes),
+   ``train(preset="auto", time_budget=...)``: the estimate printed before training is compared with the
+   measured time; save (checkpoint size);
 4. ``tl.extract_grn`` with every method over every cell type and all candidate pairs of the selected
    features (``--grn-cells`` cells per type), each method in its own process with ``--grn-timeout``
    seconds: a method that does not finish (or runs out of memory) is reported as such, with its time;
@@ -264,6 +266,10 @@ def main(argv=None) -> dict:
                    help="address-space limit of a GRN worker process (a method needing more fails with MemoryError)")
     p.add_argument("--model-option", nargs="*", default=[], metavar="KEY=INT",
                    help="model size overrides, e.g. width=16 n_layers=1 (default: the model's default sizes)")
+    p.add_argument("--model-size", choices=("auto", "default"), default="auto",
+                   help="auto: the denoiser sized for this device and --time-budget (model.denoiser_size, as the "
+                        "CLI's train --preset auto); default: the model's default sizes. --model-option naming "
+                        "width / n_layers / n_heads wins")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/realsize")
     p.add_argument("--screen-tfs", type=int, default=0,
@@ -362,10 +368,16 @@ def main(argv=None) -> dict:
 
     scdx.ScDiffusionX.setup_mudata(m, labels=["cell_type"])
     overrides = {k: int(v) for k, v in (kv.split("=", 1) for kv in a.model_option)}
-    model = st.run("build model (default sizes)", lambda: scdx.ScDiffusionX(m, seed=a.seed, **overrides))
+    sizing = None
+    if a.model_size == "auto" and not {"width", "n_layers", "n_heads"} & set(overrides):
+        overrides.update(st.run("model.denoiser_size (timed for this device and budget)",
+                                lambda: scdx.model.denoiser_size(m, time_budget=a.time_budget, **overrides)))
+        sizing = scdx.model.denoiser_size.last
+    model = st.run("build model", lambda: scdx.ScDiffusionX(m, seed=a.seed, **overrides))
     size = model_size(model.config)
     arch = {"rna_hidden": list(model.config.rna_hidden), "atac_hidden": list(model.config.atac_hidden),
-            "latent_dim": int(model.config.latent_dim)}
+            "latent_dim": int(model.config.latent_dim), "width": int(model.config.width),
+            "n_layers": int(model.config.n_layers), "n_heads": int(model.config.n_heads), "sizing": sizing}
     t_train = time.perf_counter()
     st.run("train(preset='auto')", lambda: model.train(preset="auto", time_budget=a.time_budget, seed=a.seed))
     measured = time.perf_counter() - t_train
@@ -391,7 +403,17 @@ def main(argv=None) -> dict:
     grn_rows = _grn_steps(a, out, st)
     rec = _recovery(out, [r["method"] for r in grn_rows if r.get("status") == "done"], planted_csv, cand)
     scr = _screen_step(a, out) if a.screen_tfs >= 0 else None
+    # the user's workflow end to end: every step but the simulation, every GRN method, the screen
+    total = (sum(r["seconds"] for r in st.rows if not r["step"].startswith(("simulate", "extract_grn[")))
+             + sum(float(r.get("seconds") or 0) for r in grn_rows) + (float(scr.get("seconds") or 0) if scr else 0.0))
+    complete = all(r.get("status") == "done" for r in grn_rows) and (scr is None or scr.get("status") == "done")
+    workflow = {"seconds": round(total, 1), "hours": round(total / 3600, 3), "complete": complete,
+                "peak_rss_mb": round(max([r["peak_rss_mb"] for r in st.rows]
+                                         + [float(r.get("peak_rss_mb") or 0) for r in grn_rows]
+                                         + [float(scr.get("peak_rss_mb") or 0) if scr else 0.0]), 1)}
+    print(f"[realsize] workflow (h5 -> model -> every GRN method -> screen): {workflow}", flush=True)
     res = {"args": vars(a), "shape": shape, "selection": counts, "default_model_all_features": default_size,
+           "workflow": workflow,
            "model": {**size, **arch, "checkpoint_mb_on_disk": round(ckpt_mb, 1)},
            "training": plan, "steps": st.rows, "grn": grn_rows, "recovery": rec, "screen": scr,
            "peak_rss_mb": round(_rss_mb(), 1), "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0)}
@@ -399,6 +421,9 @@ def main(argv=None) -> dict:
     md = ["| step | seconds | peak RSS (MB) |", "|---|---:|---:|"]
     md += [f"| {r['step']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in st.rows]
     md += [""] + _grn_md(grn_rows, rec) + ([""] + _screen_md(scr) if scr else [])
+    md += ["", f"Workflow end to end (every step but the simulation, every GRN method, the screen): "
+               f"{workflow['seconds']:.0f} s ({workflow['hours']:.2f} h), peak RSS {workflow['peak_rss_mb']:.0f} MB"
+               + ("" if complete else " (a step did not finish)")]
     (out / "realsize.md").write_text("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     return res

@@ -433,8 +433,10 @@ def train(
     ae_lr: float = typer.Option(1e-3, help="Autoencoder learning rate (AdamW)."),
     preset: str | None = typer.Option(None, "--preset", help="Training recipe: 'auto' (times a few steps, then "
                                       "picks epochs / steps that fit --time-budget; the estimate is printed "
-                                      "before training) or a named preset (demo, full, tiny, bmmc...). Replaces "
-                                      "--ae-epochs, --diffusion-steps, --batch-size and --lr."),
+                                      "before training; it also sizes the denoiser for the device and budget "
+                                      "unless --model-option sets width / n_layers / n_heads) or a named preset "
+                                      "(demo, full, tiny, bmmc...). Replaces --ae-epochs, --diffusion-steps, "
+                                      "--batch-size and --lr."),
     time_budget: float | None = typer.Option(None, help="Seconds of training for --preset auto (default: the "
                                              "full recipe on a GPU, 3600 on a CPU)."),
     split_key: str | None = typer.Option(None, help="Train only on cells with obs[split_key] == --train-value."),
@@ -509,6 +511,12 @@ def train(
                               atac_layer=None if atac_layer == "X" else atac_layer)
     _info(f"training on {mdata.n_obs:,} cells, {mdata.mod['rna'].n_vars:,} genes, {mdata.mod['atac'].n_vars:,} "
           f"peaks; labels {lab or 'none'}")
+    if preset == "auto" and not {"width", "n_layers", "n_heads"} & set(overrides):
+        from .model._autopreset import denoiser_size
+
+        overrides.update(denoiser_size(mdata, time_budget=time_budget, device=None if device == "auto" else device,
+                                       batch_size=batch_size, split_key=split_key, train_value=train_value,
+                                       **overrides))
     model = ScDiffusionX(mdata, seed=seed, **overrides)
     t0 = time.perf_counter()
     model.train(ae_epochs=ae_epochs, diffusion_steps=diffusion_steps, batch_size=batch_size, lr=lr, ae_lr=ae_lr,

@@ -315,6 +315,53 @@ def test_cli_train_preset(sim, tmp_path):
     plan = meta["train"]["plan"]
     assert meta["train"]["preset"] == "auto" and plan["estimated_seconds"] > 0
     assert meta["train"]["ae_epochs"] == plan["ae_epochs"] and meta["train"]["diffusion_steps"] == plan["diffusion_steps"]
+    # --preset auto without a denoiser size sizes it for the device: no size trains 2,000 steps in 0.25 s
+    res = run(["train", "--data", data, "--out", tmp_path / "m3", "--preset", "auto", "--time-budget", "0.5",
+               "--device", "cpu", *small[6:]])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "m3" / "config.json").read_text())["config"]
+    assert (cfg["width"], cfg["n_layers"], cfg["n_heads"]) == (32, 2, 2)
     bad = run(["train", "--data", data, "--out", tmp_path / "m2", "--preset", "nonsense", "--device", "cpu", *small])
     lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
     assert bad.exit_code == 2 and len(lines) == 1 and "unknown preset" in lines[0]
+
+
+# ----------------------------------------------------------------------------- denoiser sized for the device
+def test_denoiser_size_takes_the_largest_size_that_trains_long_enough(sim, monkeypatch):
+    from scdiffx_grn.model import _autopreset
+
+    m = sim[:96].copy()
+    scdx.ScDiffusionX.setup_mudata(m, labels=["cell_type"])
+    # planted step times (seconds) by (width, blocks): half of a 1,000 s budget gives 500, 1,250, 1,666, 5,000 steps
+    planted = {(128, 4): 1.0, (64, 3): 0.4, (64, 2): 0.3, (32, 2): 0.1}
+    seen = []
+
+    def fake(cfg, batch, device, n_repeats):
+        seen.append((cfg.width, cfg.n_layers, batch, cfg.latent_dim))
+        return planted[(cfg.width, cfg.n_layers)]
+
+    monkeypatch.setattr(_autopreset, "_time_denoiser_step", fake)
+    assert scdx.model.denoiser_size(m, time_budget=1000, latent_dim=8) == {"width": 32, "n_heads": 2, "n_layers": 2}
+    assert [s[:2] for s in seen] == list(planted) and {s[2:] for s in seen} == {(32, 8)}  # batch as preset "auto"
+    assert scdx.model.denoiser_size(m, time_budget=1000, min_steps=1200) == {"width": 64, "n_heads": 4, "n_layers": 3}
+    assert scdx.model.denoiser_size(m, time_budget=4000) == {"width": 128, "n_heads": 4, "n_layers": 4}
+    last = scdx.model.denoiser_size.last
+    assert len(last["timings"]) == 1 and last["timings"][0]["steps_in_half_budget"] == 2000
+    # no budget on a CPU: one hour (1,800 s for the denoiser: 1,800, 4,500 steps)
+    assert scdx.model.denoiser_size(m, device="cpu")["n_layers"] == 3
+    # none is fast enough: the smallest
+    assert scdx.model.denoiser_size(m, time_budget=10)["width"] == 32
+    with pytest.raises(scdx.OptionError, match="width"):
+        scdx.model.denoiser_size(m, time_budget=10, width=64)
+    with pytest.raises(scdx.OptionError, match="time_budget"):
+        scdx.model.denoiser_size(m, time_budget=0)
+
+
+def test_denoiser_step_timing_is_real_and_positive(sim):
+    from scdiffx_grn.model._autopreset import _time_denoiser_step
+
+    m = sim[:96].copy()
+    scdx.ScDiffusionX.setup_mudata(m, labels=["cell_type"])
+    cfg = scdx.ScDiffusionX(m, seed=0, width=16, n_layers=1, n_heads=2, latent_dim=8, rna_hidden=(16,),
+                            atac_hidden=(16,)).config
+    assert 0 < _time_denoiser_step(cfg, 32, "cpu", 1) < 60

@@ -10,6 +10,7 @@ protocol (``_api``).
 
 from .._samplers import SAMPLER_KINDS, get_sampler, register_sampler, sampler_names
 from ._api import ModelConfigLike, TranslationModel
+from ._autopreset import DENOISER_SIZES, denoiser_size, model_size
 from ._classifier import (
                           LatentClassifier,
                           classifier_guidance,
@@ -61,6 +62,9 @@ __all__ = [
     "ModelConfig",
     "PRESETS",
     "preset",
+    "denoiser_size",
+    "DENOISER_SIZES",
+    "model_size",
     "FORMAT_VERSION",
     "TranslationModel",
     "ModelConfigLike",
