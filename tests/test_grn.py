@@ -752,3 +752,30 @@ def test_knockout_linear_is_first_order(tiny_trained):
     np.testing.assert_allclose(lin, ref, rtol=0, atol=model_float32_tol(ref, model, denoiser_calls=1, extra_terms=8))
     with pytest.raises(OptionError, match="n_samples"):
         knockout_scores(model, Xa, cond, small, engine="linear", n_samples=2)
+
+
+def test_encode_closed_equals_encoding_the_edited_rows(tiny_trained):
+    """The model's rank-one hook: latents of rows with one peak closed, without building those rows, equal
+    ``encode`` of the edited rows (float32 rounding of the first layer's sum); RNA is refused."""
+    import torch
+
+    from conftest import float32_tol
+
+    from scdiffx_grn._modelio import dense_rows, eval_mode
+
+    model, Xa, _, _, _ = tiny_trained
+    x = model.atac_tensor(dense_rows(Xa, np.arange(6)))
+    rows = torch.tensor([0, 0, 3, 5, 5, 2])
+    cols = torch.stack([torch.nonzero(x[r])[k % 2, 0] for k, r in enumerate(rows.tolist())])  # open peaks
+    cols[-1] = int(torch.nonzero(x[2] == 0)[0, 0])  # closing a closed peak changes nothing
+    edited = x[rows].clone()
+    edited[torch.arange(len(rows)), cols] = 0.0
+    with eval_mode(model), torch.no_grad():
+        fast = model.encode_closed("atac", x, rows, cols)
+        ref = model.encode("atac", edited)
+        base = model.encode("atac", x[rows])
+    assert (fast[:-1] - base[:-1]).abs().max() > 1e-3  # the edits move the latents
+    tol = float32_tol(float(ref.abs().max()), x.shape[1] + 2 * int(model.config.latent_dim))
+    np.testing.assert_allclose(fast.numpy(), ref.numpy(), rtol=0, atol=tol)
+    with pytest.raises(OptionError, match="ATAC"):
+        model.encode_closed("rna", x, rows, cols)

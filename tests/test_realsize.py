@@ -332,36 +332,29 @@ def test_denoiser_size_takes_the_largest_size_that_trains_long_enough(sim, monke
 
     m = sim[:96].copy()
     scdx.ScDiffusionX.setup_mudata(m, labels=["cell_type"])
-    # planted step times (seconds) by (width, blocks): half of a 1,000 s budget gives 500, 1,250, 1,666, 5,000 steps
+    # planted seconds per denoiser step by (width, blocks); autoencoder batches of 0.01 s (3 per epoch at
+    # batch 32): the auto plan of 1,000 s gives 40 epochs (1.2 s) and (1000 - 1.2 - 0.009) // step_s steps
     planted = {(128, 4): 1.0, (64, 3): 0.4, (64, 2): 0.3, (32, 2): 0.1}
     seen = []
 
-    def fake(cfg, batch, device, n_repeats):
-        seen.append((cfg.width, cfg.n_layers, batch, cfg.latent_dim))
-        return planted[(cfg.width, cfg.n_layers)]
+    def fake(model, mdata, *, batch_size, **kw):
+        seen.append((model.config.width, model.config.n_layers, batch_size, model.config.latent_dim))
+        return {"ae_step_s": 0.01, "diffusion_step_s": planted[(model.config.width, model.config.n_layers)]}
 
-    monkeypatch.setattr(_autopreset, "_time_denoiser_step", fake)
-    assert scdx.model.denoiser_size(m, time_budget=1000, latent_dim=8) == {"width": 32, "n_heads": 2, "n_layers": 2}
-    assert [s[:2] for s in seen] == list(planted) and {s[2:] for s in seen} == {(32, 8)}  # batch as preset "auto"
-    assert scdx.model.denoiser_size(m, time_budget=1000, min_steps=1200) == {"width": 64, "n_heads": 4, "n_layers": 3}
-    assert scdx.model.denoiser_size(m, time_budget=4000) == {"width": 128, "n_heads": 4, "n_layers": 4}
+    monkeypatch.setattr(_autopreset, "calibrate", fake)
+    size = scdx.model.denoiser_size(m, time_budget=1000, min_steps=2000, latent_dim=8)
+    assert size == {"width": 64, "n_heads": 4, "n_layers": 3}  # 998 steps, then 2,496
+    assert [s[:2] for s in seen] == [(128, 4), (64, 3)] and {s[2:] for s in seen} == {(32, 8)}  # batch as "auto"
     last = scdx.model.denoiser_size.last
-    assert len(last["timings"]) == 1 and last["timings"][0]["steps_in_half_budget"] == 2000
-    # no budget on a CPU: one hour (1,800 s for the denoiser: 1,800, 4,500 steps)
-    assert scdx.model.denoiser_size(m, device="cpu")["n_layers"] == 3
+    assert [t["diffusion_steps"] for t in last["tried"]] == [998, 2496] and last["choice"] == size
+    assert scdx.model.denoiser_size(m, time_budget=1000, min_steps=9000)["width"] == 32  # 9,988 steps
+    assert scdx.model.denoiser_size(m, time_budget=1000, min_steps=990)["width"] == 128
     # none is fast enough: the smallest
-    assert scdx.model.denoiser_size(m, time_budget=10)["width"] == 32
+    assert scdx.model.denoiser_size(m, time_budget=100)["width"] == 32
+    # no budget on a CPU: one hour (3,598 steps of the default size, 8,996 of the next)
+    assert scdx.model.denoiser_size(m, device="cpu")["width"] == 128
+    assert scdx.model.denoiser_size(m, device="cpu", min_steps=5000) == {"width": 64, "n_heads": 4, "n_layers": 3}
     with pytest.raises(scdx.OptionError, match="width"):
         scdx.model.denoiser_size(m, time_budget=10, width=64)
     with pytest.raises(scdx.OptionError, match="time_budget"):
         scdx.model.denoiser_size(m, time_budget=0)
-
-
-def test_denoiser_step_timing_is_real_and_positive(sim):
-    from scdiffx_grn.model._autopreset import _time_denoiser_step
-
-    m = sim[:96].copy()
-    scdx.ScDiffusionX.setup_mudata(m, labels=["cell_type"])
-    cfg = scdx.ScDiffusionX(m, seed=0, width=16, n_layers=1, n_heads=2, latent_dim=8, rna_hidden=(16,),
-                            atac_hidden=(16,)).config
-    assert 0 < _time_denoiser_step(cfg, 32, "cpu", 1) < 60

@@ -500,16 +500,22 @@ def _knockout_sparse(model, X_atac, cond, lay: _PairLayout, *, readout: str, kw:
     Xs = X_atac.tocsr() if hasattr(X_atac, "tocsr") else None
     gsel = torch.as_tensor(lay.genes, dtype=torch.long)
     gi = lay.gi
+    closed = getattr(model, "encode_closed", None)  # the protocol's optional rank-one encoder hook
 
     def flush(cells, cols):
         # rows: the control row of each cell with its candidate peak closed
         uc, inv = np.unique(cells, return_inverse=True)
-        x = _dense(X_atac, uc)[inv]
-        x[np.arange(len(cols)), lay.peaks[cols]] = 0.0
         with eval_mode(model), torch.inference_mode():
-            z = eng.translate_rows(x, cells)
-            zc = eng.z_ctrl[:, torch.as_tensor(cells, device=eng.dev)]
-            d = (eng.read(z)[..., gsel] - eng.read(zc)[..., gsel]).double().sum(0).cpu().numpy()  # rows x G
+            if closed is not None:  # each cell's first encoder layer once, one column subtracted per edit
+                z_src = closed("atac", model.atac_tensor(_dense(X_atac, uc)), torch.as_tensor(inv, device=eng.dev),
+                               torch.as_tensor(lay.peaks[cols], device=eng.dev))
+                z = eng.translate_source(z_src, cells)
+            else:
+                x = _dense(X_atac, uc)[inv]
+                x[np.arange(len(cols)), lay.peaks[cols]] = 0.0
+                z = eng.translate_rows(x, cells)
+            yc = eng.read(eng.z_ctrl[:, torch.as_tensor(uc, device=eng.dev)])[..., gsel]  # once per cell
+            d = (eng.read(z)[..., gsel] - yc[:, torch.as_tensor(inv, device=eng.dev)]).double().sum(0).cpu().numpy()
         pr, pos = lay.pairs_of(cols)
         acc[:] += np.bincount(pr, weights=d[pos, gi[pr]], minlength=lay.n_pairs)
 

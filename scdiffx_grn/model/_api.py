@@ -84,3 +84,8 @@ class TranslationModel(Protocol):
         ``readout`` (``"mean"``: posterior mean; ``"samples"``), ``sampler``, ``n_steps``,
         ``guidance_scale``, ``source_guidance``, ``step_noise``.
         """
+
+    # Optional: ``encode_closed(modality, x_input, rows, cols)``, the normalised latents of the inputs
+    # ``x_input[rows[i]]`` each with column ``cols[i]`` set to 0 (equal to ``encode`` of those edited rows
+    # up to float rounding), without building the edited rows. The knockout scorer uses it when present
+    # (:meth:`ScDiffusionX.encode_closed`: one first-layer product per cell, a column subtracted per edit).

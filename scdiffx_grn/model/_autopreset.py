@@ -11,8 +11,8 @@ epoch / 20 steps follows in the log. Named presets (``model._config.PRESETS``) p
 (the module is built on the ``meta`` device).
 
 :func:`denoiser_size` picks the denoiser's width and depth for the device and the budget before the model
-is built: the largest of :data:`DENOISER_SIZES` whose timed training step leaves at least ``min_steps``
-denoiser steps in half the budget (the default size on a GPU without a budget). On one CPU thread at
+is built: the largest of :data:`DENOISER_SIZES` for which the ``"auto"`` plan of the budget (timed as
+above) reaches ``min_steps`` denoiser steps (the default size on a GPU without a budget). On one CPU thread at
 real size the default denoiser (width 128, 4 blocks, ~100 MFLOP per cell per forward pass) gets about
 200 steps in 15 minutes, and every knockout translation downstream costs ~2.5 ms per edited cell; a
 width-32, 2-block denoiser trains for thousands of steps in the same time and translates ~15x faster.
@@ -42,7 +42,7 @@ _MIN_RECIPE = {"ae_epochs": 1, "diffusion_steps": 200}
 #: denoiser sizes :func:`denoiser_size` chooses from, largest (the default) first
 DENOISER_SIZES = ({"width": 128, "n_heads": 4, "n_layers": 4}, {"width": 64, "n_heads": 4, "n_layers": 3},
                   {"width": 64, "n_heads": 4, "n_layers": 2}, {"width": 32, "n_heads": 2, "n_layers": 2})
-#: denoiser steps a size chosen by :func:`denoiser_size` must reach in half the time budget
+#: denoiser steps the ``"auto"`` plan of a size chosen by :func:`denoiser_size` must reach
 MIN_AUTO_STEPS = 2000
 
 
@@ -198,51 +198,21 @@ def apply_preset(model, mdata, preset: str, *, time_budget: float | None, batch_
     return opts
 
 
-def _time_denoiser_step(cfg, batch: int, device, n_repeats: int) -> float:
-    """Seconds of one denoiser training step (forward, backward, AdamW) of ``cfg`` at ``batch`` cells, on
-    random latents (the cost does not depend on the values); the best of ``n_repeats`` after a warm-up."""
-    from ._modules import DCADenoiser
-
-    dev = torch.device(device)
-    gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        den = DCADenoiser(cfg).to(dev)
-    opt = torch.optim.AdamW(den.parameters(), lr=1e-4)
-    L = int(cfg.latent_dim)
-    z = torch.randn(2, batch, L, generator=gen).to(dev)
-    t = torch.randint(0, int(cfg.n_train_timesteps), (2, batch), generator=gen).to(dev)
-    cond = torch.zeros(batch, max(1, len(cfg.label_keys)), dtype=torch.long, device=dev)[:, :len(cfg.label_keys)]
-    best = math.inf
-    for i in range(n_repeats + 1):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
-        o_r, o_a = den(z[0], z[1], t[0], t[1], cond)
-        loss = o_r.square().mean() + o_a.square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        if i:  # the first step is a warm-up
-            best = min(best, time.perf_counter() - t0)
-    return best
-
 
 def denoiser_size(mdata, *, time_budget: float | None = None, device=None, batch_size: int = 256,
-                  min_steps: int = MIN_AUTO_STEPS, n_repeats: int = 2, split_key=None, train_value: str = "train",
+                  min_steps: int = MIN_AUTO_STEPS, split_key=None, train_value: str = "train", seed: int = 0,
                   **overrides) -> dict[str, int]:
     """The denoiser size (``{"width", "n_heads", "n_layers"}``) to build for training on ``device`` within
     ``time_budget`` seconds; pass it to :class:`~scdiffx_grn.ScDiffusionX`.
 
-    Each size of :data:`DENOISER_SIZES` (largest first) is timed for ``n_repeats`` training steps at the
-    batch ``train(preset="auto")`` will use; the first that leaves ``min_steps`` denoiser steps in half the
-    budget (the planner's share for the denoiser) is returned, else the smallest. ``time_budget=None``: the
-    default size on a GPU, :data:`DEFAULT_CPU_BUDGET` on a CPU. ``overrides`` are other model options
-    (``latent_dim``, ``token_dim``...) the model will be built with. The choice and its reason are printed
-    before any training; the returned dict holds the three sizes only, so that it can be splatted into the
-    constructor, and ``denoiser_size.last`` keeps the timings of the most recent call.
+    Each size of :data:`DENOISER_SIZES` (largest first) is timed as ``train(preset="auto")`` times a
+    model (:func:`calibrate`: a few autoencoder batches and denoiser steps of the real training loop, at
+    the batch that preset will use) and planned as it plans (:func:`plan_training`); the first size whose
+    plan reaches ``min_steps`` denoiser steps is returned, else the smallest. ``time_budget=None``: the
+    default size on a GPU, :data:`DEFAULT_CPU_BUDGET` on a CPU. ``overrides``: the other model options
+    the model will be built with (``latent_dim``...). The choice and its reason are printed before any
+    training; the dict holds the three sizes only, so that it can be splatted into the constructor, and
+    ``denoiser_size.last`` keeps the timings and plans of the most recent call.
 
     ::
 
@@ -251,8 +221,6 @@ def denoiser_size(mdata, *, time_budget: float | None = None, device=None, batch
         model.train(preset="auto", time_budget=900)
     """
     from .._registry import labels as registry_labels
-    from ._config import ModelConfig
-    from ._access import label_categories
     from ._model import ScDiffusionX
 
     if time_budget is not None and not float(time_budget) > 0:
@@ -264,37 +232,32 @@ def denoiser_size(mdata, *, time_budget: float | None = None, device=None, batch
         raise OptionError(f"denoiser_size chooses {named} itself; build the model with them directly instead")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     budget = float(time_budget) if time_budget is not None else (None if dev.type == "cuda" else DEFAULT_CPU_BUDGET)
-    setup = ScDiffusionX._get_setup(mdata)
     n_train = mdata.n_obs
     if split_key is not None:
         n_train = int((registry_labels(mdata, split_key).to_numpy() == str(train_value)).sum())
     batch = int(min(batch_size, max(32, n_train // 4)))  # as train(preset="auto")
-
-    base = ModelConfig(**overrides) if overrides else ModelConfig()
-    base.modalities = list(setup["modalities"])
-    base.n_genes = mdata.mod["rna"].n_vars
-    base.n_peaks = mdata.mod["atac"].n_vars if "atac" in base.modalities else 0
-    base.label_keys = list(setup["labels"])
-    base.label_categories = label_categories(mdata, base.label_keys)
-    timings = []
+    tried = []
     choice = dict(DENOISER_SIZES[0])
     if budget is not None:
         for size in DENOISER_SIZES:
-            cfg = ModelConfig.from_dict({**base.to_dict(), **size}).resolve()
-            step_s = _time_denoiser_step(cfg, batch, dev, n_repeats)
-            steps = int(0.5 * budget / step_s)
-            timings.append({**size, "step_s": step_s, "steps_in_half_budget": steps})
-            logger.info("denoiser width %d x %d blocks: %.3f s per training step at batch %d -> %d steps in half "
-                        "the budget", size["width"], size["n_layers"], step_s, batch, steps)
+            model = ScDiffusionX(mdata, seed=seed, **overrides, **size)
+            t = calibrate(model, mdata, batch_size=batch, split_key=split_key, train_value=train_value, seed=seed,
+                          device=dev)
+            plan = plan_training(n_train, batch, t, time_budget=budget, device=str(dev))
+            tried.append({**size, "diffusion_step_s": t["diffusion_step_s"], "ae_epoch_s": plan["ae_epoch_s"],
+                          "ae_epochs": plan["ae_epochs"], "diffusion_steps": plan["diffusion_steps"]})
+            logger.info("denoiser width %d x %d blocks: %.3f s per training step at batch %d -> %d autoencoder "
+                        "epochs + %d denoiser steps in the budget", size["width"], size["n_layers"],
+                        t["diffusion_step_s"], batch, plan["ae_epochs"], plan["diffusion_steps"])
             choice = dict(size)
-            if steps >= int(min_steps):
+            if plan["diffusion_steps"] >= int(min_steps):
                 break
-    denoiser_size.last = {"choice": choice, "timings": timings, "batch_size": batch, "time_budget": budget,
+    denoiser_size.last = {"choice": choice, "tried": tried, "batch_size": batch, "time_budget": budget,
                           "device": str(dev), "min_steps": int(min_steps)}
     why = ("the default size (no budget on a GPU)" if budget is None else
-           f"{timings[-1]['steps_in_half_budget']:,} denoiser steps in half the {budget / 60:.1f}-min budget"
-           + ("" if timings[-1]["steps_in_half_budget"] >= int(min_steps) else
-              f" (the smallest size; fewer than {int(min_steps):,})"))
+           f"{tried[-1]['diffusion_steps']:,} denoiser steps planned in the {budget / 60:.1f}-min budget"
+           + ("" if tried[-1]["diffusion_steps"] >= int(min_steps) else
+              f" (the smallest size; fewer than {int(min_steps):,}: give more time for a better denoiser)"))
     _say(f"denoiser for {dev.type}: width {choice['width']}, {choice['n_layers']} blocks, {choice['n_heads']} "
          f"heads: {why}")
     return choice

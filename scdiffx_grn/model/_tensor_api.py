@@ -55,6 +55,22 @@ class TensorHooks:
         return self.pipeline.translate_latents(z_src, direction, cond, noise, opts, generator=generator,
                                                step_noise=step_noise)
 
+    def encode_closed(self, modality: str, x_input, rows, cols):
+        """Normalised latents of the encoder inputs ``x_input[rows[i]]`` (``atac_tensor`` rows) each with column
+        ``cols[i]`` set to 0, without building those rows: the first (linear) layer's output of each input
+        row once, minus the closed column's weights times its value per edit; the rest of the encoder runs
+        on the result. Equal to ``encode(modality, edited rows)`` up to float rounding. ATAC only (closing
+        an RNA gene changes every normalised input through the library size)."""
+        if modality != "atac":
+            from .._errors import OptionError
+
+            raise OptionError(f"encode_closed edits binarised ATAC inputs only, got modality {modality!r}")
+        enc = self.module._ae("atac").encoder
+        first = enc[0]
+        h = first(x_input)[rows]
+        h = h - x_input[rows, cols][:, None] * first.weight.t()[cols]
+        return self.module.normalize("atac", enc[1:](h))
+
     def cell_noise(self, names, seed: int, sample: int = 0, *, stream: int = 0, device=None):
         """Noise ``(len(names), 2 latent_dim)`` of cells ``names`` for ``translate_latent``: the target's
         starting noise, then the source-side noise; keyed by obs name, ``seed``, ``sample`` and

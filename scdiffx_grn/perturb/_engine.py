@@ -207,10 +207,13 @@ class PairedEngine:
 
     def translate_rows(self, x: np.ndarray, rows: np.ndarray):
         """Translated latents ``(S, len(rows), L)`` of raw source inputs ``x`` of the engine's cells ``rows``."""
+        return self.translate_source(self.model.encode(self.src, self.tensor(x)), rows)
+
+    def translate_source(self, z_src, rows: np.ndarray):
+        """Translated latents ``(S, len(rows), L)`` of normalised source latents ``z_src`` of cells ``rows``."""
         import torch
 
         m, K = self.model, self.K
-        z_src = m.encode(self.src, self.tensor(x))
         b = z_src.shape[0]
         c = None
         if self.inputs.cond is not None:
