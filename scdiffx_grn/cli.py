@@ -512,7 +512,7 @@ def train(
     _info(f"training on {mdata.n_obs:,} cells, {mdata.mod['rna'].n_vars:,} genes, {mdata.mod['atac'].n_vars:,} "
           f"peaks; labels {lab or 'none'}")
     if preset == "auto" and not {"width", "n_layers", "n_heads"} & set(overrides):
-        from .model._autopreset import denoiser_size
+        from .model._sizing import denoiser_size
 
         overrides.update(denoiser_size(mdata, time_budget=time_budget, device=None if device == "auto" else device,
                                        batch_size=batch_size, split_key=split_key, train_value=train_value,

@@ -328,7 +328,7 @@ def test_cli_train_preset(sim, tmp_path):
 
 # ----------------------------------------------------------------------------- denoiser sized for the device
 def test_denoiser_size_takes_the_largest_size_that_trains_long_enough(sim, monkeypatch):
-    from scdiffx_grn.model import _autopreset
+    from scdiffx_grn.model import _sizing
 
     m = sim[:96].copy()
     scdx.ScDiffusionX.setup_mudata(m, labels=["cell_type"])
@@ -341,7 +341,7 @@ def test_denoiser_size_takes_the_largest_size_that_trains_long_enough(sim, monke
         seen.append((model.config.width, model.config.n_layers, batch_size, model.config.latent_dim))
         return {"ae_step_s": 0.01, "diffusion_step_s": planted[(model.config.width, model.config.n_layers)]}
 
-    monkeypatch.setattr(_autopreset, "calibrate", fake)
+    monkeypatch.setattr(_sizing, "calibrate", fake)
     size = scdx.model.denoiser_size(m, time_budget=1000, min_steps=2000, latent_dim=8)
     assert size == {"width": 64, "n_heads": 4, "n_layers": 3}  # 998 steps, then 2,496
     assert [s[:2] for s in seen] == [(128, 4), (64, 3)] and {s[2:] for s in seen} == {(32, 8)}  # batch as "auto"

@@ -234,6 +234,27 @@ def _decoder_jvp(model, z, genes, d: int):
         return torch.autograd.functional.jvp(f, z, t)[1]
 
 
+def _decoder_jacobian(model, z, genes, chunk: int = 32):
+    """``(rows, len(genes), latent)`` Jacobian of log1p CP10k expression of ``genes`` w.r.t. the RNA latent:
+    forward-mode products vectorised over ``chunk`` latent directions at a time (one per direction,
+    :func:`_decoder_jvp`, where ``torch.func.vmap`` cannot run the decoder)."""
+    import torch
+
+    b, L = z.shape
+    f = lambda zz: _log_expr(model.decode_rna(zz))[:, genes]  # noqa: E731
+    try:
+        jv = torch.func.vmap(lambda t: torch.func.jvp(f, (z,), (t,))[1])
+        parts = []
+        for d0 in range(0, L, chunk):
+            dirs = torch.arange(d0, min(L, d0 + chunk), device=z.device)
+            t = torch.zeros(len(dirs), b, L, dtype=z.dtype, device=z.device)
+            t[torch.arange(len(dirs), device=z.device), :, dirs] = 1.0
+            parts.append(jv(t).detach())  # (directions, rows, genes)
+        return torch.cat(parts).permute(1, 2, 0)
+    except Exception:  # noqa: BLE001 - ops without batching rules: one direction at a time
+        return torch.stack([_decoder_jvp(model, z, genes, d).detach() for d in range(L)], -1)
+
+
 class _PairLayout:
     """Candidate pairs grouped by peak: unique genes / peaks, each pair's column in them, and per
     candidate peak its pairs (CSR), so that the pairs of the open peaks of a cell are gathered
@@ -286,7 +307,14 @@ def _jacobian_pair_sums(model, X_atac, cond, noise_all, lay: _PairLayout, alphas
     # bytes per (alpha, cell) row: input, its gradient and the encoder graph (~4 x peaks), the
     # peak-side Jacobian (L x P), the gene-side one (G x L); latent width read from the noise
     L = int(noise_all.shape[1])
-    per_row = 4.0 * (4 * n_peaks + L * P + 2 * G * L)
+    # the model's linear encoder front (optional hook): differentiate at the first layer's output (width H)
+    # and form dz/dx = dz/dh @ weight at each cell's entries only, never over all candidate peaks at once
+    front = getattr(model, "linear_front", None)
+    front = front("atac") if front is not None else None
+    if front is not None:
+        front = (front[0].detach(), front[1].detach(), front[2])
+    H = int(front[0].shape[0]) if front is not None else P
+    per_row = 4.0 * (4 * n_peaks + L * H + 2 * G * L)
     cells = max(1, min(int(batch_size), _rows_budget(per_row, mem_budget_mb) // m))
     if pair_chunk is None:  # entries per gather: two (entries x L) float32 blocks within a quarter of the budget
         pair_chunk = _rows_budget(8.0 * L + 32, mem_budget_mb / 4)
@@ -308,19 +336,24 @@ def _jacobian_pair_sums(model, X_atac, cond, noise_all, lay: _PairLayout, alphas
             cin = c.repeat(m, 1) if c is not None else None
             dx = (x - base)[:, peaks_t]  # b x P: the IG weight (x_p - b_p) at the candidate peaks
             with torch.enable_grad():
-                z = translate_inputs(model, "atac", xin, cin, nin, kw)
+                if front is not None:
+                    W, bias, rest = front
+                    leaf = torch.nn.functional.linear(xin.detach(), W, bias).detach().requires_grad_(True)
+                    z = model.translate_latent(rest(leaf), "atac->rna", cin, nin, **kw)
+                else:
+                    leaf = xin
+                    z = translate_inputs(model, "atac", xin, cin, nin, kw)
                 L = z.shape[1]
-                B = torch.empty(m * b, L, P, dtype=torch.float32, device=dev)  # dz/dx at candidate peaks
+                # dz/dh (front) or dz/dx at the candidate peaks
+                B = torch.empty(m * b, L, H, dtype=torch.float32, device=dev)
                 for d in range(L):
-                    (gd,) = torch.autograd.grad(z[:, d].sum(), xin, retain_graph=d < L - 1)
-                    B[:, d] = gd[:, peaks_t]
+                    (gd,) = torch.autograd.grad(z[:, d].sum(), leaf, retain_graph=d < L - 1)
+                    B[:, d] = gd if front is not None else gd[:, peaks_t]
                     del gd
-            del xin
+            del xin, leaf
             zd = z.detach()
-            A = torch.empty(m * b, G, L, dtype=torch.float32, device=dev)  # dy/dz at candidate genes
-            for d in range(L):
-                A[:, :, d] = _decoder_jvp(model, zd, genes_t, d).detach()
-            B = B.transpose(1, 2)  # (rows, P, L) view
+            A = _decoder_jacobian(model, zd, genes_t.to(dev))  # dy/dz at candidate genes: (rows, G, L)
+            B = B.transpose(1, 2)  # (rows, P or H, L) view
             # entries (cell, pair) with x_p != b_p: with a zero baseline, the pairs of the cell's open peaks
             nz = (dx != 0).cpu().numpy()
             for ci in range(b):
@@ -328,12 +361,16 @@ def _jacobian_pair_sums(model, X_atac, cond, noise_all, lay: _PairLayout, alphas
                 if len(cols) == 0:
                     continue
                 pairs, pos = lay.pairs_of(cols)
+                r = torch.arange(m)[:, None] * b + ci  # the cell's m rows
                 for e0 in range(0, len(pairs), max(1, pair_chunk // m)):
                     pr = torch.as_tensor(pairs[e0:e0 + max(1, pair_chunk // m)], dtype=torch.long)
                     pc = torch.as_tensor(cols[pos[e0:e0 + max(1, pair_chunk // m)]], dtype=torch.long)
-                    r = torch.arange(m)[:, None] * b + ci  # the cell's m rows
+                    if front is not None:  # dz/dx at the chunk's peaks: (m, e, L) = weight columns x dz/dh
+                        Bc = W.t()[peaks_t[pc].to(dev)][None] @ B[r[:, 0]]
+                    else:
+                        Bc = B[r, pc[None]]
                     # sum_l A[r, g, l] B[r, p, l], weighted by w_k (x_p - b_p), summed over alpha
-                    prod = (A[r, gi_t[pr][None]] * B[r, pc[None]]).sum(-1)  # m x e
+                    prod = (A[r, gi_t[pr][None]] * Bc).sum(-1)  # m x e
                     w = steps_t.to(dev)[:, None] * dx[ci, pc][None]
                     acc.index_add_(0, pr, (prod * w).sum(0).double().cpu())
             del A, B, z, zd

@@ -10,7 +10,8 @@ protocol (``_api``).
 
 from .._samplers import SAMPLER_KINDS, get_sampler, register_sampler, sampler_names
 from ._api import ModelConfigLike, TranslationModel
-from ._autopreset import DENOISER_SIZES, denoiser_size, model_size
+from ._autopreset import model_size
+from ._sizing import DENOISER_SIZES, denoiser_size
 from ._classifier import (
                           LatentClassifier,
                           classifier_guidance,

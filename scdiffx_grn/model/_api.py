@@ -85,7 +85,9 @@ class TranslationModel(Protocol):
         ``guidance_scale``, ``source_guidance``, ``step_noise``.
         """
 
-    # Optional: ``encode_closed(modality, x_input, rows, cols)``, the normalised latents of the inputs
-    # ``x_input[rows[i]]`` each with column ``cols[i]`` set to 0 (equal to ``encode`` of those edited rows
-    # up to float rounding), without building the edited rows. The knockout scorer uses it when present
-    # (:meth:`ScDiffusionX.encode_closed`: one first-layer product per cell, a column subtracted per edit).
+    # Optional hooks, used when present (:class:`ScDiffusionX` has both):
+    # ``linear_front(modality)``: ``(weight, bias, rest)`` with ``encode(modality, x) == rest(x @ weight.T +
+    # bias)``, or ``None``; the closed-form integrated gradients then differentiate at the first layer's
+    # output instead of the input. ``encode_closed(modality, x_input, rows, cols)``: the latents of the
+    # inputs ``x_input[rows[i]]`` each with column ``cols[i]`` set to 0 (``encode`` of those edited rows up
+    # to float rounding) without building them; the exact knockout scorer uses it.

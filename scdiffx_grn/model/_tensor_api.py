@@ -4,6 +4,8 @@ of a cell (the one noise convention) and the hooks of the GRN attention scores."
 
 from __future__ import annotations
 
+import torch
+
 from .._modelio import cell_noise
 from ._access import require_paired
 from ._options import SamplingOptions
@@ -55,6 +57,17 @@ class TensorHooks:
         return self.pipeline.translate_latents(z_src, direction, cond, noise, opts, generator=generator,
                                                step_noise=step_noise)
 
+    def linear_front(self, modality: str):
+        """The encoder of ``modality`` as ``rest(x @ weight.T + bias)``: ``(weight (hidden x features), bias,
+        rest)``, ``rest`` mapping the first layer's output to the normalised latent; ``None`` when the first
+        layer is not linear (the RNA set encoder). Lets attribution and knockout work in the first layer's
+        width instead of the input's (``encode_closed``, the closed-form integrated gradients)."""
+        enc = getattr(self.module._ae(modality), "encoder", None)
+        if not isinstance(enc, torch.nn.Sequential) or not isinstance(enc[0], torch.nn.Linear):
+            return None
+        first, tail = enc[0], enc[1:]
+        return first.weight, first.bias, lambda h: self.module.normalize(modality, tail(h))
+
     def encode_closed(self, modality: str, x_input, rows, cols):
         """Normalised latents of the encoder inputs ``x_input[rows[i]]`` (``atac_tensor`` rows) each with column
         ``cols[i]`` set to 0, without building those rows: the first (linear) layer's output of each input
@@ -65,11 +78,9 @@ class TensorHooks:
             from .._errors import OptionError
 
             raise OptionError(f"encode_closed edits binarised ATAC inputs only, got modality {modality!r}")
-        enc = self.module._ae("atac").encoder
-        first = enc[0]
-        h = first(x_input)[rows]
-        h = h - x_input[rows, cols][:, None] * first.weight.t()[cols]
-        return self.module.normalize("atac", enc[1:](h))
+        w, b, rest = self.linear_front("atac")
+        h = torch.nn.functional.linear(x_input, w, b)[rows]
+        return rest(h - x_input[rows, cols][:, None] * w.t()[cols])
 
     def cell_noise(self, names, seed: int, sample: int = 0, *, stream: int = 0, device=None):
         """Noise ``(len(names), 2 latent_dim)`` of cells ``names`` for ``translate_latent``: the target's
