@@ -386,3 +386,9 @@ def test_every_engine_path_gives_the_reference_differences(model, mdata, tmp_pat
     np.testing.assert_array_equal(changed, mdata.mod["atac"].layers["counts"].toarray()[:, 0] > 0)
     assert (d[~changed] == 0).all()
     np.testing.assert_allclose(d, ref["mean"][0], rtol=0, atol=float32_tol(ref["mean"], N_TERMS))
+    # control readouts kept from the control pass (default) or decoded again per call: the same differences
+    for cache_mb in (0.0, 1e-9):
+        d2, changed2 = cell_effects(model, inputs, Edit(name=peak, idx=np.array([0]), kind="close"), n_noise=K,
+                                    ctrl_cache_mb=cache_mb)
+        np.testing.assert_array_equal(changed2, changed)
+        np.testing.assert_allclose(d2, d, rtol=0, atol=float32_tol(ref["mean"], N_TERMS))

@@ -147,12 +147,15 @@ class PairedEngine:
     cells per call of the control pass (default ``batch_rows // n_noise``). ``translate_kwargs``: to
     ``model.translate_latent`` (a ``readout`` there must agree). ``skip_unchanged=False``
     re-translates every cell of an edit's mask (the tests' reference). ``autocast``: bf16 on CUDA
-    (``None``: on for CUDA models). ``max_targets_in_flight``: edits open at once.
+    (``None``: on for CUDA models). ``max_targets_in_flight``: edits open at once. ``ctrl_cache_mb``: the
+    control readouts (``S x cells x features``) are kept after the control pass when they fit in this many
+    MB, so that edited calls do not decode their cells' controls again (else decoded per call).
     """
 
     def __init__(self, model, inputs: EngineInputs, *, readout: str = "mean", n_noise: int = 1, seed: int = 0,
                  batch_rows: int = 1024, batch_size: int | None = None, translate_kwargs: dict | None = None,
-                 skip_unchanged: bool = True, autocast: bool | None = None, max_targets_in_flight: int = 64):
+                 skip_unchanged: bool = True, autocast: bool | None = None, max_targets_in_flight: int = 64,
+                 ctrl_cache_mb: float = 1024.0):
         import torch
 
         from .._settings import _apply_threads
@@ -179,6 +182,7 @@ class PairedEngine:
         self.skip, self.autocast, self.max_open = bool(skip_unchanged), autocast, max(1, int(max_targets_in_flight))
         self.tensor = model.rna_tensor if self.src == "rna" else model.atac_tensor
         self.z_ctrl = None  # (S, cells, L) control latents, after the control pass
+        self.y_ctrl, self.cache_mb = None, float(ctrl_cache_mb)  # (S, cells, F) control readouts when they fit
         self._noise = None
 
     # ---------------------------------------------------------------- translation
@@ -239,7 +243,7 @@ class PairedEngine:
         ``(rows, z (S, b, L), y (S, b, F))`` per call."""
         import torch
 
-        z_all = None
+        z_all = y_all = None
         for s in range(0, self.n, self.ctrl_cap):
             rows = np.arange(s, min(self.n, s + self.ctrl_cap))
             with self._ctx():
@@ -247,9 +251,13 @@ class PairedEngine:
                 y = self.read(z)
                 if z_all is None:
                     z_all = torch.empty(self.S, self.n, z.shape[2], device=self.dev)
+                    if 4.0 * self.S * self.n * y.shape[2] <= self.cache_mb * 2**20:
+                        y_all = torch.empty(self.S, self.n, y.shape[2], device=self.dev)
                 z_all[:, rows[0]:rows[-1] + 1] = z
+                if y_all is not None:
+                    y_all[:, rows[0]:rows[-1] + 1] = y
             yield rows, z, y  # never inside inference mode / autocast: the consumer runs here
-        self.z_ctrl, self.F = z_all, y.shape[2]
+        self.z_ctrl, self.y_ctrl, self.F = z_all, y_all, y.shape[2]
 
     # ---------------------------------------------------------------- edited arms
     def masks(self, edits: Sequence[Edit]) -> list[np.ndarray | None]:
@@ -297,8 +305,10 @@ class PairedEngine:
                     x[off:off + len(r)] = edits[ei].apply(x[off:off + len(r)])
                     off += len(r)
                 z = self.translate_rows(x, cells)
-                zc = self.z_ctrl[:, torch.as_tensor(cells, device=self.dev)]
-                d, zd = self.read(z) - self.read(zc), z - zc
+                ct = torch.as_tensor(cells, device=self.dev)
+                zc = self.z_ctrl[:, ct]
+                d = self.read(z) - (self.y_ctrl[:, ct] if self.y_ctrl is not None else self.read(zc))
+                zd = z - zc
             else:
                 z = zd = self.z_ctrl[:, :0]
                 d = torch.zeros(self.S, 0, self.F, device=self.dev)
@@ -382,9 +392,11 @@ def iter_results(model, inputs: EngineInputs, edits: Sequence[Edit], *, n_pca_ce
                                       "n_changed": zeros(G, dtype=torch.long)})
         if len(cd.rows):
             rt = torch.as_tensor(cd.rows, device=dev)
-            g, dm = groups_t[rt], cd.d.mean(0)
-            a["diff_sum"].index_add_(1, g, cd.d.double())
-            a["diff_sq"].index_add_(0, g, dm.double() ** 2)
+            g, dd = groups_t[rt], cd.d.double()  # one float64 copy (S = 1: the sample mean is the sample)
+            dm = cd.d[0] if S == 1 else cd.d.mean(0)
+            dmd = dd[0] if S == 1 else dm.double()
+            a["diff_sum"].index_add_(1, g, dd)
+            a["diff_sq"].index_add_(0, g, dmd * dmd)
             a["diff_absmax"].scatter_reduce_(0, g[:, None].expand(-1, F), dm.abs(), "amax", include_self=True)
             a["zdiff_sum"].index_add_(1, g, cd.zd.double())
             a["n_changed"].index_add_(0, g, torch.ones_like(g))
