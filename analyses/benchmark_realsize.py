@@ -20,7 +20,8 @@ symbols and TSSs, 10x-like sparsity, planted peak -> gene links; default 10,000 
    controls, per-target summaries: ``keep_effects="auto"``) in its own process with ``--screen-timeout``
    seconds. The screen folder is resumable: a screen stopped by the timeout reports how many TFs it
    finished in that time (a measured rate, not an extrapolation), the output size on disk and the
-   worker's peak RSS.
+   worker's peak RSS;
+7. the HTML report of the trained model (``report.run_demo`` on the selected data, hg38), in its own process.
 
 Time (wall) and peak RSS (``resource.getrusage``, the process's maximum so far; a GRN worker's own
 maximum) are printed after every step and written to ``<out>/realsize.json`` and ``<out>/realsize.md``.
@@ -178,6 +179,38 @@ def _screen_step(a, out: Path) -> dict:
     return r
 
 
+def _report(model_dir: str, data: str, out_dir: str, seed: int) -> dict:
+    """The HTML report of the trained model on the selected data (``report.run_demo``: its default sizes,
+    hg38 TSSs and human TF lists), in this process."""
+    import mudata
+
+    import scdiffx_grn as scdx
+
+    mudata.set_options(pull_on_update=False)
+    m = mudata.read_h5mu(data)
+    for mod in ("rna", "atac"):
+        m.mod[mod].layers["counts"] = m.mod[mod].X
+    t0 = time.perf_counter()
+    res = scdx.report.run_demo(model=model_dir, data=m, out=out_dir, genome="hg38", seed=seed, overwrite=True)
+    return {"status": "done" if res.ok else f"failed sections: {res.failed}", "seconds": round(time.perf_counter() - t0, 1),
+            "section_seconds": res.section_seconds, "report": str(res.report),
+            "peak_rss_mb": round(_now_rss_mb("VmHWM"), 1)}
+
+
+def _report_step(a, out: Path) -> dict:
+    """The report in its own process (``--report-timeout`` seconds)."""
+    cmd = [sys.executable, __file__, "--seed", str(a.seed), "--report-worker", str(out / "model"),
+           str(out / "selected.h5mu"), str(out / "report")]
+    t0 = time.perf_counter()
+    try:
+        r = _run_worker(cmd, a.report_timeout)
+    except subprocess.TimeoutExpired:
+        r = {"status": f"did not finish in {a.report_timeout:.0f} s", "seconds": round(time.perf_counter() - t0, 1)}
+    r["wall_seconds"] = round(time.perf_counter() - t0, 1)  # with the worker's start and data loading
+    print(f"[realsize] report: {r}", flush=True)
+    return r
+
+
 def _screen_md(r: dict) -> list[str]:
     return ["| TF screen | TFs done | seconds | s per TF | output (MB) | peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|",
             f"| {r['status']} | {r.get('n_done', '')} of {r.get('n_tfs', '?')} | {r.get('seconds', '')} | "
@@ -277,6 +310,11 @@ def main(argv=None) -> dict:
     p.add_argument("--screen-timeout", type=float, default=1800.0,
                    help="seconds for the TF screen's own process (0: in this process, no limit)")
     p.add_argument("--screen-only", action="store_true", help="only the TF screen, on the saved model and data")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the HTML report (report.run_demo) of the trained model at the end (own process)")
+    p.add_argument("--report-timeout", type=float, default=1200.0, help="seconds for the report's process")
+    p.add_argument("--report-only", action="store_true", help="only the report, on the saved model and data")
+    p.add_argument("--report-worker", nargs=3, metavar=("MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--screen-worker", nargs=4, metavar=("MODEL", "DATA", "OUT", "N"), help=argparse.SUPPRESS)
     p.add_argument("--grn-worker", nargs=5, metavar=("MODEL", "DATA", "METHOD", "CELLS", "CSV"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -287,6 +325,10 @@ def main(argv=None) -> dict:
             resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
         res = _grn(md, data, meth, int(n), csv, a.seed, a.grn_types)
         print("RESULT " + json.dumps(res), flush=True)
+        return res
+    if a.report_worker:
+        res = _report(*a.report_worker, a.seed)
+        print("RESULT " + json.dumps(res, default=str), flush=True)
         return res
     if a.screen_worker:
         md, data, sdir, n = a.screen_worker
@@ -310,6 +352,10 @@ def main(argv=None) -> dict:
         (out / "realsize_screen.md").write_text("\n".join(_screen_md(r)) + "\n")
         print("\n".join(_screen_md(r)), flush=True)
         return {"screen": r}
+    if a.report_only:
+        r = _report_step(a, out)
+        (out / "realsize_report.json").write_text(json.dumps({"args": vars(a), "report": r}, indent=1, default=str))
+        return {"report": r}
     if a.grn_only:
         import mudata
 
@@ -403,17 +449,21 @@ def main(argv=None) -> dict:
     grn_rows = _grn_steps(a, out, st)
     rec = _recovery(out, [r["method"] for r in grn_rows if r.get("status") == "done"], planted_csv, cand)
     scr = _screen_step(a, out) if a.screen_tfs >= 0 else None
+    rep = _report_step(a, out) if a.report else None
     # the user's workflow end to end: every step but the simulation, every GRN method, the screen
     total = (sum(r["seconds"] for r in st.rows if not r["step"].startswith(("simulate", "extract_grn[")))
-             + sum(float(r.get("seconds") or 0) for r in grn_rows) + (float(scr.get("seconds") or 0) if scr else 0.0))
-    complete = all(r.get("status") == "done" for r in grn_rows) and (scr is None or scr.get("status") == "done")
+             + sum(float(r.get("seconds") or 0) for r in grn_rows) + (float(scr.get("seconds") or 0) if scr else 0.0)
+             + (float(rep.get("wall_seconds") or 0) if rep else 0.0))
+    complete = (all(r.get("status") == "done" for r in grn_rows) and (scr is None or scr.get("status") == "done")
+                and (rep is None or rep.get("status") == "done"))
     workflow = {"seconds": round(total, 1), "hours": round(total / 3600, 3), "complete": complete,
                 "peak_rss_mb": round(max([r["peak_rss_mb"] for r in st.rows]
                                          + [float(r.get("peak_rss_mb") or 0) for r in grn_rows]
-                                         + [float(scr.get("peak_rss_mb") or 0) if scr else 0.0]), 1)}
-    print(f"[realsize] workflow (h5 -> model -> every GRN method -> screen): {workflow}", flush=True)
+                                         + [float(scr.get("peak_rss_mb") or 0) if scr else 0.0]
+                                         + [float(rep.get("peak_rss_mb") or 0) if rep else 0.0]), 1)}
+    print(f"[realsize] workflow (h5 -> model -> every GRN method -> screen -> report): {workflow}", flush=True)
     res = {"args": vars(a), "shape": shape, "selection": counts, "default_model_all_features": default_size,
-           "workflow": workflow,
+           "workflow": workflow, "report": rep,
            "model": {**size, **arch, "checkpoint_mb_on_disk": round(ckpt_mb, 1)},
            "training": plan, "steps": st.rows, "grn": grn_rows, "recovery": rec, "screen": scr,
            "peak_rss_mb": round(_rss_mb(), 1), "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0)}
@@ -421,7 +471,7 @@ def main(argv=None) -> dict:
     md = ["| step | seconds | peak RSS (MB) |", "|---|---:|---:|"]
     md += [f"| {r['step']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in st.rows]
     md += [""] + _grn_md(grn_rows, rec) + ([""] + _screen_md(scr) if scr else [])
-    md += ["", f"Workflow end to end (every step but the simulation, every GRN method, the screen): "
+    md += ["", f"Workflow end to end (every step but the simulation, every GRN method, the screen, the report): "
                f"{workflow['seconds']:.0f} s ({workflow['hours']:.2f} h), peak RSS {workflow['peak_rss_mb']:.0f} MB"
                + ("" if complete else " (a step did not finish)")]
     (out / "realsize.md").write_text("\n".join(md) + "\n")

@@ -1021,6 +1021,8 @@ def demo(
     n_tfs: int = typer.Option(4, help="TFs knocked out in the screen."),
     n_cell_types: int = typer.Option(3, help="Largest cell types used by the GRN and the screen."),
     basis: str = typer.Option("pca", help="Embedding of the real-vs-generated figure: pca (fast) or umap."),
+    genome: str = typer.Option("mm10", help="Built-in TSS annotation of the data (mm10, hg38); an hg genome also "
+                               "makes the TF lists and reference networks human."),
     sections: list[str] = typer.Option([], "--section", help="Run only these sections (repeatable): "
                                        "generation, translation, grn, screen, biomarkers."),
     threads: int = typer.Option(1, help="CPU threads for torch (the demo's small batches run fastest "
@@ -1045,7 +1047,8 @@ def demo(
         raise OptionError(f"--basis must be 'pca' or 'umap', got {basis!r}")
     _info(f"scdiffx-grn demo: {n_cells} cells, {n_steps} sampler steps -> {out}/report.html")
     res = run_demo(out=str(out), model=str(mpath), data=data, n_cells=n_cells, n_steps=n_steps, n_generate=n_generate,
-                   n_translate=n_translate, n_tfs=n_tfs, n_cell_types=n_cell_types, basis=basis, seed=seed,
+                   n_translate=n_translate, n_tfs=n_tfs, n_cell_types=n_cell_types, basis=basis, genome=genome,
+                   seed=seed,
                    device=None if device == "auto" else device, sections=secs, debug=debug, overwrite=overwrite)
     for k, v in res.section_seconds.items():
         _info(f"  {k:<12s} {v:7.1f} s" + ("  FAILED" if k in res.failed else ""))

@@ -240,3 +240,22 @@ def test_grn_command_exports_cytoscape_files(tiny_mop_model, tmp_path):
     g = nx.read_graphml(out / "tf_gene.graphml")
     assert g.number_of_edges() == len(tg)
     assert (out / "tf_gene.L2_3.graphml").exists()
+
+
+def test_demo_organism_follows_the_genome(monkeypatch):
+    """An hg genome makes the report's TF lists and reference networks human (mouse otherwise), and the
+    CLI's demo takes --genome."""
+    from typer.testing import CliRunner
+
+    from scdiffx_grn.cli import app
+    from scdiffx_grn.report import _demo
+
+    assert _demo._organism(_demo.DemoConfig(genome="hg38")) == "human"
+    assert _demo._organism(_demo.DemoConfig()) == "mouse"
+    import scdiffx_grn.datasets as ds
+
+    seen = {}
+    monkeypatch.setattr(ds, "tf_list", lambda genes, **kw: seen.update(kw) or ["X"])
+    assert _demo._demo_tfs(["X"], _demo._organism(_demo.DemoConfig(genome="hg38"))) == ["X"]
+    assert seen["organism"] == "human"
+    assert "--genome" in CliRunner().invoke(app, ["demo", "--help"]).output

@@ -82,7 +82,8 @@ class DemoConfig:
     basis
         ``"pca"`` or ``"umap"`` for the real-vs-generated figure.
     genome
-        Built-in TSS annotation for candidate peak -> gene pairs.
+        Built-in TSS annotation for candidate peak -> gene pairs (``"mm10"``, ``"hg38"``); an ``hg*``
+        genome also makes the TF lists and reference networks human.
     seed, device
         Seed of every random choice; torch device (``None``: ``settings.device``).
     sections
@@ -160,6 +161,11 @@ def _check_out(out: Path, overwrite: bool) -> None:
     from .._io import check_output_dir
 
     check_output_dir(out, overwrite=overwrite, known=REPORT_FILES, what="report")
+
+
+def _organism(cfg: DemoConfig) -> str:
+    """The organism of the TF lists and reference networks: human for an ``hg*`` genome, else mouse."""
+    return "human" if str(cfg.genome).lower().startswith("hg") else "mouse"
 
 
 def _demo_tfs(genes, organism: str = "mouse") -> list[str]:
@@ -374,7 +380,7 @@ def _grn_section(sec, cfg, model, mdata, groupby, state) -> None:
              f"types ({', '.join(types)}), {cfg.grn_cells} cells each; candidates within 150 kb of a TSS. "
              "TF -> peak links from TF expression / peak accessibility co-variation across metacells "
              "(DoRothEA TFs among the genes).")
-    tfs = _demo_tfs(mdata.mod["rna"].var_names)
+    tfs = _demo_tfs(mdata.mod["rna"].var_names, _organism(cfg))
     state["tfs"] = tfs
     tl.tf_gene_network(mdata, "coaccessibility", tfs=tfs, groupby=groupby, key_added="grn_tf", seed=cfg.seed)
     net = stored_table(mdata, "grn_tf", "network")
@@ -446,7 +452,7 @@ def _screen_section(sec, cfg, model, mdata, groupby, state, workdir: Path) -> No
     from .._settings import settings
     from ..perturb import load_screen_effects
 
-    tfs = state.get("tfs") or _demo_tfs(mdata.mod["rna"].var_names)
+    tfs = state.get("tfs") or _demo_tfs(mdata.mod["rna"].var_names, _organism(cfg))
     targets = tfs[: cfg.n_tfs]
     if not targets:
         raise ScdxError("no DoRothEA TF among the model's genes: nothing to screen")
@@ -504,10 +510,10 @@ def _screen_section(sec, cfg, model, mdata, groupby, state, workdir: Path) -> No
 def _biomarker_section(sec, cfg, model, mdata, groupby, state) -> None:
     from .. import pl, tl
 
-    tl.regulator_activity(mdata, "dorothea", organism="mouse", groupby=groupby, key_added="regulators")
+    tl.regulator_activity(mdata, "dorothea", organism=_organism(cfg), groupby=groupby, key_added="regulators")
     # the TF -> gene network of the GRN section, as a table (uns["grn_tf"] = {"params", "network"})
     grn_net = stored_table(mdata, "grn_tf", "network") if "grn_tf" in mdata.uns else None
-    ret = tl.rank_biomarkers(mdata, groupby, grn_key=grn_net, reference="dorothea", organism="mouse",
+    ret = tl.rank_biomarkers(mdata, groupby, grn_key=grn_net, reference="dorothea", organism=_organism(cfg),
                              activity_key="regulators", peak_top=200, key_added="biomarkers")
     tab = _result_table(ret, mdata, "biomarkers", "biomarkers")
     sec.text("TF activity per cell (decoupler ulm on DoRothEA A-C), then genes, peaks and TFs ranked per cell "
