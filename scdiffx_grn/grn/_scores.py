@@ -362,11 +362,12 @@ def _jacobian_pair_sums(model, X_atac, cond, noise_all, lay: _PairLayout, alphas
                     continue
                 pairs, pos = lay.pairs_of(cols)
                 r = torch.arange(m)[:, None] * b + ci  # the cell's m rows
+                Bcell = B[r[:, 0]] if front is not None else None  # (m, H, L): dz/dh of the cell, gathered once
                 for e0 in range(0, len(pairs), max(1, pair_chunk // m)):
                     pr = torch.as_tensor(pairs[e0:e0 + max(1, pair_chunk // m)], dtype=torch.long)
                     pc = torch.as_tensor(cols[pos[e0:e0 + max(1, pair_chunk // m)]], dtype=torch.long)
                     if front is not None:  # dz/dx at the chunk's peaks: (m, e, L) = weight columns x dz/dh
-                        Bc = W.t()[peaks_t[pc].to(dev)][None] @ B[r[:, 0]]
+                        Bc = W.t()[peaks_t[pc].to(dev)][None] @ Bcell
                     else:
                         Bc = B[r, pc[None]]
                     # sum_l A[r, g, l] B[r, p, l], weighted by w_k (x_p - b_p), summed over alpha

@@ -24,7 +24,7 @@ import torch
 from .._errors import OptionError
 from .._settings import logger
 
-__all__ = ["model_size", "calibrate", "plan_training", "apply_preset", "check_preset", "FULL_RECIPE",
+__all__ = ["model_size", "calibrate", "plan_training", "apply_preset", "auto_batch", "check_preset", "FULL_RECIPE",
            "DEFAULT_CPU_BUDGET"]
 
 #: the longest recipe ``"auto"`` picks (``ScDiffusionX.train``'s defaults)
@@ -137,6 +137,17 @@ def plan_training(n_train: int, batch_size: int, timing: dict[str, float], *, ti
     return plan
 
 
+def auto_batch(mdata, batch_size: int, split_key=None, train_value: str = "train") -> tuple[int, int]:
+    """``(training cells, batch size)`` of ``train(preset="auto")``: at most ``batch_size``, at least 32, and
+    at least 4 steps per epoch."""
+    from .._registry import labels as registry_labels
+
+    n_train = mdata.n_obs
+    if split_key is not None:
+        n_train = int((registry_labels(mdata, split_key).to_numpy() == str(train_value)).sum())
+    return n_train, int(min(batch_size, max(32, n_train // 4)))
+
+
 def apply_preset(model, mdata, preset: str, *, time_budget: float | None, batch_size: int, lr: float,
                  split_key=None, train_value: str = "train", seed: int = 0, device=None) -> dict[str, Any]:
     """Resolve ``train(preset=...)``: the training options to use and the estimate printed before training.
@@ -144,19 +155,16 @@ def apply_preset(model, mdata, preset: str, *, time_budget: float | None, batch_
     ``"auto"``: calibrated recipe fitting ``time_budget``; a name of ``PRESETS``: its ``train`` options (the
     estimate is printed, and a warning when it exceeds ``time_budget``).
     """
-    from .._registry import labels as registry_labels
     from ._config import PRESETS
 
     check_preset(preset, time_budget)
-    n_train = mdata.n_obs
-    if split_key is not None:
-        n_train = int((registry_labels(mdata, split_key).to_numpy() == str(train_value)).sum())
+    n_train, auto_bs = auto_batch(mdata, batch_size, split_key, train_value)
     opts: dict[str, Any] = {"batch_size": int(batch_size), "lr": float(lr)}
     if preset != "auto":
         opts.update({k: v for k, v in PRESETS[preset]["train"].items()
                      if k in ("ae_epochs", "diffusion_steps", "batch_size", "lr")})
     else:
-        opts["batch_size"] = int(min(batch_size, max(32, n_train // 4)))  # >= 4 steps per epoch
+        opts["batch_size"] = auto_bs
     dev = str(device) if device is not None else str(model.device)
     t = calibrate(model, mdata, batch_size=opts["batch_size"], split_key=split_key, train_value=train_value,
                   seed=seed, device=device)

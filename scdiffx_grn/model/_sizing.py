@@ -14,7 +14,7 @@ import torch
 
 from .._errors import OptionError
 from .._settings import logger
-from ._autopreset import DEFAULT_CPU_BUDGET, _say, calibrate, plan_training
+from ._autopreset import DEFAULT_CPU_BUDGET, _say, auto_batch, calibrate, plan_training
 from ._model import ScDiffusionX
 
 __all__ = ["denoiser_size", "DENOISER_SIZES", "MIN_AUTO_STEPS"]
@@ -47,8 +47,6 @@ def denoiser_size(mdata, *, time_budget: float | None = None, device=None, batch
         model = scdx.ScDiffusionX(mdata, **size)
         model.train(preset="auto", time_budget=900)
     """
-    from .._registry import labels as registry_labels
-
     if time_budget is not None and not float(time_budget) > 0:
         raise OptionError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
     if int(min_steps) < 1:
@@ -58,10 +56,7 @@ def denoiser_size(mdata, *, time_budget: float | None = None, device=None, batch
         raise OptionError(f"denoiser_size chooses {named} itself; build the model with them directly instead")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     budget = float(time_budget) if time_budget is not None else (None if dev.type == "cuda" else DEFAULT_CPU_BUDGET)
-    n_train = mdata.n_obs
-    if split_key is not None:
-        n_train = int((registry_labels(mdata, split_key).to_numpy() == str(train_value)).sum())
-    batch = int(min(batch_size, max(32, n_train // 4)))  # as train(preset="auto")
+    n_train, batch = auto_batch(mdata, batch_size, split_key, train_value)  # the batch train(preset="auto") uses
     tried = []
     choice = dict(DENOISER_SIZES[0])
     if budget is not None:
